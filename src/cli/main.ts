@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * The muster command line: the only place that prints to the terminal or exits (CONVENTIONS layout).
+ * Exit codes: 0 success, 1 failure with a one-line reason on stderr, 2 usage error; `muster join`
+ * has its own documented codes (node/agent.ts JOIN_EXIT).
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { isMusterError } from '../common/errors.js';
+import { exitCodeFor } from '../node/agent.js';
+import { AdminError } from './admin-client.js';
+import { joinCommand } from './join-cmd.js';
+import { operatorCommands } from './operator-cmd.js';
+import { registrarCommand } from './registrar-cmd.js';
+
+const VERSION = '0.1.0';
+
+async function main(argv: string[]): Promise<number> {
+  let usageError: string | undefined;
+  const parser = operatorCommands(joinCommand(registrarCommand(yargs(argv))))
+    .scriptName('muster')
+    .usage('$0 <command>\n\nZero-configuration node registration.')
+    .version(VERSION)
+    .strict()
+    .demandCommand(1, 'name a command')
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      usageError = msg;
+    })
+    .help();
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    const isJoin = argv[0] === 'join';
+    if (isMusterError(err)) {
+      process.stderr.write(`muster: ${err.message}\n`);
+      if (isJoin) return exitCodeFor(err);
+      return err.code === 'MUSTER_ERR_USAGE' || err.code === 'invalid_name' ? 2 : 1;
+    }
+    if (err instanceof AdminError) {
+      process.stderr.write(`muster: ${err.message}\n`);
+      return err.status === 400 ? 2 : 1;
+    }
+    process.stderr.write(`muster: ${(err as Error).message ?? String(err)}\n`);
+    return 1;
+  }
+  if (usageError !== undefined) {
+    process.stderr.write(`muster: ${usageError}\nTry 'muster --help'.\n`);
+    return 2;
+  }
+  return 0;
+}
+
+main(hideBin(process.argv)).then(
+  (code) => {
+    process.exitCode = code;
+    // Every command is done here (the registrar returns once it has stopped).
+    setImmediate(() => process.exit(code));
+  },
+  (err) => {
+    process.stderr.write(`muster: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);

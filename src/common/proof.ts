@@ -1,0 +1,95 @@
+/**
+ * Wire codecs for admission (DESIGN "Admission policy", "The credentials bundle"): join tokens, the
+ * token proof, the bundle MAC, and the payloads nodes sign with their key (ack, leave). Pure: no I/O.
+ */
+import { createHmac, KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
+
+export const TOKEN_ID_PATTERN = '^[a-z0-9]{6,16}$';
+const TOKEN_RE = /^([a-z0-9]{6,16})\.([A-Za-z0-9_-]{32,128})$/;
+
+export interface ParsedToken {
+  id: string;
+  secret: string;
+}
+
+/** Parses `<id>.<secret>`; returns undefined when malformed (the caller words the error). */
+export function parseToken(token: string): ParsedToken | undefined {
+  const m = TOKEN_RE.exec(token.trim());
+  return m ? { id: m[1]!, secret: m[2]! } : undefined;
+}
+
+export interface ProofFields {
+  name: string;
+  role: string;
+  cluster: string;
+  /** The node's key fingerprint (base64url SHA-256 of its SPKI). */
+  key: string;
+  /** Unix seconds. */
+  ts: number;
+}
+
+/** HMAC-SHA256(secret, "muster-join-v1" | name | role | cluster | key | ts), base64url. */
+export function joinProofMac(secret: string, f: ProofFields): string {
+  return createHmac('sha256', secret)
+    .update(['muster-join-v1', f.name, f.role, f.cluster, f.key, String(f.ts)].join('|'))
+    .digest('base64url');
+}
+
+export function safeEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  return ab.length === bb.length && timingSafeEqual(ab, bb);
+}
+
+/** The proof window: a proof's ts must be within 5 minutes of the registrar's clock. */
+export const PROOF_WINDOW_S = 300;
+
+/** JSON with object keys sorted at every level: the byte string the bundle MAC covers. */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+    .join(',')}}`;
+}
+
+export interface Bundle {
+  v: 1;
+  cluster: string;
+  node: string;
+  role: string;
+  certificate: string;
+  chain: string[];
+  ca: string;
+  registrar: { url: string; id: string };
+  config: Record<string, string>;
+  issuedAt: string;
+  mac?: string;
+}
+
+export function bundleMac(secret: string, bundle: Omit<Bundle, 'mac'> | Bundle): string {
+  const { mac: _mac, ...rest } = bundle as Bundle;
+  return createHmac('sha256', secret)
+    .update('muster-bundle-v1|' + canonicalJson(rest))
+    .digest('base64url');
+}
+
+/** What a node signs to acknowledge its bundle or to leave (DESIGN "HTTPS API"). */
+export function nodeSignedPayload(kind: 'ack' | 'leave', name: string, serial: string, ts: number): Buffer {
+  return Buffer.from(`muster-${kind}-v1|${name}|${serial}|${ts}`);
+}
+
+export function signNode(key: KeyObject, payload: Buffer): string {
+  return sign('sha256', payload, key).toString('base64url');
+}
+
+export function verifyNode(key: KeyObject, payload: Buffer, sig: string): boolean {
+  try {
+    return verify('sha256', payload, key, Buffer.from(sig, 'base64url'));
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,354 @@
+/**
+ * Certificates and CSRs on the hot path (see der.ts for why not node-forge's object model here):
+ * - nodes build their CSR and sign it with node:crypto (RSA or EC P-256 keys);
+ * - the registrar parses a CSR, checks its signature with node:crypto, and copies the
+ *   SubjectPublicKeyInfo bytes into a TBSCertificate that node:crypto signs with the CA key.
+ * Fingerprints are SHA-256 over DER, base64url (DESIGN "Discovery": `key=` and `ca=`).
+ */
+import { createHash, createPublicKey, KeyObject, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
+import {
+  bitString,
+  bool,
+  bytes,
+  children,
+  DerError,
+  expectTag,
+  explicit,
+  implicit,
+  ia5,
+  nul,
+  octets,
+  oid,
+  readTlv,
+  seq,
+  set,
+  smallInt,
+  TAG,
+  time,
+  uint,
+  utf8,
+  value,
+} from './der.js';
+
+export const OID = {
+  rsaEncryption: '1.2.840.113549.1.1.1',
+  sha256WithRSA: '1.2.840.113549.1.1.11',
+  ecPublicKey: '1.2.840.10045.2.1',
+  ecdsaWithSHA256: '1.2.840.10045.4.3.2',
+  commonName: '2.5.4.3',
+  organization: '2.5.4.10',
+  organizationalUnit: '2.5.4.11',
+  subjectKeyIdentifier: '2.5.29.14',
+  keyUsage: '2.5.29.15',
+  subjectAltName: '2.5.29.17',
+  basicConstraints: '2.5.29.19',
+  authorityKeyIdentifier: '2.5.29.35',
+  extKeyUsage: '2.5.29.37',
+  serverAuth: '1.3.6.1.5.5.7.3.1',
+  clientAuth: '1.3.6.1.5.5.7.3.2',
+} as const;
+
+const OID_DER = Object.fromEntries(Object.entries(OID).map(([k, v]) => [k, oid(v)])) as Record<
+  keyof typeof OID,
+  Buffer
+>;
+
+// ---- PEM ----
+
+export function toPem(der: Buffer, label: string): string {
+  const b64 = der.toString('base64');
+  let body = '';
+  for (let i = 0; i < b64.length; i += 64) body += b64.slice(i, i + 64) + '\n';
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
+}
+
+/** The DER of the first PEM block with this label (or any label). Throws DerError when absent. */
+export function fromPem(pem: string, label?: string): Buffer {
+  const re = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(pem)) !== null) {
+    if (label === undefined || m[1] === label) return Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64');
+  }
+  throw new DerError(`no PEM block${label ? ` labelled ${label}` : ''}`);
+}
+
+export function allPem(pem: string, label: string): Buffer[] {
+  const out: Buffer[] = [];
+  const re = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`, 'g');
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(pem)) !== null) out.push(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'));
+  return out;
+}
+
+// ---- fingerprints ----
+
+export function sha256b64url(der: Buffer): string {
+  return createHash('sha256').update(der).digest('base64url');
+}
+
+/** The fingerprint of a key: SHA-256 of its SubjectPublicKeyInfo DER, base64url. */
+export function keyFingerprint(key: KeyObject | Buffer): string {
+  const spki = Buffer.isBuffer(key) ? key : (key.export({ type: 'spki', format: 'der' }) as Buffer);
+  return sha256b64url(spki);
+}
+
+/** The fingerprint of a certificate (the CA pin): SHA-256 of its DER, base64url. */
+export function certFingerprint(certPem: string): string {
+  return sha256b64url(fromPem(certPem, 'CERTIFICATE'));
+}
+
+// ---- keys ----
+
+export type KeyKind = 'ec' | 'rsa';
+
+function sigAlgFor(key: KeyObject): { alg: Buffer; kind: KeyKind } {
+  if (key.asymmetricKeyType === 'rsa') return { alg: seq(OID_DER.sha256WithRSA, nul()), kind: 'rsa' };
+  if (key.asymmetricKeyType === 'ec') return { alg: seq(OID_DER.ecdsaWithSHA256), kind: 'ec' };
+  throw new Error(`unsupported key type ${key.asymmetricKeyType}`);
+}
+
+/**
+ * Checks that a public key is one muster accepts for nodes: RSA >= 2048 bits or EC P-256.
+ * Returns a reason when it is not.
+ */
+export function keyProblem(key: KeyObject): string | undefined {
+  const d = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'rsa') {
+    if (!d?.modulusLength || d.modulusLength < 2048) return 'RSA keys must have at least 2048 bits';
+    if (d.modulusLength > 8192) return 'RSA keys larger than 8192 bits are not accepted';
+    return undefined;
+  }
+  if (key.asymmetricKeyType === 'ec') {
+    if (d?.namedCurve !== 'prime256v1') return 'EC keys must be on curve P-256';
+    return undefined;
+  }
+  return `key type ${key.asymmetricKeyType} is not accepted (use EC P-256 or RSA >= 2048)`;
+}
+
+// ---- names ----
+
+export interface SubjectFields {
+  cn: string;
+  o?: string;
+  ou?: string;
+}
+
+function rdn(oidDer: Buffer, v: string): Buffer {
+  return set(seq(oidDer, utf8(v)));
+}
+
+export function encodeName(f: SubjectFields): Buffer {
+  const rdns: Buffer[] = [];
+  if (f.o !== undefined && f.o !== '') rdns.push(rdn(OID_DER.organization, f.o));
+  if (f.ou !== undefined && f.ou !== '') rdns.push(rdn(OID_DER.organizationalUnit, f.ou));
+  rdns.push(rdn(OID_DER.commonName, f.cn));
+  return seq(...rdns);
+}
+
+/** The attribute values of a DER Name, by attribute OID (first occurrence). */
+function decodeName(buf: Buffer, name: { valueStart: number; end: number; tag: number; start: number }): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const rdnSet of children(buf, name)) {
+    for (const atv of children(buf, rdnSet)) {
+      const [o, v] = children(buf, atv);
+      if (!o || !v || o.tag !== TAG.OID) throw new DerError('bad name attribute');
+      const key = value(buf, o).toString('hex');
+      if (!out.has(key)) out.set(key, value(buf, v).toString('utf8'));
+    }
+  }
+  return out;
+}
+
+const CN_HEX = value(OID_DER.commonName, readTlv(OID_DER.commonName, 0)).toString('hex');
+
+// ---- CSR (RFC 2986) ----
+
+/** Builds a PKCS#10 CSR with CN=<name>, signed by the node's key with node:crypto. */
+export function buildCsr(name: string, privateKey: KeyObject): string {
+  const pub = createPublicKey(privateKey);
+  const spki = pub.export({ type: 'spki', format: 'der' }) as Buffer;
+  const { alg } = sigAlgFor(privateKey);
+  const cri = seq(smallInt(0), encodeName({ cn: name }), spki, explicit(0));
+  const sig = sign('sha256', cri, privateKey);
+  return toPem(seq(cri, alg, bitString(sig)), 'CERTIFICATE REQUEST');
+}
+
+export interface ParsedCsr {
+  commonName: string;
+  spki: Buffer;
+  publicKey: KeyObject;
+  fingerprint: string;
+}
+
+/**
+ * Parses a CSR, checks its self-signature with node:crypto and the key type.
+ * Throws DerError (malformed) or an Error with a reason for a person.
+ */
+export function parseCsr(pem: string): ParsedCsr {
+  const der = fromPem(pem, 'CERTIFICATE REQUEST');
+  const top = readTlv(der, 0);
+  if (top.end !== der.length) throw new DerError('trailing data after the CSR');
+  const [cri, algId, sigBits] = children(der, expectTag(top, TAG.SEQUENCE, 'CertificationRequest'));
+  expectTag(cri, TAG.SEQUENCE, 'CertificationRequestInfo');
+  expectTag(algId, TAG.SEQUENCE, 'AlgorithmIdentifier');
+  expectTag(sigBits, TAG.BIT_STRING, 'signature');
+  const [version, subject, spkiTlv] = children(der, cri!);
+  expectTag(version, TAG.INTEGER, 'version');
+  expectTag(subject, TAG.SEQUENCE, 'subject');
+  expectTag(spkiTlv, TAG.SEQUENCE, 'SubjectPublicKeyInfo');
+  const algOid = children(der, algId!)[0];
+  expectTag(algOid, TAG.OID, 'signature algorithm');
+  const alg = bytes(der, algOid!);
+  const sigVal = value(der, sigBits!);
+  if (sigVal[0] !== 0) throw new DerError('signature has unused bits');
+
+  const spki = Buffer.from(bytes(der, spkiTlv!));
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch {
+    throw new DerError('the public key cannot be read');
+  }
+  const problem = keyProblem(publicKey);
+  if (problem) throw new Error(problem);
+  const expected = publicKey.asymmetricKeyType === 'rsa' ? OID_DER.sha256WithRSA : OID_DER.ecdsaWithSHA256;
+  if (!alg.equals(expected)) throw new Error('the CSR must be signed with SHA-256 (RSA PKCS#1 v1.5 or ECDSA)');
+  if (!verify('sha256', bytes(der, cri!), publicKey, sigVal.subarray(1))) {
+    throw new Error('the CSR signature does not verify with its own key');
+  }
+  const names = decodeName(der, subject!);
+  const commonName = names.get(CN_HEX);
+  if (commonName === undefined) throw new Error('the CSR has no common name');
+  return { commonName, spki, publicKey, fingerprint: sha256b64url(spki) };
+}
+
+// ---- certificates ----
+
+export interface IssuerKey {
+  /** The issuer's certificate (its subject becomes the issuer name). */
+  certDer: Buffer;
+  privateKey: KeyObject;
+}
+
+export interface CertificateSpec {
+  serial: Buffer;
+  subject: SubjectFields;
+  spki: Buffer;
+  notBefore: Date;
+  notAfter: Date;
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  usage: 'client-server' | 'server' | 'client';
+}
+
+interface IssuerInfo {
+  subject: Buffer;
+  ski: Buffer | undefined;
+  alg: Buffer;
+}
+const issuerCache = new WeakMap<Buffer, IssuerInfo>();
+
+function issuerInfo(issuer: IssuerKey): IssuerInfo {
+  let info = issuerCache.get(issuer.certDer);
+  if (info) return info;
+  const der = issuer.certDer;
+  const [tbs] = children(der, readTlv(der, 0));
+  const parts = children(der, tbs!);
+  // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, spki, ..., [3] extensions
+  const off = parts[0]!.tag === 0xa0 ? 1 : 0;
+  const subject = Buffer.from(bytes(der, parts[off + 4]!));
+  let ski: Buffer | undefined;
+  const extWrap = parts.find((p) => p.tag === 0xa3);
+  if (extWrap) {
+    const [exts] = children(der, extWrap);
+    for (const ext of children(der, exts!)) {
+      const [o, ...rest] = children(der, ext);
+      if (bytes(der, o!).equals(OID_DER.subjectKeyIdentifier)) {
+        const inner = value(der, rest[rest.length - 1]!);
+        ski = Buffer.from(value(inner, readTlv(inner, 0)));
+      }
+    }
+  }
+  info = { subject, ski, alg: sigAlgFor(issuer.privateKey).alg };
+  issuerCache.set(issuer.certDer, info);
+  return info;
+}
+
+function extension(oidDer: Buffer, critical: boolean, content: Buffer): Buffer {
+  return critical ? seq(oidDer, bool(true), octets(content)) : seq(oidDer, octets(content));
+}
+
+function ipBytes(ip: string): Buffer {
+  const v = isIP(ip);
+  if (v === 4) return Buffer.from(ip.split('.').map(Number));
+  if (v === 6) {
+    const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+    const b = Buffer.alloc(16);
+    groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
+    return b;
+  }
+  throw new Error(`not an IP address: ${ip}`);
+}
+
+/** Builds and signs an X.509 v3 certificate (RFC 5280) with node:crypto. Returns DER. */
+export function issueCertificate(issuer: IssuerKey, spec: CertificateSpec): Buffer {
+  const info = issuerInfo(issuer);
+  const exts: Buffer[] = [extension(OID_DER.basicConstraints, true, seq())];
+  const pub = createPublicKey({ key: spec.spki, format: 'der', type: 'spki' });
+  // keyUsage bits: digitalSignature (0), keyEncipherment (2) for RSA key exchange.
+  const ku = pub.asymmetricKeyType === 'rsa' ? Buffer.from([0x05, 0xa0]) : Buffer.from([0x07, 0x80]);
+  exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, ku)));
+  const eku: Buffer[] = [];
+  if (spec.usage !== 'client') eku.push(OID_DER.serverAuth);
+  if (spec.usage !== 'server') eku.push(OID_DER.clientAuth);
+  exts.push(extension(OID_DER.extKeyUsage, false, seq(...eku)));
+  const san: Buffer[] = [];
+  for (const d of spec.dnsNames ?? []) san.push(implicit(2, Buffer.from(d, 'ascii')));
+  for (const ip of spec.ipAddresses ?? []) san.push(implicit(7, ipBytes(ip)));
+  if (san.length) exts.push(extension(OID_DER.subjectAltName, false, seq(...san)));
+  exts.push(extension(OID_DER.subjectKeyIdentifier, false, octets(createHash('sha1').update(spec.spki).digest())));
+  if (info.ski) exts.push(extension(OID_DER.authorityKeyIdentifier, false, seq(implicit(0, info.ski))));
+
+  const tbs = seq(
+    explicit(0, smallInt(2)),
+    uint(spec.serial),
+    info.alg,
+    info.subject,
+    seq(time(spec.notBefore), time(spec.notAfter)),
+    encodeName(spec.subject),
+    spec.spki,
+    explicit(3, seq(...exts)),
+  );
+  const sig = sign('sha256', tbs, issuer.privateKey);
+  return seq(tbs, info.alg, bitString(sig));
+}
+
+function tlv3(tag: number, content: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([tag, content.length]), content]);
+}
+
+/**
+ * A serial number: a 64-bit counter that the registry never reuses, followed by 64 random bits
+ * (CA/Browser Forum practice: unpredictable serials).
+ */
+export function makeSerial(counter: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(BigInt(counter), 0);
+  randomBytes(8).copy(b, 8);
+  return b;
+}
+
+/** Serial as OpenSSL prints it: upper-case hex without leading zero bytes. */
+export function serialHex(serial: Buffer): string {
+  let i = 0;
+  while (i < serial.length - 1 && serial[i] === 0) i++;
+  return serial.subarray(i).toString('hex').toUpperCase();
+}
+
+export function parseCertificate(pem: string): X509Certificate {
+  return new X509Certificate(pem);
+}

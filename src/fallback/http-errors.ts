@@ -1,0 +1,37 @@
+/**
+ * One error shape for every HTTP answer muster gives: `{error, message}` with the status from the
+ * error registry (DESIGN "HTTPS API", CONVENTIONS 3). Unexpected errors are logged in full and
+ * answered with a generic message (no internals, no secrets, to the client).
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { MusterError } from '../common/errors.js';
+
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | MusterError | Error, req: FastifyRequest, reply: FastifyReply) => {
+    if (err instanceof MusterError) {
+      if (err.retryAfter !== undefined) void reply.header('retry-after', String(err.retryAfter));
+      return reply.code(err.status).send(err.toJSON());
+    }
+    const fe = err as FastifyError & { error?: string };
+    if (fe.validation) {
+      return reply.code(400).send({ error: 'bad_request', message: `invalid ${fe.validationContext ?? 'request'}: ${fe.message}` });
+    }
+    if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.code(413).send({ error: 'payload_too_large', message: 'the request body is too large' });
+    }
+    if (fe.statusCode === 429) {
+      return reply.code(429).send({ error: 'rate_limited', message: fe.message || 'too many requests: slow down' });
+    }
+    if (fe.statusCode === 503) {
+      return reply.code(503).send({ error: 'busy', message: fe.message || 'the registrar is busy: retry later' });
+    }
+    if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.code(fe.statusCode).send({ error: 'bad_request', message: fe.message });
+    }
+    req.log.error({ err }, 'unexpected error');
+    return reply.code(500).send({ error: 'internal', message: 'internal error; see the registrar log' });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send({ error: 'not_found', message: `no endpoint ${req.method} ${req.url.split('?')[0]}` });
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * Validates a credentials bundle before anything is written (DESIGN "The credentials bundle", after
+ * Ganeti's node-add: check all of it, abort on any mismatch, leave the old files untouched).
+ * Pure: takes what the node knows, returns the list of problems.
+ */
+import { X509Certificate } from 'node:crypto';
+import { bundleMac, safeEqual, type Bundle } from '../common/proof.js';
+import { certFingerprint } from '../common/x509.js';
+
+export interface Expectations {
+  name: string;
+  role: string;
+  /** The cluster the node asked for ('' for any). */
+  cluster: string;
+  /** The node's own SPKI DER. */
+  spki: Buffer;
+  /** The CA the node verified the registrar's TLS certificate against. */
+  sessionCaPem: string;
+  registrarId: string;
+  /** Operator's pin (base64url SHA-256 of the CA DER). */
+  pin?: string;
+  /** CA and cluster left by an earlier registration on this node. */
+  localCaPem?: string;
+  localCluster?: string;
+  /** The token secret, when the join used one: the bundle must then carry a valid MAC. */
+  tokenSecret?: string;
+  now: number;
+}
+
+const isStr = (v: unknown): v is string => typeof v === 'string';
+
+export function checkBundle(raw: unknown, x: Expectations): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
+  const p: string[] = [];
+  const b = raw as Bundle;
+  if (typeof raw !== 'object' || raw === null) return { ok: false, problems: ['the bundle is not a JSON object'] };
+  if (b.v !== 1) p.push(`unknown bundle version ${JSON.stringify(b.v)}`);
+  for (const k of ['cluster', 'node', 'role', 'certificate', 'ca', 'issuedAt'] as const) {
+    if (!isStr(b[k])) p.push(`bundle field ${k} is missing`);
+  }
+  if (!Array.isArray(b.chain) || !b.chain.every(isStr)) p.push('bundle field chain is not a list of PEM certificates');
+  if (typeof b.registrar !== 'object' || !isStr(b.registrar?.id) || !isStr(b.registrar?.url)) p.push('bundle field registrar is missing');
+  if (typeof b.config !== 'object' || b.config === null || !Object.values(b.config).every(isStr)) {
+    p.push('bundle field config must map names to strings');
+  }
+  if (p.length) return { ok: false, problems: p };
+
+  if (x.tokenSecret !== undefined) {
+    if (!isStr(b.mac) || !safeEqual(bundleMac(x.tokenSecret, b), b.mac)) {
+      p.push('the bundle MAC does not match the join token: it was not made by the registrar that holds the token');
+    }
+  }
+  if (b.node !== x.name) p.push(`the bundle is for node ${b.node}, not ${x.name}`);
+  if (b.role !== x.role) p.push(`the bundle gives role ${b.role}, not the requested ${x.role}`);
+  if (x.cluster && b.cluster !== x.cluster) p.push(`the bundle is for cluster ${b.cluster}, not the requested ${x.cluster}`);
+  if (x.localCluster && b.cluster !== x.localCluster) {
+    p.push(`this node already belongs to cluster ${x.localCluster}; the bundle is for ${b.cluster}`);
+  }
+  if (b.registrar.id !== x.registrarId) p.push(`the bundle names registrar ${b.registrar.id}, not ${x.registrarId}`);
+
+  let ca: X509Certificate | undefined;
+  try {
+    ca = new X509Certificate(b.ca);
+  } catch {
+    p.push('the bundle CA certificate cannot be parsed');
+  }
+  const caFp = ca ? certFingerprint(b.ca) : '';
+  if (ca) {
+    if (!ca.ca) p.push('the bundle CA certificate is not a CA');
+    if (x.pin && caFp !== x.pin) p.push(`the bundle CA ${caFp} is not the pinned ${x.pin}`);
+    if (x.localCaPem && caFp !== certFingerprint(x.localCaPem)) {
+      p.push(`the bundle CA ${caFp} differs from the CA this node already holds (${certFingerprint(x.localCaPem)})`);
+    }
+    if (caFp !== certFingerprint(x.sessionCaPem)) p.push('the bundle CA is not the CA that the registrar served over TLS');
+  }
+
+  let cert: X509Certificate | undefined;
+  try {
+    cert = new X509Certificate(b.certificate);
+  } catch {
+    p.push('the node certificate cannot be parsed');
+  }
+  if (cert && ca) {
+    const spki = cert.publicKey.export({ type: 'spki', format: 'der' }) as Buffer;
+    if (!spki.equals(x.spki)) p.push("the certificate is not for this node's key");
+    // Walk node cert -> chain (intermediates, leaf side first) -> CA.
+    const path: X509Certificate[] = [cert];
+    try {
+      for (const pem of b.chain) path.push(new X509Certificate(pem));
+    } catch {
+      p.push('a chain certificate cannot be parsed');
+    }
+    path.push(ca);
+    for (let i = 0; i + 1 < path.length; i++) {
+      const child = path[i]!;
+      const parent = path[i + 1]!;
+      if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
+        p.push(`certificate ${child.subject.replace(/\n/g, ', ')} is not signed by ${parent.subject.replace(/\n/g, ', ')}`);
+        break;
+      }
+    }
+    const from = Date.parse(cert.validFrom);
+    const to = Date.parse(cert.validTo);
+    if (!(from <= x.now + 10 * 60_000 && x.now < to)) p.push(`the certificate is not valid now (${cert.validFrom} to ${cert.validTo})`);
+    const cn = /(?:^|\n)CN=([^\n]*)/.exec(cert.subject)?.[1];
+    if (cn !== x.name) p.push(`the certificate names ${cn}, not ${x.name}`);
+    if (!(cert.subjectAltName ?? '').split(/,\s*/).includes(`DNS:${x.name}`)) p.push(`the certificate has no DNS name ${x.name}`);
+  }
+  return p.length ? { ok: false, problems: p } : { ok: true, bundle: b };
+}

@@ -1,0 +1,129 @@
+/**
+ * The admin API on a Unix socket (mode 0600: only the registrar's user, normally root, can operate it).
+ * The operator CLI is its only client (DESIGN "CLI"). No TLS: the socket's file permission is the
+ * authentication.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Static } from '@sinclair/typebox';
+import type { Logger } from '../common/log.js';
+import { installErrorHandling } from '../fallback/http-errors.js';
+import {
+  CreateTokenBody,
+  EventsQuery,
+  InstallModeBody,
+  ListNodesQuery,
+  NameParams,
+  OperatorBody,
+  TokenIdParams,
+} from '../fallback/schemas.js';
+import type { MusterEvent, NodeState } from './registry.js';
+import type { RegistrarService } from './service.js';
+
+export async function buildAdminApi(svc: RegistrarService, log: Logger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: log as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 16 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+  }) as unknown as FastifyInstance;
+  installErrorHandling(app);
+  const operator = (body: unknown): string => {
+    const who = (body as Static<typeof OperatorBody> | undefined)?.operator;
+    return `operator ${who || 'unknown'} (admin socket)`;
+  };
+
+  app.get('/v1/admin/status', async () => ({
+    ...svc.info(),
+    counts: svc.counts(),
+    installMode: svc.installModeStatus(),
+  }));
+
+  app.get('/v1/admin/install-mode', async () => svc.installModeStatus());
+  app.post('/v1/admin/install-mode', { schema: { body: InstallModeBody } }, async (req) => {
+    const b = req.body as Static<typeof InstallModeBody>;
+    if (!b.on) return svc.installModeOff();
+    return svc.installModeOn({
+      forMs: b.forMs,
+      max: b.max ?? null,
+      remote: b.remote ?? false,
+      ...(b.role ? { role: b.role } : {}),
+      ...(b.cluster ? { cluster: b.cluster } : {}),
+    });
+  });
+
+  app.post('/v1/admin/tokens', { schema: { body: CreateTokenBody } }, async (req, reply) => {
+    const b = req.body as Static<typeof CreateTokenBody>;
+    const { token, view } = await svc.createToken({
+      ttlMs: b.ttlMs === undefined ? 24 * 3_600_000 : b.ttlMs,
+      maxUses: b.uses ?? null,
+      roles: b.roles ?? [],
+      clusters: b.clusters ?? [],
+      ...(b.description ? { description: b.description } : {}),
+    });
+    return reply.code(201).send({ token, ...view });
+  });
+  app.get('/v1/admin/tokens', async () => ({ tokens: svc.listTokens() }));
+  app.delete('/v1/admin/tokens/:id', { schema: { params: TokenIdParams } }, async (req) =>
+    svc.revokeToken((req.params as Static<typeof TokenIdParams>).id),
+  );
+
+  app.get('/v1/admin/nodes', { schema: { querystring: ListNodesQuery } }, async (req) => {
+    const q = req.query as Static<typeof ListNodesQuery>;
+    const limit = q.limit ?? 100;
+    const nodes = await svc.listNodes({
+      limit,
+      ...(q.state ? { state: q.state as NodeState } : {}),
+      ...(q.after ? { after: q.after } : {}),
+    });
+    const last = nodes[nodes.length - 1];
+    return {
+      nodes: nodes.map(({ certificate: _c, spki: _s, ...n }) => n),
+      counts: svc.counts(),
+      ...(nodes.length === limit && last ? { next: last.name } : {}),
+    };
+  });
+  app.get('/v1/admin/nodes/:name', { schema: { params: NameParams } }, async (req) =>
+    svc.showNode((req.params as Static<typeof NameParams>).name),
+  );
+  for (const action of ['approve', 'reject', 'remove'] as const) {
+    app.post(`/v1/admin/nodes/:name/${action}`, { schema: { params: NameParams, body: OperatorBody } }, async (req) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const { certificate: _c, spki: _s, ...node } = await svc[action](name, operator(req.body));
+      return node;
+    });
+  }
+
+  app.get('/v1/admin/events', { schema: { querystring: EventsQuery } }, async (req, reply) => {
+    const q = req.query as Static<typeof EventsQuery>;
+    const after = q.after ?? 0;
+    if (!q.follow) return { events: await svc.listEvents(after, q.limit ?? 1000) };
+    // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    let last = after;
+    const buffered: MusterEvent[] = [];
+    let replaying = true;
+    const write = (ev: MusterEvent): void => {
+      if (ev.seq <= last) return;
+      last = ev.seq;
+      raw.write(JSON.stringify(ev) + '\n');
+    };
+    const onEvent = (ev: MusterEvent): void => {
+      if (replaying) buffered.push(ev);
+      else write(ev);
+    };
+    svc.events.on('event', onEvent);
+    const stop = (): void => void svc.events.off('event', onEvent);
+    raw.on('close', stop);
+    for (;;) {
+      const page = await svc.listEvents(last, 1000);
+      for (const ev of page) write(ev);
+      if (page.length < 1000) break;
+    }
+    replaying = false;
+    for (const ev of buffered.splice(0)) write(ev);
+  });
+
+  return app;
+}

@@ -1,0 +1,108 @@
+/**
+ * The registrar's certificate authority. Created once, with node-forge, on first start (DESIGN
+ * "Roles"): an RSA-2048 key from node:crypto (forge's pure-JS key generation takes seconds) and a
+ * self-signed root built by forge. Issuing node certificates is the hot path and goes through
+ * common/x509.ts with node:crypto signatures.
+ */
+import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import forge from 'node-forge';
+import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
+import { registrarDnsName } from '../common/names.js';
+import { certFingerprint, fromPem, issueCertificate, makeSerial, toPem, type IssuerKey } from '../common/x509.js';
+
+export interface CertificateAuthority {
+  /** Root certificate, PEM. */
+  certPem: string;
+  /** The CA pin: SHA-256 of the root certificate DER, base64url. */
+  fingerprint: string;
+  issuer: IssuerKey;
+}
+
+const CA_YEARS = 10;
+
+export async function loadOrCreateCa(dir: string, subjectCn: string, now: Date): Promise<{ ca: CertificateAuthority; created: boolean }> {
+  await ensureDir(dir, 0o700);
+  const keyFile = path.join(dir, 'ca.key');
+  const certFile = path.join(dir, 'ca.crt');
+  const [keyPem, certPem] = await Promise.all([readIfExists(keyFile), readIfExists(certFile)]);
+  if (keyPem && certPem) {
+    const st = await fs.stat(keyFile);
+    if ((st.mode & 0o077) !== 0) await fs.chmod(keyFile, 0o600);
+    return { ca: makeCa(keyPem, certPem), created: false };
+  }
+  if (keyPem || certPem) {
+    throw new Error(`${dir} holds only one of ca.key and ca.crt: restore the other or move both away`);
+  }
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const newKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const newCertPem = selfSignedRoot(newKeyPem, subjectCn, now);
+  // The key first: a crash between the two writes leaves a key without a cert, which the check above
+  // reports instead of silently minting a second CA.
+  await writeFileAtomic(keyFile, newKeyPem, 0o600);
+  await writeFileAtomic(certFile, newCertPem, 0o644);
+  return { ca: makeCa(newKeyPem, newCertPem), created: true };
+}
+
+function makeCa(keyPem: string, certPem: string): CertificateAuthority {
+  const privateKey = createPrivateKey(keyPem);
+  const cert = new X509Certificate(certPem);
+  if (!cert.checkPrivateKey(privateKey)) throw new Error('ca.key does not belong to ca.crt');
+  return {
+    certPem,
+    fingerprint: certFingerprint(certPem),
+    issuer: { certDer: fromPem(certPem, 'CERTIFICATE'), privateKey },
+  };
+}
+
+function selfSignedRoot(keyPem: string, cn: string, now: Date): string {
+  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = '01' + randomBytes(15).toString('hex');
+  cert.validity.notBefore = new Date(now.getTime() - 60_000);
+  cert.validity.notAfter = new Date(now.getTime() + CA_YEARS * 365 * 86_400_000);
+  const attrs = [
+    { name: 'commonName', value: cn },
+    { name: 'organizationName', value: 'muster' },
+  ];
+  cert.setSubject(attrs);
+  cert.setIssuer(attrs);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  cert.sign(key, forge.md.sha256.create());
+  return forge.pki.certificateToPem(cert);
+}
+
+/** The registrar's own TLS identity: an EC P-256 key (cheap handshakes) certified by its CA. */
+export interface ServerIdentity {
+  keyPem: string;
+  certPem: string;
+}
+
+export function issueServerIdentity(
+  ca: CertificateAuthority,
+  registrarId: string,
+  ipAddresses: string[],
+  now: Date,
+): ServerIdentity {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const der = issueCertificate(ca.issuer, {
+    serial: makeSerial(0),
+    subject: { cn: registrarDnsName(registrarId), o: 'muster' },
+    spki: publicKey.export({ type: 'spki', format: 'der' }) as Buffer,
+    notBefore: new Date(now.getTime() - 60_000),
+    notAfter: new Date(now.getTime() + 365 * 86_400_000),
+    dnsNames: [registrarDnsName(registrarId), 'localhost'],
+    ipAddresses,
+    usage: 'server',
+  });
+  return {
+    keyPem: (privateKey as KeyObject).export({ type: 'pkcs8', format: 'pem' }) as string,
+    certPem: toPem(der, 'CERTIFICATE'),
+  };
+}

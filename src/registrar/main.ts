@@ -1,0 +1,169 @@
+/**
+ * Assembles a registrar: store, CA, policy service, HTTPS API and admin socket. Returns a handle with
+ * close() (drain, close store); signal handling belongs to the CLI.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { systemClock, type Clock } from '../common/clock.js';
+import { ensureDir } from '../common/files.js';
+import type { Logger } from '../common/log.js';
+import { buildApi } from '../fallback/api.js';
+import { buildAdminApi } from './admin-api.js';
+import { issueServerIdentity, loadOrCreateCa } from './ca.js';
+import { hostAddresses, onLinkChecker } from './onlink.js';
+import type { Autoregister } from './policy.js';
+import { Registry } from './registry.js';
+import { RegistrarService } from './service.js';
+
+export interface RegistrarOptions {
+  stateDir: string;
+  /** host:port; port 0 picks a free one. */
+  listen: string;
+  cluster: string;
+  autoregister: Autoregister;
+  adminSocket: string;
+  /** IPv4 address of the interface to advertise on and to count as the local link. */
+  interface?: string;
+  log: Logger;
+  clock?: Clock;
+  certLifetimeMs?: number;
+  rateLimit?: number;
+  maxInFlightJoins?: number;
+  nodeConfig?: Record<string, Record<string, string>>;
+  fault?: (point: 'after-accept' | 'after-issue') => void;
+}
+
+export interface RunningRegistrar {
+  id: string;
+  url: string;
+  port: number;
+  caFingerprint: string;
+  service: RegistrarService;
+  api: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`--listen ${JSON.stringify(listen)} is not HOST:PORT (e.g. 0.0.0.0:8443)`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+function urlHost(host: string, iface?: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '') {
+    if (iface) return iface;
+    for (const infos of Object.values(os.networkInterfaces())) {
+      for (const i of infos ?? []) if (!i.internal && i.family === 'IPv4') return i.address;
+    }
+    return '127.0.0.1';
+  }
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+async function prepareSocket(file: string): Promise<void> {
+  await ensureDir(path.dirname(file), 0o755);
+  const alive = await new Promise<boolean>((resolve) => {
+    const c = net.connect(file);
+    c.once('connect', () => (c.destroy(), resolve(true)));
+    c.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`another registrar is already listening on ${file}`);
+  await fs.rm(file, { force: true });
+}
+
+export async function startRegistrar(opts: RegistrarOptions): Promise<RunningRegistrar> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log;
+  const { host, port } = parseListen(opts.listen);
+  await ensureDir(opts.stateDir, 0o700);
+
+  let registry: Registry;
+  try {
+    registry = await Registry.open(path.join(opts.stateDir, 'registry'));
+  } catch (err) {
+    const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+    throw new Error(`cannot open the registry in ${opts.stateDir} (${cause}); is another registrar using it?`, { cause: err });
+  }
+  const cleanup: (() => Promise<unknown>)[] = [() => registry.close()];
+  try {
+    let id = await registry.get<string>('m!id');
+    if (!id) {
+      id = 'r-' + randomBytes(5).toString('hex');
+      await registry.commitOps([{ type: 'put', key: 'm!id', value: id }]);
+    }
+    const now = new Date(clock.now());
+    const { ca, created } = await loadOrCreateCa(path.join(opts.stateDir, 'ca'), `muster CA ${opts.cluster} ${id}`, now);
+    if (created) log.info({ ca: ca.fingerprint }, 'created a new certificate authority');
+    const ips = [...new Set([...hostAddresses(), ...(net.isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])])];
+    const identity = issueServerIdentity(ca, id, ips, now);
+
+    let url = '';
+    const service = await RegistrarService.create({
+      registry,
+      ca,
+      clock,
+      log,
+      registrarId: id,
+      cluster: opts.cluster,
+      role: 'main',
+      get url() {
+        return url;
+      },
+      autoregister: opts.autoregister,
+      isOnLink: onLinkChecker(opts.interface),
+      ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
+      ...(opts.nodeConfig ? { nodeConfig: opts.nodeConfig } : {}),
+      ...(opts.fault ? { fault: opts.fault } : {}),
+    });
+    cleanup.unshift(async () => service.close());
+
+    const api = await buildApi({
+      service,
+      log: log.child({ component: 'api' }),
+      https: { key: identity.keyPem, cert: identity.certPem },
+      ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
+      ...(opts.maxInFlightJoins ? { maxInFlightJoins: opts.maxInFlightJoins } : {}),
+    });
+    await api.listen({ host, port });
+    // Wake long polls first (they answer 202, retry shortly), or close() would wait up to 60 s for them.
+    cleanup.unshift(async () => {
+      service.close();
+      await api.close();
+    });
+    const bound = api.server.address() as net.AddressInfo;
+    url = `https://${urlHost(host, opts.interface)}:${bound.port}`;
+
+    await prepareSocket(opts.adminSocket);
+    const admin = await buildAdminApi(service, log.child({ component: 'admin' }));
+    await admin.listen({ path: opts.adminSocket });
+    await fs.chmod(opts.adminSocket, 0o600);
+    cleanup.unshift(async () => {
+      await admin.close();
+      await fs.rm(opts.adminSocket, { force: true });
+    });
+
+    log.info(
+      { id, url, cluster: opts.cluster, ca: ca.fingerprint, autoregister: opts.autoregister, adminSocket: opts.adminSocket, stateDir: opts.stateDir },
+      'registrar ready',
+    );
+    return {
+      id,
+      url,
+      port: bound.port,
+      caFingerprint: ca.fingerprint,
+      service,
+      api,
+      async close() {
+        for (const step of cleanup.splice(0)) await step();
+      },
+    };
+  } catch (err) {
+    for (const step of cleanup.splice(0)) await step().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,138 @@
+// Test-only: drives test/advertiser/mdns-runner.mjs inside a netns host (test/helpers/netlan.ts).
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { killChild, type LanHost } from '../helpers/netlan.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '../..');
+const srcDir = join(root, 'src/advertiser');
+const outDir = join(root, 'dist/advertiser');
+export const MDNS_MODULE = join(outDir, 'mdns.js');
+const RUNNER = join(here, 'mdns-runner.mjs');
+
+/**
+ * `npm test` builds first; a direct `vitest run` may find dist/ missing or older than src/advertiser.
+ * Then compile only src/advertiser (not the whole tree, which may be mid-change elsewhere).
+ */
+export function ensureAdvertiserBuilt(): void {
+  const sources = readdirSync(srcDir).filter((f) => f.endsWith('.ts'));
+  const newest = Math.max(...sources.map((f) => statSync(join(srcDir, f)).mtimeMs));
+  const built = sources.every((f) => {
+    const js = join(outDir, f.replace(/\.ts$/, '.js'));
+    return existsSync(js) && statSync(js).mtimeMs >= newest;
+  });
+  if (built) return;
+  const tsc = join(root, 'node_modules/.bin/tsc');
+  const args = [
+    ...['--outDir', outDir, '--rootDir', srcDir, '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
+    ...['--target', 'ES2022', '--strict', '--skipLibCheck', '--esModuleInterop', '--types', 'node', '--sourceMap'],
+    ...sources.map((f) => join(srcDir, f)),
+  ];
+  const r = spawnSync(tsc, args, { encoding: 'utf8', cwd: root });
+  if (r.status !== 0) throw new Error(`compiling src/advertiser failed:\n${r.stdout}${r.stderr}`);
+}
+
+export interface ServiceView {
+  name: string;
+  fqdn: string;
+  host: string;
+  port: number;
+  addresses: string[];
+  referer?: string;
+  txt: Record<string, string | null>;
+  rawTxt: string[];
+}
+
+export type RunnerEvent =
+  | { t: number; ev: 'ready' | 'closed' }
+  | { t: number; ev: 'ack'; id: number; result?: unknown; error?: string }
+  | { t: number; ev: 'up' | 'update' | 'down'; browse: string; service: ServiceView }
+  | { t: number; ev: 'announced'; pub: string }
+  | { t: number; ev: 'not-announced'; pub: string; code: string; message: string }
+  | { t: number; ev: 'error'; code: string; message: string }
+  | { t: number; ev: 'log'; level: string; msg: string; obj: unknown };
+
+export class MdnsProc {
+  readonly events: RunnerEvent[] = [];
+  private readonly waiters = new Set<() => void>();
+  private nextId = 1;
+  private stderr = '';
+
+  private constructor(
+    readonly host: LanHost,
+    readonly child: ChildProcess,
+  ) {
+    let buf = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        this.events.push(JSON.parse(line) as RunnerEvent);
+        for (const w of [...this.waiters]) w();
+      }
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
+  }
+
+  /** Starts the runner in `host` with Mdns bound to the host's address (and options). */
+  static async start(host: LanHost, opts: { host?: string; probe?: boolean; interface?: string | null } = {}): Promise<MdnsProc> {
+    const mdnsOpts = { interface: opts.interface === null ? undefined : (opts.interface ?? host.ip), host: opts.host, probe: opts.probe };
+    const child = host.spawn(process.execPath, [RUNNER], {
+      env: { ...process.env, MDNS_MODULE, MDNS_OPTS: JSON.stringify(mdnsOpts) },
+    });
+    const p = new MdnsProc(host, child);
+    await p.waitFor((e) => e.ev === 'ready', 5000, 'socket ready');
+    return p;
+  }
+
+  waitFor<E extends RunnerEvent>(pred: (e: RunnerEvent) => e is E, ms: number, what?: string): Promise<E>;
+  waitFor(pred: (e: RunnerEvent) => boolean, ms: number, what?: string): Promise<RunnerEvent>;
+  waitFor(pred: (e: RunnerEvent) => boolean, ms: number, what = 'event'): Promise<RunnerEvent> {
+    return new Promise((resolve, reject) => {
+      let from = 0;
+      const check = (): void => {
+        for (; from < this.events.length; from++) {
+          const e = this.events[from];
+          if (e && pred(e)) {
+            this.waiters.delete(check);
+            clearTimeout(timer);
+            resolve(e);
+            return;
+          }
+        }
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`${this.host.name}: no ${what} within ${ms} ms; stderr: ${this.stderr.trim()}; events: ${JSON.stringify(this.events.filter((e) => e.ev !== 'log')).slice(0, 2000)}`));
+      }, ms);
+      this.waiters.add(check);
+      check();
+      if (this.child.exitCode !== null) reject(new Error(`${this.host.name}: runner exited (${this.child.exitCode}): ${this.stderr}`));
+    });
+  }
+
+  async call(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    const id = this.nextId++;
+    this.child.stdin?.write(JSON.stringify({ id, op, ...args }) + '\n');
+    const ack = await this.waitFor((e): e is Extract<RunnerEvent, { ev: 'ack' }> => e.ev === 'ack' && e.id === id, 10_000, `ack of ${op}`);
+    if (ack.error) throw new Error(`${this.host.name}: ${op} failed: ${ack.error}`);
+    return ack.result;
+  }
+
+  serviceEvents(browse: string): Extract<RunnerEvent, { ev: 'up' | 'update' | 'down' }>[] {
+    return this.events.filter((e): e is Extract<RunnerEvent, { ev: 'up' | 'update' | 'down' }> => (e.ev === 'up' || e.ev === 'update' || e.ev === 'down') && e.browse === browse);
+  }
+
+  errors(): Extract<RunnerEvent, { ev: 'error' }>[] {
+    return this.events.filter((e): e is Extract<RunnerEvent, { ev: 'error' }> => e.ev === 'error');
+  }
+
+  /** SIGTERM: the runner closes Mdns (goodbyes awaited) and exits. */
+  async terminate(): Promise<void> {
+    await killChild(this.child, 5000);
+  }
+}
