@@ -27,7 +27,16 @@ export function ensureAdvertiserBuilt(): void {
   const tsc = join(root, 'node_modules/.bin/tsc');
   const args = [
     ...['--outDir', outDir, '--rootDir', srcDir, '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
-    ...['--target', 'ES2022', '--strict', '--skipLibCheck', '--esModuleInterop', '--types', 'node', '--sourceMap'],
+    ...[
+      '--target',
+      'ES2022',
+      '--strict',
+      '--skipLibCheck',
+      '--esModuleInterop',
+      '--types',
+      'node',
+      '--sourceMap',
+    ],
     ...sources.map((f) => join(srcDir, f)),
   ];
   const r = spawnSync(tsc, args, { encoding: 'utf8', cwd: root });
@@ -79,8 +88,15 @@ export class MdnsProc {
   }
 
   /** Starts the runner in `host` with Mdns bound to the host's address (and options). */
-  static async start(host: LanHost, opts: { host?: string; probe?: boolean; interface?: string | null } = {}): Promise<MdnsProc> {
-    const mdnsOpts = { interface: opts.interface === null ? undefined : (opts.interface ?? host.ip), host: opts.host, probe: opts.probe };
+  static async start(
+    host: LanHost,
+    opts: { host?: string; probe?: boolean; interface?: string | null } = {},
+  ): Promise<MdnsProc> {
+    const mdnsOpts = {
+      interface: opts.interface === null ? undefined : (opts.interface ?? host.ip),
+      host: opts.host,
+      probe: opts.probe,
+    };
     const child = host.spawn(process.execPath, [RUNNER], {
       env: { ...process.env, MDNS_MODULE, MDNS_OPTS: JSON.stringify(mdnsOpts) },
     });
@@ -107,24 +123,36 @@ export class MdnsProc {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(check);
-        reject(new Error(`${this.host.name}: no ${what} within ${ms} ms; stderr: ${this.stderr.trim()}; events: ${JSON.stringify(this.events.filter((e) => e.ev !== 'log')).slice(0, 2000)}`));
+        reject(
+          new Error(
+            `${this.host.name}: no ${what} within ${ms} ms; stderr: ${this.stderr.trim()}; events: ${JSON.stringify(this.events.filter((e) => e.ev !== 'log')).slice(0, 2000)}`,
+          ),
+        );
       }, ms);
       this.waiters.add(check);
       check();
-      if (this.child.exitCode !== null) reject(new Error(`${this.host.name}: runner exited (${this.child.exitCode}): ${this.stderr}`));
+      if (this.child.exitCode !== null)
+        reject(new Error(`${this.host.name}: runner exited (${this.child.exitCode}): ${this.stderr}`));
     });
   }
 
   async call(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
     const id = this.nextId++;
     this.child.stdin?.write(JSON.stringify({ id, op, ...args }) + '\n');
-    const ack = await this.waitFor((e): e is Extract<RunnerEvent, { ev: 'ack' }> => e.ev === 'ack' && e.id === id, 10_000, `ack of ${op}`);
+    const ack = await this.waitFor(
+      (e): e is Extract<RunnerEvent, { ev: 'ack' }> => e.ev === 'ack' && e.id === id,
+      10_000,
+      `ack of ${op}`,
+    );
     if (ack.error) throw new Error(`${this.host.name}: ${op} failed: ${ack.error}`);
     return ack.result;
   }
 
   serviceEvents(browse: string): Extract<RunnerEvent, { ev: 'up' | 'update' | 'down' }>[] {
-    return this.events.filter((e): e is Extract<RunnerEvent, { ev: 'up' | 'update' | 'down' }> => (e.ev === 'up' || e.ev === 'update' || e.ev === 'down') && e.browse === browse);
+    return this.events.filter(
+      (e): e is Extract<RunnerEvent, { ev: 'up' | 'update' | 'down' }> =>
+        (e.ev === 'up' || e.ev === 'update' || e.ev === 'down') && e.browse === browse,
+    );
   }
 
   errors(): Extract<RunnerEvent, { ev: 'error' }>[] {

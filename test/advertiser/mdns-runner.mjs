@@ -1,3 +1,4 @@
+/* global process */
 // Test-only: runs the compiled advertiser (dist/advertiser/mdns.js, path in MDNS_MODULE) inside a netns
 // host, driven by JSON lines on stdin, reporting events as JSON lines on stdout. Started by
 // test/advertiser/driver.ts through test/helpers/netlan.ts; never run on the machine's real interfaces.
@@ -16,8 +17,14 @@ const mdns = createMdns({
 const pubs = new Map();
 const browsers = new Map();
 const view = (s) => ({
-  name: s.name, fqdn: s.fqdn, host: s.host, port: s.port, addresses: s.addresses, referer: s.referer,
-  txt: Object.fromEntries(s.txt), rawTxt: s.rawTxt.map((b) => b.toString('hex')),
+  name: s.name,
+  fqdn: s.fqdn,
+  host: s.host,
+  port: s.port,
+  addresses: s.addresses,
+  referer: s.referer,
+  txt: Object.fromEntries(s.txt),
+  rawTxt: s.rawTxt.map((b) => b.toString('hex')),
 });
 
 const ops = {
@@ -30,21 +37,37 @@ const ops = {
     );
     return { host: p.host, fqdn: p.fqdn };
   },
-  async updateTxt({ pub, txt }) { pubs.get(pub).updateTxt(txt); },
-  async stop({ pub }) { await pubs.get(pub).stop(); },
-  async state({ pub }) { return pubs.get(pub).state; },
-  async browse({ browse, type }) {
-    browsers.set(browse, mdns.browse(type, {
-      up: (s) => out({ ev: 'up', browse, service: view(s) }),
-      update: (s) => out({ ev: 'update', browse, service: view(s) }),
-      down: (s) => out({ ev: 'down', browse, service: view(s) }),
-    }));
+  async updateTxt({ pub, txt }) {
+    pubs.get(pub).updateTxt(txt);
   },
-  async list({ browse }) { return browsers.get(browse).list().map(view); },
-  async close() { await mdns.close(); },
+  async stop({ pub }) {
+    await pubs.get(pub).stop();
+  },
+  async state({ pub }) {
+    return pubs.get(pub).state;
+  },
+  async browse({ browse, type }) {
+    browsers.set(
+      browse,
+      mdns.browse(type, {
+        up: (s) => out({ ev: 'up', browse, service: view(s) }),
+        update: (s) => out({ ev: 'update', browse, service: view(s) }),
+        down: (s) => out({ ev: 'down', browse, service: view(s) }),
+      }),
+    );
+  },
+  async list({ browse }) {
+    return browsers.get(browse).list().map(view);
+  },
+  async close() {
+    await mdns.close();
+  },
 };
 
-mdns.ready().then(() => out({ ev: 'ready' }), (err) => out({ ev: 'error', code: err.code, message: err.message }));
+mdns.ready().then(
+  () => out({ ev: 'ready' }),
+  (err) => out({ ev: 'error', code: err.code, message: err.message }),
+);
 
 createInterface({ input: process.stdin }).on('line', async (line) => {
   const cmd = JSON.parse(line);
