@@ -23,7 +23,10 @@
  *
  * API
  *   netnsAvailable(): { ok: true } | { ok: false; reason }      root, `ip` present, a netns can be made
- *   requireNetnsOrSkip(suite): { skip: boolean; ... }             the skip/fail decision for a suite
+ *                                                                (NETLAN_FORCE_UNAVAILABLE=<why> forces "no",
+ *                                                                to check the skip and CI paths)
+ *   netnsGate(suite): { skip, mustFail, reason? }                 the decision for a suite: run; skip with a
+ *                                                                loud console.warn; or, when CI=true, fail
  *   createTestLan({ prefix? }): Promise<TestLan>
  *     lan.addHost(name, 'lan' | 'far'): Promise<LanHost>          next free address on that subnet
  *     lan.hosts: LanHost[]
@@ -129,6 +132,9 @@ export function netnsAvailable(): { ok: true } | { ok: false; reason: string } {
 }
 
 function probeAvailability(): { ok: true } | { ok: false; reason: string } {
+  // Test-only override to exercise the skip (and CI=true failure) paths on a machine that has netns.
+  const forced = process.env.NETLAN_FORCE_UNAVAILABLE;
+  if (forced) return { ok: false, reason: `NETLAN_FORCE_UNAVAILABLE=${forced}` };
   if (process.platform !== 'linux')
     return { ok: false, reason: `network namespaces need Linux (this is ${process.platform})` };
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
