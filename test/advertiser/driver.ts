@@ -101,7 +101,7 @@ export class MdnsProc {
       env: { ...process.env, MDNS_MODULE, MDNS_OPTS: JSON.stringify(mdnsOpts) },
     });
     const p = new MdnsProc(host, child);
-    await p.waitFor((e) => e.ev === 'ready', 5000, 'socket ready');
+    if (opts.waitReady !== false) await p.waitFor((e) => e.ev === 'ready', 5000, 'socket ready');
     return p;
   }
 

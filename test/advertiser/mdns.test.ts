@@ -240,4 +240,33 @@ describe.skipIf(gate.skip)('mdns publish/browse on a netns LAN', () => {
       await sniffer.stop();
     }
   });
+
+  it('UDP 5353 held exclusively by another process is a clear MUSTER_ERR_MDNS_SOCKET error, not a crash', async () => {
+    // A socket without SO_REUSEADDR: Linux then refuses every other bind to 5353.
+    const blocker = c.spawn(process.execPath, [
+      '-e',
+      "const s=require('node:dgram').createSocket({type:'udp4',reuseAddr:false});s.bind(5353,'0.0.0.0',()=>console.log('bound'));",
+    ]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('blocker did not bind')), 5000);
+        blocker.stdout?.setEncoding('utf8').on('data', (d: string) => {
+          if (d.includes('bound')) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
+      });
+      const p = await start(c, { waitReady: false });
+      const err = await p.waitFor((e) => e.ev === 'error', 5000, 'socket error');
+      if (err.ev !== 'error') throw new Error('unreachable');
+      expect(err.code).toBe('MUSTER_ERR_MDNS_SOCKET');
+      expect(err.message).toMatch(/EADDRINUSE/);
+      expect(err.message).toMatch(/5353/);
+      await sleep(200);
+      expect(p.child.exitCode).toBeNull(); // still alive: the error was reported, not thrown
+    } finally {
+      blocker.kill('SIGKILL');
+    }
+  });
 });
