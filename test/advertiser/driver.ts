@@ -90,7 +90,7 @@ export class MdnsProc {
   /** Starts the runner in `host` with Mdns bound to the host's address (and options). */
   static async start(
     host: LanHost,
-    opts: { host?: string; probe?: boolean; interface?: string | null } = {},
+    opts: { host?: string; probe?: boolean; interface?: string | null; waitReady?: boolean } = {},
   ): Promise<MdnsProc> {
     const mdnsOpts = {
       interface: opts.interface === null ? undefined : (opts.interface ?? host.ip),
