@@ -8,5 +8,6 @@ export default defineConfig({
     // Integration tests spawn registrars and nodes; two cores on CI machines.
     maxWorkers: 2,
     reporters: ['default'],
+    globalSetup: ['test/global-setup.ts'],
   },
 });

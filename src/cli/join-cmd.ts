@@ -7,6 +7,15 @@ import { assertLabel, defaultNodeName, parseDuration } from '../common/names.js'
 import { defaultNodeStateDir } from '../common/paths.js';
 import { runJoin } from '../node/agent.js';
 
+/** A bad argument is a usage error (exit 2), whatever check found it. */
+function usage(check: () => void): void {
+  try {
+    check();
+  } catch (err) {
+    throw new MusterError('MUSTER_ERR_USAGE', (err as Error).message);
+  }
+}
+
 export function joinCommand(y: Argv): Argv {
   return y.command(
     'join',
@@ -29,9 +38,11 @@ export function joinCommand(y: Argv): Argv {
     async (argv) => {
       const log = createLogger({ name: 'muster-join', fd: 2 });
       const name = argv.name ?? defaultNodeName();
-      assertLabel('node name', name);
-      assertLabel('role', argv.role);
-      if (argv.cluster) assertLabel('cluster', argv.cluster);
+      usage(() => {
+        assertLabel('node name', name);
+        assertLabel('role', argv.role);
+        if (argv.cluster) assertLabel('cluster', argv.cluster);
+      });
       if (argv['ca-fingerprint'] && !/^[A-Za-z0-9_-]{43}$/.test(argv['ca-fingerprint'])) {
         throw new MusterError('MUSTER_ERR_USAGE', '--ca-fingerprint must be 43 base64url characters (as `muster registrar` logs it)');
       }

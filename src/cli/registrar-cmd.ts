@@ -5,8 +5,10 @@ import { MusterError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { assertLabel, parseDuration } from '../common/names.js';
 import { defaultAdminSocket, defaultRegistrarStateDir } from '../common/paths.js';
-import { startRegistrar } from '../registrar/main.js';
 import type { Autoregister } from '../registrar/policy.js';
+// The registrar's modules (fastify, level, forge) load only when this command runs: operator commands
+// and `muster join` start faster without them.
+const loadRegistrar = () => import('../registrar/main.js');
 
 export function registrarCommand(y: Argv): Argv {
   return y.command(
@@ -35,6 +37,13 @@ export function registrarCommand(y: Argv): Argv {
       let nodeConfig: Record<string, Record<string, string>> | undefined;
       if (argv['node-config']) nodeConfig = await readNodeConfig(argv['node-config']);
       const fault = process.env.MUSTER_TEST_FAULT;
+      // Signals first: a SIGTERM that arrives while starting stops the registrar once it is up.
+      let stopRequested: string | undefined;
+      let stop: (sig: string) => void = (sig) => (stopRequested = sig);
+      const onSignal = (sig: string): void => stop(sig);
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      const { startRegistrar } = await loadRegistrar();
       const reg = await startRegistrar({
         stateDir: argv['state-dir'] ?? defaultRegistrarStateDir(),
         listen: argv.listen,
@@ -56,17 +65,16 @@ export function registrarCommand(y: Argv): Argv {
           : {}),
       });
       await new Promise<void>((resolve) => {
-        const stop = (sig: string): void => {
+        stop = (sig: string): void => {
           log.info({ signal: sig }, 'stopping: draining requests');
-          process.off('SIGTERM', stop);
-          process.off('SIGINT', stop);
+          process.off('SIGTERM', onSignal);
+          process.off('SIGINT', onSignal);
           void reg.close().then(resolve, (err) => {
             log.error({ err }, 'error while stopping');
             resolve();
           });
         };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
+        if (stopRequested) stop(stopRequested);
       });
       log.info('stopped');
     },

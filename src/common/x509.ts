@@ -16,7 +16,6 @@ import {
   expectTag,
   explicit,
   implicit,
-  ia5,
   nul,
   octets,
   oid,
@@ -89,7 +88,9 @@ export function sha256b64url(der: Buffer): string {
 
 /** The fingerprint of a key: SHA-256 of its SubjectPublicKeyInfo DER, base64url. */
 export function keyFingerprint(key: KeyObject | Buffer): string {
-  const spki = Buffer.isBuffer(key) ? key : (key.export({ type: 'spki', format: 'der' }) as Buffer);
+  if (Buffer.isBuffer(key)) return sha256b64url(key);
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  const spki = pub.export({ type: 'spki', format: 'der' }) as Buffer;
   return sha256b64url(spki);
 }
 

@@ -3,12 +3,13 @@
  * the broadcast domain and the key pick-up for every node. An app factory apart from listen, so
  * tests can inject() (CONVENTIONS: fastify).
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import type { Static } from '@sinclair/typebox';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { JoinOutcome, RegistrarService } from '../registrar/service.js';
+import type { Metrics } from '../registrar/metrics.js';
 import { normaliseAddress } from '../registrar/onlink.js';
 import { installErrorHandling } from './http-errors.js';
 import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schemas.js';
@@ -22,12 +23,13 @@ export interface ApiOptions {
   /** Join requests in flight beyond which the registrar sheds load with 503 + Retry-After. */
   maxInFlightJoins?: number;
   bodyLimit?: number;
+  metrics?: Metrics;
 }
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
     loggerInstance: opts.log as unknown as import('fastify').FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 16 * 1024,
     ...(opts.https ? { https: { key: opts.https.key, cert: opts.https.cert } } : {}),
     // Long polls hold a request up to 60 s.
@@ -36,6 +38,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
+  const metrics = opts.metrics;
+  if (metrics) {
+    app.addHook('onResponse', async (req, reply) => {
+      metrics.requests.inc({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+      if (req.routeOptions.url === '/v1/join' && req.method === 'POST') {
+        metrics.joinSeconds.observe({ outcome: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      }
+    });
+  }
 
   await app.register(rateLimit, {
     max: opts.rateLimit ?? 600,

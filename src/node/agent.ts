@@ -230,6 +230,8 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   let client: RegistrarClient | undefined;
   let waiting = false;
   let loggedPending = false;
+  const waitS = o.waitS ?? 30;
+  let sentAt = 0;
   try {
     for (;;) {
       if (Date.now() >= deadline) throw new MusterError('MUSTER_ERR_TIMEOUT', `not registered after ${Math.round(o.timeoutMs! / 1000)} s`);
@@ -256,6 +258,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
           }
         }
         let res: HttpResult;
+        sentAt = Date.now();
         if (!waiting) {
           const ts = Math.floor(Date.now() / 1000);
           const proof = token
@@ -263,7 +266,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
             : undefined;
           res = await client.call('POST', '/v1/join', { name: o.name, role: o.role, cluster: o.cluster, csr, ...(proof ? { proof } : {}) });
         } else {
-          const wait = o.waitS ?? 30;
+          const wait = waitS;
           res = await client.call('GET', `/v1/join/${o.name}?key=${fp}&wait=${wait}`, undefined, (wait + 15) * 1000);
         }
         if (res.status === 200 || res.status === 201) {
@@ -294,11 +297,12 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
           const body = res.body as { message?: string; state?: string };
           if (!loggedPending) log.info({ node: o.name, key: fp, reason: body?.message }, 'waiting for the registrar to accept this node');
           loggedPending = true;
+          const wasPoll = waiting;
           waiting = true;
           attempt = 0;
-          // A long poll answers 202 after holding the request; only a quick 202 (the registrar did not
-          // wait) makes us pause, as it asks.
-          if (!o.waitS || o.waitS === 0) hint = retryAfterMs(res) ?? 5000;
+          // The answer to the POST goes straight to the long poll. A long poll answers 202 after holding
+          // the request; only a quick 202 (a registrar that did not wait) makes us pause, as it asks.
+          if (wasPoll && (waitS === 0 || Date.now() - sentAt < 1000)) hint = retryAfterMs(res) ?? 5000;
           else continue;
         } else {
           const err = apiError(res);

@@ -3,7 +3,7 @@
  * The operator CLI is its only client (DESIGN "CLI"). No TLS: the socket's file permission is the
  * authentication.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
 import type { Logger } from '../common/log.js';
 import { installErrorHandling } from '../fallback/http-errors.js';
@@ -16,13 +16,14 @@ import {
   OperatorBody,
   TokenIdParams,
 } from '../fallback/schemas.js';
+import type { Metrics } from './metrics.js';
 import type { MusterEvent, NodeState } from './registry.js';
 import type { RegistrarService } from './service.js';
 
-export async function buildAdminApi(svc: RegistrarService, log: Logger): Promise<FastifyInstance> {
+export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?: Metrics): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
   }) as unknown as FastifyInstance;
@@ -37,6 +38,11 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger): Promise
     counts: svc.counts(),
     installMode: svc.installModeStatus(),
   }));
+
+  app.get('/metrics', async (_req, reply) => {
+    if (!metrics) return reply.code(404).send({ error: 'not_found', message: 'metrics are off' });
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
 
   app.get('/v1/admin/install-mode', async () => svc.installModeStatus());
   app.post('/v1/admin/install-mode', { schema: { body: InstallModeBody } }, async (req) => {

@@ -14,6 +14,7 @@ import type { Logger } from '../common/log.js';
 import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa } from './ca.js';
+import { Metrics } from './metrics.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
 import type { Autoregister } from './policy.js';
 import { Registry } from './registry.js';
@@ -44,6 +45,7 @@ export interface RunningRegistrar {
   caFingerprint: string;
   service: RegistrarService;
   api: FastifyInstance;
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -122,7 +124,9 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     });
     cleanup.unshift(async () => service.close());
 
+    const metrics = new Metrics({ counts: () => service.counts(), installModeOn: () => service.installModeStatus().on });
     const api = await buildApi({
+      metrics,
       service,
       log: log.child({ component: 'api' }),
       https: { key: identity.keyPem, cert: identity.certPem },
@@ -139,7 +143,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     url = `https://${urlHost(host, opts.interface)}:${bound.port}`;
 
     await prepareSocket(opts.adminSocket);
-    const admin = await buildAdminApi(service, log.child({ component: 'admin' }));
+    const admin = await buildAdminApi(service, log.child({ component: 'admin' }), metrics);
     await admin.listen({ path: opts.adminSocket });
     await fs.chmod(opts.adminSocket, 0o600);
     cleanup.unshift(async () => {
@@ -158,6 +162,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       caFingerprint: ca.fingerprint,
       service,
       api,
+      metrics,
       async close() {
         for (const step of cleanup.splice(0)) await step();
       },

@@ -1,0 +1,52 @@
+/**
+ * Prometheus metrics (prom-client), served on the admin socket at /metrics: requests by route and
+ * status, join latency, nodes by state, install mode. One registry per registrar (no globals), so
+ * several registrars in one process (tests) keep their own counts.
+ */
+import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
+import type { NodeState } from './registry.js';
+
+export class Metrics {
+  readonly registry = new PromRegistry();
+  readonly requests: Counter<'method' | 'route' | 'status'>;
+  readonly joinSeconds: Histogram<'outcome'>;
+
+  constructor(sources: { counts: () => Record<NodeState, number>; installModeOn: () => boolean }) {
+    this.requests = new Counter({
+      name: 'muster_http_requests_total',
+      help: 'HTTPS API requests by method, route and status',
+      labelNames: ['method', 'route', 'status'],
+      registers: [this.registry],
+    });
+    this.joinSeconds = new Histogram({
+      name: 'muster_join_duration_seconds',
+      help: 'Time to answer POST /v1/join, by outcome',
+      labelNames: ['outcome'],
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    new Gauge({
+      name: 'muster_nodes',
+      help: 'Nodes by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        for (const [state, n] of Object.entries(sources.counts())) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'muster_install_mode_on',
+      help: '1 while install mode is on',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.installModeOn() ? 1 : 0);
+      },
+    });
+  }
+
+  /** Count of requests for one route (all statuses), for tests and the status page. */
+  async requestCount(method: string, route: string): Promise<number> {
+    const m = await this.requests.get();
+    return m.values.filter((v) => v.labels.method === method && v.labels.route === route).reduce((a, v) => a + v.value, 0);
+  }
+}

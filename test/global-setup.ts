@@ -1,0 +1,21 @@
+/** Tests that spawn the real CLI need dist/: build it when it is missing or older than src/. */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import path from 'node:path';
+
+function newest(dir: string): number {
+  let m = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    m = Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return m;
+}
+
+export default function setup(): void {
+  const root = path.resolve(import.meta.dirname, '..');
+  const bin = path.join(root, 'dist/cli/main.js');
+  if (!existsSync(bin) || statSync(bin).mtimeMs < newest(path.join(root, 'src'))) {
+    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+  }
+}
