@@ -125,6 +125,7 @@ export function operatorCommands(y: Argv): Argv {
               .option('description', { type: 'string', describe: 'a note for the operator' }),
           async (argv) => {
             const ttlMs = argv.ttl === 'never' ? null : parseDuration(argv.ttl);
+            if (ttlMs !== null && ttlMs < 1000) throw new MusterError('MUSTER_ERR_USAGE', "--ttl must be at least 1s (or 'never')");
             if (argv.uses !== undefined && (!Number.isInteger(argv.uses) || argv.uses < 1)) {
               throw new MusterError('MUSTER_ERR_USAGE', '--uses must be a whole number of at least 1');
             }

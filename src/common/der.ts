@@ -35,7 +35,7 @@ export function readTlv(buf: Buffer, offset: number, limit = buf.length): Tlv {
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + buf[valueStart + i]!;
     valueStart += n;
-    if (len < 0x80) throw new DerError('non-minimal length');
+    if (len < 0x80 || buf[offset + 2] === 0) throw new DerError('non-minimal length');
   }
   const end = valueStart + len;
   if (end > limit) throw new DerError('truncated');
@@ -133,8 +133,9 @@ export function oid(dotted: string): Buffer {
   let enc = oidCache.get(dotted);
   if (enc) return enc;
   const parts = dotted.split('.').map(Number);
-  const out: number[] = [parts[0]! * 40 + parts[1]!];
-  for (const p of parts.slice(2)) {
+  // X.690 §8.19.4: the first two arcs share one subidentifier, 40*X + Y, base-128 like the rest.
+  const out: number[] = [];
+  for (const p of [parts[0]! * 40 + parts[1]!, ...parts.slice(2)]) {
     const stack: number[] = [p & 0x7f];
     let v = Math.floor(p / 128);
     while (v > 0) {

@@ -24,6 +24,7 @@ export const ErrorCodes = {
   rejected: { status: 410, summary: 'The operator rejected this node.' },
   removed: { status: 410, summary: 'The operator removed this node; its certificate is revoked.' },
   payload_too_large: { status: 413, summary: 'The request body is larger than the registrar accepts.' },
+  unsupported_media_type: { status: 415, summary: 'The request body is not JSON (Content-Type must be application/json).' },
   rate_limited: { status: 429, summary: 'Too many requests from this client; retry after the given delay.' },
   busy: { status: 503, summary: 'The registrar is shedding load; retry after the given delay.' },
   internal: { status: 500, summary: 'An unexpected error in the registrar; details are in its log.' },

@@ -46,6 +46,7 @@ export const PROOF_WINDOW_S = 300;
 
 /** JSON with object keys sorted at every level: the byte string the bundle MAC covers. */
 export function canonicalJson(v: unknown): string {
+  if (v === undefined) return 'null';
   if (v === null || typeof v !== 'object') return JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
   const o = v as Record<string, unknown>;

@@ -284,13 +284,20 @@ function ipBytes(ip: string): Buffer {
   const v = isIP(ip);
   if (v === 4) return Buffer.from(ip.split('.').map(Number));
   if (v === 6) {
-    const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
+    // RFC 4291 §2.2: groups of 16 bits, one '::' for a run of zeros, optionally a dotted IPv4 tail.
+    let text = ip;
+    const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+    if (dotted) {
+      const b = dotted[1]!.split('.').map(Number);
+      text = text.slice(0, dotted.index) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+    }
+    const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
     const h = head ? head.split(':') : [];
     const t = tail ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-    const b = Buffer.alloc(16);
-    groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
-    return b;
+    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+    const out = Buffer.alloc(16);
+    groups.forEach((g, i) => out.writeUInt16BE(parseInt(g || '0', 16), i * 2));
+    return out;
   }
   throw new Error(`not an IP address: ${ip}`);
 }

@@ -35,7 +35,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     // Long polls hold a request up to 60 s.
     requestTimeout: 90_000,
     keepAliveTimeout: 65_000,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
   const metrics = opts.metrics;
@@ -92,7 +92,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.get('/v1/join/:name', { schema: { params: NameParams, querystring: WaitQuery } }, async (req, reply) => {
     const { name } = req.params as Static<typeof NameParams>;
     const q = req.query as Static<typeof WaitQuery>;
-    return send(reply, await svc.poll(name, q.key, (q.wait ?? 0) * 1000));
+    const wait = Math.min(Number(q.wait ?? 0), 60);
+    return send(reply, await svc.poll(name, q.key, wait * 1000));
   });
 
   app.post('/v1/join/:name/ack', { schema: { params: NameParams, body: SignedBody } }, async (req, reply) => {

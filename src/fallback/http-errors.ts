@@ -19,6 +19,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return reply.code(413).send({ error: 'payload_too_large', message: 'the request body is too large' });
     }
+    if (fe.statusCode === 415) {
+      return reply.code(415).send({ error: 'unsupported_media_type', message: 'send the body as application/json' });
+    }
     if (fe.statusCode === 429) {
       return reply.code(429).send({ error: 'rate_limited', message: fe.message || 'too many requests: slow down' });
     }

@@ -35,10 +35,21 @@ export type JoinBody = Static<typeof JoinBody>;
 
 export const NameParams = Type.Object({ name: Label }, { additionalProperties: false });
 
+/**
+ * Query strings arrive as strings and are validated as such: muster turns type coercion off, so a
+ * body field never silently becomes another type (`false` as a name, `0` as "no limit").
+ */
+const DigitString = (pattern: string) => Type.String({ pattern });
+const WAIT_0_60 = '^([0-9]|[1-5][0-9]|60)$';
+const LIMIT_1_1000 = '^([1-9][0-9]{0,2}|1000)$';
+const LIMIT_1_10000 = '^([1-9][0-9]{0,3}|10000)$';
+const SEQ = '^[0-9]{1,15}$';
+
 export const WaitQuery = Type.Object(
   {
     key: KeyFingerprint,
-    wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60 })),
+    /** Seconds, 0 to 60. */
+    wait: Type.Optional(DigitString(WAIT_0_60)),
   },
   { additionalProperties: false },
 );
@@ -70,7 +81,7 @@ export const ListNodesQuery = Type.Object(
   {
     state: Type.Optional(NodeStateSchema),
     after: Type.Optional(Type.String({ maxLength: 63 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    limit: Type.Optional(DigitString(LIMIT_1_1000)),
   },
   { additionalProperties: false },
 );
@@ -109,9 +120,9 @@ export const OperatorBody = Type.Object({ operator: Type.Optional(Type.String({ 
 
 export const EventsQuery = Type.Object(
   {
-    after: Type.Optional(Type.Integer({ minimum: 0 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-    follow: Type.Optional(Type.Boolean()),
+    after: Type.Optional(DigitString(SEQ)),
+    limit: Type.Optional(DigitString(LIMIT_1_10000)),
+    follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   },
   { additionalProperties: false },
 );

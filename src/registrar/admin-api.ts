@@ -25,7 +25,7 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     loggerInstance: log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
   const operator = (body: unknown): string => {
@@ -75,7 +75,7 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
 
   app.get('/v1/admin/nodes', { schema: { querystring: ListNodesQuery } }, async (req) => {
     const q = req.query as Static<typeof ListNodesQuery>;
-    const limit = q.limit ?? 100;
+    const limit = Math.min(Math.max(Number(q.limit ?? 100), 1), 1000);
     const nodes = await svc.listNodes({
       limit,
       ...(q.state ? { state: q.state as NodeState } : {}),
@@ -99,10 +99,16 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     });
   }
 
+  // Streams of `events --follow` end when the registrar stops (or close() would wait for them).
+  const followers = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => {
+    for (const raw of followers) raw.end();
+  });
+
   app.get('/v1/admin/events', { schema: { querystring: EventsQuery } }, async (req, reply) => {
     const q = req.query as Static<typeof EventsQuery>;
-    const after = q.after ?? 0;
-    if (!q.follow) return { events: await svc.listEvents(after, q.limit ?? 1000) };
+    const after = Number(q.after ?? 0);
+    if (q.follow !== 'true') return { events: await svc.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
     // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
     reply.hijack();
     const raw = reply.raw;
@@ -120,7 +126,11 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
       else write(ev);
     };
     svc.events.on('event', onEvent);
-    const stop = (): void => void svc.events.off('event', onEvent);
+    followers.add(raw);
+    const stop = (): void => {
+      followers.delete(raw);
+      svc.events.off('event', onEvent);
+    };
     raw.on('close', stop);
     for (;;) {
       const page = await svc.listEvents(last, 1000);

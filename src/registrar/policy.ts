@@ -78,7 +78,7 @@ export function checkProof(
 ): { ok: true; token: TokenRecord } | { ok: false; reason: string } {
   if (!token) return { ok: false, reason: `unknown token id ${proof.id}` };
   const skew = Math.abs(now / 1000 - proof.ts);
-  if (skew > PROOF_WINDOW_S) {
+  if (!(skew <= PROOF_WINDOW_S)) {
     return { ok: false, reason: `proof timestamp is ${Math.round(skew)} s away from the registrar clock (window ${PROOF_WINDOW_S} s)` };
   }
   const expected = joinProofMac(token.secret, { ...fields, ts: proof.ts });

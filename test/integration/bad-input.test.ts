@@ -362,18 +362,16 @@ describe('POST /v1/join: transport-level bad input', () => {
     await rejected(postRaw(JSON.stringify(joinBody()), { 'content-type': 'text/plain' }), 400, 'bad_request');
   });
 
-  // Fastify answers an unsupported media type with 415; the error handler keeps the JSON shape and
-  // the code bad_request (whose registry status is 400: see the report).
-  it('content-type application/xml → 415 with {error, message}', async () => {
+  it('content-type application/xml → 415 unsupported_media_type', async () => {
     await rejected(
       postRaw('<join name="fresh"/>', { 'content-type': 'application/xml' }),
       415,
-      'bad_request',
+      'unsupported_media_type',
     );
   });
 
-  it('no content-type with a body → 415 with {error, message}', async () => {
-    await rejected(postRaw(JSON.stringify(joinBody()), {}), 415, 'bad_request');
+  it('no content-type with a body → 415 unsupported_media_type', async () => {
+    await rejected(postRaw(JSON.stringify(joinBody()), {}), 415, 'unsupported_media_type');
   });
 });
 
@@ -555,16 +553,23 @@ describe('admin API bad input', () => {
     await adminRejected('POST', '/v1/admin/tokens', body, 400, 'bad_request');
   });
 
-  // BUG (src/fallback/schemas.ts CreateTokenBody + ajv coerceTypes in src/registrar/admin-api.ts): with
-  // coerceTypes, 0, false and "" validate against the Type.Null() branch of `uses` / `ttlMs` and are
-  // coerced to null, so the service creates a token with no use limit / no expiry instead of
-  // refusing. `muster tokens create --ttl 0` reaches this (parseDuration('0') === 0).
-  it.todo(
-    'tokens create with uses 0 (or false, "") → 400 bad_request, no token (today: 201, an unlimited token)',
-  );
-  it.todo(
-    'tokens create with ttlMs 0 (or false, "") → 400 bad_request, no token (today: 201, a token that never expires)',
-  );
+  // Type coercion is off: 0, false and "" are not taken for null ("no limit").
+  it.each([0, false, ''])('tokens create with uses %j → 400 bad_request, no token', async (v) => {
+    await adminRejected('POST', '/v1/admin/tokens', { uses: v }, 400, 'bad_request');
+  });
+  it.each([0, false, ''])('tokens create with ttlMs %j → 400 bad_request, no token', async (v) => {
+    await adminRejected('POST', '/v1/admin/tokens', { ttlMs: v }, 400, 'bad_request');
+  });
+  it.each([
+    ['a boolean name', { name: false }],
+    ['an array name', { name: ['fresh'] }],
+    ['a null cluster', { cluster: null }],
+  ])('join with %s → 400 bad_request (no coercion)', async (_w, over) => {
+    await rejected(postRaw(JSON.stringify({ ...joinBody(), ...over }), { 'content-type': 'application/json' }), 400, 'bad_request');
+  });
+  it('install mode {"on": 0} → 400, install mode unchanged', async () => {
+    await adminRejected('POST', '/v1/admin/install-mode', { on: 0 }, 400, 'bad_request');
+  });
 
   it('approve of an unknown node → 404 not_found', async () => {
     await adminRejected('POST', '/v1/admin/nodes/ghost/approve', {}, 404, 'not_found');
