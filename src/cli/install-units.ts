@@ -14,7 +14,11 @@ import { writeFileAtomic } from '../common/files.js';
 /** The package's systemd/ folder: dist/cli/install-units.js (or src/cli/ in tests) -> ../../systemd. */
 export const UNITS_SOURCE_DIR = fileURLToPath(new URL('../../systemd/', import.meta.url));
 
-const SYSTEMD_UNITS = ['muster-registrar.service', 'muster-join.service', 'muster-registered.target'] as const;
+const SYSTEMD_UNITS = [
+  'muster-registrar.service',
+  'muster-join.service',
+  'muster-registered.target',
+] as const;
 const UPSTART_JOB = { source: 'upstart/muster-join.conf', target: 'etc/init/muster-join.conf' } as const;
 
 /** Where systemd (and upstart) look for a bare command name; /usr/bin/env in a unit searches these. */
@@ -120,7 +124,9 @@ export async function resolveMusterCommand(binary: string | undefined): Promise<
   }
   for (const p of command) {
     if (!SAFE_PATH.test(p)) {
-      throw usage(`the path ${p} has characters that cannot go into a unit file unquoted: pass --binary PATH`);
+      throw usage(
+        `the path ${p} has characters that cannot go into a unit file unquoted: pass --binary PATH`,
+      );
     }
   }
   return command;
@@ -140,7 +146,11 @@ export function renderSystemdUnit(
     throw new Error(`${name}: expected one "ExecStart=/usr/bin/env muster ..." line (a packaging bug)`);
   }
   let out = text.replace(execStart, `ExecStart=${command.join(' ')}`);
-  if (systemdVersion !== undefined && systemdVersion < ONESHOT_RESTART_SINCE && /^Type=oneshot\s*$/m.test(out)) {
+  if (
+    systemdVersion !== undefined &&
+    systemdVersion < ONESHOT_RESTART_SINCE &&
+    /^Type=oneshot\s*$/m.test(out)
+  ) {
     out = out.replace(
       /^(Restart=.*)$/m,
       `# $1  (removed by muster install-units: systemd ${systemdVersion} refuses Restart= on a oneshot unit;\n` +
@@ -154,7 +164,8 @@ export function renderSystemdUnit(
 /** The shipped upstart job with its MUSTER_BIN= line pointing at `command`. */
 export function renderUpstartJob(text: string, command: string[]): string {
   const line = /^(\s*)MUSTER_BIN=muster\s*$/m;
-  if (!line.test(text)) throw new Error('muster-join.conf: expected a "MUSTER_BIN=muster" line (a packaging bug)');
+  if (!line.test(text))
+    throw new Error('muster-join.conf: expected a "MUSTER_BIN=muster" line (a packaging bug)');
   // Unquoted on purpose: "$MUSTER_BIN join" splits `<node> <script>` into two words (SAFE_PATH: no spaces).
   return text.replace(line, `$1MUSTER_BIN="${command.join(' ')}"`);
 }
@@ -177,7 +188,10 @@ function findOnPath(cmd: string): string | undefined {
 export function runningSystemdVersion(systemctl: string | undefined): number | undefined {
   if (!systemctl) return undefined;
   try {
-    const out = execFileSync(systemctl, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(systemctl, ['--version'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const m = /^systemd (\d+)/.exec(out);
     return m ? Number(m[1]) : undefined;
   } catch {
@@ -189,7 +203,10 @@ async function readSource(dir: string, name: string): Promise<string> {
   try {
     return await fs.readFile(path.join(dir, name), 'utf8');
   } catch (err) {
-    throw new MusterError('MUSTER_ERR_USAGE', `cannot read the shipped unit ${path.join(dir, name)}: ${errCode(err)}`);
+    throw new MusterError(
+      'MUSTER_ERR_USAGE',
+      `cannot read the shipped unit ${path.join(dir, name)}: ${errCode(err)}`,
+    );
   }
 }
 
@@ -240,7 +257,12 @@ export async function installUnits(o: InstallUnitsOptions): Promise<void> {
     for (const name of SYSTEMD_UNITS) {
       const rendered = renderSystemdUnit(name, await readSource(sourceDir, name), command, o.systemdVersion);
       const exec = /^ExecStart=(.*)$/m.exec(rendered.text);
-      await writeFile(path.join(under(o.unitDir), name), rendered.text, 0o644, exec ? ` (ExecStart=${exec[1]})` : '');
+      await writeFile(
+        path.join(under(o.unitDir), name),
+        rendered.text,
+        0o644,
+        exec ? ` (ExecStart=${exec[1]})` : '',
+      );
       rendered.notes.forEach(say);
     }
   }
@@ -319,11 +341,31 @@ export function installUnitsCommand(y: Argv): Argv {
     (a) =>
       a
         .option('prefix', { type: 'string', default: '/', describe: 'install under this root directory' })
-        .option('unit-dir', { type: 'string', default: '/etc/systemd/system', describe: 'systemd unit directory (inside --prefix)' })
-        .option('binary', { type: 'string', describe: 'the muster binary ExecStart= runs', defaultDescription: 'this one' })
-        .option('upstart', { type: 'boolean', default: false, describe: 'install the upstart job (/etc/init) instead of the systemd units' })
-        .option('dry-run', { type: 'boolean', default: false, describe: 'print what would be done, write nothing' })
-        .option('reload', { type: 'boolean', default: true, describe: 'run systemctl daemon-reload (--no-reload: do not)' }),
+        .option('unit-dir', {
+          type: 'string',
+          default: '/etc/systemd/system',
+          describe: 'systemd unit directory (inside --prefix)',
+        })
+        .option('binary', {
+          type: 'string',
+          describe: 'the muster binary ExecStart= runs',
+          defaultDescription: 'this one',
+        })
+        .option('upstart', {
+          type: 'boolean',
+          default: false,
+          describe: 'install the upstart job (/etc/init) instead of the systemd units',
+        })
+        .option('dry-run', {
+          type: 'boolean',
+          default: false,
+          describe: 'print what would be done, write nothing',
+        })
+        .option('reload', {
+          type: 'boolean',
+          default: true,
+          describe: 'run systemctl daemon-reload (--no-reload: do not)',
+        }),
     async (argv) => {
       const prefix = path.resolve(argv.prefix);
       const systemctl = prefix === '/' && !argv.upstart ? findOnPath('systemctl') : undefined;
