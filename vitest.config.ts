@@ -7,7 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Integration tests spawn registrars and nodes; two cores on CI machines.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
     globalSetup: ['test/global-setup.ts'],
   },
 });
