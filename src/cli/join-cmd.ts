@@ -16,6 +16,14 @@ function usage(check: () => void): void {
   }
 }
 
+function usageValue<T>(get: () => T): T {
+  try {
+    return get();
+  } catch (err) {
+    throw new MusterError('MUSTER_ERR_USAGE', (err as Error).message);
+  }
+}
+
 export function joinCommand(y: Argv): Argv {
   return y.command(
     'join',
@@ -32,6 +40,7 @@ export function joinCommand(y: Argv): Argv {
         .option('state-dir', { type: 'string', describe: 'where the key and credentials live', defaultDescription: defaultNodeStateDir() })
         .option('discovery-timeout', { type: 'string', default: '5s', describe: 'how long to look for a registrar by mDNS' })
         .option('mdns', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'advertise and browse over mDNS' })
+        .option('interface', { type: 'string', describe: 'IPv4 address of the interface for mDNS' })
         .option('on-registered', { type: 'string', describe: 'shell command to run once registered' })
         .option('timeout', { type: 'string', describe: 'give up after this long (default: keep trying)' })
         .option('key-type', { choices: ['ec', 'rsa'] as const, default: 'ec' as const, describe: 'type of a new node key' }),
@@ -57,7 +66,17 @@ export function joinCommand(y: Argv): Argv {
       }
       // The environment is the safest place for a secret on a command line (not in `ps`).
       if (token === undefined && process.env.MUSTER_TOKEN) token = process.env.MUSTER_TOKEN.trim();
-      parseDuration(argv['discovery-timeout']);
+      const discoveryTimeoutMs = usageValue(() => parseDuration(argv['discovery-timeout']));
+      const timeoutMs = argv.timeout ? usageValue(() => parseDuration(argv.timeout!)) : undefined;
+      // SIGTERM/SIGINT: stop waiting, withdraw the advertisement (goodbye), exit 143/130.
+      const stop = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        log.info({ signal: sig }, 'stopping');
+        stop.abort(new MusterError('MUSTER_ERR_TIMEOUT', `stopped by ${sig}`));
+        process.exitCode = sig === 'SIGINT' ? 130 : 143;
+      };
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
       const result = await runJoin({
         name,
         role: argv.role,
@@ -68,8 +87,12 @@ export function joinCommand(y: Argv): Argv {
         ...(token ? { token } : {}),
         ...(argv['ca-fingerprint'] ? { caFingerprint: argv['ca-fingerprint'] } : {}),
         ...(argv['on-registered'] ? { onRegistered: argv['on-registered'] } : {}),
-        ...(argv.timeout ? { timeoutMs: parseDuration(argv.timeout) } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(argv.interface ? { interface: argv.interface } : {}),
         keyType: argv['key-type'],
+        mdns: argv.mdns === 'on',
+        discoveryTimeoutMs,
+        signal: stop.signal,
       });
       process.stdout.write(
         result.status === 'registered'

@@ -9,6 +9,7 @@ import { hideBin } from 'yargs/helpers';
 import { isMusterError } from '../common/errors.js';
 import { exitCodeFor } from '../node/agent.js';
 import { AdminError } from './admin-client.js';
+import { installUnitsCommand } from './install-units.js';
 import { joinCommand } from './join-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
@@ -17,7 +18,7 @@ const VERSION = '0.1.0';
 
 async function main(argv: string[]): Promise<number> {
   let usageError: string | undefined;
-  const parser = operatorCommands(joinCommand(registrarCommand(yargs(argv))))
+  const parser = installUnitsCommand(operatorCommands(joinCommand(registrarCommand(yargs(argv)))))
     .scriptName('muster')
     .usage('$0 <command>\n\nZero-configuration node registration.')
     .version(VERSION)
@@ -36,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
     const isJoin = argv[0] === 'join';
     if (isMusterError(err)) {
       process.stderr.write(`muster: ${err.message}\n`);
+      if (isJoin && typeof process.exitCode === 'number' && process.exitCode >= 128) return process.exitCode; // stopped by a signal
       if (isJoin) return exitCodeFor(err);
       return err.code === 'MUSTER_ERR_USAGE' || err.code === 'invalid_name' ? 2 : 1;
     }

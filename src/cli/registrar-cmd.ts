@@ -31,9 +31,6 @@ export function registrarCommand(y: Argv): Argv {
       if (argv.parent) throw new MusterError('MUSTER_ERR_USAGE', '--parent (tier registrars) is not available in this build yet');
       assertLabel('cluster', argv.cluster);
       const log = createLogger({ name: 'muster-registrar', fd: 1 });
-      if (argv.mdns === 'on') {
-        log.warn('mDNS discovery is not available in this build: serving the HTTPS registration endpoint only');
-      }
       let nodeConfig: Record<string, Record<string, string>> | undefined;
       if (argv['node-config']) nodeConfig = await readNodeConfig(argv['node-config']);
       const fault = process.env.MUSTER_TEST_FAULT;
@@ -53,6 +50,7 @@ export function registrarCommand(y: Argv): Argv {
         log,
         certLifetimeMs: parseDuration(argv['cert-lifetime']),
         rateLimit: argv['rate-limit'],
+        mdns: argv.mdns === 'on',
         ...(argv.interface ? { interface: argv.interface } : {}),
         ...(nodeConfig ? { nodeConfig } : {}),
         ...(fault

@@ -36,10 +36,11 @@ function request(
   url: URL,
   method: string,
   body: unknown,
-  opts: https.RequestOptions & { timeoutMs: number },
+  opts: https.RequestOptions & { timeoutMs: number; signal?: AbortSignal },
   onSocket?: (s: TLSSocket) => void,
 ): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(opts.signal.reason);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = https.request(
       url,
@@ -76,7 +77,11 @@ function request(
       },
     );
     req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
+    const onAbort = (): void => void req.destroy(opts.signal!.reason as Error);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('close', () => opts.signal?.removeEventListener('abort', onAbort));
     req.on('error', (err: NodeJS.ErrnoException) => {
+      if (opts.signal?.aborted) return reject(opts.signal.reason);
       if (err instanceof MusterError) return reject(err);
       const tls = /certificate|self.signed|CERT_|SSL|TLS/i.test(`${err.code ?? ''} ${err.message}`);
       reject(
@@ -121,7 +126,10 @@ export class RegistrarClient {
    * Opens a verified connection to a registrar. `pin`: the CA fingerprint the operator pinned;
    * `localCa`: the CA a previous registration left on this node.
    */
-  static async connect(url: string, opts: { pin?: string; localCa?: string; timeoutMs?: number }): Promise<RegistrarClient> {
+  static async connect(
+    url: string,
+    opts: { pin?: string; localCa?: string; advertisedCa?: string; timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<RegistrarClient> {
     let base: URL;
     try {
       base = new URL(url);
@@ -133,7 +141,7 @@ export class RegistrarClient {
     // First contact: the CA cannot be checked by TLS yet; it is checked right after, against the pin or
     // the local CA, and the serving certificate against that CA.
     let peer: X509Certificate | undefined;
-    const first = { rejectUnauthorized: false, timeoutMs, agent: false as const };
+    const first = { rejectUnauthorized: false, timeoutMs, agent: false as const, ...(opts.signal ? { signal: opts.signal } : {}) };
     const caRes = await request(new URL('/v1/ca', base), 'GET', undefined, first, (s) => {
       peer = s.getPeerX509Certificate();
     });
@@ -148,6 +156,9 @@ export class RegistrarClient {
       throw new MusterError('MUSTER_ERR_TLS', `${base.origin} served a CA certificate that cannot be parsed`);
     }
     const fp = certFingerprint(caPem);
+    if (opts.advertisedCa && fp !== opts.advertisedCa) {
+      throw new MusterError('MUSTER_ERR_CA_PIN', `the registrar at ${base.origin} advertised CA ${opts.advertisedCa} over mDNS but serves CA ${fp}`);
+    }
     let trust: TrustBasis = 'tofu';
     if (opts.pin) {
       if (fp !== opts.pin) {
@@ -178,8 +189,8 @@ export class RegistrarClient {
     return new RegistrarClient(base, caPem, info, trust);
   }
 
-  async call(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<HttpResult> {
-    return request(new URL(path, this.base), method, body, { agent: this.agent, timeoutMs });
+  async call(method: string, path: string, body?: unknown, timeoutMs = 15_000, signal?: AbortSignal): Promise<HttpResult> {
+    return request(new URL(path, this.base), method, body, { agent: this.agent, timeoutMs, ...(signal ? { signal } : {}) });
   }
 
   close(): void {

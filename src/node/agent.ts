@@ -13,7 +13,9 @@ import type { Logger } from '../common/log.js';
 import { joinProofMac, nodeSignedPayload, parseToken, signNode, type Bundle, type ParsedToken } from '../common/proof.js';
 import { buildCsr, certFingerprint, keyFingerprint } from '../common/x509.js';
 import { RegistrarClient, type HttpResult } from '../fallback/client.js';
+import { createMdns, nodeTxt, type Mdns } from '../advertiser/index.js';
 import { checkBundle } from './bundle-check.js';
+import { discoverRegistrar } from './discovery.js';
 
 export interface JoinOptions {
   registrarUrl?: string;
@@ -33,6 +35,12 @@ export interface JoinOptions {
   /** Backoff bounds for retries after errors (ms). */
   backoff?: { baseMs: number; maxMs: number };
   signal?: AbortSignal;
+  /** Find the registrar and advertise "ready to register" over mDNS (DESIGN "Discovery"). */
+  mdns?: boolean;
+  /** How long to look for a registrar by mDNS before using registrarUrl (default 5 s). */
+  discoveryTimeoutMs?: number;
+  /** IPv4 address of the interface for mDNS. */
+  interface?: string;
 }
 
 export interface JoinResult {
@@ -75,6 +83,7 @@ export function exitCodeFor(err: unknown): number {
     case 'name_taken':
       return JOIN_EXIT.nameTaken;
     case 'MUSTER_ERR_BUNDLE':
+    case 'MUSTER_ERR_AMBIGUOUS':
     case 'MUSTER_ERR_CA_PIN':
     case 'MUSTER_ERR_TLS':
       return JOIN_EXIT.mismatch;
@@ -172,7 +181,10 @@ function apiError(res: HttpResult): MusterError {
 
 /** Errors worth retrying: the registrar is unreachable, busy, rate limiting, or closed for now. */
 function retryable(err: unknown): boolean {
-  return isMusterError(err) && ['MUSTER_ERR_UNREACHABLE', 'busy', 'rate_limited', 'closed', 'internal', 'not_found'].includes(err.code);
+  return (
+    isMusterError(err) &&
+    ['MUSTER_ERR_UNREACHABLE', 'MUSTER_ERR_NO_REGISTRAR', 'busy', 'rate_limited', 'closed', 'internal', 'not_found'].includes(err.code)
+  );
 }
 
 export async function runJoin(o: JoinOptions): Promise<JoinResult> {
@@ -208,8 +220,8 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
     return result;
   }
 
-  if (!o.registrarUrl) {
-    throw new MusterError('MUSTER_ERR_USAGE', 'no registrar: pass --registrar https://HOST:PORT (mDNS discovery is not available in this build)');
+  if (!o.registrarUrl && !o.mdns) {
+    throw new MusterError('MUSTER_ERR_USAGE', 'no registrar: pass --registrar https://HOST:PORT, or turn mDNS on to find it on the LAN');
   }
   const key = await loadOrCreateKey(files, o.keyType ?? 'ec', log);
   const spki = createPublicKey(key).export({ type: 'spki', format: 'der' }) as Buffer;
@@ -228,6 +240,11 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   const backoff = o.backoff ?? { baseMs: 1000, maxMs: 60_000 };
   let attempt = 0;
   let client: RegistrarClient | undefined;
+  let mdns: Mdns | undefined;
+  if (o.mdns) {
+    mdns = await startNodeMdns(o, fp, log);
+    if (!mdns && !o.registrarUrl) throw new MusterError('MUSTER_ERR_MDNS', 'mDNS is unavailable (see the log) and no --registrar URL is set');
+  }
   let waiting = false;
   let loggedPending = false;
   const waitS = o.waitS ?? 30;
@@ -238,13 +255,35 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
       let hint: number | undefined;
       try {
         if (!client) {
-          client = await RegistrarClient.connect(o.registrarUrl, {
+          let url = o.registrarUrl;
+          let advertisedCa: string | undefined;
+          if (mdns) {
+            const found = await discoverRegistrar({
+              mdns,
+              log,
+              timeoutMs: o.discoveryTimeoutMs ?? 5000,
+              ...(o.cluster ? { cluster: o.cluster } : {}),
+              ...(o.caFingerprint ? { pin: o.caFingerprint } : {}),
+              ...(o.signal ? { signal: o.signal } : {}),
+            });
+            if (found) {
+              url = found.url;
+              advertisedCa = found.ca;
+              log.info({ registrar: found.id, url: found.url, ca: found.ca, cluster: found.cluster }, 'found the registrar by mDNS');
+            } else if (url) {
+              log.info({ url, after: o.discoveryTimeoutMs ?? 5000 }, 'no registrar found by mDNS: using --registrar');
+            }
+          }
+          if (!url) throw new MusterError('MUSTER_ERR_NO_REGISTRAR', 'no registrar found on the LAN by mDNS yet, and no --registrar URL is set');
+          client = await RegistrarClient.connect(url, {
             ...(o.caFingerprint ? { pin: o.caFingerprint } : {}),
             ...(localCaPem ? { localCa: localCaPem } : {}),
+            ...(advertisedCa ? { advertisedCa } : {}),
+            ...(o.signal ? { signal: o.signal } : {}),
           });
           const { info, trust } = client;
           if (o.cluster && info.cluster !== o.cluster) {
-            throw new MusterError('wrong_cluster', `the registrar at ${o.registrarUrl} serves cluster ${info.cluster}, not ${o.cluster}`);
+            throw new MusterError('wrong_cluster', `the registrar at ${client.base.origin} serves cluster ${info.cluster}, not ${o.cluster}`);
           }
           if (trust === 'tofu') {
             log.warn(
@@ -264,10 +303,10 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
           const proof = token
             ? { id: token.id, ts, hmac: joinProofMac(token.secret, { name: o.name, role: o.role, cluster: o.cluster, key: fp, ts }) }
             : undefined;
-          res = await client.call('POST', '/v1/join', { name: o.name, role: o.role, cluster: o.cluster, csr, ...(proof ? { proof } : {}) });
+          res = await client.call('POST', '/v1/join', { name: o.name, role: o.role, cluster: o.cluster, csr, ...(proof ? { proof } : {}) }, 15_000, o.signal);
         } else {
           const wait = waitS;
-          res = await client.call('GET', `/v1/join/${o.name}?key=${fp}&wait=${wait}`, undefined, (wait + 15) * 1000);
+          res = await client.call('GET', `/v1/join/${o.name}?key=${fp}&wait=${wait}`, undefined, (wait + 15) * 1000, o.signal);
         }
         if (res.status === 200 || res.status === 201) {
           const checked = checkBundle(res.body, {
@@ -320,7 +359,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
         }
       } catch (err) {
         if (!retryable(err)) throw err;
-        if (isMusterError(err, 'MUSTER_ERR_UNREACHABLE')) {
+        if (isMusterError(err, 'MUSTER_ERR_UNREACHABLE') || isMusterError(err, 'MUSTER_ERR_NO_REGISTRAR')) {
           client?.close();
           client = undefined;
         }
@@ -336,7 +375,34 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
     }
   } finally {
     client?.close();
+    // The join advertisement is withdrawn (goodbye, awaited) whether registered, refused or stopped.
+    await mdns?.close();
   }
+}
+
+/** Advertises "ready to register as X" with the node's own host name (never the machine's). */
+async function startNodeMdns(o: JoinOptions, fp: string, log: Logger): Promise<Mdns | undefined> {
+  const mlog = log.child({ component: 'mdns' });
+  const mdns = createMdns({
+    host: `${o.name}.local`,
+    ...(o.interface ? { interface: o.interface } : {}),
+    logger: mlog,
+    onError: (err) => mlog.warn({ err: err.message, code: (err as { code?: string }).code }, 'mDNS error'),
+  });
+  try {
+    await mdns.ready();
+  } catch (err) {
+    mlog.error({ err: (err as Error).message }, 'mDNS is unavailable');
+    await mdns.close().catch(() => undefined);
+    return undefined;
+  }
+  mdns.publish({
+    type: 'muster-join',
+    name: o.name,
+    port: 9, // DNS-SD needs a port; the node serves nothing (RFC 6763 §6: the TXT carries the meaning)
+    txt: nodeTxt({ v: 1, name: o.name, role: o.role, cluster: o.cluster, key: fp, state: 'ready' }),
+  });
+  return mdns;
 }
 
 async function writeBundle(files: NodeFiles, bundle: Bundle): Promise<void> {

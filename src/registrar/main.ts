@@ -15,6 +15,7 @@ import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa } from './ca.js';
 import { Metrics } from './metrics.js';
+import { startRegistrarDiscovery } from './discovery.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
 import type { Autoregister } from './policy.js';
 import { Registry } from './registry.js';
@@ -29,6 +30,8 @@ export interface RegistrarOptions {
   adminSocket: string;
   /** IPv4 address of the interface to advertise on and to count as the local link. */
   interface?: string;
+  /** Advertise and browse over mDNS (DESIGN "Discovery"); off: the HTTPS endpoint only. */
+  mdns?: boolean;
   log: Logger;
   clock?: Clock;
   certLifetimeMs?: number;
@@ -141,6 +144,20 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     });
     const bound = api.server.address() as net.AddressInfo;
     url = `https://${urlHost(host, opts.interface)}:${bound.port}`;
+
+    if (opts.mdns) {
+      const discovery = await startRegistrarDiscovery({
+        service,
+        log,
+        registrarId: id,
+        cluster: opts.cluster,
+        caFingerprint: ca.fingerprint,
+        port: bound.port,
+        ...(opts.interface ? { interface: opts.interface } : {}),
+      });
+      // Goodbyes go out first on shutdown (CONVENTIONS 7), before the API drains.
+      cleanup.unshift(() => discovery.close());
+    }
 
     await prepareSocket(opts.adminSocket);
     const admin = await buildAdminApi(service, log.child({ component: 'admin' }), metrics);

@@ -208,16 +208,26 @@ export class RegistrarService {
         token = checked.token;
       }
 
-      const verdict = this.authorizer.decide({
+      // A node heard over mDNS with this key is on the LAN; one heard with another key is suspect:
+      // install mode then admits neither (the CSR must match the key it advertised).
+      const heardSame = rec?.state === 'heard' && rec.key === csr.fingerprint;
+      const heardOther = rec?.state === 'heard' && rec.key !== csr.fingerprint;
+      let verdict = this.authorizer.decide({
         name: req.name,
         role: req.role,
         cluster: req.cluster,
         key: csr.fingerprint,
-        channel,
+        channel: heardSame ? 'mdns' : channel,
         address,
-        onLink: this.opts.isOnLink(address),
+        onLink: this.opts.isOnLink(address) || heardSame,
         ...(token ? { token } : {}),
       });
+      if (heardOther && verdict.kind === 'accept' && verdict.rule === 'install-mode') {
+        verdict = {
+          kind: 'pending',
+          reason: `the key differs from the one ${req.name} advertised over mDNS (${rec!.key}): waiting for approval`,
+        };
+      }
       if (verdict.kind === 'deny') {
         this.log.warn({ node: req.name, address, reason: verdict.message }, 'join refused');
         throw new MusterError(verdict.code, verdict.message);
@@ -230,13 +240,13 @@ export class RegistrarService {
         spki: csr.spki.toString('base64'),
         role: req.role,
         cluster: req.cluster,
-        channel,
-        addresses: [address],
+        channel: heardSame ? 'mdns' : channel,
+        addresses: heardSame ? [...new Set([address, ...rec!.addresses])] : [address],
         times: rec && rec.key === csr.fingerprint ? { ...rec.times } : {},
         lastSeen: nowIso,
         ...(rec?.key === csr.fingerprint && rec.group ? { group: rec.group } : {}),
       };
-      const replacing = rec !== undefined && rec.key !== csr.fingerprint;
+      const replacing = rec !== undefined && rec.key !== csr.fingerprint && rec.state !== 'heard';
 
       if (verdict.kind === 'pending') {
         if (rec?.state === 'pending' && rec.key === csr.fingerprint) {
@@ -286,6 +296,41 @@ export class RegistrarService {
       if (!this.installMode.on && verdict.rule === 'install-mode') this.disarmInstallTimer();
       this.opts.fault?.('after-accept');
       return { status: 201, bundle: this.bundleFor(await this.issueLocked(accepted)) };
+    });
+  }
+
+  /**
+   * A node was heard over mDNS saying "ready to register as X" (already validated). Recorded as
+   * `heard` when the name is free, so that the operator sees it with its key fingerprint; it is a
+   * hint, never enough to issue: the node's CSR must come with the same key.
+   */
+  async heard(ad: { name: string; role: string; cluster: string; key: string }, addresses: string[]): Promise<void> {
+    if (ad.cluster !== '' && ad.cluster !== this.opts.cluster) return; // another cluster's node
+    await this.registry.lock(ad.name, async () => {
+      const rec = await this.registry.getNode(ad.name);
+      const nowIso = new Date(this.opts.clock.now()).toISOString();
+      const addrs = addresses.slice(0, 8);
+      if (rec && rec.state !== 'heard' && rec.state !== 'removed' && rec.state !== 'rejected') return;
+      if (rec?.state === 'heard' && rec.key === ad.key && rec.role === ad.role && rec.addresses.join() === addrs.join()) return;
+      if (rec && rec.state !== 'heard' && rec.key === ad.key) return; // a removed or rejected key stays so
+      if (!rec && this.registry.countByState().heard >= (this.opts.maxPending ?? 10_000)) return;
+      const next: NodeRecord = {
+        name: ad.name,
+        state: 'heard',
+        key: ad.key,
+        spki: '',
+        role: ad.role,
+        cluster: ad.cluster,
+        channel: 'mdns',
+        addresses: addrs,
+        times: rec?.state === 'heard' ? rec.times : { heard: nowIso },
+        lastSeen: nowIso,
+      };
+      await this.registry.commit(
+        [{ prev: rec, next, archivePrev: rec !== undefined && rec.state !== 'heard' }],
+        rec?.state === 'heard' ? [] : [{ type: 'heard', name: ad.name, detail: { key: ad.key, role: ad.role, addresses: addrs, channel: 'mdns' } }],
+      );
+      if (rec?.state !== 'heard') this.log.info({ node: ad.name, key: ad.key, addresses: addrs }, 'heard a node over mDNS');
     });
   }
 
@@ -456,6 +501,12 @@ export class RegistrarService {
     return this.registry.lock(name, async () => {
       const rec = await this.registry.getNode(name);
       if (!rec) throw new MusterError('not_found', `no node named ${name}`);
+      if (rec.state === 'heard') {
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} was only heard over mDNS and has not asked to join yet; approve it once it is pending`,
+        );
+      }
       if (rec.state !== 'pending') {
         throw new MusterError('invalid_state', `node ${name} is ${rec.state}; only a pending node can be approved`);
       }

@@ -1,0 +1,100 @@
+/**
+ * A node finds its registrar on the LAN (DESIGN "Discovery"): browse `_muster._tcp`, keep the
+ * advertisements that validate, match the wanted cluster and the pinned CA; several candidates with
+ * different CAs and nothing pinned is an error that lists them, never a silent pick.
+ */
+import { validateRegistrarTxt, type Discovered, type Mdns } from '../advertiser/index.js';
+import { MusterError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+
+export interface Candidate {
+  id: string;
+  url: string;
+  cluster: string;
+  /** The CA fingerprint the registrar advertises (untrusted until TLS shows the same CA). */
+  ca: string;
+  mode: string;
+  addresses: string[];
+}
+
+export interface DiscoverOptions {
+  mdns: Mdns;
+  log: Logger;
+  cluster?: string;
+  pin?: string;
+  timeoutMs: number;
+  /** After the first match, how long to listen for others before deciding (ambiguity check). */
+  settleMs?: number;
+  signal?: AbortSignal;
+}
+
+function toCandidate(s: Discovered): Candidate | { reason: string } {
+  const v = validateRegistrarTxt(s.txt);
+  if (!v.ok) return { reason: v.reason };
+  const addr = s.addresses.find((a) => !a.includes(':')) ?? s.addresses[0] ?? s.referer;
+  if (!addr || !s.port) return { reason: 'no address or port' };
+  const host = addr.includes(':') ? `[${addr}]` : addr;
+  return { id: v.value.id ?? s.name, url: `https://${host}:${s.port}`, cluster: v.value.cluster, ca: v.value.ca, mode: v.value.mode, addresses: s.addresses };
+}
+
+/**
+ * Resolves with the registrar to use, or undefined when none matched within the timeout. Throws
+ * MUSTER_ERR_AMBIGUOUS when registrars with different CAs match and no CA is pinned.
+ */
+export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undefined> {
+  return new Promise((resolve, reject) => {
+    const found = new Map<string, Candidate>();
+    const ignored = new Set<string>();
+    let settleTimer: NodeJS.Timeout | undefined;
+    const finish = (fn: () => void): void => {
+      clearTimeout(deadline);
+      clearTimeout(settleTimer);
+      browser.stop();
+      o.signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    const decide = (): void => {
+      const list = [...found.values()];
+      const cas = new Set(list.map((c) => c.ca));
+      if (cas.size > 1 && !o.pin) {
+        const lines = list.map((c) => `${c.id} at ${c.url} (cluster ${c.cluster}, CA ${c.ca})`).join('; ');
+        return finish(() =>
+          reject(
+            new MusterError(
+              'MUSTER_ERR_AMBIGUOUS',
+              `found ${list.length} registrars with different CAs and no CA is pinned: ${lines}. ` +
+                'Pin the right one with --ca-fingerprint, or choose with --cluster.',
+            ),
+          ),
+        );
+      }
+      finish(() => resolve(list[0]));
+    };
+    const seen = (s: Discovered): void => {
+      const c = toCandidate(s);
+      if ('reason' in c) {
+        if (!ignored.has(s.name)) o.log.warn({ instance: s.name.slice(0, 80), reason: c.reason }, 'ignoring an invalid registrar advertisement');
+        ignored.add(s.name);
+        return;
+      }
+      if (o.cluster && c.cluster !== o.cluster) {
+        if (!ignored.has(c.id)) o.log.info({ registrar: c.id, cluster: c.cluster }, 'ignoring a registrar of another cluster');
+        ignored.add(c.id);
+        return;
+      }
+      if (o.pin && c.ca !== o.pin) {
+        if (!ignored.has(c.id)) o.log.info({ registrar: c.id, ca: c.ca }, 'ignoring a registrar whose CA is not the pinned one');
+        ignored.add(c.id);
+        return;
+      }
+      found.set(c.id, c);
+      o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
+      settleTimer ??= setTimeout(decide, o.settleMs ?? 300);
+    };
+    const onAbort = (): void => finish(() => reject(o.signal!.reason));
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    const deadline = setTimeout(() => (found.size ? decide() : finish(() => resolve(undefined))), o.timeoutMs);
+    const browser = o.mdns.browse('muster', { up: seen, update: seen });
+    for (const s of browser.list()) seen(s);
+  });
+}
