@@ -6,6 +6,7 @@ import { createLogger } from '../common/log.js';
 import { assertLabel, defaultNodeName, parseDuration } from '../common/names.js';
 import { defaultNodeStateDir } from '../common/paths.js';
 import { runJoin } from '../node/agent.js';
+import { sourceOf, withSettings } from './settings.js';
 
 /** A bad argument is a usage error (exit 2), whatever check found it. */
 function usage(check: () => void): void {
@@ -29,7 +30,7 @@ export function joinCommand(y: Argv): Argv {
     'join',
     'register this machine with a registrar (exits 0 at once when already registered)',
     (a) =>
-      a
+      withSettings(a, 'join')
         .option('registrar', { type: 'string', describe: 'registrar URL, e.g. https://10.0.0.1:8443' })
         .option('token', { type: 'string', describe: 'join token ID.SECRET (prefer --token-file or MUSTER_TOKEN)' })
         .option('token-file', { type: 'string', describe: 'file holding the join token' })
@@ -55,7 +56,9 @@ export function joinCommand(y: Argv): Argv {
       if (argv['ca-fingerprint'] && !/^[A-Za-z0-9_-]{43}$/.test(argv['ca-fingerprint'])) {
         throw new MusterError('MUSTER_ERR_USAGE', '--ca-fingerprint must be 43 base64url characters (as `muster registrar` logs it)');
       }
-      if (argv.token && argv['token-file']) throw new MusterError('MUSTER_ERR_USAGE', 'give either --token or --token-file, not both');
+      if (argv.token && argv['token-file']) {
+        throw new MusterError('MUSTER_ERR_USAGE', `give either a token (${sourceOf('join', 'token')}) or a token file (${sourceOf('join', 'token-file')}), not both`);
+      }
       let token = argv.token;
       if (argv['token-file']) {
         try {
@@ -64,8 +67,6 @@ export function joinCommand(y: Argv): Argv {
           throw new MusterError('MUSTER_ERR_USAGE', `cannot read --token-file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
         }
       }
-      // The environment is the safest place for a secret on a command line (not in `ps`).
-      if (token === undefined && process.env.MUSTER_TOKEN) token = process.env.MUSTER_TOKEN.trim();
       const discoveryTimeoutMs = usageValue(() => parseDuration(argv['discovery-timeout']));
       const timeoutMs = argv.timeout ? usageValue(() => parseDuration(argv.timeout!)) : undefined;
       // SIGTERM/SIGINT: stop waiting, withdraw the advertisement (goodbye), exit 143/130.

@@ -9,7 +9,9 @@ import { hideBin } from 'yargs/helpers';
 import { isMusterError } from '../common/errors.js';
 import { exitCodeFor } from '../node/agent.js';
 import { AdminError } from './admin-client.js';
+import { configCommand } from './config-cmd.js';
 import { installUnitsCommand } from './install-units.js';
+import { setRawArgs } from './settings.js';
 import { joinCommand } from './join-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
@@ -18,7 +20,9 @@ const VERSION = '0.1.0';
 
 async function main(argv: string[]): Promise<number> {
   let usageError: string | undefined;
-  const parser = installUnitsCommand(operatorCommands(joinCommand(registrarCommand(yargs(argv)))))
+  setRawArgs(argv);
+  const parser = configCommand(installUnitsCommand(operatorCommands(joinCommand(registrarCommand(yargs(argv))))))
+    .option('config', { type: 'string', global: true, describe: 'config file', defaultDescription: '/etc/muster/muster.json' })
     .scriptName('muster')
     .usage('$0 <command>\n\nZero-configuration node registration.')
     .version(VERSION)
@@ -39,7 +43,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster: ${err.message}\n`);
       if (isJoin && typeof process.exitCode === 'number' && process.exitCode >= 128) return process.exitCode; // stopped by a signal
       if (isJoin) return exitCodeFor(err);
-      return err.code === 'MUSTER_ERR_USAGE' || err.code === 'invalid_name' ? 2 : 1;
+      if (argv[0] === 'config') return 1; // `config check` found a problem: a failure, not a usage error
+      return ['MUSTER_ERR_USAGE', 'MUSTER_ERR_CONFIG', 'invalid_name'].includes(err.code) ? 2 : 1;
     }
     if (err instanceof AdminError) {
       process.stderr.write(`muster: ${err.message}\n`);

@@ -5,6 +5,7 @@ import { MusterError } from '../common/errors.js';
 import { parseDuration } from '../common/names.js';
 import { defaultAdminSocket } from '../common/paths.js';
 import { AdminClient } from './admin-client.js';
+import { withSettings } from './settings.js';
 import { ago, table } from './format.js';
 
 interface Common {
@@ -12,8 +13,7 @@ interface Common {
   json?: boolean;
 }
 
-const client = (argv: Common): AdminClient =>
-  new AdminClient(argv['admin-socket'] ?? process.env.MUSTER_ADMIN_SOCKET ?? defaultAdminSocket());
+const client = (argv: Common): AdminClient => new AdminClient(argv['admin-socket'] ?? defaultAdminSocket());
 const out = (s: string): void => void process.stdout.write(s);
 const json = (v: unknown): void => out(JSON.stringify(v, null, 2) + '\n');
 const operator = (): string => {
@@ -65,7 +65,7 @@ interface TokenView {
 
 export function operatorCommands(y: Argv): Argv {
   const common = (a: Argv) =>
-    a
+    withSettings(a, 'admin')
       .option('admin-socket', { type: 'string', describe: "registrar's admin socket", defaultDescription: defaultAdminSocket() })
       .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' });
 

@@ -5,6 +5,7 @@ import { MusterError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { assertLabel, parseDuration } from '../common/names.js';
 import { defaultAdminSocket, defaultRegistrarStateDir } from '../common/paths.js';
+import { withSettings } from './settings.js';
 import type { Autoregister } from '../registrar/policy.js';
 // The registrar's modules (fastify, level, forge) load only when this command runs: operator commands
 // and `muster join` start faster without them.
@@ -15,7 +16,7 @@ export function registrarCommand(y: Argv): Argv {
     'registrar',
     'run the registrar (the controller: CA, registry, policy, HTTPS API, admin socket)',
     (a) =>
-      a
+      withSettings(a, 'registrar')
         .option('state-dir', { type: 'string', describe: 'store and CA key', defaultDescription: defaultRegistrarStateDir() })
         .option('listen', { type: 'string', default: '0.0.0.0:8443', describe: 'HTTPS API address HOST:PORT' })
         .option('cluster', { type: 'string', default: 'default', describe: 'the cluster this registrar serves' })
@@ -32,7 +33,9 @@ export function registrarCommand(y: Argv): Argv {
       assertLabel('cluster', argv.cluster);
       const log = createLogger({ name: 'muster-registrar', fd: 1 });
       let nodeConfig: Record<string, Record<string, string>> | undefined;
-      if (argv['node-config']) nodeConfig = await readNodeConfig(argv['node-config']);
+      const nc = argv['node-config'] as unknown;
+      if (typeof nc === 'string') nodeConfig = await readNodeConfig(nc);
+      else if (nc && typeof nc === 'object') nodeConfig = nc as Record<string, Record<string, string>>; // inline in muster.json
       const fault = process.env.MUSTER_TEST_FAULT;
       // Signals first: a SIGTERM that arrives while starting stops the registrar once it is up.
       let stopRequested: string | undefined;
