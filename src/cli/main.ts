@@ -7,6 +7,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { isMusterError } from '../common/errors.js';
+import { VERSION } from '../common/version.js';
 import { exitCodeFor } from '../node/agent.js';
 import { AdminError } from './admin-client.js';
 import { configCommand } from './config-cmd.js';
@@ -16,7 +17,6 @@ import { joinCommand } from './join-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
 
-const VERSION = '0.1.0';
 
 async function main(argv: string[]): Promise<number> {
   let usageError: string | undefined;

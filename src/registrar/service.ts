@@ -9,6 +9,7 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
+import { VERSION } from '../common/version.js';
 import { bundleMac, nodeSignedPayload, PROOF_WINDOW_S, verifyNode, type Bundle } from '../common/proof.js';
 import { issueCertificate, makeSerial, parseCsr, serialHex, toPem, type ParsedCsr } from '../common/x509.js';
 import type { CertificateAuthority } from './ca.js';
@@ -694,4 +695,3 @@ export interface SignedBody {
   sig: string;
 }
 
-export const VERSION = '0.1.0';
