@@ -141,23 +141,30 @@ export class RegistrarService {
   // ---- the join protocol ----
 
   async join(req: JoinRequest, address: string, channel: 'http' | 'mdns' = 'http'): Promise<JoinOutcome> {
-    // Everything that can refuse the input runs before anything is written.
+    // Everything that can refuse the input runs before anything is written. Each refusal is logged
+    // with its reason (the client gets the stable code and a message).
+    const refuse = (err: MusterError): never => {
+      this.log.warn({ node: req.name.slice(0, 63), address, channel, code: err.code, reason: err.message }, 'join refused');
+      throw err;
+    };
     assertLabel('node name', req.name);
     assertLabel('role', req.role);
     if (req.cluster !== '') assertLabel('cluster', req.cluster);
     if (req.cluster !== '' && req.cluster !== this.opts.cluster) {
-      throw new MusterError('wrong_cluster', `this registrar serves cluster ${this.opts.cluster}, not ${req.cluster}`, {
-        details: { cluster: this.opts.cluster },
-      });
+      refuse(
+        new MusterError('wrong_cluster', `this registrar serves cluster ${this.opts.cluster}, not ${req.cluster}`, {
+          details: { cluster: this.opts.cluster },
+        }),
+      );
     }
-    let csr: ParsedCsr;
+    let csr!: ParsedCsr;
     try {
       csr = parseCsr(req.csr);
     } catch (err) {
-      throw new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`);
+      refuse(new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`));
     }
     if (csr.commonName !== req.name) {
-      throw new MusterError('csr_mismatch', `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${req.name}`);
+      refuse(new MusterError('csr_mismatch', `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${req.name}`));
     }
 
     return this.registry.lock(req.name, async () => {
@@ -174,9 +181,9 @@ export class RegistrarService {
           case 'accepted':
             return { status: 201, bundle: this.bundleFor(await this.issueLocked(rec)) };
           case 'rejected':
-            throw new MusterError('rejected', `node ${rec.name} was rejected by the operator`);
+            return refuse(new MusterError('rejected', `node ${rec.name} was rejected by the operator`));
           case 'removed':
-            throw new MusterError('removed', `node ${rec.name} was removed by the operator; its certificate is revoked`);
+            return refuse(new MusterError('removed', `node ${rec.name} was removed by the operator; its certificate is revoked`));
           default:
             break; // heard or pending: decide again, a token or install mode may admit it now
         }
