@@ -4,6 +4,8 @@ import type { Argv } from 'yargs';
 import { MusterError } from '../common/errors.js';
 import { parseDuration } from '../common/names.js';
 import { defaultAdminSocket } from '../common/paths.js';
+import type { InstallModeState, TokenView } from '../registrar/policy.js';
+import type { NodeRecord } from '../registrar/registry.js';
 import { AdminClient } from './admin-client.js';
 import { withSettings } from './settings.js';
 import { ago, table } from './format.js';
@@ -24,44 +26,9 @@ const operator = (): string => {
   }
 };
 
-interface InstallModeView {
-  on: boolean;
-  until?: number;
-  max: number | null;
-  accepted: number;
-  role?: string;
-  cluster?: string;
-  remote: boolean;
-  description: string;
-}
+type InstallModeView = InstallModeState & { description: string };
 
-interface NodeView {
-  name: string;
-  state: string;
-  key: string;
-  role: string;
-  cluster: string;
-  channel: string;
-  addresses: string[];
-  decision?: { rule: string; detail: string; at: string };
-  pendingReason?: string;
-  times: Record<string, string>;
-  lastSeen: string;
-  group?: string;
-  serial?: string;
-  notAfter?: string;
-}
-
-interface TokenView {
-  id: string;
-  state: string;
-  expiresAt: number | null;
-  maxUses: number | null;
-  used: number;
-  roles: string[];
-  clusters: string[];
-  createdAt: string;
-}
+type NodeView = Omit<NodeRecord, 'certificate' | 'spki'>;
 
 export function operatorCommands(y: Argv): Argv {
   const common = (a: Argv) =>
