@@ -23,7 +23,10 @@ export interface DiscoverOptions {
   cluster?: string;
   pin?: string;
   timeoutMs: number;
-  /** After the first match, how long to listen for others before deciding (ambiguity check). */
+  /**
+   * After the first match, how long to listen for others before deciding (ambiguity check). Responders
+   * delay answers to a shared PTR question by 20-120 ms (RFC 6762 §6), so 150 ms hears them all.
+   */
   settleMs?: number;
   signal?: AbortSignal;
 }
@@ -89,7 +92,7 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
       }
       found.set(c.id, c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
-      settleTimer ??= setTimeout(decide, o.settleMs ?? 300);
+      settleTimer ??= setTimeout(decide, o.settleMs ?? 150);
     };
     const onAbort = (): void => finish(() => reject(o.signal!.reason));
     o.signal?.addEventListener('abort', onAbort, { once: true });
