@@ -1,0 +1,119 @@
+/**
+ * The server side of a benchmark, in its own process (forked by lib.ts ServerChild), so that
+ * process.cpuUsage() here counts the server only. Modes:
+ *   floor:     a bare node:https server: TLS handshake, read the body, one RSA-2048 signature of
+ *              300 bytes, a small JSON answer. Same TLS identity kind as the registrar's (EC P-256
+ *              leaf issued by an RSA-2048 CA), so the handshakes cost the same.
+ *   registrar: muster's startRegistrar (mDNS off, 127.0.0.1:0), logging JSON to stdout (a file).
+ * IPC: {cmd: 'cpu' | 'prof-start' | 'prof-stop' | 'stop'}.
+ */
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Session } from 'node:inspector';
+import path from 'node:path';
+import type { ChildConfig } from './lib.js';
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as ChildConfig;
+const send = (m: Record<string, unknown>): void => void process.send?.(m);
+
+let close: () => Promise<void> = async () => undefined;
+let session: Session | undefined;
+
+const post = <T>(method: string, params?: Record<string, unknown>): Promise<T> =>
+  new Promise((resolve, reject) =>
+    session!.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as T))),
+  );
+
+process.on('message', (m: { cmd: string; intervalUs?: number; file?: string }) => {
+  void (async () => {
+    switch (m.cmd) {
+      case 'cpu': {
+        const c = process.cpuUsage();
+        send({ type: 'cpu', userMs: c.user / 1000, systemMs: c.system / 1000 });
+        break;
+      }
+      case 'prof-start':
+        // The V8 CPU profiler (what --cpu-prof uses), started and stopped around the measured window.
+        session = new Session();
+        session.connect();
+        await post('Profiler.enable');
+        await post('Profiler.setSamplingInterval', { interval: m.intervalUs ?? 500 });
+        await post('Profiler.start');
+        send({ type: 'prof-started' });
+        break;
+      case 'prof-stop': {
+        const { profile } = await post<{ profile: unknown }>('Profiler.stop');
+        session!.disconnect();
+        session = undefined;
+        await fs.writeFile(m.file!, JSON.stringify(profile));
+        send({ type: 'prof-stopped' });
+        break;
+      }
+      case 'stop':
+        await close();
+        process.exit(0);
+    }
+  })().catch((err: Error) => send({ type: m.cmd === 'prof-stop' ? 'prof-stopped' : m.cmd, error: err.message }));
+});
+
+async function startFloor(): Promise<void> {
+  const https = await import('node:https');
+  const { loadOrCreateCa, issueServerIdentity } = await import('../registrar/ca.js');
+  const { ca } = await loadOrCreateCa(path.join(cfg.dir, 'floor-ca'), 'muster bench floor', new Date());
+  const identity = issueServerIdentity(ca, 'r-floor', ['127.0.0.1'], new Date());
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const server = https.createServer({ key: identity.keyPem, cert: identity.certPem }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const tbs = Buffer.alloc(300);
+      body.copy(tbs, 0, 0, 300);
+      const sig = sign('sha256', tbs, rsa);
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ sig: sig.toString('base64') }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  close = () => new Promise((r) => server.close(() => r()));
+  send({ type: 'ready', url: `https://127.0.0.1:${port}`, port, readyAtMs: performance.now() });
+}
+
+async function startMuster(): Promise<void> {
+  const t0 = performance.now();
+  const [{ startRegistrar }, { createLogger }] = await Promise.all([
+    import('../registrar/main.js'),
+    import('../common/log.js'),
+  ]);
+  const t1 = performance.now();
+  const adminSocket = path.join(cfg.dir, 'admin.sock');
+  const reg = await startRegistrar({
+    stateDir: path.join(cfg.dir, 'registrar'),
+    listen: '127.0.0.1:0',
+    cluster: cfg.cluster ?? 'bench',
+    autoregister: 'local',
+    adminSocket,
+    mdns: false,
+    log: createLogger({ name: 'muster-registrar', fd: 1, format: 'json' }),
+    ...(cfg.rateLimit ? { rateLimit: cfg.rateLimit } : {}),
+    ...(cfg.maxInFlightJoins ? { maxInFlightJoins: cfg.maxInFlightJoins } : {}),
+  });
+  const t2 = performance.now();
+  close = () => reg.close();
+  send({
+    type: 'ready',
+    url: `https://127.0.0.1:${reg.port}`,
+    port: reg.port,
+    adminSocket,
+    importMs: t1 - t0,
+    startMs: t2 - t1,
+    readyAtMs: t2,
+  });
+}
+
+(cfg.mode === 'floor' ? startFloor() : startMuster()).catch((err: Error) => {
+  process.stderr.write(`bench child: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,185 @@
+/**
+ * Target 1: CPU per registration at most 2x the floor.
+ * Floor: a bare node:https server (TLS handshake + one RSA-2048 signature of 300 bytes per request).
+ * Muster: POST /v1/join with a valid token proof. Both: a fresh TLS connection per request (no
+ * keep-alive, no session resumption), server in a child process, CPU = the child's process.cpuUsage()
+ * delta over the measured requests. Floor and muster repetitions alternate, so background load
+ * touches both alike. Then one profiled run of each (V8 CPU profiler in the child) says where the
+ * registrar's CPU goes.
+ */
+import path from 'node:path';
+import { summariseProfile, type ProfileSummary } from './profile.js';
+import {
+  createToken,
+  httpsRequest,
+  joinBody,
+  log,
+  makeNodes,
+  median,
+  pool,
+  procThreadsCpuMs,
+  round,
+  ServerChild,
+  type NodeIdentity,
+} from './lib.js';
+
+export interface CpuOptions {
+  dir: string;
+  reps: number;
+  perRep: number;
+  concurrency: number;
+  profile: boolean;
+}
+
+export interface CpuResult {
+  perRep: number;
+  reps: number;
+  concurrency: number;
+  floorMsPerReq: number[];
+  musterMsPerJoin: number[];
+  ratios: number[];
+  floorMedianMs: number;
+  musterMedianMs: number;
+  ratioMedian: number;
+  musterJoinsPerSec: number[];
+  /** The registrar's CPU per join by thread (from /proc, 10 ms ticks summed over all repetitions). */
+  musterThreadsMsPerJoin: Record<string, number>;
+  floorReqPerSec: number[];
+  profile?: { muster: ProfileSummary; floor: ProfileSummary; musterFile: string; floorFile: string };
+}
+
+/** The functions of the join path whose inclusive time the profile reports. */
+export const JOIN_PATH_FUNCTIONS = [
+  'join@registrar/service.js',
+  'parseCsr@common/x509.js',
+  'issueLocked@registrar/service.js',
+  'issueCertificate@common/x509.js',
+  'sign@node:internal/crypto/sig',
+  'verify@node:internal/crypto/sig',
+  'createPublicKey@node:internal/crypto/keys',
+  'commit@registrar/registry.js',
+  'flush@registrar/registry.js',
+  'getNode@registrar/registry.js',
+  'bundleFor@registrar/service.js',
+  'checkProof@registrar/policy.js',
+  'LOG@pino/lib/tools.js',
+  'write@pino/lib/proto.js',
+  'asJson@pino/lib/tools.js',
+  'rateLimitRequestHandler@@fastify/rate-limit',
+  'onSocketRead',
+  'onStreamRead@node:internal/stream_base_commons',
+  'parserOnIncoming@node:_http_server',
+  'serialize@fast-json-stringify',
+  'defaultJsonParser@fastify/lib/contentTypeParser.js',
+  'runInAsyncScope@node:async_hooks',
+  'processTicksAndRejections@node:internal/process/task_queues',
+  'listOnTimeout@node:internal/timers',
+  'onConnection@node:net',
+  'tlsConnectionListener@node:_tls_wrap',
+  'onhandshakedone@node:_tls_wrap',
+  'onnewsession@node:_tls_wrap',
+  'ondone@node:_tls_wrap',
+];
+
+async function runRequests(
+  n: number,
+  concurrency: number,
+  make: (i: number) => Promise<number>,
+): Promise<{ wallMs: number; statuses: Map<number, number> }> {
+  const statuses = new Map<number, number>();
+  const t0 = performance.now();
+  await pool(n, concurrency, async (i) => {
+    const s = await make(i);
+    statuses.set(s, (statuses.get(s) ?? 0) + 1);
+  });
+  return { wallMs: performance.now() - t0, statuses };
+}
+
+const fmtStatuses = (m: Map<number, number>): string => [...m].map(([s, c]) => `${s}x${c}`).join(' ');
+
+export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
+  const warm = 40;
+  const profiled = o.profile ? o.perRep : 0;
+  log(`cpu: making ${warm + o.reps * o.perRep + profiled} EC P-256 node keys and CSRs`);
+  const nodes = makeNodes('cpu', warm + o.reps * o.perRep + profiled);
+  let cursor = 0;
+  const take = (n: number): NodeIdentity[] => nodes.slice(cursor, (cursor += n));
+
+  const floor = await ServerChild.start({ mode: 'floor', dir: o.dir });
+  const muster = await ServerChild.start({ mode: 'registrar', dir: o.dir, rateLimit: 10_000_000 });
+  try {
+    const token = await createToken(muster.ready.adminSocket!);
+    const floorReq = async (n: NodeIdentity): Promise<number> =>
+      (await httpsRequest(floor.ready.url, 'POST', '/v1/join', joinBody(n, token))).status;
+    const joinReq = async (n: NodeIdentity): Promise<number> =>
+      (await httpsRequest(muster.ready.url, 'POST', '/v1/join', joinBody(n, token))).status;
+
+    // Warm both (JIT, lazy module paths), then measure.
+    const w = take(warm);
+    await runRequests(warm, o.concurrency, (i) => floorReq(w[i]!));
+    await runRequests(warm, o.concurrency, (i) => joinReq(w[i]!));
+
+    const res: CpuResult = {
+      perRep: o.perRep,
+      reps: o.reps,
+      concurrency: o.concurrency,
+      floorMsPerReq: [],
+      musterMsPerJoin: [],
+      ratios: [],
+      floorMedianMs: NaN,
+      musterMedianMs: NaN,
+      ratioMedian: NaN,
+      musterJoinsPerSec: [],
+      floorReqPerSec: [],
+      musterThreadsMsPerJoin: {},
+    };
+    const threads = new Map<string, number>();
+    for (let r = 0; r < o.reps; r++) {
+      const batch = take(o.perRep);
+      const f0 = await floor.cpuMs();
+      const fr = await runRequests(o.perRep, o.concurrency, (i) => floorReq(batch[i]!));
+      const f1 = await floor.cpuMs();
+      const m0 = await muster.cpuMs();
+      const t0 = procThreadsCpuMs(muster.pid);
+      const mr = await runRequests(o.perRep, o.concurrency, (i) => joinReq(batch[i]!));
+      const t1 = procThreadsCpuMs(muster.pid);
+      const m1 = await muster.cpuMs();
+      for (const [k, v] of t1) threads.set(k, (threads.get(k) ?? 0) + v - (t0.get(k) ?? 0));
+      if ((fr.statuses.get(201) ?? 0) !== o.perRep) throw new Error(`floor answered ${fmtStatuses(fr.statuses)}`);
+      if ((mr.statuses.get(201) ?? 0) !== o.perRep) throw new Error(`registrar answered ${fmtStatuses(mr.statuses)}`);
+      const fms = (f1 - f0) / o.perRep;
+      const mms = (m1 - m0) / o.perRep;
+      res.floorMsPerReq.push(round(fms, 3));
+      res.musterMsPerJoin.push(round(mms, 3));
+      res.ratios.push(round(mms / fms, 2));
+      res.floorReqPerSec.push(round((1000 * o.perRep) / fr.wallMs, 0));
+      res.musterJoinsPerSec.push(round((1000 * o.perRep) / mr.wallMs, 0));
+      log(`cpu rep ${r + 1}/${o.reps}: floor ${fms.toFixed(3)} ms/req, muster ${mms.toFixed(3)} ms/join, ratio ${(mms / fms).toFixed(2)}`);
+    }
+    for (const [k, v] of threads) if (v > 0) res.musterThreadsMsPerJoin[k] = round(v / (o.reps * o.perRep), 3);
+    res.floorMedianMs = median(res.floorMsPerReq);
+    res.musterMedianMs = median(res.musterMsPerJoin);
+    res.ratioMedian = median(res.ratios);
+
+    if (o.profile) {
+      const batch = take(profiled);
+      const musterFile = path.join(o.dir, 'muster-join.cpuprofile');
+      const floorFile = path.join(o.dir, 'floor.cpuprofile');
+      await muster.profileStart(250);
+      await runRequests(profiled, o.concurrency, (i) => joinReq(batch[i]!));
+      await muster.profileStop(musterFile);
+      await floor.profileStart(250);
+      await runRequests(profiled, o.concurrency, (i) => floorReq(batch[i]!));
+      await floor.profileStop(floorFile);
+      res.profile = {
+        muster: summariseProfile(musterFile, JOIN_PATH_FUNCTIONS, 25),
+        floor: summariseProfile(floorFile, ['sign@node:internal/crypto/sig'], 10),
+        musterFile,
+        floorFile,
+      };
+    }
+    return res;
+  } finally {
+    await Promise.all([floor.stop(), muster.stop()]);
+  }
+}
