@@ -113,7 +113,90 @@ async function startMuster(): Promise<void> {
   });
 }
 
-(cfg.mode === 'floor' ? startFloor() : startMuster()).catch((err: Error) => {
+/**
+ * The steps of startRegistrar (registrar/main.ts) one by one, each timed (wall ms), for the cold
+ * start breakdown. Imports are timed per module in the order main.ts needs them.
+ */
+async function startPhases(): Promise<void> {
+  const phases: Record<string, number> = {};
+  let t = performance.now();
+  const lap = (name: string): void => {
+    const now = performance.now();
+    phases[name] = (phases[name] ?? 0) + now - t;
+    t = now;
+  };
+  phases['process start -> bench child code (node bootstrap)'] = performance.now();
+  t = performance.now();
+  await import('fastify');
+  lap('import fastify');
+  await import('@fastify/rate-limit');
+  lap('import @fastify/rate-limit');
+  await import('@sinclair/typebox');
+  lap('import @sinclair/typebox');
+  await import('node-forge');
+  lap('import node-forge');
+  await import('prom-client');
+  lap('import prom-client');
+  await import('level');
+  lap('import level');
+  await import('pino');
+  lap('import pino');
+  await import('bonjour-service');
+  lap('import bonjour-service');
+  const { startRegistrar: _unused } = await import('../registrar/main.js');
+  lap('import registrar/main.js (rest)');
+  const { createLogger } = await import('../common/log.js');
+  const { Registry } = await import('../registrar/registry.js');
+  const { loadOrCreateCa, issueServerIdentity } = await import('../registrar/ca.js');
+  const { RegistrarService } = await import('../registrar/service.js');
+  const { Metrics } = await import('../registrar/metrics.js');
+  const { buildApi } = await import('../fallback/api.js');
+  const { buildAdminApi } = await import('../registrar/admin-api.js');
+  const { systemClock } = await import('../common/clock.js');
+  lap('import registrar/main.js (rest)');
+  const log = createLogger({ name: 'muster-registrar', fd: 1, format: 'json' });
+  const stateDir = path.join(cfg.dir, 'registrar');
+  const registry = await Registry.open(path.join(stateDir, 'registry'));
+  lap('Registry.open (level open, counters)');
+  const id = (await registry.get<string>('m!id'))!;
+  const { ca } = await loadOrCreateCa(path.join(stateDir, 'ca'), 'unused', new Date());
+  lap('loadOrCreateCa (read CA key and cert)');
+  const identity = issueServerIdentity(ca, id, ['127.0.0.1'], new Date());
+  lap('issueServerIdentity (EC key + RSA signature)');
+  const service = await RegistrarService.create({
+    registry,
+    ca,
+    clock: systemClock,
+    log,
+    registrarId: id,
+    cluster: cfg.cluster ?? 'bench',
+    role: 'main',
+    url: '',
+    autoregister: 'local',
+    isOnLink: () => false,
+  });
+  lap('RegistrarService.create (tokens, install mode, accepted scan)');
+  const metrics = new Metrics({ counts: () => service.counts(), installModeOn: () => service.installModeStatus().on });
+  const api = await buildApi({ metrics, service, log, https: { key: identity.keyPem, cert: identity.certPem } });
+  lap('buildApi (fastify, rate limit, routes)');
+  await api.listen({ host: '127.0.0.1', port: 0 });
+  lap('api.listen (ready: schema compilation, TLS context)');
+  const adminSocket = path.join(cfg.dir, 'phases-admin.sock');
+  await fs.rm(adminSocket, { force: true });
+  const adminApi = await buildAdminApi(service, log, metrics);
+  lap('buildAdminApi');
+  await adminApi.listen({ path: adminSocket });
+  lap('admin listen');
+  close = async () => {
+    service.close();
+    await api.close();
+    await adminApi.close();
+    await registry.close();
+  };
+  send({ type: 'ready', url: '', port: 0, phases, readyAtMs: performance.now() });
+}
+
+(cfg.mode === 'floor' ? startFloor() : cfg.mode === 'phases' ? startPhases() : startMuster()).catch((err: Error) => {
   process.stderr.write(`bench child: ${err.stack ?? err.message}\n`);
   process.exit(1);
 });

@@ -86,6 +86,8 @@ export interface ChildReady {
   adminSocket?: string;
   importMs?: number;
   startMs?: number;
+  /** mode 'phases': wall ms of each step of a registrar's start. */
+  phases?: Record<string, number>;
   readyAtMs: number;
 }
 
@@ -96,7 +98,7 @@ export interface ChildCpu {
 }
 
 export interface ChildConfig {
-  mode: 'floor' | 'registrar';
+  mode: 'floor' | 'registrar' | 'phases';
   dir: string;
   rateLimit?: number;
   maxInFlightJoins?: number;

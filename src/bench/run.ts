@@ -153,6 +153,10 @@ async function main(): Promise<void> {
   const machine = `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB, Node ${process.version}, ${os.platform()} ${os.release()}, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`;
   out.write(`\nmuster benchmarks, ${new Date().toISOString()} (${round((Date.now() - started) / 1000, 0)} s)\n${machine}\n\n${table(rows)}\n`);
   if (results.cpu) out.write('\n' + profileText(results.cpu) + '\n');
+  if (results.store) {
+    out.write(`\nRegistrar start on ${results.store.records} records, step by step (wall ms, median of 3):\n`);
+    for (const [k, v] of Object.entries(results.store.startPhasesMs)) out.write(`  ${v.toFixed(1).padStart(7)} ms  ${k}\n`);
+  }
   if (args.json) {
     process.stdout.write(JSON.stringify({ date: new Date().toISOString(), machine, rows, results, errors }, null, 2) + '\n');
   }

@@ -58,6 +58,8 @@ export interface StoreResult {
   rssMedianMb: number;
   pages: PageTiming[];
   pageWorstP50Ms: number;
+  /** Wall ms of each step of a registrar's start on this store (median of the runs). */
+  startPhasesMs: Record<string, number>;
 }
 
 const DEC = (i: number): string => String(i).padStart(6, '0');
@@ -256,6 +258,14 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
     }
     await reg.stop();
   }
+  const phaseRuns: Record<string, number>[] = [];
+  for (let i = 0; i < 3; i++) {
+    const ph = await ServerChild.start({ mode: 'phases', dir: o.dir, cluster: 'bench' });
+    phaseRuns.push(ph.ready.phases!);
+    await ph.stop();
+  }
+  const startPhasesMs: Record<string, number> = {};
+  for (const k of Object.keys(phaseRuns[0]!)) startPhasesMs[k] = round(median(phaseRuns.map((r) => r[k] ?? 0)), 1);
   for (const p of pages) log(`store: GET /v1/admin/nodes${p.query}: first ${p.firstMs} ms, p50 ${p.p50Ms} ms, p95 ${p.p95Ms} ms (${p.returned} nodes)`);
   return {
     records: o.records,
@@ -268,5 +278,6 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
     rssMedianMb: median(cli.rssAtReadyMb.length ? cli.rssAfter1sMb : []),
     pages,
     pageWorstP50Ms: Math.max(...pages.map((p) => p.p50Ms)),
+    startPhasesMs,
   };
 }
