@@ -157,7 +157,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
         .stdout.split('\n')
         .filter((l) => l.startsWith(prefix + '-'));
       return left.length === 0
-        ? `test LAN removed (${made} namespaces ${prefix}-*), ${dir} removed`
+        ? `test LAN removed (${made} namespaces ${prefix}-*); ${dir} removed`
         : `STILL PRESENT: ${left.join(', ')}`;
     })());
 
@@ -309,7 +309,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
           else if (reached.slice(i + 1).some(Boolean)) segs.push(['–'.padEnd(10), 'dim']);
           else segs.push([''.padEnd(10)]);
         });
-        if (n.startedAt === undefined) segs.push(['boots once install mode is on', 'dim']);
+        if (n.startedAt === undefined) segs.push([n.plan === 'token' ? 'boots once it has a token' : 'boots once install mode is on', 'dim']);
         else if (n.code === 0) segs.push([`✔ registered in ${sec(n.doneAt! - n.startedAt)}`, 'green']);
         else if (n.code !== undefined) segs.push([`✘ exit ${n.code}${n.lastProblem ? `: ${n.lastProblem}` : ''}`, 'red']);
         else segs.push([`${frame} `, 'cyan'], [n.note, n.at.pending && !n.at.accepted ? 'yellow' : 'plain'], [`  ${sec(Date.now() - n.startedAt)}`, 'dim']);
@@ -449,7 +449,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
       return { ok: v.status === 0 && text.endsWith(': OK'), text: v.status === 0 ? 'OK' : text.split(': ').slice(-1)[0] ?? text };
     });
 
-    const headers = ['NODE', 'SUBNET', 'ADDRESS', 'FOUND BY', 'ADMITTED BY', 'SERIAL', 'REGISTERED IN', 'OPENSSL VERIFY'];
+    const headers = ['NODE', 'SUBNET', 'ADDRESS', 'FOUND BY', 'ADMITTED BY', 'SERIAL', 'REGISTERED IN', 'VERIFY'];
     const notes: string[] = [];
     const table = nodes.map((n, i) => {
       const rec = records.get(n.name);
@@ -465,8 +465,8 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
       }
       return [
         n.name,
-        `${n.where === 'lan' ? 'LAN' : 'far'} ${n.where === 'lan' ? LAN_SUBNET : FAR_SUBNET}`,
-        rec?.addresses[0] ?? n.host?.ip ?? '-',
+        n.where === 'lan' ? 'LAN' : 'far',
+        `${rec?.addresses[0] ?? n.host?.ip ?? '-'}/24`,
         n.foundBy ?? '-',
         how,
         rec?.serial ?? n.serial ?? '-',
@@ -480,6 +480,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     say([[fmt(headers), 'bold']]);
     for (const [i, r] of table.entries()) say([[fmt(r), verify[i]!.ok && nodes[i]!.code === 0 ? 'plain' : 'red']]);
     for (const l of notes) say([[l, 'dim']]);
+    say([['  VERIFY: openssl verify -CAfile $D/<node>/ca.crt $D/<node>/node.crt', 'dim']]);
 
     const good = nodes.filter((n, i) => n.code === 0 && verify[i]!.ok).length;
     const gone = await teardown();
@@ -488,8 +489,8 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     say([
       [ok ? '✔ ' : '✘ ', ok ? 'green' : 'red'],
       [`${good} of ${nodes.length} nodes registered and verified by openssl in ${sec(Date.now() - tStart)}`, 'bold'],
-      [`; registrar stopped, ${gone}`],
     ]);
+    say([[`  registrar stopped; ${gone}`, ok ? 'dim' : 'red']]);
     return ok ? 0 : 1;
   } catch (err) {
     if (ctl.signal.aborted) throw err;
