@@ -14,6 +14,7 @@ import {
   makeNodes,
   median,
   percentile,
+  procCpuMs,
   procMem,
   round,
   ServerChild,
@@ -46,6 +47,9 @@ export interface HerdRun {
   rssPeakSampledMb: number;
   hwmMb: number;
   rssAfterMb: number;
+  /** The registrar's CPU during the herd (all threads, /proc) and as a share of one core over the wall time. */
+  registrarCpuMs: number;
+  registrarCoreShare: number;
 }
 
 export interface HerdResult {
@@ -77,6 +81,7 @@ async function oneHerd(o: HerdOptions, nodes: NodeIdentity[], dir: string): Prom
     const other: Record<string, number> = {};
     const times: number[] = [];
     let failed = 0;
+    const cpu0 = procCpuMs(reg.pid);
     const t0 = performance.now();
     const deadline = t0 + o.deadlineMs;
     const one = async (n: NodeIdentity): Promise<void> => {
@@ -107,6 +112,7 @@ async function oneHerd(o: HerdOptions, nodes: NodeIdentity[], dir: string): Prom
     };
     await Promise.all(nodes.map(one));
     const totalMs = performance.now() - t0;
+    const cpuMs = procCpuMs(reg.pid) - cpu0;
     clearInterval(sampler);
     const mem = procMem(reg.pid);
     return {
@@ -125,6 +131,8 @@ async function oneHerd(o: HerdOptions, nodes: NodeIdentity[], dir: string): Prom
       rssPeakSampledMb: round(Math.max(rssPeak, mem.rssMb), 1),
       hwmMb: round(mem.hwmMb, 1),
       rssAfterMb: round(mem.rssMb, 1),
+      registrarCpuMs: round(cpuMs, 0),
+      registrarCoreShare: round(cpuMs / totalMs, 2),
     };
   } finally {
     await reg.stop();
@@ -140,7 +148,8 @@ export async function benchHerd(o: HerdOptions): Promise<HerdResult> {
     runs.push(run);
     log(
       `herd ${r + 1}/${o.reps}: ok ${run.ok}/${run.n}, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, total ${run.totalMs} ms, ` +
-        `429 x${run.status429}, 503 x${run.status503}, connect errors ${run.connectErrors}, peak RSS ${run.hwmMb} MB`,
+        `429 x${run.status429}, 503 x${run.status503}, connect errors ${run.connectErrors}, peak RSS ${run.hwmMb} MB, ` +
+        `registrar CPU ${run.registrarCpuMs} ms (${run.registrarCoreShare} core)`,
     );
   }
   return {
