@@ -309,7 +309,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
           else if (reached.slice(i + 1).some(Boolean)) segs.push(['–'.padEnd(10), 'dim']);
           else segs.push([''.padEnd(10)]);
         });
-        if (n.startedAt === undefined) segs.push([n.plan === 'token' ? 'boots once it has a token' : 'boots once install mode is on', 'dim']);
+        if (n.startedAt === undefined) segs.push([token ? 'boots in a moment' : n.plan === 'token' ? 'boots once it has a token' : 'boots once install mode is on', 'dim']);
         else if (n.code === 0) segs.push([`✔ registered in ${sec(n.doneAt! - n.startedAt)}`, 'green']);
         else if (n.code !== undefined) segs.push([`✘ exit ${n.code}${n.lastProblem ? `: ${n.lastProblem}` : ''}`, 'red']);
         else segs.push([`${frame} `, 'cyan'], [n.note, n.at.pending && !n.at.accepted ? 'yellow' : 'plain'], [`  ${sec(Date.now() - n.startedAt)}`, 'dim']);
@@ -493,7 +493,12 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     say([[`  registrar stopped; ${gone}`, ok ? 'dim' : 'red']]);
     return ok ? 0 : 1;
   } catch (err) {
-    if (ctl.signal.aborted) throw err;
+    if (ctl.signal.aborted) {
+      const gone = await teardown();
+      say('interrupted: registrar and nodes stopped');
+      say(`  ${gone}`);
+      throw err;
+    }
     view?.stop();
     const gone = await teardown();
     say([['✘ demo failed: ', 'red'], [(err as Error).message]]);
@@ -512,9 +517,9 @@ export async function runLanDemoMain(): Promise<never> {
   const onSignal = (sig: NodeJS.Signals): void => {
     if (ac.signal.aborted) return; // a second Ctrl-C: teardown is already under way
     code = sig === 'SIGINT' ? 130 : 143;
-    if (process.stdout.isTTY) process.stdout.write('\x1b[?25h');
-    process.stdout.write(`\n${sig === 'SIGINT' ? '^C ' : ''}interrupted (${sig}): stopping the nodes and the registrar, removing the test LAN ...\n`);
+    // Abort first: the live view draws itself a last time (synchronously), then this line goes below it.
     ac.abort(new Error(`interrupted by ${sig}`));
+    process.stdout.write(`interrupted (${sig}): stopping the nodes and the registrar, removing the test LAN ...\n`);
   };
   // Installed before the test LAN's own handlers (src/testnet/netlan.ts), which then remove the
   // namespaces synchronously and, seeing this listener, leave the exit to us.
@@ -531,7 +536,6 @@ export async function runLanDemoMain(): Promise<never> {
       code = 1;
     }
   }
-  if (ac.signal.aborted) process.stdout.write('interrupted: test LAN and temporary files removed\n');
   process.exit(code ?? 1);
 }
 
