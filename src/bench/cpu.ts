@@ -44,6 +44,7 @@ export interface CpuResult {
   musterJoinsPerSec: number[];
   /** The registrar's CPU per join by thread (from /proc, 10 ms ticks summed over all repetitions). */
   musterThreadsMsPerJoin: Record<string, number>;
+  floorThreadsMsPerReq: Record<string, number>;
   floorReqPerSec: number[];
   profile?: { muster: ProfileSummary; floor: ProfileSummary; musterFile: string; floorFile: string };
 }
@@ -132,13 +133,18 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       musterJoinsPerSec: [],
       floorReqPerSec: [],
       musterThreadsMsPerJoin: {},
+      floorThreadsMsPerReq: {},
     };
     const threads = new Map<string, number>();
+    const floorThreads = new Map<string, number>();
     for (let r = 0; r < o.reps; r++) {
       const batch = take(o.perRep);
       const f0 = await floor.cpuMs();
+      const ft0 = procThreadsCpuMs(floor.pid);
       const fr = await runRequests(o.perRep, o.concurrency, (i) => floorReq(batch[i]!));
+      const ft1 = procThreadsCpuMs(floor.pid);
       const f1 = await floor.cpuMs();
+      for (const [k, v] of ft1) floorThreads.set(k, (floorThreads.get(k) ?? 0) + v - (ft0.get(k) ?? 0));
       const m0 = await muster.cpuMs();
       const t0 = procThreadsCpuMs(muster.pid);
       const mr = await runRequests(o.perRep, o.concurrency, (i) => joinReq(batch[i]!));
@@ -157,6 +163,7 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       log(`cpu rep ${r + 1}/${o.reps}: floor ${fms.toFixed(3)} ms/req, muster ${mms.toFixed(3)} ms/join, ratio ${(mms / fms).toFixed(2)}`);
     }
     for (const [k, v] of threads) if (v > 0) res.musterThreadsMsPerJoin[k] = round(v / (o.reps * o.perRep), 3);
+    for (const [k, v] of floorThreads) if (v > 0) res.floorThreadsMsPerReq[k] = round(v / (o.reps * o.perRep), 3);
     res.floorMedianMs = median(res.floorMsPerReq);
     res.musterMedianMs = median(res.musterMsPerJoin);
     res.ratioMedian = median(res.ratios);

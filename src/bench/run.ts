@@ -112,8 +112,9 @@ function profileText(r: CpuResult): string {
   for (const f of p.byFunction.slice(0, 15)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} %  ${f.fn}  [${f.area}]`);
   lines.push('  inclusive time on the join path:');
   for (const f of p.inclusive.filter((x) => x.pct >= 0.5)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} %  ${f.fn}`);
-  lines.push('  CPU per join by thread (/proc, all threads):');
-  for (const [k, v] of Object.entries(r.musterThreadsMsPerJoin).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  ${k}`);
+  lines.push('  CPU per request by thread (/proc; "node" = libuv pool, V8 and leveldb helper threads):');
+  for (const [k, v] of Object.entries(r.musterThreadsMsPerJoin).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  registrar ${k}`);
+  for (const [k, v] of Object.entries(r.floorThreadsMsPerReq).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  floor ${k}`);
   lines.push(`  profiles: ${r.profile.musterFile} (registrar), ${r.profile.floorFile} (floor)`);
   return lines.join('\n');
 }
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
   const out = args.json ? process.stderr : process.stdout;
   const t = tempDir('muster-bench-');
   const started = Date.now();
+  const loadAtStart = os.loadavg().map((x) => x.toFixed(1)).join(' ');
   const results: Partial<{ cpu: CpuResult; approve: ApproveResult; herd: HerdResult; store: StoreResult }> = {};
   const errors: Record<string, string> = {};
   const rows: Row[] = [];
@@ -150,7 +152,7 @@ async function main(): Promise<void> {
     }
   }
   const cpus = os.cpus();
-  const machine = `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB, Node ${process.version}, ${os.platform()} ${os.release()}, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`;
+  const machine = `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB, Node ${process.version}, ${os.platform()} ${os.release()}, load average ${loadAtStart} at start, ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at end`;
   out.write(`\nmuster benchmarks, ${new Date().toISOString()} (${round((Date.now() - started) / 1000, 0)} s)\n${machine}\n\n${table(rows)}\n`);
   if (results.cpu) out.write('\n' + profileText(results.cpu) + '\n');
   if (results.store) {
