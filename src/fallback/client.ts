@@ -138,10 +138,26 @@ export class RegistrarClient {
     }
     if (base.protocol !== 'https:') throw new MusterError('MUSTER_ERR_USAGE', `--registrar must be an https:// URL, not ${base.protocol}`);
     const timeoutMs = opts.timeoutMs ?? 15_000;
-    // First contact: the CA cannot be checked by TLS yet; it is checked right after, against the pin or
-    // the local CA, and the serving certificate against that CA.
+    // Both first requests share one connection (one TLS handshake), dropped afterwards.
+    const firstAgent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    const first = { rejectUnauthorized: false, timeoutMs, agent: firstAgent, ...(opts.signal ? { signal: opts.signal } : {}) };
+    try {
+      return await RegistrarClient.firstContact(base, opts, first);
+    } finally {
+      firstAgent.destroy();
+    }
+  }
+
+  /**
+   * First contact: the CA cannot be checked by TLS yet; it is checked right after, against the pin or
+   * the local CA, and the serving certificate against that CA.
+   */
+  private static async firstContact(
+    base: URL,
+    opts: { pin?: string; localCa?: string; advertisedCa?: string },
+    first: https.RequestOptions & { timeoutMs: number; signal?: AbortSignal },
+  ): Promise<RegistrarClient> {
     let peer: X509Certificate | undefined;
-    const first = { rejectUnauthorized: false, timeoutMs, agent: false as const, ...(opts.signal ? { signal: opts.signal } : {}) };
     const caRes = await request(new URL('/v1/ca', base), 'GET', undefined, first, (s) => {
       peer = s.getPeerX509Certificate();
     });
