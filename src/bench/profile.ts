@@ -55,6 +55,8 @@ const short = (url: string): string => url.replace(/^.*\/(node_modules|dist)\//,
 export function summariseProfile(file: string, inclusiveOf: string[] = [], top = 20): ProfileSummary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parentOf = new Map<number, ProfileNode>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parentOf.set(c, n);
   const self = new Map<number, number>();
   for (let i = 0; i < p.samples.length; i++) {
     // timeDeltas[i] is the time before sample i; attribute the time after a sample to it.
@@ -70,7 +72,12 @@ export function summariseProfile(file: string, inclusiveOf: string[] = [], top =
     busy += ms;
     const a = areaOf(f);
     area.set(a, (area.get(a) ?? 0) + ms);
-    const key = `${f.functionName || '(anonymous)'} ${f.url ? short(f.url) + ':' + (f.lineNumber + 1) : ''}`.trim();
+    let key = `${f.functionName || '(anonymous)'} ${f.url ? short(f.url) + ':' + (f.lineNumber + 1) : ''}`.trim();
+    if (!f.url && !f.functionName.startsWith('(')) {
+      // A native frame says little on its own ("run", "init"): name the JS function that called it.
+      const caller = parentOf.get(id)?.callFrame;
+      if (caller?.url) key += ` <- ${caller.functionName || '(anonymous)'} ${short(caller.url)}:${caller.lineNumber + 1}`;
+    }
     const e = fn.get(key) ?? { area: a, ms: 0 };
     e.ms += ms;
     fn.set(key, e);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import { benchApprove, type ApproveResult } from './approve.js';
 import { benchCpu, type CpuResult } from './cpu.js';
 import { benchHerd, type HerdResult } from './herd.js';
-import { log, round, tempDir } from './lib.js';
+import { log, median, round, tempDir } from './lib.js';
 import { benchStore, type StoreResult } from './store.js';
 
 const BENCHES = ['cpu', 'approve', 'herd', 'store'] as const;
@@ -73,6 +73,13 @@ function herdRows(r: HerdResult): Row[] {
       target: '',
       verdict: 'info',
     },
+    {
+      bench: 'herd',
+      metric: 'registrar CPU for the herd (median run; share of one core it got)',
+      value: `${fmt(median(r.runs.map((x) => x.registrarCpuMs)), 'ms', 0)} (${median(r.runs.map((x) => x.registrarCoreShare)).toFixed(2)})`,
+      target: '',
+      verdict: 'info',
+    },
     { bench: 'herd', metric: 'registrar peak RSS (VmHWM, worst run)', value: fmt(r.hwmMaxMb, 'MB'), target: '< 250 MB', verdict: verdict(r.hwmMaxMb < 250) },
   ];
 }
@@ -105,13 +112,19 @@ function table(rows: Row[]): string {
 function profileText(r: CpuResult): string {
   if (!r.profile) return '';
   const p = r.profile.muster;
-  const lines = [`Registrar CPU profile over ${r.perRep} joins (V8 sampling profiler, main thread, idle excluded; ${p.busyMs.toFixed(0)} ms):`];
+  // Shares of the main thread's samples, turned into ms per join with the main thread's measured CPU.
+  const main = r.musterThreadsMsPerJoin['main thread'] ?? NaN;
+  const ms = (pct: number): string => `${((pct / 100) * main).toFixed(3).padStart(6)} ms`;
+  const lines = [
+    `Registrar CPU profile over ${r.perRep} joins (V8 sampling profiler on the main thread, idle excluded;`,
+    `% of the main thread's samples; ms = that share of its measured ${main.toFixed(3)} ms per join):`,
+  ];
   lines.push('  self time by area:');
-  for (const a of p.byArea.slice(0, 12)) lines.push(`    ${a.pct.toFixed(1).padStart(5)} %  ${a.area}`);
+  for (const a of p.byArea.slice(0, 12)) lines.push(`    ${a.pct.toFixed(1).padStart(5)} % ${ms(a.pct)}  ${a.area}`);
   lines.push('  self time by function:');
-  for (const f of p.byFunction.slice(0, 15)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} %  ${f.fn}  [${f.area}]`);
+  for (const f of p.byFunction.slice(0, 15)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}  [${f.area}]`);
   lines.push('  inclusive time on the join path:');
-  for (const f of p.inclusive.filter((x) => x.pct >= 0.5)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} %  ${f.fn}`);
+  for (const f of p.inclusive.filter((x) => x.pct >= 0.5)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}`);
   lines.push('  CPU per request by thread (/proc; "node" = libuv pool, V8 and leveldb helper threads):');
   for (const [k, v] of Object.entries(r.musterThreadsMsPerJoin).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  registrar ${k}`);
   for (const [k, v] of Object.entries(r.floorThreadsMsPerReq).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  floor ${k}`);
