@@ -49,13 +49,18 @@ export interface ApproveResult {
   burstP99MedianMs: number;
 }
 
-async function oneRun(reg: ServerChild, nodes: NodeIdentity[], mode: 'sequential' | 'burst'): Promise<ApproveRun> {
+async function oneRun(
+  reg: ServerChild,
+  nodes: NodeIdentity[],
+  mode: 'sequential' | 'burst',
+): Promise<ApproveRun> {
   const url = reg.ready.url;
   const sock = reg.ready.adminSocket!;
   // 1. Every node asks to join without a token: pending.
   await pool(nodes.length, 8, async (i) => {
     const r = await httpsRequest(url, 'POST', '/v1/join', joinBody(nodes[i]!));
-    if (r.status !== 202) throw new Error(`join of ${nodes[i]!.name}: expected 202, got ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.status !== 202)
+      throw new Error(`join of ${nodes[i]!.name}: expected 202, got ${r.status} ${JSON.stringify(r.body)}`);
   });
   // 2. Every node opens its long poll.
   let early = 0;
@@ -63,9 +68,12 @@ async function oneRun(reg: ServerChild, nodes: NodeIdentity[], mode: 'sequential
   for (const n of nodes) {
     const p = httpsRequest(url, 'GET', `/v1/join/${n.name}?key=${n.fp}&wait=60`);
     polls.set(n.name, p);
-    void p.then((r) => {
-      if (r.status !== 200) early++;
-    }, () => early++);
+    void p.then(
+      (r) => {
+        if (r.status !== 200) early++;
+      },
+      () => early++,
+    );
   }
   // Let all polls reach the registrar and park (handshakes of N connections, then one read each).
   await sleep(Math.max(1000, nodes.length * 8));
@@ -111,7 +119,9 @@ export async function benchApprove(o: ApproveOptions): Promise<ApproveResult> {
       const mode = r < o.reps ? 'sequential' : 'burst';
       const run = await oneRun(reg, all.slice(r * o.nodes, (r + 1) * o.nodes), mode);
       (mode === 'sequential' ? sequential : burst).push(run);
-      log(`approve ${mode} ${r + 1}/${runs}: p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, max ${run.maxMs} ms, errors ${run.errors}`);
+      log(
+        `approve ${mode} ${r + 1}/${runs}: p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, max ${run.maxMs} ms, errors ${run.errors}`,
+      );
     }
     return {
       nodes: o.nodes,

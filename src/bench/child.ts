@@ -54,7 +54,9 @@ process.on('message', (m: { cmd: string; intervalUs?: number; file?: string }) =
         await close();
         process.exit(0);
     }
-  })().catch((err: Error) => send({ type: m.cmd === 'prof-stop' ? 'prof-stopped' : m.cmd, error: err.message }));
+  })().catch((err: Error) =>
+    send({ type: m.cmd === 'prof-stop' ? 'prof-stopped' : m.cmd, error: err.message }),
+  );
 });
 
 async function startFloor(): Promise<void> {
@@ -176,8 +178,16 @@ async function startPhases(): Promise<void> {
     isOnLink: () => false,
   });
   lap('RegistrarService.create (tokens, install mode, accepted scan)');
-  const metrics = new Metrics({ counts: () => service.counts(), installModeOn: () => service.installModeStatus().on });
-  const api = await buildApi({ metrics, service, log, https: { key: identity.keyPem, cert: identity.certPem } });
+  const metrics = new Metrics({
+    counts: () => service.counts(),
+    installModeOn: () => service.installModeStatus().on,
+  });
+  const api = await buildApi({
+    metrics,
+    service,
+    log,
+    https: { key: identity.keyPem, cert: identity.certPem },
+  });
   lap('buildApi (fastify, rate limit, routes)');
   await api.listen({ host: '127.0.0.1', port: 0 });
   lap('api.listen (ready: schema compilation, TLS context)');
@@ -196,7 +206,9 @@ async function startPhases(): Promise<void> {
   send({ type: 'ready', url: '', port: 0, phases, readyAtMs: performance.now() });
 }
 
-(cfg.mode === 'floor' ? startFloor() : cfg.mode === 'phases' ? startPhases() : startMuster()).catch((err: Error) => {
-  process.stderr.write(`bench child: ${err.stack ?? err.message}\n`);
-  process.exit(1);
-});
+(cfg.mode === 'floor' ? startFloor() : cfg.mode === 'phases' ? startPhases() : startMuster()).catch(
+  (err: Error) => {
+    process.stderr.write(`bench child: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  },
+);

@@ -71,7 +71,7 @@ export const JOIN_PATH_FUNCTIONS = [
   'runPreParsing@fastify/lib/route.js',
   'validate@fastify/lib/validation.js',
   'serialize@fastify/lib/reply.js',
-]
+];
 
 async function runRequests(
   n: number,
@@ -142,8 +142,10 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       const t1 = procThreadsCpuMs(muster.pid);
       const m1 = await muster.cpuMs();
       for (const [k, v] of t1) threads.set(k, (threads.get(k) ?? 0) + v - (t0.get(k) ?? 0));
-      if ((fr.statuses.get(201) ?? 0) !== o.perRep) throw new Error(`floor answered ${fmtStatuses(fr.statuses)}`);
-      if ((mr.statuses.get(201) ?? 0) !== o.perRep) throw new Error(`registrar answered ${fmtStatuses(mr.statuses)}`);
+      if ((fr.statuses.get(201) ?? 0) !== o.perRep)
+        throw new Error(`floor answered ${fmtStatuses(fr.statuses)}`);
+      if ((mr.statuses.get(201) ?? 0) !== o.perRep)
+        throw new Error(`registrar answered ${fmtStatuses(mr.statuses)}`);
       const fms = (f1 - f0) / o.perRep;
       const mms = (m1 - m0) / o.perRep;
       res.floorMsPerReq.push(round(fms, 3));
@@ -151,10 +153,14 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       res.ratios.push(round(mms / fms, 2));
       res.floorReqPerSec.push(round((1000 * o.perRep) / fr.wallMs, 0));
       res.musterJoinsPerSec.push(round((1000 * o.perRep) / mr.wallMs, 0));
-      log(`cpu rep ${r + 1}/${o.reps}: floor ${fms.toFixed(3)} ms/req, muster ${mms.toFixed(3)} ms/join, ratio ${(mms / fms).toFixed(2)}`);
+      log(
+        `cpu rep ${r + 1}/${o.reps}: floor ${fms.toFixed(3)} ms/req, muster ${mms.toFixed(3)} ms/join, ratio ${(mms / fms).toFixed(2)}`,
+      );
     }
-    for (const [k, v] of threads) if (v > 0) res.musterThreadsMsPerJoin[k] = round(v / (o.reps * o.perRep), 3);
-    for (const [k, v] of floorThreads) if (v > 0) res.floorThreadsMsPerReq[k] = round(v / (o.reps * o.perRep), 3);
+    for (const [k, v] of threads)
+      if (v > 0) res.musterThreadsMsPerJoin[k] = round(v / (o.reps * o.perRep), 3);
+    for (const [k, v] of floorThreads)
+      if (v > 0) res.floorThreadsMsPerReq[k] = round(v / (o.reps * o.perRep), 3);
     res.floorMedianMs = median(res.floorMsPerReq);
     res.musterMedianMs = median(res.musterMsPerJoin);
     res.ratioMedian = median(res.ratios);

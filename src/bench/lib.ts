@@ -135,7 +135,9 @@ export class ServerChild {
     const ready = await Promise.race([
       c.wait<ChildReady>('ready', 60_000),
       c.exited.then((code) => {
-        throw new Error(`the ${cfg.mode} child exited (${code}) before it was ready; see ${cfg.dir}/${cfg.mode}.log`);
+        throw new Error(
+          `the ${cfg.mode} child exited (${code}) before it was ready; see ${cfg.dir}/${cfg.mode}.log`,
+        );
       }),
     ]);
     c.ready = ready;
@@ -148,7 +150,10 @@ export class ServerChild {
 
   private wait<T>(type: string, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${type} from the child within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`no ${type} from the child within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.pending.push((m) => {
         if (m.type !== type) return false;
         clearTimeout(timer);
@@ -159,7 +164,11 @@ export class ServerChild {
     });
   }
 
-  async request<T>(cmd: Record<string, unknown> & { cmd: string }, reply: string, timeoutMs = 60_000): Promise<T> {
+  async request<T>(
+    cmd: Record<string, unknown> & { cmd: string },
+    reply: string,
+    timeoutMs = 60_000,
+  ): Promise<T> {
     const p = this.wait<T>(reply, timeoutMs);
     this.proc.send(cmd);
     return p;
@@ -218,7 +227,9 @@ export function httpsRequest(
         agent: false,
         rejectUnauthorized: false,
         timeout: timeoutMs,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {},
+        headers: payload
+          ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+          : {},
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -244,7 +255,11 @@ export function httpsRequest(
 }
 
 /** Runs `count` tasks with at most `concurrency` at a time. */
-export async function pool(count: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
+export async function pool(
+  count: number,
+  concurrency: number,
+  task: (i: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < count) await task(next++);
@@ -262,14 +277,17 @@ export function admin<T>(socketPath: string, method: string, urlPath: string, bo
         socketPath,
         path: urlPath,
         method,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {},
+        headers: payload
+          ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+          : {},
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
-          if ((res.statusCode ?? 500) >= 400) return reject(new Error(`admin ${method} ${urlPath}: ${res.statusCode} ${text}`));
+          if ((res.statusCode ?? 500) >= 400)
+            return reject(new Error(`admin ${method} ${urlPath}: ${res.statusCode} ${text}`));
           resolve((text ? JSON.parse(text) : undefined) as T);
         });
         res.on('error', reject);
@@ -281,7 +299,9 @@ export function admin<T>(socketPath: string, method: string, urlPath: string, bo
 }
 
 export async function createToken(socketPath: string): Promise<{ id: string; secret: string }> {
-  const { token } = await admin<{ token: string }>(socketPath, 'POST', '/v1/admin/tokens', { ttlMs: 24 * 3_600_000 });
+  const { token } = await admin<{ token: string }>(socketPath, 'POST', '/v1/admin/tokens', {
+    ttlMs: 24 * 3_600_000,
+  });
   const parsed = parseToken(token);
   if (!parsed) throw new Error('the registrar returned a malformed token');
   return parsed;
@@ -311,7 +331,11 @@ export function joinBody(n: NodeIdentity, token?: { id: string; secret: string }
   const body: Record<string, unknown> = { name: n.name, role: 'worker', cluster: '', csr: n.csr };
   if (token) {
     const ts = Math.floor(Date.now() / 1000);
-    body.proof = { id: token.id, ts, hmac: joinProofMac(token.secret, { name: n.name, role: 'worker', cluster: '', key: n.fp, ts }) };
+    body.proof = {
+      id: token.id,
+      ts,
+      hmac: joinProofMac(token.secret, { name: n.name, role: 'worker', cluster: '', key: n.fp, ts }),
+    };
   }
   return body;
 }

@@ -44,13 +44,17 @@ export function areaOf(f: CallFrame): string {
   if (d >= 0) return 'muster ' + url.slice(d + 6);
   if (url.startsWith('node:')) {
     // node:internal/tls/wrap -> node:tls ; node:internal/crypto/sig -> node:crypto
-    const p = url.slice(5).replace(/^internal\//, '').split('/');
+    const p = url
+      .slice(5)
+      .replace(/^internal\//, '')
+      .split('/');
     return 'node:' + p[0]!.replace(/_.*$/, '');
   }
   return url;
 }
 
-const short = (url: string): string => url.replace(/^.*\/(node_modules|dist)\//, '').replace(/^file:\/\//, '');
+const short = (url: string): string =>
+  url.replace(/^.*\/(node_modules|dist)\//, '').replace(/^file:\/\//, '');
 
 export function summariseProfile(file: string, inclusiveOf: string[] = [], top = 20): ProfileSummary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
@@ -72,11 +76,13 @@ export function summariseProfile(file: string, inclusiveOf: string[] = [], top =
     busy += ms;
     const a = areaOf(f);
     area.set(a, (area.get(a) ?? 0) + ms);
-    let key = `${f.functionName || '(anonymous)'} ${f.url ? short(f.url) + ':' + (f.lineNumber + 1) : ''}`.trim();
+    let key =
+      `${f.functionName || '(anonymous)'} ${f.url ? short(f.url) + ':' + (f.lineNumber + 1) : ''}`.trim();
     if (!f.url && !f.functionName.startsWith('(')) {
       // A native frame says little on its own ("run", "init"): name the JS function that called it.
       const caller = parentOf.get(id)?.callFrame;
-      if (caller?.url) key += ` <- ${caller.functionName || '(anonymous)'} ${short(caller.url)}:${caller.lineNumber + 1}`;
+      if (caller?.url)
+        key += ` <- ${caller.functionName || '(anonymous)'} ${short(caller.url)}:${caller.lineNumber + 1}`;
     }
     const e = fn.get(key) ?? { area: a, ms: 0 };
     e.ms += ms;

@@ -33,29 +33,68 @@ function parseArgs(argv: string[]): { which: BenchName[]; json: boolean; quick: 
     else if (a === '--keep') keep = true;
     else if ((BENCHES as readonly string[]).includes(a)) which.push(a as BenchName);
     else {
-      process.stderr.write(`usage: node dist/bench/run.js [${BENCHES.join('|')} ...] [--json] [--quick] [--keep]\n`);
+      process.stderr.write(
+        `usage: node dist/bench/run.js [${BENCHES.join('|')} ...] [--json] [--quick] [--keep]\n`,
+      );
       process.exit(2);
     }
   }
   return { which: which.length ? which : [...BENCHES], json, quick, keep };
 }
 
-const fmt = (x: number, unit: string, digits = 1): string => `${Number.isFinite(x) ? x.toFixed(digits) : 'n/a'} ${unit}`;
+const fmt = (x: number, unit: string, digits = 1): string =>
+  `${Number.isFinite(x) ? x.toFixed(digits) : 'n/a'} ${unit}`;
 const verdict = (ok: boolean): Row['verdict'] => (ok ? 'PASS' : 'MISS');
 
 function cpuRows(r: CpuResult): Row[] {
   return [
-    { bench: 'cpu', metric: 'floor CPU per request (TLS + RSA-2048 sign)', value: fmt(r.floorMedianMs, 'ms', 3), target: '', verdict: 'info' },
-    { bench: 'cpu', metric: 'registrar CPU per token join', value: fmt(r.musterMedianMs, 'ms', 3), target: '', verdict: 'info' },
-    { bench: 'cpu', metric: 'ratio registrar / floor (median of reps)', value: fmt(r.ratioMedian, 'x', 2), target: '<= 2.00 x', verdict: verdict(r.ratioMedian <= 2) },
+    {
+      bench: 'cpu',
+      metric: 'floor CPU per request (TLS + RSA-2048 sign)',
+      value: fmt(r.floorMedianMs, 'ms', 3),
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'cpu',
+      metric: 'registrar CPU per token join',
+      value: fmt(r.musterMedianMs, 'ms', 3),
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'cpu',
+      metric: 'ratio registrar / floor (median of reps)',
+      value: fmt(r.ratioMedian, 'x', 2),
+      target: '<= 2.00 x',
+      verdict: verdict(r.ratioMedian <= 2),
+    },
   ];
 }
 
 function approveRows(r: ApproveResult): Row[] {
   return [
-    { bench: 'approve', metric: `approve -> bundle p50 (${r.nodes} waiting, one at a time)`, value: fmt(r.p50MedianMs, 'ms'), target: '', verdict: 'info' },
-    { bench: 'approve', metric: `approve -> bundle p99 (${r.nodes} waiting, one at a time)`, value: fmt(r.p99MedianMs, 'ms'), target: '< 50 ms', verdict: verdict(r.p99MedianMs < 50) },
-    { bench: 'approve', metric: `approve -> bundle p99 (${r.nodes} approved at once)`, value: fmt(r.burstP99MedianMs, 'ms'), target: '', verdict: 'info' },
+    {
+      bench: 'approve',
+      metric: `approve -> bundle p50 (${r.nodes} waiting, one at a time)`,
+      value: fmt(r.p50MedianMs, 'ms'),
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'approve',
+      metric: `approve -> bundle p99 (${r.nodes} waiting, one at a time)`,
+      value: fmt(r.p99MedianMs, 'ms'),
+      target: '< 50 ms',
+      verdict: verdict(r.p99MedianMs < 50),
+    },
+    {
+      bench: 'approve',
+      metric: `approve -> bundle p99 (${r.nodes} approved at once)`,
+      value: fmt(r.burstP99MedianMs, 'ms'),
+      target: '',
+      verdict: 'info',
+    },
   ];
 }
 
@@ -63,9 +102,27 @@ function herdRows(r: HerdResult): Row[] {
   const sum = (f: (x: HerdResult['runs'][number]) => number): number => r.runs.reduce((a, x) => a + f(x), 0);
   const failed = sum((x) => x.failed);
   return [
-    { bench: 'herd', metric: `${r.nodes} joins at once: p50 to 201`, value: fmt(r.p50MedianMs, 'ms', 0), target: '', verdict: 'info' },
-    { bench: 'herd', metric: `${r.nodes} joins at once: p99 to 201`, value: fmt(r.p99MedianMs, 'ms', 0), target: '< 5000 ms', verdict: verdict(r.p99MedianMs < 5000 && failed === 0) },
-    { bench: 'herd', metric: `${r.nodes} joins at once: total`, value: fmt(r.totalMedianMs, 'ms', 0), target: '', verdict: 'info' },
+    {
+      bench: 'herd',
+      metric: `${r.nodes} joins at once: p50 to 201`,
+      value: fmt(r.p50MedianMs, 'ms', 0),
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'herd',
+      metric: `${r.nodes} joins at once: p99 to 201`,
+      value: fmt(r.p99MedianMs, 'ms', 0),
+      target: '< 5000 ms',
+      verdict: verdict(r.p99MedianMs < 5000 && failed === 0),
+    },
+    {
+      bench: 'herd',
+      metric: `${r.nodes} joins at once: total`,
+      value: fmt(r.totalMedianMs, 'ms', 0),
+      target: '',
+      verdict: 'info',
+    },
     {
       bench: 'herd',
       metric: `429 / 503 / connect errors / failed (all ${r.runs.length} runs; rate limit ${r.rateLimit}/min)`,
@@ -80,23 +137,72 @@ function herdRows(r: HerdResult): Row[] {
       target: '',
       verdict: 'info',
     },
-    { bench: 'herd', metric: 'registrar peak RSS (VmHWM, worst run)', value: fmt(r.hwmMaxMb, 'MB'), target: '< 250 MB', verdict: verdict(r.hwmMaxMb < 250) },
+    {
+      bench: 'herd',
+      metric: 'registrar peak RSS (VmHWM, worst run)',
+      value: fmt(r.hwmMaxMb, 'MB'),
+      target: '< 250 MB',
+      verdict: verdict(r.hwmMaxMb < 250),
+    },
   ];
 }
 
 function storeRows(r: StoreResult): Row[] {
   const rows: Row[] = [
-    { bench: 'store', metric: `build ${r.records} records (${r.storeMb} MB on disk)`, value: r.buildMs ? fmt(r.buildMs / 1000, 's') : 'reused', target: '', verdict: 'info' },
+    {
+      bench: 'store',
+      metric: `build ${r.records} records (${r.storeMb} MB on disk)`,
+      value: r.buildMs ? fmt(r.buildMs / 1000, 's') : 'reused',
+      target: '',
+      verdict: 'info',
+    },
   ];
-  if (r.cli.error) rows.push({ bench: 'store', metric: 'CLI cold start', value: r.cli.error.slice(0, 60), target: '<= 500 ms', verdict: 'ERROR' });
+  if (r.cli.error)
+    rows.push({
+      bench: 'store',
+      metric: 'CLI cold start',
+      value: r.cli.error.slice(0, 60),
+      target: '<= 500 ms',
+      verdict: 'ERROR',
+    });
   else {
-    rows.push({ bench: 'store', metric: 'cold start: spawn -> "registrar ready" (CLI)', value: fmt(r.spawnToReadyMedianMs, 'ms', 0), target: '<= 500 ms', verdict: verdict(r.spawnToReadyMedianMs <= 500) });
-    rows.push({ bench: 'store', metric: 'RSS after start (1 s after ready)', value: fmt(r.rssMedianMb, 'MB'), target: '<= 120 MB', verdict: verdict(r.rssMedianMb <= 120) });
+    rows.push({
+      bench: 'store',
+      metric: 'cold start: spawn -> "registrar ready" (CLI)',
+      value: fmt(r.spawnToReadyMedianMs, 'ms', 0),
+      target: '<= 500 ms',
+      verdict: verdict(r.spawnToReadyMedianMs <= 500),
+    });
+    rows.push({
+      bench: 'store',
+      metric: 'RSS after start (1 s after ready)',
+      value: fmt(r.rssMedianMb, 'MB'),
+      target: '<= 120 MB',
+      verdict: verdict(r.rssMedianMb <= 120),
+    });
   }
-  rows.push({ bench: 'store', metric: 'time inside startRegistrar()', value: fmt(r.startRegistrarMedianMs, 'ms', 0), target: '', verdict: 'info' });
-  rows.push({ bench: 'store', metric: 'import of the registrar modules', value: fmt(Math.min(...r.inProcess.importMs), 'ms', 0) + ' (min)', target: '', verdict: 'info' });
+  rows.push({
+    bench: 'store',
+    metric: 'time inside startRegistrar()',
+    value: fmt(r.startRegistrarMedianMs, 'ms', 0),
+    target: '',
+    verdict: 'info',
+  });
+  rows.push({
+    bench: 'store',
+    metric: 'import of the registrar modules',
+    value: fmt(Math.min(...r.inProcess.importMs), 'ms', 0) + ' (min)',
+    target: '',
+    verdict: 'info',
+  });
   for (const p of r.pages) {
-    rows.push({ bench: 'store', metric: `nodes list ${p.query} (p50; first call ${p.firstMs} ms)`, value: fmt(p.p50Ms, 'ms', 2), target: '<= 20 ms', verdict: verdict(p.p50Ms <= 20) });
+    rows.push({
+      bench: 'store',
+      metric: `nodes list ${p.query} (p50; first call ${p.firstMs} ms)`,
+      value: fmt(p.p50Ms, 'ms', 2),
+      target: '<= 20 ms',
+      verdict: verdict(p.p50Ms <= 20),
+    });
   }
   return rows;
 }
@@ -105,7 +211,11 @@ function table(rows: Row[]): string {
   const head = ['bench', 'metric', 'measured', 'target', ''];
   const cells = rows.map((r) => [r.bench, r.metric, r.value, r.target, r.verdict]);
   const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const line = (c: string[]): string => c.map((x, i) => x.padEnd(w[i]!)).join('  ').trimEnd();
+  const line = (c: string[]): string =>
+    c
+      .map((x, i) => x.padEnd(w[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...cells.map(line)].join('\n');
 }
 
@@ -120,14 +230,19 @@ function profileText(r: CpuResult): string {
     `% of the main thread's samples; ms = that share of its measured ${main.toFixed(3)} ms per join):`,
   ];
   lines.push('  self time by area:');
-  for (const a of p.byArea.slice(0, 12)) lines.push(`    ${a.pct.toFixed(1).padStart(5)} % ${ms(a.pct)}  ${a.area}`);
+  for (const a of p.byArea.slice(0, 12))
+    lines.push(`    ${a.pct.toFixed(1).padStart(5)} % ${ms(a.pct)}  ${a.area}`);
   lines.push('  self time by function:');
-  for (const f of p.byFunction.slice(0, 15)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}  [${f.area}]`);
+  for (const f of p.byFunction.slice(0, 15))
+    lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}  [${f.area}]`);
   lines.push('  inclusive time on the join path:');
-  for (const f of p.inclusive.filter((x) => x.pct >= 0.5)) lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}`);
+  for (const f of p.inclusive.filter((x) => x.pct >= 0.5))
+    lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ms(f.pct)}  ${f.fn}`);
   lines.push('  CPU per request by thread (/proc; "node" = libuv pool, V8 and leveldb helper threads):');
-  for (const [k, v] of Object.entries(r.musterThreadsMsPerJoin).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  registrar ${k}`);
-  for (const [k, v] of Object.entries(r.floorThreadsMsPerReq).sort((a, b) => b[1] - a[1])) lines.push(`    ${v.toFixed(3).padStart(7)} ms  floor ${k}`);
+  for (const [k, v] of Object.entries(r.musterThreadsMsPerJoin).sort((a, b) => b[1] - a[1]))
+    lines.push(`    ${v.toFixed(3).padStart(7)} ms  registrar ${k}`);
+  for (const [k, v] of Object.entries(r.floorThreadsMsPerReq).sort((a, b) => b[1] - a[1]))
+    lines.push(`    ${v.toFixed(3).padStart(7)} ms  floor ${k}`);
   lines.push(`  profiles: ${r.profile.musterFile} (registrar), ${r.profile.floorFile} (floor)`);
   return lines.join('\n');
 }
@@ -137,8 +252,12 @@ async function main(): Promise<void> {
   const out = args.json ? process.stderr : process.stdout;
   const t = tempDir('muster-bench-');
   const started = Date.now();
-  const loadAtStart = os.loadavg().map((x) => x.toFixed(1)).join(' ');
-  const results: Partial<{ cpu: CpuResult; approve: ApproveResult; herd: HerdResult; store: StoreResult }> = {};
+  const loadAtStart = os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ');
+  const results: Partial<{ cpu: CpuResult; approve: ApproveResult; herd: HerdResult; store: StoreResult }> =
+    {};
   const errors: Record<string, string> = {};
   const rows: Row[] = [];
   log(`results and logs under ${t.dir}`);
@@ -146,34 +265,67 @@ async function main(): Promise<void> {
     const dir = `${t.dir}/${b}`;
     try {
       if (b === 'cpu') {
-        results.cpu = await benchCpu({ dir, reps: 3, perRep: args.quick ? 100 : 400, concurrency: 4, profile: true });
+        results.cpu = await benchCpu({
+          dir,
+          reps: 3,
+          perRep: args.quick ? 100 : 400,
+          concurrency: 4,
+          profile: true,
+        });
         rows.push(...cpuRows(results.cpu));
       } else if (b === 'approve') {
         results.approve = await benchApprove({ dir, nodes: args.quick ? 50 : 200, reps: 3 });
         rows.push(...approveRows(results.approve));
       } else if (b === 'herd') {
-        results.herd = await benchHerd({ dir, nodes: args.quick ? 200 : 1000, reps: args.quick ? 1 : 3, rateLimit: 1_000_000, deadlineMs: 60_000 });
+        results.herd = await benchHerd({
+          dir,
+          nodes: args.quick ? 200 : 1000,
+          reps: args.quick ? 1 : 3,
+          rateLimit: 1_000_000,
+          deadlineMs: 60_000,
+        });
         rows.push(...herdRows(results.herd));
       } else {
-        results.store = await benchStore({ dir, records: args.quick ? 10_000 : 100_000, coldStarts: 5, pageCalls: 30 });
+        results.store = await benchStore({
+          dir,
+          records: args.quick ? 10_000 : 100_000,
+          coldStarts: 5,
+          pageCalls: 30,
+        });
         rows.push(...storeRows(results.store));
       }
     } catch (err) {
       errors[b] = (err as Error).stack ?? String(err);
       log(`${b} failed: ${(err as Error).message}`);
-      rows.push({ bench: b, metric: 'benchmark failed', value: (err as Error).message.slice(0, 80), target: '', verdict: 'ERROR' });
+      rows.push({
+        bench: b,
+        metric: 'benchmark failed',
+        value: (err as Error).message.slice(0, 80),
+        target: '',
+        verdict: 'ERROR',
+      });
     }
   }
   const cpus = os.cpus();
-  const machine = `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB, Node ${process.version}, ${os.platform()} ${os.release()}, load average ${loadAtStart} at start, ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at end`;
-  out.write(`\nmuster benchmarks, ${new Date().toISOString()} (${round((Date.now() - started) / 1000, 0)} s)\n${machine}\n\n${table(rows)}\n`);
+  const machine = `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB, Node ${process.version}, ${os.platform()} ${os.release()}, load average ${loadAtStart} at start, ${os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')} at end`;
+  out.write(
+    `\nmuster benchmarks, ${new Date().toISOString()} (${round((Date.now() - started) / 1000, 0)} s)\n${machine}\n\n${table(rows)}\n`,
+  );
   if (results.cpu) out.write('\n' + profileText(results.cpu) + '\n');
   if (results.store) {
-    out.write(`\nRegistrar start on ${results.store.records} records, step by step (wall ms, median of 3):\n`);
-    for (const [k, v] of Object.entries(results.store.startPhasesMs)) out.write(`  ${v.toFixed(1).padStart(7)} ms  ${k}\n`);
+    out.write(
+      `\nRegistrar start on ${results.store.records} records, step by step (wall ms, median of 3):\n`,
+    );
+    for (const [k, v] of Object.entries(results.store.startPhasesMs))
+      out.write(`  ${v.toFixed(1).padStart(7)} ms  ${k}\n`);
   }
   if (args.json) {
-    process.stdout.write(JSON.stringify({ date: new Date().toISOString(), machine, rows, results, errors }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ date: new Date().toISOString(), machine, rows, results, errors }, null, 2) + '\n',
+    );
   }
   if (!args.keep) t.cleanup();
   else log(`kept ${t.dir}`);

@@ -16,7 +16,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { loadOrCreateCa } from '../registrar/ca.js';
-import { Registry, type EventInput, type NodeChange, type NodeRecord, type BatchOp } from '../registrar/registry.js';
+import {
+  Registry,
+  type EventInput,
+  type NodeChange,
+  type NodeRecord,
+  type BatchOp,
+} from '../registrar/registry.js';
 import { issueCertificate, makeSerial, serialHex, sha256b64url, toPem } from '../common/x509.js';
 import type { TokenRecord } from '../registrar/policy.js';
 import {
@@ -115,9 +121,17 @@ async function buildStore(stateDir: string, n: number, tokenId: string): Promise
           lastSeen: t,
         };
         if (kind < 4) {
-          const rec: NodeRecord = { ...base, pendingReason: 'no token and not on the local link: waiting for approval', times: { pending: t } };
+          const rec: NodeRecord = {
+            ...base,
+            pendingReason: 'no token and not on the local link: waiting for approval',
+            times: { pending: t },
+          };
           first.push({ next: rec });
-          firstEvents.push({ type: 'pending', name, detail: { reason: rec.pendingReason, key, address, channel: 'http' } });
+          firstEvents.push({
+            type: 'pending',
+            name,
+            detail: { reason: rec.pendingReason, key, address, channel: 'http' },
+          });
           continue;
         }
         used++;
@@ -129,7 +143,11 @@ async function buildStore(stateDir: string, n: number, tokenId: string): Promise
           tokenId,
         };
         first.push({ next: accepted });
-        firstEvents.push({ type: 'accepted', name, detail: { rule: 'token', reason: `join token ${tokenId}`, key, address, channel: 'http' } });
+        firstEvents.push({
+          type: 'accepted',
+          name,
+          detail: { rule: 'token', reason: `join token ${tokenId}`, key, address, channel: 'http' },
+        });
         const counter = reg.nextSerialCounter();
         const serial = serialHex(makeSerial(counter));
         const notAfter = new Date(now + 90 * 86_400_000).toISOString();
@@ -145,9 +163,18 @@ async function buildStore(stateDir: string, n: number, tokenId: string): Promise
         };
         secondEvents.push({ type: 'issued', name, detail: { serial, notAfter } });
         if (kind === 5) {
-          next = { ...next, state: 'removed', decision: { rule: 'removed', detail: 'removed by operator bench (admin socket)', at: t }, times: { ...next.times, removed: t } };
+          next = {
+            ...next,
+            state: 'removed',
+            decision: { rule: 'removed', detail: 'removed by operator bench (admin socket)', at: t },
+            times: { ...next.times, removed: t },
+          };
           extra.push({ type: 'put', key: 'rv!' + serial, value: { name, at: t } });
-          secondEvents.push({ type: 'removed', name, detail: { reason: 'removed by operator bench', serial } });
+          secondEvents.push({
+            type: 'removed',
+            name,
+            detail: { reason: 'removed by operator bench', serial },
+          });
         } else if (kind !== 4) {
           next = { ...next, state: 'active', times: { ...next.times, active: t } };
           secondEvents.push({ type: 'active', name, detail: { serial } });
@@ -163,12 +190,31 @@ async function buildStore(stateDir: string, n: number, tokenId: string): Promise
   }
 }
 
-async function cliColdStart(stateDir: string, sock: string): Promise<{ ms: number; rssAtReady: number; rssAfter1s: number }> {
+async function cliColdStart(
+  stateDir: string,
+  sock: string,
+): Promise<{ ms: number; rssAtReady: number; rssAfter1s: number }> {
   const t0 = performance.now();
   const child = spawn(
     process.execPath,
-    [path.join(DIST, 'cli/main.js'), 'registrar', '--state-dir', stateDir, '--listen', '127.0.0.1:0', '--mdns', 'off', '--admin-socket', sock, '--cluster', 'bench'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MUSTER_LOG_FORMAT: 'json', MUSTER_LOG_LEVEL: 'info' } },
+    [
+      path.join(DIST, 'cli/main.js'),
+      'registrar',
+      '--state-dir',
+      stateDir,
+      '--listen',
+      '127.0.0.1:0',
+      '--mdns',
+      'off',
+      '--admin-socket',
+      sock,
+      '--cluster',
+      'bench',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MUSTER_LOG_FORMAT: 'json', MUSTER_LOG_LEVEL: 'info' },
+    },
   );
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   let out = '';
@@ -176,7 +222,10 @@ async function cliColdStart(stateDir: string, sock: string): Promise<{ ms: numbe
   child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   try {
     const ms = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "registrar ready" within 30 s: ${err.slice(0, 300)}`)), 30_000);
+      const timer = setTimeout(
+        () => reject(new Error(`no "registrar ready" within 30 s: ${err.slice(0, 300)}`)),
+        30_000,
+      );
       child.stdout.on('data', (c: Buffer) => {
         out += c.toString();
         if (out.includes('"registrar ready"')) {
@@ -184,7 +233,9 @@ async function cliColdStart(stateDir: string, sock: string): Promise<{ ms: numbe
           resolve(performance.now() - t0);
         }
       });
-      void exited.then((code) => reject(new Error(`the CLI exited (${code}) before it was ready: ${err.trim().slice(0, 300)}`)));
+      void exited.then((code) =>
+        reject(new Error(`the CLI exited (${code}) before it was ready: ${err.trim().slice(0, 300)}`)),
+      );
     });
     const rssAtReady = procMem(child.pid!).rssMb;
     await sleep(1000);
@@ -207,7 +258,13 @@ async function timePage(sock: string, query: string, calls: number): Promise<Pag
   const first = await once();
   const rest: number[] = [];
   for (let i = 0; i < calls; i++) rest.push((await once()).ms);
-  return { query, firstMs: round(first.ms), p50Ms: round(percentile(rest, 50)), p95Ms: round(percentile(rest, 95)), returned: first.n };
+  return {
+    query,
+    firstMs: round(first.ms),
+    p50Ms: round(percentile(rest, 50)),
+    p95Ms: round(percentile(rest, 95)),
+    returned: first.n,
+  };
 }
 
 export async function benchStore(o: StoreOptions): Promise<StoreResult> {
@@ -225,7 +282,11 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
     execFileSync('touch', [path.join(o.dir, 'built')]);
     log(`store: built in ${(buildMs / 1000).toFixed(1)} s`);
   }
-  const storeMb = Number(execFileSync('du', ['-sm', path.join(stateDir, 'registry')]).toString().split('\t')[0]);
+  const storeMb = Number(
+    execFileSync('du', ['-sm', path.join(stateDir, 'registry')])
+      .toString()
+      .split('\t')[0],
+  );
 
   const cli: StoreResult['cli'] = { spawnToReadyMs: [], rssAtReadyMb: [], rssAfter1sMb: [] };
   try {
@@ -234,14 +295,20 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
       cli.spawnToReadyMs.push(round(r.ms, 1));
       cli.rssAtReadyMb.push(round(r.rssAtReady, 1));
       cli.rssAfter1sMb.push(round(r.rssAfter1s, 1));
-      log(`store: CLI cold start ${i + 1}/${o.coldStarts}: ${r.ms.toFixed(0)} ms, RSS ${r.rssAtReady.toFixed(1)} MB (1 s later ${r.rssAfter1s.toFixed(1)} MB)`);
+      log(
+        `store: CLI cold start ${i + 1}/${o.coldStarts}: ${r.ms.toFixed(0)} ms, RSS ${r.rssAtReady.toFixed(1)} MB (1 s later ${r.rssAfter1s.toFixed(1)} MB)`,
+      );
     }
   } catch (err) {
     cli.error = (err as Error).message;
     log(`store: CLI cold start failed: ${cli.error}`);
   }
 
-  const inProcess: StoreResult['inProcess'] = { importMs: [], startRegistrarMs: [], processStartToReadyMs: [] };
+  const inProcess: StoreResult['inProcess'] = {
+    importMs: [],
+    startRegistrarMs: [],
+    processStartToReadyMs: [],
+  };
   let pages: PageTiming[] = [];
   for (let i = 0; i < o.coldStarts; i++) {
     const reg = await ServerChild.start({ mode: 'registrar', dir: o.dir, cluster: 'bench' });
@@ -252,7 +319,13 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
       const sock = reg.ready.adminSocket!;
       const mid = `node-${DEC(Math.floor(o.records / 2))}`;
       pages = [];
-      for (const q of ['?limit=100', '?state=active&limit=100', `?limit=100&after=${mid}`, `?state=active&limit=100&after=${mid}`, '?state=pending&limit=100']) {
+      for (const q of [
+        '?limit=100',
+        '?state=active&limit=100',
+        `?limit=100&after=${mid}`,
+        `?state=active&limit=100&after=${mid}`,
+        '?state=pending&limit=100',
+      ]) {
         pages.push(await timePage(sock, q, o.pageCalls));
       }
     }
@@ -265,8 +338,12 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
     await ph.stop();
   }
   const startPhasesMs: Record<string, number> = {};
-  for (const k of Object.keys(phaseRuns[0]!)) startPhasesMs[k] = round(median(phaseRuns.map((r) => r[k] ?? 0)), 1);
-  for (const p of pages) log(`store: GET /v1/admin/nodes${p.query}: first ${p.firstMs} ms, p50 ${p.p50Ms} ms, p95 ${p.p95Ms} ms (${p.returned} nodes)`);
+  for (const k of Object.keys(phaseRuns[0]!))
+    startPhasesMs[k] = round(median(phaseRuns.map((r) => r[k] ?? 0)), 1);
+  for (const p of pages)
+    log(
+      `store: GET /v1/admin/nodes${p.query}: first ${p.firstMs} ms, p50 ${p.p50Ms} ms, p95 ${p.p95Ms} ms (${p.returned} nodes)`,
+    );
   return {
     records: o.records,
     buildMs: round(buildMs, 0),
