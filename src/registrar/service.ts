@@ -11,7 +11,7 @@ import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
 import { VERSION } from '../common/version.js';
 import { bundleMac, nodeSignedPayload, PROOF_WINDOW_S, verifyNode, type Bundle } from '../common/proof.js';
-import { issueCertificate, makeSerial, parseCsr, serialHex, toPem, type ParsedCsr } from '../common/x509.js';
+import { issueCertificateAsync, makeSerial, parseCsrAsync, serialHex, toPem, type ParsedCsr } from '../common/x509.js';
 import type { CertificateAuthority } from './ca.js';
 import {
   Authorizer,
@@ -159,7 +159,7 @@ export class RegistrarService {
     }
     let csr!: ParsedCsr;
     try {
-      csr = parseCsr(req.csr);
+      csr = await parseCsrAsync(req.csr);
     } catch (err) {
       refuse(new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`));
     }
@@ -274,37 +274,77 @@ export class RegistrarService {
         return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
       }
 
-      // Accepted: consume the token use or the install-mode slot in the same batch as the acceptance.
-      const extra: BatchOp[] = [];
-      const events: EventInput[] = [];
-      if (verdict.rule === 'token' && token) {
-        const t = { ...token, used: token.used + 1 };
-        this.tokens.set(t.id, t);
-        extra.push({ type: 'put', key: 't!' + t.id, value: t });
-      } else if (verdict.rule === 'install-mode') {
-        const im = { ...this.installMode, accepted: this.installMode.accepted + 1 };
-        const eff = effectiveInstallMode(im, now);
-        this.installMode = eff.on ? im : { ...eff, on: false };
-        extra.push({ type: 'put', key: 'm!install-mode', value: this.installMode });
-        if (!eff.on) events.push({ type: 'install-mode', detail: { on: false, reason: eff.offReason } });
+      // Accepted. The token use or install-mode slot is reserved now (synchronously, so a concurrent
+      // join sees it taken), the certificate is signed off the event loop, and acceptance, issue and
+      // the reservation land as ONE atomic, durable batch (DESIGN "Exactly once").
+      const reservation = this.reserve(verdict, token, now);
+      try {
+        const accepted: NodeRecord = {
+          ...base,
+          state: 'accepted',
+          decision: { rule: verdict.rule, detail: verdict.detail, at: nowIso },
+          times: { ...base.times, accepted: nowIso },
+          ...(verdict.tokenId ? { tokenId: verdict.tokenId } : {}),
+        };
+        const { next: issued, serialOp } = await this.certify(accepted);
+        await this.registry.commit(
+          [{ prev: rec, next: issued, archivePrev: replacing }],
+          [
+            { type: 'accepted', name: req.name, detail: { rule: verdict.rule, reason: verdict.detail, key: csr.fingerprint, address, channel } },
+            ...reservation.events,
+            { type: 'issued', name: req.name, detail: { serial: issued.serial, notAfter: issued.notAfter } },
+          ],
+          [...reservation.ops, serialOp],
+        );
+        this.log.info(
+          { node: req.name, key: csr.fingerprint, address, rule: verdict.rule, reason: verdict.detail, serial: issued.serial },
+          'node accepted; certificate issued',
+        );
+        if (!this.installMode.on && verdict.rule === 'install-mode') this.disarmInstallTimer();
+        this.opts.fault?.('after-issue');
+        return { status: 201, bundle: this.bundleFor(issued) };
+      } catch (err) {
+        reservation.undo();
+        throw err;
       }
-      const accepted: NodeRecord = {
-        ...base,
-        state: 'accepted',
-        decision: { rule: verdict.rule, detail: verdict.detail, at: nowIso },
-        times: { ...base.times, accepted: nowIso },
-        ...(verdict.tokenId ? { tokenId: verdict.tokenId } : {}),
-      };
-      await this.registry.commit(
-        [{ prev: rec, next: accepted, archivePrev: replacing }],
-        [{ type: 'accepted', name: req.name, detail: { rule: verdict.rule, reason: verdict.detail, key: csr.fingerprint, address, channel } }, ...events],
-        extra,
-      );
-      this.log.info({ node: req.name, key: csr.fingerprint, address, rule: verdict.rule, reason: verdict.detail }, 'node accepted');
-      if (!this.installMode.on && verdict.rule === 'install-mode') this.disarmInstallTimer();
-      this.opts.fault?.('after-accept');
-      return { status: 201, bundle: this.bundleFor(await this.issueLocked(accepted)) };
     });
+  }
+
+  /**
+   * Takes the token use or install-mode slot an acceptance consumes, in memory, and returns the ops
+   * that persist it; undo() gives it back when the acceptance does not land.
+   */
+  private reserve(
+    verdict: { rule: string; tokenId?: string },
+    token: TokenRecord | undefined,
+    now: number,
+  ): { ops: BatchOp[]; events: EventInput[]; undo: () => void } {
+    if (verdict.rule === 'token' && token) {
+      const t = { ...token, used: token.used + 1 };
+      this.tokens.set(t.id, t);
+      return {
+        ops: [{ type: 'put', key: 't!' + t.id, value: t }],
+        events: [],
+        undo: () => {
+          const cur = this.tokens.get(t.id);
+          if (cur) this.tokens.set(t.id, { ...cur, used: cur.used - 1 });
+        },
+      };
+    }
+    if (verdict.rule === 'install-mode') {
+      const before = this.installMode;
+      const im = { ...before, accepted: before.accepted + 1 };
+      const eff = effectiveInstallMode(im, now);
+      this.installMode = eff.on ? im : { ...eff, on: false };
+      return {
+        ops: [{ type: 'put', key: 'm!install-mode', value: this.installMode }],
+        events: eff.on ? [] : [{ type: 'install-mode', detail: { on: false, reason: eff.offReason } }],
+        undo: () => {
+          this.installMode = { ...this.installMode, accepted: this.installMode.accepted - 1, ...(eff.on ? {} : { on: before.on }) };
+        },
+      };
+    }
+    return { ops: [], events: [], undo: () => undefined };
   }
 
   /**
@@ -342,14 +382,14 @@ export class RegistrarService {
     });
   }
 
-  /** Issues the certificate of an accepted node. Caller holds the node's lock. */
-  private async issueLocked(rec: NodeRecord): Promise<NodeRecord> {
+  /** Signs the certificate of an accepted node (serial allocated, never reused); writes nothing. */
+  private async certify(rec: NodeRecord): Promise<{ next: NodeRecord; serialOp: BatchOp }> {
     const now = this.opts.clock.now();
     const counter = this.registry.nextSerialCounter();
     const serial = makeSerial(counter);
     const hex = serialHex(serial);
     const notAfter = new Date(now + (this.opts.certLifetimeMs ?? DEFAULT_CERT_LIFETIME_MS));
-    const der = issueCertificate(this.opts.ca.issuer, {
+    const der = await issueCertificateAsync(this.opts.ca.issuer, {
       serial,
       subject: { cn: rec.name, o: this.opts.cluster, ou: rec.role },
       spki: Buffer.from(rec.spki, 'base64'),
@@ -368,12 +408,17 @@ export class RegistrarService {
       issuedAt: nowIso,
       times: { ...rec.times, issued: nowIso },
     };
-    await this.registry.commit(
-      [{ prev: rec, next }],
-      [{ type: 'issued', name: rec.name, detail: { serial: hex, notAfter: next.notAfter } }],
-      [this.registry.serialOp(counter, rec.name, hex)],
-    );
-    this.log.info({ node: rec.name, serial: hex }, 'certificate issued');
+    return { next, serialOp: this.registry.serialOp(counter, rec.name, hex) };
+  }
+
+  /**
+   * Issues the certificate of a node already durably accepted (an operator's approval, or an
+   * acceptance a crash interrupted). Caller holds the node's lock.
+   */
+  private async issueLocked(rec: NodeRecord): Promise<NodeRecord> {
+    const { next, serialOp } = await this.certify(rec);
+    await this.registry.commit([{ prev: rec, next }], [{ type: 'issued', name: rec.name, detail: { serial: next.serial, notAfter: next.notAfter } }], [serialOp]);
+    this.log.info({ node: rec.name, serial: next.serial }, 'certificate issued');
     this.opts.fault?.('after-issue');
     return next;
   }
