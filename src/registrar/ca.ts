@@ -4,10 +4,10 @@
  * self-signed root built by forge. Issuing node certificates is the hot path and goes through
  * common/x509.ts with node:crypto signatures.
  */
+import type Forge from 'node-forge';
 import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import forge from 'node-forge';
 import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
 import { registrarDnsName } from '../common/names.js';
 import { certFingerprint, fromPem, issueCertificate, makeSerial, toPem, type IssuerKey } from '../common/x509.js';
@@ -37,7 +37,7 @@ export async function loadOrCreateCa(dir: string, subjectCn: string, now: Date):
   }
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const newKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  const newCertPem = selfSignedRoot(newKeyPem, subjectCn, now);
+  const newCertPem = await selfSignedRoot(newKeyPem, subjectCn, now);
   // The key first: a crash between the two writes leaves a key without a cert, which the check above
   // reports instead of silently minting a second CA.
   await writeFileAtomic(keyFile, newKeyPem, 0o600);
@@ -56,8 +56,10 @@ function makeCa(keyPem: string, certPem: string): CertificateAuthority {
   };
 }
 
-function selfSignedRoot(keyPem: string, cn: string, now: Date): string {
-  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+async function selfSignedRoot(keyPem: string, cn: string, now: Date): Promise<string> {
+  // node-forge is needed once, when the CA is made: loaded then, not at every start (~70 ms).
+  const { default: forge } = await import('node-forge');
+  const key = forge.pki.privateKeyFromPem(keyPem) as Forge.pki.rsa.PrivateKey;
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
   cert.serialNumber = '01' + randomBytes(15).toString('hex');

@@ -15,7 +15,6 @@ import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa } from './ca.js';
 import { Metrics } from './metrics.js';
-import { startRegistrarDiscovery } from './discovery.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
 import type { Autoregister } from './policy.js';
 import { Registry } from './registry.js';
@@ -146,6 +145,8 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     url = `https://${urlHost(host, opts.interface)}:${bound.port}`;
 
     if (opts.mdns) {
+      // The mDNS stack loads only when it is used.
+      const { startRegistrarDiscovery } = await import('./discovery.js');
       const discovery = await startRegistrarDiscovery({
         service,
         log,
