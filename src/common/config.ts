@@ -211,7 +211,8 @@ export function loadConfig(
   }
   for (const [flag, s] of Object.entries(SETTINGS[section])) {
     const raw = env[envName(flag)];
-    if (raw === undefined || (raw === '' && flag !== 'cluster')) continue;
+    // An empty variable is unset, except the node's cluster, where empty means "any".
+    if (raw === undefined || (raw === '' && !(section === 'join' && flag === 'cluster'))) continue;
     const where = `environment ${envName(flag)}`;
     values[flag] = flag === 'node-config' ? parseValue(s, safeJson(raw, where), where) : parseValue(s, raw, where);
     sources[flag] = where;

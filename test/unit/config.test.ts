@@ -122,3 +122,10 @@ describe('muster config check, and settings reaching commands', () => {
     t.cleanup();
   });
 });
+
+describe('empty variables', () => {
+  it('an empty MUSTER_CLUSTER means "any cluster" for a node and is unset for the registrar', () => {
+    expect(loadConfig('join', { file: '/nonexistent/muster.json', env: { MUSTER_CLUSTER: '' } }).values).toEqual({ cluster: '' });
+    expect(loadConfig('registrar', { file: '/nonexistent/muster.json', env: { MUSTER_CLUSTER: '', MUSTER_LISTEN: '' } }).values).toEqual({});
+  });
+});
