@@ -53,7 +53,7 @@ export function joinCommand(y: Argv): Argv {
         assertLabel('role', argv.role);
         if (argv.cluster) assertLabel('cluster', argv.cluster);
       });
-      if (argv['ca-fingerprint'] && !/^[A-Za-z0-9_-]{43}$/.test(argv['ca-fingerprint'])) {
+      if (argv['ca-fingerprint'] !== undefined && !/^[A-Za-z0-9_-]{43}$/.test(argv['ca-fingerprint'])) {
         throw new MusterError('MUSTER_ERR_USAGE', '--ca-fingerprint must be 43 base64url characters (as `muster registrar` logs it)');
       }
       if (argv.token && argv['token-file']) {

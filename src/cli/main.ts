@@ -18,7 +18,25 @@ import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
 
 
-async function main(argv: string[]): Promise<number> {
+/**
+ * A CA fingerprint is base64url and may begin with '-', which a parser takes for a flag
+ * ("--ca-fingerprint -0P1V..."): glue such values to their option before parsing.
+ */
+export function glueDashValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === '--ca-fingerprint' && next !== undefined && next.startsWith('-') && /^[A-Za-z0-9_-]{43}$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+async function main(rawArgv: string[]): Promise<number> {
+  const argv = glueDashValues(rawArgv);
   let usageError: string | undefined;
   setRawArgs(argv);
   const parser = configCommand(installUnitsCommand(operatorCommands(joinCommand(registrarCommand(yargs(argv))))))

@@ -128,6 +128,15 @@ describe('muster CLI', () => {
     expect(refused2.stderr).toMatch(/removed by the operator/);
   });
 
+  it("a pinned CA fingerprint that begins with '-' is read as the pin, not as flags", async () => {
+    const pin = '-' + 'A'.repeat(42);
+    const r = await musterAsync(['join', '--registrar', reg!.url, '--name', 'p', '--ca-fingerprint', pin, '--state-dir', path.join(t.dir, 'p'), '--mdns', 'off']);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain(`not the pinned ${pin}`);
+    const empty = muster(['join', '--registrar', reg!.url, '--ca-fingerprint', '--mdns', 'off']);
+    expect(empty.code).toBe(2); // never silently unpinned
+  });
+
   it('SIGTERM stops the registrar cleanly (exit 0) and removes its admin socket', async () => {
     const r = await reg!.stop('SIGTERM');
     expect(r.code).toBe(0);
