@@ -235,6 +235,40 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     void killChild;
   });
 
+  it('h. garbage advertisements are logged once and ignored; a CSR whose key differs from the advertised one is not admitted by install mode', async () => {
+    const reg = await startReg(await host(), 'theta');
+    admin(reg, ['install-mode', 'on', '--for', '10m']);
+    const rogue = await MdnsProc.start(await host());
+    procs.add(rogue);
+    const fake = 'A'.repeat(42) + 'E'; // a well-formed fingerprint of no key this node holds
+    await rogue.call('publish', { pub: 'g', spec: { type: 'muster-join', name: 'garbage', port: 9, txt: { v: '1', name: 'Bad_Name', role: 'worker', cluster: '', key: 'nope', state: 'ready' } } });
+    await rogue.call('publish', { pub: 's', spec: { type: 'muster-join', name: 'theta-1', port: 9, txt: { v: '1', name: 'theta-1', role: 'worker', cluster: '', key: fake, state: 'ready' } } });
+    for (let i = 0; i < 80 && !nodes(reg).some((x) => x.name === 'theta-1'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(nodes(reg).find((x) => x.name === 'theta-1')).toMatchObject({ state: 'heard', channel: 'mdns', key: fake });
+    await new Promise((r) => setTimeout(r, 2500)); // the rogue's announcements repeat; the log must not
+    const garbageLines = reg.out().split('\n').filter((l) => l.includes('ignoring an invalid join advertisement'));
+    expect(garbageLines).toHaveLength(1);
+    expect(garbageLines[0]).toContain('name=');
+    expect(nodes(reg).map((x) => x.name)).not.toContain('garbage');
+
+    // The real theta-1 asks with its own key: heard with another key, so install mode does not admit it.
+    const nodeHost = await host();
+    const child = nodeHost.spawn(process.execPath, [BIN, 'join', '--cluster', 'theta', '--name', 'theta-1', '--state-dir', path.join(t.dir, 'theta-1'), '--interface', nodeHost.ip], {
+      env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
+    });
+    let rec: any;
+    for (let i = 0; i < 80; i++) {
+      rec = nodes(reg).find((x) => x.name === 'theta-1');
+      if (rec?.state === 'pending') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(rec).toMatchObject({ state: 'pending' });
+    expect(rec.key).not.toBe(fake);
+    expect(rec.pendingReason).toMatch(/differs from the one theta-1 advertised over mDNS/);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+
   it('--mdns off on registrar and node sends no mDNS packet on the LAN', async () => {
     const sniffer = await startMulticastSniffer(await host());
     const reg = await startReg(await host(), 'quiet', ['--mdns', 'off']);
