@@ -73,6 +73,13 @@ export class RegistrarService {
   private readonly authorizer: Authorizer;
   private tokens = new Map<string, TokenRecord>();
   private installMode: InstallModeState = INSTALL_MODE_OFF;
+  /**
+   * Uses reserved by acceptances whose batch is not yet queued. The stored counts (token `used`,
+   * install mode `accepted`) are advanced only when a batch is queued, in queue order, so what lands
+   * on disk always equals the acceptances that landed, whatever order signing finishes in.
+   */
+  private readonly tokenInflight = new Map<string, number>();
+  private installInflight = 0;
   private installTimer: TimerHandle | undefined;
   private closed = false;
   private readonly waiters = new Set<() => void>();
@@ -82,7 +89,7 @@ export class RegistrarService {
     this.authorizer = new Authorizer(
       [
         new TokenProvisioner(() => opts.autoregister),
-        new InstallModeProvisioner(() => this.installMode, () => opts.autoregister),
+        new InstallModeProvisioner(() => this.installModeForDecision(), () => opts.autoregister),
       ],
       opts.clock,
     );
@@ -117,7 +124,7 @@ export class RegistrarService {
   /** What `_muster._tcp` TXT and GET /v1/info say about admission (informative only). */
   mode(): 'open' | 'token' | 'closed' {
     const now = this.opts.clock.now();
-    if (effectiveInstallMode(this.installMode, now).on) return 'open';
+    if (effectiveInstallMode(this.installModeForDecision(), now).on) return 'open';
     for (const t of this.tokens.values()) if (tokenState(t, now) === 'valid') return 'token';
     return 'closed';
   }
@@ -204,7 +211,7 @@ export class RegistrarService {
       let token: TokenRecord | undefined;
       if (req.proof) {
         const checked = checkProof(
-          this.tokens.get(req.proof.id),
+          this.tokenForDecision(req.proof.id),
           req.proof,
           { name: req.name, role: req.role, cluster: req.cluster, key: csr.fingerprint },
           now,
@@ -277,7 +284,7 @@ export class RegistrarService {
       // Accepted. The token use or install-mode slot is reserved now (synchronously, so a concurrent
       // join sees it taken), the certificate is signed off the event loop, and acceptance, issue and
       // the reservation land as ONE atomic, durable batch (DESIGN "Exactly once").
-      const reservation = this.reserve(verdict, token, now);
+      const reservation = this.reserve(verdict, now);
       try {
         const accepted: NodeRecord = {
           ...base,
@@ -287,14 +294,16 @@ export class RegistrarService {
           ...(verdict.tokenId ? { tokenId: verdict.tokenId } : {}),
         };
         const { next: issued, serialOp } = await this.certify(accepted);
+        // finalize() and the synchronous part of commit() run back to back: batches queue in order.
+        const used = reservation.finalize();
         await this.registry.commit(
           [{ prev: rec, next: issued, archivePrev: replacing }],
           [
             { type: 'accepted', name: req.name, detail: { rule: verdict.rule, reason: verdict.detail, key: csr.fingerprint, address, channel } },
-            ...reservation.events,
+            ...used.events,
             { type: 'issued', name: req.name, detail: { serial: issued.serial, notAfter: issued.notAfter } },
           ],
-          [...reservation.ops, serialOp],
+          [...used.ops, serialOp],
         );
         this.log.info(
           { node: req.name, key: csr.fingerprint, address, rule: verdict.rule, reason: verdict.detail, serial: issued.serial },
@@ -310,41 +319,63 @@ export class RegistrarService {
     });
   }
 
+  private tokenForDecision(id: string): TokenRecord | undefined {
+    const t = this.tokens.get(id);
+    return t && { ...t, used: t.used + (this.tokenInflight.get(id) ?? 0) };
+  }
+
+  private installModeForDecision(): InstallModeState {
+    return { ...this.installMode, accepted: this.installMode.accepted + this.installInflight };
+  }
+
   /**
-   * Takes the token use or install-mode slot an acceptance consumes, in memory, and returns the ops
-   * that persist it; undo() gives it back when the acceptance does not land.
+   * Reserves the token use or install-mode slot an acceptance consumes (so concurrent joins see it
+   * taken). finalize() turns the reservation into the ops that persist it, computed from the state at
+   * that moment; undo() gives it back when the acceptance does not happen.
    */
   private reserve(
     verdict: { rule: string; tokenId?: string },
-    token: TokenRecord | undefined,
     now: number,
-  ): { ops: BatchOp[]; events: EventInput[]; undo: () => void } {
-    if (verdict.rule === 'token' && token) {
-      const t = { ...token, used: token.used + 1 };
-      this.tokens.set(t.id, t);
+  ): { finalize: () => { ops: BatchOp[]; events: EventInput[] }; undo: () => void } {
+    let open = true;
+    const close = (): boolean => {
+      const was = open;
+      open = false;
+      return was;
+    };
+    if (verdict.rule === 'token' && verdict.tokenId) {
+      const id = verdict.tokenId;
+      const bump = (d: number): void => void this.tokenInflight.set(id, (this.tokenInflight.get(id) ?? 0) + d);
+      bump(1);
       return {
-        ops: [{ type: 'put', key: 't!' + t.id, value: t }],
-        events: [],
-        undo: () => {
-          const cur = this.tokens.get(t.id);
-          if (cur) this.tokens.set(t.id, { ...cur, used: cur.used - 1 });
+        finalize: () => {
+          if (close()) bump(-1);
+          const t = this.tokens.get(id)!;
+          const next = { ...t, used: t.used + 1 };
+          this.tokens.set(id, next);
+          return { ops: [{ type: 'put', key: 't!' + id, value: next }], events: [] };
         },
+        undo: () => void (close() && bump(-1)),
       };
     }
     if (verdict.rule === 'install-mode') {
-      const before = this.installMode;
-      const im = { ...before, accepted: before.accepted + 1 };
-      const eff = effectiveInstallMode(im, now);
-      this.installMode = eff.on ? im : { ...eff, on: false };
+      this.installInflight++;
       return {
-        ops: [{ type: 'put', key: 'm!install-mode', value: this.installMode }],
-        events: eff.on ? [] : [{ type: 'install-mode', detail: { on: false, reason: eff.offReason } }],
-        undo: () => {
-          this.installMode = { ...this.installMode, accepted: this.installMode.accepted - 1, ...(eff.on ? {} : { on: before.on }) };
+        finalize: () => {
+          if (close()) this.installInflight--;
+          const wasOn = this.installMode.on;
+          const im = { ...this.installMode, accepted: this.installMode.accepted + 1 };
+          const eff = effectiveInstallMode(im, now);
+          this.installMode = eff.on ? im : { ...eff, on: false };
+          return {
+            ops: [{ type: 'put', key: 'm!install-mode', value: this.installMode }],
+            events: wasOn && !eff.on ? [{ type: 'install-mode', detail: { on: false, reason: eff.offReason } }] : [],
+          };
         },
+        undo: () => void (close() && this.installInflight--),
       };
     }
-    return { ops: [], events: [], undo: () => undefined };
+    return { finalize: () => ({ ops: [], events: [] }), undo: () => undefined };
   }
 
   /**

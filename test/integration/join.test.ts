@@ -9,6 +9,7 @@ import { ManualClock } from '../../src/common/clock.js';
 import { isMusterError } from '../../src/common/errors.js';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
 import { exitCodeFor, JOIN_EXIT } from '../../src/node/agent.js';
+import { Registry } from '../../src/registrar/registry.js';
 import { api, csrFor, joinNode, opensslVerify, startTestRegistrar, tempDir, type TestRegistrar } from '../helpers/registrar.js';
 
 let t: ReturnType<typeof tempDir>;
@@ -226,8 +227,17 @@ describe('exactly once', () => {
     expect(events.filter((e) => e.type === 'issued')).toHaveLength(50);
     const serials = events.filter((e) => e.type === 'issued').map((e) => e.detail!.serial);
     expect(new Set(serials).size).toBe(50);
-    // Token uses counted once per acceptance.
+    // Token uses counted once per acceptance, in memory and on disk (signatures finish in any order;
+    // the stored count must still be the number of acceptances that landed).
     const tokens = await reg.admin.request<{ tokens: { used: number }[] }>('GET', '/v1/admin/tokens');
     expect(tokens.tokens[0]!.used).toBe(50);
+    await reg.close();
+    const store = await Registry.open(path.join(t.dir, 'registrar', 'registry'));
+    try {
+      expect((await store.scanPrefix<{ used: number }>('t!'))[0]!.used).toBe(50);
+      expect(store.countByState().issued).toBe(50);
+    } finally {
+      await store.close();
+    }
   });
 });
