@@ -93,6 +93,9 @@ export interface NodeChange {
 
 const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
 
+/** About 60 MB of events; a node's record keeps its own transition times and admission decision. */
+export const DEFAULT_EVENT_RETENTION = 200_000;
+
 export class Registry extends EventEmitter {
   private readonly db: Level<string, unknown>;
   private counts: Record<NodeState, number> = Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<
@@ -106,14 +109,18 @@ export class Registry extends EventEmitter {
   private writing = false;
   private failed: unknown;
 
-  private constructor(dir: string) {
+  /** Events kept: each new event beyond this deletes the oldest, in the same batch (bounded store). */
+  readonly eventRetention: number;
+
+  private constructor(dir: string, opts: { eventRetention?: number }) {
     super();
     this.setMaxListeners(0);
+    this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
     this.db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
   }
 
-  static async open(dir: string): Promise<Registry> {
-    const r = new Registry(dir);
+  static async open(dir: string, opts: { eventRetention?: number } = {}): Promise<Registry> {
+    const r = new Registry(dir, opts);
     await r.db.open();
     const counts = (await r.db.get('m!counts')) as Record<NodeState, number> | undefined;
     if (counts) r.counts = { ...r.counts, ...counts };
@@ -199,7 +206,12 @@ export class Registry extends EventEmitter {
     if (countsChanged) ops.push({ type: 'put', key: 'm!counts', value: { ...this.counts } });
     const at = new Date().toISOString();
     const evs = events.map((e) => ({ seq: ++this.eventSeq, at, ...e }));
-    for (const ev of evs) ops.push({ type: 'put', key: 'e!' + hex16(ev.seq), value: ev });
+    for (const ev of evs) {
+      ops.push({ type: 'put', key: 'e!' + hex16(ev.seq), value: ev });
+      // The event log is history, not state (records keep their own times and decisions): keep the
+      // newest eventRetention events. Deleting a key that is already gone is harmless.
+      if (ev.seq > this.eventRetention) ops.push({ type: 'del', key: 'e!' + hex16(ev.seq - this.eventRetention) });
+    }
     await this.write(ops);
     for (const ev of evs) {
       this.emit('event', ev);
