@@ -1,0 +1,143 @@
+/**
+ * The registry: one narrow domain interface (CONVENTIONS 5, DESIGN "Store backends") with backends
+ * behind it: level (embedded, the default), memory (tests), etcd (later). The registrar decides; the
+ * registry only stores what was decided, atomically and durably, and refuses a change whose
+ * preconditions no longer hold (compare-and-set). How records are laid out is each backend's own
+ * business: no key, prefix or batch op crosses this interface.
+ *
+ * Every backend passes the contract suite in test/store/contract.ts.
+ */
+import type {
+  EventInput,
+  InstallModeState,
+  MusterEvent,
+  NodeRecord,
+  NodeState,
+  Revocation,
+  SerialRecord,
+  TokenRecord,
+} from './types.js';
+
+export * from './types.js';
+
+/** One node transition: compare-and-set on the record's revision. */
+export interface NodeWrite {
+  /** The revision the caller read (0: the name had no record). */
+  expectRev: number;
+  /** The new record; its `rev` is ignored and set by the store to expectRev + 1. */
+  next: NodeRecord;
+  /** Keep the record it replaces in the name's history (the name passes to another key). */
+  archivePrev?: boolean;
+}
+
+/**
+ * Everything one decision changes, applied as ONE atomic, durable write (DESIGN "Exactly once"):
+ * either all of it lands, or none of it does and apply() throws.
+ */
+export interface Change {
+  nodes?: NodeWrite[];
+  /**
+   * Count one use of a join token. Refused (StoreConflict 'token') unless the token exists, is not
+   * revoked, and has uses left. The stored count therefore always equals the acceptances that landed.
+   */
+  useToken?: string;
+  /**
+   * Count one acceptance of the install-mode window that began at `since`. Refused (StoreConflict
+   * 'install-mode') unless that window is still on and below its max; the use that reaches max
+   * switches install mode off, and the store adds the `install-mode` event that says so.
+   */
+  useInstallMode?: { since: number };
+  /** Create or replace a token (revocation is a replacement). */
+  putToken?: TokenRecord;
+  /** Replace the install-mode state. */
+  setInstallMode?: InstallModeState;
+  /** Record a serial allocated by allocateSerial() and issued in this change. */
+  serial?: SerialRecord;
+  /** Record a revoked certificate. */
+  revoke?: Revocation;
+  /** Events of this change, numbered by the store in the order given. */
+  events?: EventInput[];
+}
+
+export type ConflictOn = 'node' | 'token' | 'install-mode';
+
+/** A precondition of a Change no longer held; nothing was written. The caller re-reads and decides again. */
+export class StoreConflict extends Error {
+  constructor(
+    readonly on: ConflictOn,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreConflict';
+  }
+}
+
+export function isStoreConflict(err: unknown, on?: ConflictOn): err is StoreConflict {
+  return err instanceof StoreConflict && (on === undefined || err.on === on);
+}
+
+export interface ListNodesOptions {
+  state?: NodeState;
+  /** Start after this name (paging). */
+  after?: string;
+  limit: number;
+}
+
+export interface Registry {
+  readonly backend: string;
+
+  /** The registrar id: the stored one, or `make()` stored now (first start). */
+  identity(make: () => string): Promise<string>;
+
+  // ---- nodes ----
+  getNode(name: string): Promise<NodeRecord | undefined>;
+  /** One page of nodes by name, optionally of one state: an index read, never a full scan. */
+  listNodes(opts: ListNodesOptions): Promise<NodeRecord[]>;
+  namesInState(state: NodeState, limit?: number): Promise<string[]>;
+  /** Earlier records of a name (archived when the name passed to another key), oldest first. */
+  history(name: string): Promise<NodeRecord[]>;
+  /** Number of current records in each state. */
+  counts(): Promise<Record<NodeState, number>>;
+
+  // ---- tokens and install mode ----
+  getToken(id: string): Promise<TokenRecord | undefined>;
+  listTokens(): Promise<TokenRecord[]>;
+  getInstallMode(): Promise<InstallModeState>;
+
+  // ---- serials and revocations ----
+  /** A serial counter value never handed out before by this store (gaps are allowed). */
+  allocateSerial(): Promise<number>;
+  listSerials(opts?: { after?: number; limit?: number }): Promise<SerialRecord[]>;
+  listRevocations(): Promise<Revocation[]>;
+  isRevoked(serial: string): Promise<boolean>;
+
+  // ---- the one write path ----
+  /**
+   * Applies a Change atomically and durably, then returns its events (numbered) and tells watchers.
+   * Throws StoreConflict when a precondition fails (nothing written). Changes applied by one
+   * process land in the order apply() was called.
+   */
+  apply(change: Change): Promise<MusterEvent[]>;
+
+  // ---- events ----
+  lastEventSeq(): Promise<number>;
+  listEvents(after: number, limit: number): Promise<MusterEvent[]>;
+  /**
+   * Calls `fn` with every event once its change is durable, in sequence order. Returns the
+   * function that stops watching.
+   */
+  watch(fn: (ev: MusterEvent) => void): () => void;
+
+  /** Waits for writes in progress, then closes. */
+  close(): Promise<void>;
+}
+
+export interface RegistryOptions {
+  /** Events kept: each new event beyond this deletes the oldest (the log is history, not state). */
+  eventRetention?: number;
+  /** Time for event stamps (an injected clock in tests). */
+  now?: () => number;
+}
+
+/** About 60 MB of events; a node's record keeps its own transition times and admission decision. */
+export const DEFAULT_EVENT_RETENTION = 200_000;
