@@ -8,14 +8,16 @@ import rateLimit from '@fastify/rate-limit';
 import type { Static } from '@sinclair/typebox';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { JoinOutcome, RegistrarService } from '../registrar/service.js';
-import type { Metrics } from '../registrar/metrics.js';
-import { normaliseAddress } from '../registrar/onlink.js';
+import { normaliseAddress } from '../common/net.js';
 import { installErrorHandling } from './http-errors.js';
 import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schemas.js';
+import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
+
+/** Told of every answer (the registrar counts them in its metrics). */
+export type ResponseObserver = (r: { method: string; route: string; status: number; seconds: number }) => void;
 
 export interface ApiOptions {
-  service: RegistrarService;
+  service: RegistrationEndpoint;
   log: Logger;
   https?: { key: string; cert: string };
   /** Requests per minute per client address (all endpoints). */
@@ -23,7 +25,7 @@ export interface ApiOptions {
   /** Join requests in flight beyond which the registrar sheds load with 503 + Retry-After. */
   maxInFlightJoins?: number;
   bodyLimit?: number;
-  metrics?: Metrics;
+  onResponse?: ResponseObserver;
 }
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
@@ -38,13 +40,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
-  const metrics = opts.metrics;
-  if (metrics) {
+  const observe = opts.onResponse;
+  if (observe) {
     app.addHook('onResponse', async (req, reply) => {
-      metrics.requests.inc({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
-      if (req.routeOptions.url === '/v1/join' && req.method === 'POST') {
-        metrics.joinSeconds.observe({ outcome: String(reply.statusCode) }, reply.elapsedTime / 1000);
-      }
+      observe({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: reply.statusCode, seconds: reply.elapsedTime / 1000 });
     });
   }
 

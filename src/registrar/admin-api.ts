@@ -15,12 +15,14 @@ import {
   NameParams,
   OperatorBody,
   TokenIdParams,
-} from '../fallback/schemas.js';
+} from '../admin/schemas.js';
+import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
+import type { MusterEvent, NodeState } from '../store/types.js';
 import type { Metrics } from './metrics.js';
-import type { MusterEvent, NodeState } from './registry.js';
 import type { RegistrarService } from './service.js';
 
 export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?: Metrics): Promise<FastifyInstance> {
+  const op = svc.operator;
   const app = Fastify({
     loggerInstance: log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -34,9 +36,9 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
   };
 
   app.get('/v1/admin/status', async () => ({
-    ...svc.info(),
-    counts: svc.counts(),
-    installMode: svc.installModeStatus(),
+    ...(await svc.info()),
+    counts: await op.counts(),
+    installMode: await op.installModeStatus(),
   }));
 
   app.get('/metrics', async (_req, reply) => {
@@ -44,11 +46,11 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  app.get('/v1/admin/install-mode', async () => svc.installModeStatus());
+  app.get('/v1/admin/install-mode', async () => op.installModeStatus());
   app.post('/v1/admin/install-mode', { schema: { body: InstallModeBody } }, async (req) => {
     const b = req.body as Static<typeof InstallModeBody>;
-    if (!b.on) return svc.installModeOff();
-    return svc.installModeOn({
+    if (!b.on) return op.installModeOff();
+    return op.installModeOn({
       forMs: b.forMs,
       max: b.max ?? null,
       remote: b.remote ?? false,
@@ -59,8 +61,8 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
 
   app.post('/v1/admin/tokens', { schema: { body: CreateTokenBody } }, async (req, reply) => {
     const b = req.body as Static<typeof CreateTokenBody>;
-    const { token, view } = await svc.createToken({
-      ttlMs: b.ttlMs === undefined ? 24 * 3_600_000 : b.ttlMs,
+    const { token, view } = await op.createToken({
+      ttlMs: b.ttlMs === undefined ? TOKEN_TTL_DEFAULT_MS : b.ttlMs,
       maxUses: b.uses ?? null,
       roles: b.roles ?? [],
       clusters: b.clusters ?? [],
@@ -68,15 +70,15 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     });
     return reply.code(201).send({ token, ...view });
   });
-  app.get('/v1/admin/tokens', async () => ({ tokens: svc.listTokens() }));
+  app.get('/v1/admin/tokens', async () => ({ tokens: await op.listTokens() }));
   app.delete('/v1/admin/tokens/:id', { schema: { params: TokenIdParams } }, async (req) =>
-    svc.revokeToken((req.params as Static<typeof TokenIdParams>).id),
+    op.revokeToken((req.params as Static<typeof TokenIdParams>).id),
   );
 
   app.get('/v1/admin/nodes', { schema: { querystring: ListNodesQuery } }, async (req) => {
     const q = req.query as Static<typeof ListNodesQuery>;
     const limit = Math.min(Math.max(Number(q.limit ?? 100), 1), 1000);
-    const nodes = await svc.listNodes({
+    const nodes = await op.listNodes({
       limit,
       ...(q.state ? { state: q.state as NodeState } : {}),
       ...(q.after ? { after: q.after } : {}),
@@ -84,17 +86,17 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     const last = nodes[nodes.length - 1];
     return {
       nodes: nodes.map(({ certificate: _c, spki: _s, ...n }) => n),
-      counts: svc.counts(),
+      counts: await op.counts(),
       ...(nodes.length === limit && last ? { next: last.name } : {}),
     };
   });
   app.get('/v1/admin/nodes/:name', { schema: { params: NameParams } }, async (req) =>
-    svc.showNode((req.params as Static<typeof NameParams>).name),
+    op.showNode((req.params as Static<typeof NameParams>).name),
   );
   for (const action of ['approve', 'reject', 'remove'] as const) {
     app.post(`/v1/admin/nodes/:name/${action}`, { schema: { params: NameParams, body: OperatorBody } }, async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
-      const { certificate: _c, spki: _s, ...node } = await svc[action](name, operator(req.body));
+      const { certificate: _c, spki: _s, ...node } = await op[action](name, operator(req.body));
       return node;
     });
   }
@@ -108,7 +110,7 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
   app.get('/v1/admin/events', { schema: { querystring: EventsQuery } }, async (req, reply) => {
     const q = req.query as Static<typeof EventsQuery>;
     const after = Number(q.after ?? 0);
-    if (q.follow !== 'true') return { events: await svc.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
+    if (q.follow !== 'true') return { events: await op.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
     // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
     reply.hijack();
     const raw = reply.raw;
@@ -125,15 +127,15 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
       if (replaying) buffered.push(ev);
       else write(ev);
     };
-    svc.events.on('event', onEvent);
+    const unwatch = svc.registry.watch(onEvent);
     followers.add(raw);
     const stop = (): void => {
       followers.delete(raw);
-      svc.events.off('event', onEvent);
+      unwatch();
     };
     raw.on('close', stop);
     for (;;) {
-      const page = await svc.listEvents(last, 1000);
+      const page = await op.listEvents(last, 1000);
       for (const ev of page) write(ev);
       if (page.length < 1000) break;
     }

@@ -6,7 +6,7 @@
  */
 import { createMdns, registrarTxt, validateNodeTxt, type Discovered, type Mdns, type Publication } from '../advertiser/index.js';
 import type { Logger } from '../common/log.js';
-import type { MusterEvent } from './registry.js';
+import type { MusterEvent } from '../store/types.js';
 import type { RegistrarService } from './service.js';
 
 export interface RegistrarDiscoveryOptions {
@@ -38,25 +38,27 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
   });
   await mdns.ready();
 
-  const txt = (): Record<string, string> =>
-    registrarTxt({ v: 1, role: 'main', cluster: o.cluster, ca: o.caFingerprint, mode: o.service.mode(), id: o.registrarId });
-  let current = txt();
+  const txt = async (): Promise<Record<string, string>> =>
+    registrarTxt({ v: 1, role: 'main', cluster: o.cluster, ca: o.caFingerprint, mode: await o.service.mode(), id: o.registrarId });
+  let current = await txt();
   const pub: Publication = mdns.publish({ type: 'muster', name: o.registrarId, port: o.port, txt: current });
 
-  // The TXT follows admission changes (install mode on/off, tokens) as a new announcement.
-  const onEvent = (ev: MusterEvent): void => {
-    if (ev.type !== 'install-mode' && ev.type !== 'token') return;
-    // Events fire once durable, just before the service records the new state in memory.
-    setImmediate(refresh);
-  };
-  const refresh = (): void => {
-    const next = txt();
+  // The TXT follows admission changes (install mode on/off, tokens) as a new announcement. The store
+  // tells watchers after the change is durable and readable, so the state read here is the new one
+  // (state first, then the event); refreshes run one after another, in event order.
+  let refreshing = Promise.resolve();
+  const refresh = async (): Promise<void> => {
+    const next = await txt();
     if (next.mode === current.mode) return;
     current = next;
     pub.updateTxt(next);
     log.info({ mode: next.mode }, 'advertisement updated');
   };
-  o.service.events.on('event', onEvent);
+  const onEvent = (ev: MusterEvent): void => {
+    if (ev.type !== 'install-mode' && ev.type !== 'token') return;
+    refreshing = refreshing.then(refresh).catch((err: Error) => log.warn({ err: err.message }, 'could not update the advertisement'));
+  };
+  const unwatch = o.service.registry.watch(onEvent);
 
   const garbage = new Set<string>();
   const heard = (s: Discovered): void => {
@@ -80,7 +82,8 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
   return {
     mdns,
     async close() {
-      o.service.events.off('event', onEvent);
+      unwatch();
+      await refreshing;
       browser.stop();
       await mdns.close();
     },

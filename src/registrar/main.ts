@@ -16,8 +16,9 @@ import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa } from './ca.js';
 import { Metrics } from './metrics.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
+import { openRegistry, type Registry } from '../store/index.js';
 import type { Autoregister } from './policy.js';
-import { Registry } from './registry.js';
+import type { FaultPoint } from './registration.js';
 import { RegistrarService } from './service.js';
 
 export interface RegistrarOptions {
@@ -37,7 +38,7 @@ export interface RegistrarOptions {
   rateLimit?: number;
   maxInFlightJoins?: number;
   nodeConfig?: Record<string, Record<string, string>>;
-  fault?: (point: 'after-accept' | 'after-issue') => void;
+  fault?: (point: FaultPoint) => void;
 }
 
 export interface RunningRegistrar {
@@ -88,18 +89,14 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
 
   let registry: Registry;
   try {
-    registry = await Registry.open(path.join(opts.stateDir, 'registry'));
+    registry = await openRegistry({ kind: 'level', dir: path.join(opts.stateDir, 'registry') }, { now: () => clock.now() });
   } catch (err) {
     const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
     throw new Error(`cannot open the registry in ${opts.stateDir} (${cause}); is another registrar using it?`, { cause: err });
   }
   const cleanup: (() => Promise<unknown>)[] = [() => registry.close()];
   try {
-    let id = await registry.get<string>('m!id');
-    if (!id) {
-      id = 'r-' + randomBytes(5).toString('hex');
-      await registry.commitOps([{ type: 'put', key: 'm!id', value: id }]);
-    }
+    const id = await registry.identity(() => 'r-' + randomBytes(5).toString('hex'));
     const now = new Date(clock.now());
     const { ca, created } = await loadOrCreateCa(path.join(opts.stateDir, 'ca'), `muster CA ${opts.cluster} ${id}`, now);
     if (created) log.info({ ca: ca.fingerprint }, 'created a new certificate authority');
@@ -115,9 +112,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       registrarId: id,
       cluster: opts.cluster,
       role: 'main',
-      get url() {
-        return url;
-      },
+      url: () => url,
       autoregister: opts.autoregister,
       isOnLink: onLinkChecker(opts.interface),
       ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
@@ -126,9 +121,12 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     });
     cleanup.unshift(async () => service.close());
 
-    const metrics = new Metrics({ counts: () => service.counts(), installModeOn: () => service.installModeStatus().on });
+    const metrics = new Metrics({
+      counts: () => service.operator.counts(),
+      installModeOn: async () => (await service.operator.installModeStatus()).on,
+    });
     const api = await buildApi({
-      metrics,
+      onResponse: (r) => metrics.observe(r),
       service,
       log: log.child({ component: 'api' }),
       https: { key: identity.keyPem, cert: identity.certPem },

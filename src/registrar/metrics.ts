@@ -4,14 +4,14 @@
  * several registrars in one process (tests) keep their own counts.
  */
 import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
-import type { NodeState } from './registry.js';
+import type { NodeState } from '../store/types.js';
 
 export class Metrics {
   readonly registry = new PromRegistry();
   readonly requests: Counter<'method' | 'route' | 'status'>;
   readonly joinSeconds: Histogram<'outcome'>;
 
-  constructor(sources: { counts: () => Record<NodeState, number>; installModeOn: () => boolean }) {
+  constructor(sources: { counts: () => Promise<Record<NodeState, number>>; installModeOn: () => Promise<boolean> }) {
     this.requests = new Counter({
       name: 'muster_http_requests_total',
       help: 'HTTPS API requests by method, route and status',
@@ -30,18 +30,24 @@ export class Metrics {
       help: 'Nodes by state',
       labelNames: ['state'],
       registers: [this.registry],
-      collect() {
-        for (const [state, n] of Object.entries(sources.counts())) this.set({ state }, n);
+      async collect() {
+        for (const [state, n] of Object.entries(await sources.counts())) this.set({ state }, n);
       },
     });
     new Gauge({
       name: 'muster_install_mode_on',
       help: '1 while install mode is on',
       registers: [this.registry],
-      collect() {
-        this.set(sources.installModeOn() ? 1 : 0);
+      async collect() {
+        this.set((await sources.installModeOn()) ? 1 : 0);
       },
     });
+  }
+
+  /** Counts one HTTPS answer (the API's ResponseObserver). */
+  observe(r: { method: string; route: string; status: number; seconds: number }): void {
+    this.requests.inc({ method: r.method, route: r.route, status: String(r.status) });
+    if (r.route === '/v1/join' && r.method === 'POST') this.joinSeconds.observe({ outcome: String(r.status) }, r.seconds);
   }
 
   /** Count of requests for one route (all statuses), for tests and the status page. */

@@ -5,10 +5,7 @@
  */
 import os from 'node:os';
 import { BlockList, isIP } from 'node:net';
-
-export function normaliseAddress(addr: string): string {
-  return addr.startsWith('::ffff:') && isIP(addr.slice(7)) === 4 ? addr.slice(7) : addr;
-}
+import { normaliseAddress } from '../common/net.js';
 
 export interface LinkInterfaces {
   [name: string]: os.NetworkInterfaceInfo[] | undefined;

@@ -1,31 +1,17 @@
 /**
- * Admission policy (DESIGN "Admission policy"): join tokens, install mode, approval, behind one
- * default-deny authorizer (CONVENTIONS 4, after smallstep's provisioners). Pure logic over in-memory
- * state and an injected clock; the registrar service persists what `consume()` changes in the same
- * batch as the acceptance. No fastify, no level, no sockets here.
+ * The rules of admission as pure functions (DESIGN "Admission policy"): token state and proof,
+ * install-mode state at a given time. The provisioners in admission/ apply them; no fastify, no
+ * store, no sockets here.
  */
 import { randomBytes } from 'node:crypto';
-import type { Clock } from '../common/clock.js';
 import { formatDuration } from '../common/names.js';
 import { joinProofMac, PROOF_WINDOW_S, safeEqual, type ProofFields } from '../common/proof.js';
+import type { InstallModeState, TokenRecord } from '../store/types.js';
+
+export { INSTALL_MODE_OFF, type InstallModeState, type TokenRecord } from '../store/types.js';
 
 export type Autoregister = 'local' | 'any' | 'off';
 
-export interface TokenRecord {
-  id: string;
-  secret: string;
-  createdAt: string;
-  /** ms since epoch; null: never expires. */
-  expiresAt: number | null;
-  /** null: unlimited. */
-  maxUses: number | null;
-  used: number;
-  roles: string[];
-  clusters: string[];
-  revoked: boolean;
-  revokedAt?: string;
-  description?: string;
-}
 
 /** A token as the operator sees it: never the secret. */
 export type TokenView = Omit<TokenRecord, 'secret'> & { state: 'valid' | 'expired' | 'used-up' | 'revoked' };
@@ -88,21 +74,7 @@ export function checkProof(
   return { ok: true, token };
 }
 
-export interface InstallModeState {
-  on: boolean;
-  /** ms since epoch. */
-  since?: number;
-  until?: number;
-  max: number | null;
-  accepted: number;
-  role?: string;
-  cluster?: string;
-  remote: boolean;
-  /** Why it is off (deadline, max reached, operator). */
-  offReason?: string;
-}
 
-export const INSTALL_MODE_OFF: InstallModeState = { on: false, max: null, accepted: 0, remote: false };
 
 /** Install mode as in force at `now`: past its deadline or count it is off, whatever was stored. */
 export function effectiveInstallMode(s: InstallModeState, now: number): InstallModeState {
@@ -121,91 +93,4 @@ export function describeInstallMode(s: InstallModeState, now: number): string {
   if (e.cluster) parts.push(`cluster ${e.cluster}`);
   parts.push(e.remote ? 'any address' : 'local link only');
   return parts.join(', ');
-}
-
-/** What the registrar knows about a request when it decides. */
-export interface AdmissionRequest {
-  name: string;
-  role: string;
-  cluster: string;
-  key: string;
-  channel: 'http' | 'mdns';
-  address: string;
-  /** The address is on the subnet of an interface the registrar advertises on (no router between). */
-  onLink: boolean;
-  /** A token whose proof verified. */
-  token?: TokenRecord;
-}
-
-export type Verdict =
-  | { kind: 'accept'; rule: 'token' | 'install-mode'; detail: string; tokenId?: string }
-  | { kind: 'deny'; code: 'token_scope'; message: string }
-  | { kind: 'pending'; reason: string };
-
-/** One admission method. Returns undefined when it has no opinion on the request. */
-export interface Provisioner {
-  readonly name: string;
-  evaluate(req: AdmissionRequest, now: number): Verdict | undefined;
-}
-
-export class TokenProvisioner implements Provisioner {
-  readonly name = 'token';
-  constructor(private readonly autoregister: () => Autoregister) {}
-
-  evaluate(req: AdmissionRequest): Verdict | undefined {
-    const t = req.token;
-    if (!t) return undefined;
-    if (t.roles.length && !t.roles.includes(req.role)) {
-      return { kind: 'deny', code: 'token_scope', message: `join token ${t.id} does not allow role ${req.role} (allows ${t.roles.join(', ')})` };
-    }
-    if (t.clusters.length && req.cluster && !t.clusters.includes(req.cluster)) {
-      return { kind: 'deny', code: 'token_scope', message: `join token ${t.id} does not allow cluster ${req.cluster}` };
-    }
-    if (this.autoregister() === 'off') {
-      return { kind: 'pending', reason: `valid join token ${t.id}, but autoregister is off: waiting for approval` };
-    }
-    return { kind: 'accept', rule: 'token', detail: `join token ${t.id}`, tokenId: t.id };
-  }
-}
-
-export class InstallModeProvisioner implements Provisioner {
-  readonly name = 'install-mode';
-  constructor(
-    private readonly state: () => InstallModeState,
-    private readonly autoregister: () => Autoregister,
-  ) {}
-
-  evaluate(req: AdmissionRequest, now: number): Verdict | undefined {
-    const s = effectiveInstallMode(this.state(), now);
-    if (!s.on) return undefined;
-    const auto = this.autoregister();
-    if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
-    if (s.role && s.role !== req.role) return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
-    if (s.cluster && req.cluster && s.cluster !== req.cluster) {
-      return { kind: 'pending', reason: `install mode admits cluster ${s.cluster} only` };
-    }
-    if (!req.onLink && !s.remote && auto !== 'any') {
-      return { kind: 'pending', reason: `install mode admits the local link only and ${req.address} is not on it` };
-    }
-    const where = req.onLink ? `on-link ${req.address}` : `remote ${req.address}`;
-    return { kind: 'accept', rule: 'install-mode', detail: `install mode (${req.channel}, ${where})` };
-  }
-}
-
-/**
- * Default deny: a request is accepted only when a provisioner accepts it. A deny from any provisioner
- * wins over an accept from another; with no accept the node waits for the operator's approval.
- */
-export class Authorizer {
-  constructor(private readonly provisioners: Provisioner[], private readonly clock: Clock) {}
-
-  decide(req: AdmissionRequest): Verdict {
-    const verdicts = this.provisioners.map((p) => p.evaluate(req, this.clock.now())).filter((v) => v !== undefined);
-    const deny = verdicts.find((v) => v.kind === 'deny');
-    if (deny) return deny;
-    const accept = verdicts.find((v) => v.kind === 'accept');
-    if (accept) return accept;
-    const pending = verdicts.find((v) => v.kind === 'pending');
-    return pending ?? { kind: 'pending', reason: 'no token and install mode is off: waiting for approval' };
-  }
 }

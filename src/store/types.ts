@@ -47,6 +47,11 @@ export interface NodeRecord {
   decision?: Decision;
   /** Why it waits (pending only). */
   pendingReason?: string;
+  /**
+   * The key this name advertised over mDNS when it differs from the key the node asked with: such a
+   * node waits for the operator, whatever install mode says (DESIGN "Discovery": a hint, not a credential).
+   */
+  advertisedKey?: string;
   times: Partial<Record<NodeState, string>>;
   lastSeen: string;
   group?: string;

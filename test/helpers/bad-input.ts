@@ -84,14 +84,26 @@ export async function snapshot(reg: TestRegistrar): Promise<Snapshot> {
     'GET',
     '/v1/admin/install-mode',
   );
-  const all = await reg.service.events.scanPrefix<unknown>('');
+  // Everything the registry holds, through its interface: records (with history), tokens (secrets
+  // included), install mode, serials, revocations and the event log.
+  const store = reg.service.registry;
+  const records = await store.listNodes({ limit: 100_000 });
+  const all = {
+    records,
+    history: await Promise.all(records.map((r) => store.history(r.name))),
+    tokens: await store.listTokens(),
+    installMode: await store.getInstallMode(),
+    serials: await store.listSerials(),
+    revocations: await store.listRevocations(),
+    events: await store.listEvents(0, 100_000),
+  };
   return {
-    counts: reg.service.counts(),
-    lastEventSeq: reg.service.events.lastEventSeq(),
+    counts: await store.counts(),
+    lastEventSeq: await store.lastEventSeq(),
     nodes,
     tokens,
     installMode,
-    store: { entries: all.length, sha256: createHash('sha256').update(JSON.stringify(all)).digest('hex') },
+    store: { entries: records.length + all.events.length + all.tokens.length + all.serials.length, sha256: createHash('sha256').update(JSON.stringify(all)).digest('hex') },
   };
 }
 

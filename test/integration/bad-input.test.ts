@@ -602,7 +602,7 @@ describe('admin API bad input', () => {
       400,
       'bad_request',
     );
-    expect(reg.service.counts().pending).toBe(1);
+    expect((await reg.service.operator.counts()).pending).toBe(1);
   });
 
   it('revoke of an unknown token → 404 token_not_found', async () => {
@@ -673,7 +673,7 @@ describe('rate limit', () => {
       expect(retryAfter).toBeGreaterThan(0);
       expect(retryAfter).toBeLessThanOrEqual(60);
       expect(await snapshot(limited)).toEqual(before);
-      expect(limited.service.counts().pending).toBe(0);
+      expect((await limited.service.operator.counts()).pending).toBe(0);
       // Still limited, still the same shape.
       expectError(await api(limited, 'GET', '/v1/info'), 429, 'rate_limited');
     } finally {

@@ -2,7 +2,8 @@
 // interface table instead of the machine's.
 import type { NetworkInterfaceInfo } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { hostAddresses, normaliseAddress, onLinkChecker, type LinkInterfaces } from '../../src/registrar/onlink.js';
+import { normaliseAddress } from '../../src/common/net.js';
+import { hostAddresses, onLinkChecker, type LinkInterfaces } from '../../src/registrar/onlink.js';
 
 function v4(address: string, prefix: number, internal = false): NetworkInterfaceInfo {
   return { address, netmask: '', family: 'IPv4', mac: '00:00:00:00:00:00', internal, cidr: `${address}/${prefix}` };

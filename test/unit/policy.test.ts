@@ -3,21 +3,15 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { joinProofMac, PROOF_WINDOW_S } from '../../src/common/proof.js';
 import {
-  Authorizer,
   checkProof,
   describeInstallMode,
   effectiveInstallMode,
   INSTALL_MODE_OFF,
-  InstallModeProvisioner,
   newToken,
-  TokenProvisioner,
   tokenState,
   tokenView,
-  type AdmissionRequest,
-  type Autoregister,
   type InstallModeState,
   type Proof,
-  type Provisioner,
   type TokenRecord,
 } from '../../src/registrar/policy.js';
 
@@ -223,167 +217,5 @@ describe('install mode state', () => {
     expect(describeInstallMode({ ...on, max: null }, now + 90 * 1000)).toBe('on for 13m30s more, local link only');
     expect(describeInstallMode(on, now + 15 * MIN)).toBe('off (deadline passed)');
     expect(describeInstallMode({ ...on, accepted: 5 }, now)).toBe('off (5 node(s) accepted)');
-  });
-});
-
-describe('Authorizer with TokenProvisioner and InstallModeProvisioner', () => {
-  function setup(opts: { auto?: Autoregister; install?: Partial<InstallModeState> | false } = {}) {
-    const clock = new ManualClock();
-    let auto: Autoregister = opts.auto ?? 'local';
-    let install: InstallModeState =
-      opts.install === false || opts.install === undefined
-        ? INSTALL_MODE_OFF
-        : { on: true, since: clock.now(), until: clock.now() + 15 * MIN, max: null, accepted: 0, remote: false, ...opts.install };
-    const authorizer = new Authorizer(
-      [new TokenProvisioner(() => auto), new InstallModeProvisioner(() => install, () => auto)],
-      clock,
-    );
-    return {
-      clock,
-      authorizer,
-      setAuto: (a: Autoregister) => (auto = a),
-      setInstall: (s: InstallModeState) => (install = s),
-    };
-  }
-
-  const req = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
-    ...fields,
-    channel: 'http',
-    address: '198.18.0.10',
-    onLink: true,
-    ...over,
-  });
-
-  it('defaults to pending when nothing matches', () => {
-    const { authorizer } = setup();
-    const v = authorizer.decide(req());
-    expect(v.kind).toBe('pending');
-    if (v.kind === 'pending') expect(v.reason).toMatch(/approval/);
-    expect(new Authorizer([], new ManualClock()).decide(req()).kind).toBe('pending');
-  });
-
-  it('accepts a verified token, naming it as the rule', () => {
-    const { authorizer, clock } = setup();
-    const t = token(clock);
-    for (const onLink of [true, false]) {
-      const v = authorizer.decide(req({ token: t, onLink, address: onLink ? '198.18.0.10' : '203.0.113.9' }));
-      expect(v).toEqual({ kind: 'accept', rule: 'token', detail: `join token ${t.id}`, tokenId: t.id });
-    }
-  });
-
-  it('accepts a token whose scope matches, and denies a role outside it with token_scope', () => {
-    const { authorizer, clock } = setup();
-    const t = token(clock, { roles: ['worker', 'gpu'] });
-    expect(authorizer.decide(req({ token: t })).kind).toBe('accept');
-    const v = authorizer.decide(req({ token: t, role: 'storage' }));
-    expect(v.kind).toBe('deny');
-    if (v.kind === 'deny') {
-      expect(v.code).toBe('token_scope');
-      expect(v.message).toContain('role storage');
-      expect(v.message).not.toContain(t.secret);
-    }
-  });
-
-  it('denies a cluster outside the token scope; an empty requested cluster is allowed', () => {
-    const { authorizer, clock } = setup();
-    const t = token(clock, { clusters: ['edge'] });
-    expect(authorizer.decide(req({ token: t, cluster: 'core' }))).toMatchObject({ kind: 'deny', code: 'token_scope' });
-    expect(authorizer.decide(req({ token: t, cluster: 'edge' })).kind).toBe('accept');
-    expect(authorizer.decide(req({ token: t, cluster: '' })).kind).toBe('accept');
-  });
-
-  it("autoregister 'off': a valid token or install mode leaves the node pending", () => {
-    const { authorizer, clock } = setup({ auto: 'off', install: { remote: true } });
-    const t = token(clock);
-    expect(authorizer.decide(req({ token: t })).kind).toBe('pending');
-    expect(authorizer.decide(req()).kind).toBe('pending');
-    expect(authorizer.decide(req({ onLink: false })).kind).toBe('pending');
-  });
-
-  it("autoregister 'off' still denies a token used outside its scope", () => {
-    const { authorizer, clock } = setup({ auto: 'off' });
-    const t = token(clock, { roles: ['gpu'] });
-    expect(authorizer.decide(req({ token: t })).kind).toBe('deny');
-  });
-
-  it("install mode with autoregister 'local' accepts on-link nodes only", () => {
-    const { authorizer } = setup({ install: {} });
-    const on = authorizer.decide(req({ channel: 'mdns' }));
-    expect(on).toMatchObject({ kind: 'accept', rule: 'install-mode' });
-    if (on.kind === 'accept') expect(on.detail).toContain('on-link 198.18.0.10');
-    const off = authorizer.decide(req({ onLink: false, address: '203.0.113.9' }));
-    expect(off.kind).toBe('pending');
-    if (off.kind === 'pending') expect(off.reason).toContain('203.0.113.9');
-  });
-
-  it('install mode --remote, or autoregister any, also accepts off-link nodes', () => {
-    const remote = setup({ install: { remote: true } });
-    const v = remote.authorizer.decide(req({ onLink: false, address: '203.0.113.9' }));
-    expect(v).toMatchObject({ kind: 'accept', rule: 'install-mode' });
-    if (v.kind === 'accept') expect(v.detail).toContain('remote 203.0.113.9');
-    const any = setup({ auto: 'any', install: {} });
-    expect(any.authorizer.decide(req({ onLink: false, address: '203.0.113.9' })).kind).toBe('accept');
-  });
-
-  it('install mode role and cluster filters', () => {
-    const { authorizer } = setup({ install: { role: 'worker', cluster: 'edge' } });
-    expect(authorizer.decide(req()).kind).toBe('accept');
-    expect(authorizer.decide(req({ role: 'storage' })).kind).toBe('pending');
-    expect(authorizer.decide(req({ cluster: 'core' })).kind).toBe('pending');
-  });
-
-  it('install mode ends at its deadline and at its count, by the clock', () => {
-    const s = setup({ install: { max: 2, accepted: 1 } });
-    expect(s.authorizer.decide(req()).kind).toBe('accept');
-    s.setInstall({ on: true, since: s.clock.now(), until: s.clock.now() + 15 * MIN, max: 2, accepted: 2, remote: false });
-    expect(s.authorizer.decide(req()).kind).toBe('pending');
-    s.setInstall({ on: true, since: s.clock.now(), until: s.clock.now() + 15 * MIN, max: null, accepted: 0, remote: false });
-    s.clock.advance(15 * MIN - 1);
-    expect(s.authorizer.decide(req()).kind).toBe('accept');
-    s.clock.advance(1);
-    expect(s.authorizer.decide(req()).kind).toBe('pending');
-  });
-
-  it('reads autoregister at decision time', () => {
-    const s = setup({ install: {} });
-    expect(s.authorizer.decide(req()).kind).toBe('accept');
-    s.setAuto('off');
-    expect(s.authorizer.decide(req()).kind).toBe('pending');
-  });
-
-  it('a deny wins over an accept', () => {
-    // Install mode would accept this on-link node; its out-of-scope token denies it.
-    const { authorizer, clock } = setup({ install: {} });
-    const t = token(clock, { roles: ['gpu'] });
-    expect(authorizer.decide(req()).kind).toBe('accept');
-    expect(authorizer.decide(req({ token: t }))).toMatchObject({ kind: 'deny', code: 'token_scope' });
-
-    // Order of provisioners does not matter.
-    const accept: Provisioner = { name: 'yes', evaluate: () => ({ kind: 'accept', rule: 'token', detail: 'x' }) };
-    const deny: Provisioner = { name: 'no', evaluate: () => ({ kind: 'deny', code: 'token_scope', message: 'no' }) };
-    expect(new Authorizer([accept, deny], clock).decide(req()).kind).toBe('deny');
-    expect(new Authorizer([deny, accept], clock).decide(req()).kind).toBe('deny');
-  });
-
-  it('an accept wins over a pending, and a provisioner pending reason is kept', () => {
-    const clock = new ManualClock();
-    const pending: Provisioner = { name: 'wait', evaluate: () => ({ kind: 'pending', reason: 'because' }) };
-    const accept: Provisioner = { name: 'yes', evaluate: () => ({ kind: 'accept', rule: 'install-mode', detail: 'x' }) };
-    expect(new Authorizer([pending, accept], clock).decide(req()).kind).toBe('accept');
-    expect(new Authorizer([pending], clock).decide(req())).toEqual({ kind: 'pending', reason: 'because' });
-  });
-
-  it('passes the clock time to provisioners', () => {
-    const clock = new ManualClock(12345);
-    let seen = -1;
-    const spy: Provisioner = {
-      name: 'spy',
-      evaluate: (_r, now) => {
-        seen = now;
-        return undefined;
-      },
-    };
-    new Authorizer([spy], clock).decide(req());
-    expect(seen).toBe(12345);
   });
 });

@@ -1,0 +1,88 @@
+/**
+ * Wire schemas of the registrar's admin API (the operator CLI's only server), as JSON Schema via
+ * TypeBox. The limits are the CLI's too (common/limits.ts): the CLI refuses in the operator's words
+ * what this API would refuse.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  EVENTS_PAGE_MAX,
+  INSTALL_MODE_FOR_MAX_MS,
+  INSTALL_MODE_FOR_MIN_MS,
+  INSTALL_MODE_MAX_MAX,
+  INSTALL_MODE_MAX_MIN,
+  NODES_PAGE_MAX,
+  OPERATOR_NAME_MAX,
+  TOKEN_DESCRIPTION_MAX,
+  TOKEN_SCOPE_MAX,
+  TOKEN_TTL_MAX_MS,
+  TOKEN_TTL_MIN_MS,
+  TOKEN_USES_MAX,
+  TOKEN_USES_MIN,
+} from '../common/limits.js';
+import { TOKEN_ID_PATTERN } from '../common/proof.js';
+import { NODE_STATES } from '../store/types.js';
+import { DigitString, Label } from '../fallback/schemas.js';
+
+export { NameParams } from '../fallback/schemas.js';
+
+/**
+ * A decimal string from 1 to max, max a power of ten (query strings arrive as strings; muster turns
+ * coercion off).
+ */
+const upTo = (max: number): string => {
+  const d = String(max).length;
+  return `^(?:[1-9][0-9]{0,${d - 2}}|${max})$`;
+};
+const SEQ = '^[0-9]{1,15}$';
+
+export const NodeStateSchema = Type.Union(NODE_STATES.map((s) => Type.Literal(s)));
+
+export const ListNodesQuery = Type.Object(
+  {
+    state: Type.Optional(NodeStateSchema),
+    after: Type.Optional(Type.String({ maxLength: 63 })),
+    limit: Type.Optional(DigitString(upTo(NODES_PAGE_MAX))),
+  },
+  { additionalProperties: false },
+);
+
+export const InstallModeBody = Type.Union([
+  Type.Object(
+    {
+      on: Type.Literal(true),
+      forMs: Type.Integer({ minimum: INSTALL_MODE_FOR_MIN_MS, maximum: INSTALL_MODE_FOR_MAX_MS }),
+      max: Type.Optional(Type.Integer({ minimum: INSTALL_MODE_MAX_MIN, maximum: INSTALL_MODE_MAX_MAX })),
+      role: Type.Optional(Label),
+      cluster: Type.Optional(Label),
+      remote: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object({ on: Type.Literal(false) }, { additionalProperties: false }),
+]);
+export type InstallModeBody = Static<typeof InstallModeBody>;
+
+export const CreateTokenBody = Type.Object(
+  {
+    ttlMs: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_TTL_MIN_MS, maximum: TOKEN_TTL_MAX_MS })])),
+    uses: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_USES_MIN, maximum: TOKEN_USES_MAX })])),
+    roles: Type.Optional(Type.Array(Label, { maxItems: TOKEN_SCOPE_MAX })),
+    clusters: Type.Optional(Type.Array(Label, { maxItems: TOKEN_SCOPE_MAX })),
+    description: Type.Optional(Type.String({ maxLength: TOKEN_DESCRIPTION_MAX })),
+  },
+  { additionalProperties: false },
+);
+export type CreateTokenBody = Static<typeof CreateTokenBody>;
+
+export const TokenIdParams = Type.Object({ id: Type.String({ pattern: TOKEN_ID_PATTERN }) }, { additionalProperties: false });
+
+export const OperatorBody = Type.Object({ operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })) }, { additionalProperties: false });
+
+export const EventsQuery = Type.Object(
+  {
+    after: Type.Optional(DigitString(SEQ)),
+    limit: Type.Optional(DigitString(upTo(EVENTS_PAGE_MAX))),
+    follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+  },
+  { additionalProperties: false },
+);

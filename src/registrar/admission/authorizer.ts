@@ -1,0 +1,120 @@
+/**
+ * The authorizer (DESIGN "Admission policy", CONVENTIONS 4): every rule that can admit or refuse a
+ * join sits here, behind one default-deny interface, after smallstep's provisioners. Each
+ * provisioner checks its own credential (the token provisioner its proof, install mode the peer's
+ * locality) and returns a verdict or no opinion. A deny from any of them wins; an accept needs a
+ * provisioner that accepts; with neither, the node waits for the operator's approval, unless the
+ * pending queue is full.
+ *
+ * No fastify, no bonjour-service, no store layout here: what a provisioner needs from the registry
+ * it gets through the narrow functions it is built with.
+ */
+import type { Clock } from '../../common/clock.js';
+import type { ErrorCode } from '../../common/errors.js';
+import type { Channel } from '../../store/types.js';
+import type { Proof } from '../policy.js';
+
+/** What the registrar knows about a join when it decides. */
+export interface AdmissionRequest {
+  name: string;
+  role: string;
+  cluster: string;
+  /** Fingerprint of the key in the CSR. */
+  key: string;
+  channel: Channel;
+  /** The TCP peer address: locality comes from here, never from a packet (DESIGN "Admission policy"). */
+  address: string;
+  /** The peer is on the subnet of an interface the registrar advertises on (no router between). */
+  onLink: boolean;
+  /** The token proof the node sent, unchecked (the token provisioner checks it). */
+  proof?: Proof;
+  /** The node's mDNS advertisement the registrar heard for this name, if any: a hint, not a credential. */
+  heard?: { key: string; addresses: string[] };
+  /** This (name, key) already waits for approval: the pending cap does not apply to it again. */
+  alreadyPending?: boolean;
+}
+
+export type AcceptRule = 'token' | 'install-mode';
+
+export type Verdict =
+  | {
+      kind: 'accept';
+      rule: AcceptRule;
+      detail: string;
+      /** The token that admits (rule 'token'). */
+      tokenId?: string;
+      /** The install-mode window that admits (rule 'install-mode'), by its start. */
+      since?: number;
+    }
+  | {
+      kind: 'deny';
+      code: ErrorCode;
+      /** For the client: generic where detail would help an attacker (smallstep's errs). */
+      message: string;
+      /** For the log only: the detailed cause. */
+      cause?: string;
+      retryAfter?: number;
+    }
+  | { kind: 'pending'; reason: string };
+
+/** One admission method, or a rule that can only refuse. Undefined: no opinion. */
+export interface Provisioner {
+  readonly name: string;
+  /**
+   * 'screen' rules judge the request alone (the cluster asked for) and run before the registrar
+   * looks at what it decided earlier for this name; 'admit' rules run when a decision is needed.
+   */
+  readonly stage?: 'screen' | 'admit';
+  evaluate(req: AdmissionRequest, now: number): Verdict | undefined | Promise<Verdict | undefined>;
+}
+
+export const DEFAULT_PENDING_REASON = 'no token and install mode is off: waiting for approval';
+
+export interface AuthorizerOptions {
+  clock: Clock;
+  /** Refuse new pending records beyond this many (a full queue is closed for now, not unbounded). */
+  pendingCap?: { max: number; count: () => Promise<number> };
+}
+
+export class Authorizer {
+  constructor(
+    private readonly provisioners: Provisioner[],
+    private readonly opts: AuthorizerOptions,
+  ) {}
+
+  /** The request-only rules: a deny, or undefined. */
+  async screen(req: AdmissionRequest): Promise<Extract<Verdict, { kind: 'deny' }> | undefined> {
+    const now = this.opts.clock.now();
+    for (const p of this.provisioners) {
+      if (p.stage !== 'screen') continue;
+      const v = await p.evaluate(req, now);
+      if (v?.kind === 'deny') return v;
+    }
+    return undefined;
+  }
+
+  async decide(req: AdmissionRequest): Promise<Verdict> {
+    const now = this.opts.clock.now();
+    const verdicts: Verdict[] = [];
+    for (const p of this.provisioners) {
+      const v = await p.evaluate(req, now);
+      if (v) verdicts.push(v);
+    }
+    const deny = verdicts.find((v) => v.kind === 'deny');
+    if (deny) return deny;
+    const accept = verdicts.find((v) => v.kind === 'accept');
+    if (accept) return accept;
+    const pending = verdicts.find((v) => v.kind === 'pending') ?? { kind: 'pending', reason: DEFAULT_PENDING_REASON };
+    const cap = this.opts.pendingCap;
+    if (cap && !req.alreadyPending && (await cap.count()) >= cap.max) {
+      return {
+        kind: 'deny',
+        code: 'closed',
+        message: 'too many nodes are waiting for approval; the registrar takes no more for now',
+        cause: `pending queue full (${cap.max})`,
+        retryAfter: 60,
+      };
+    }
+    return pending;
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * The install-mode provisioner (DESIGN "Install mode"): while install mode is on, nodes that match
+ * its scope are accepted without a token: those on the local link (the TCP peer's subnet), and with
+ * --remote (or autoregister any) those from anywhere. Counts acceptances in flight against --max.
+ *
+ * A heard advertisement is a hint: a node whose CSR carries the key it advertised over mDNS counts as
+ * heard on the LAN; one whose CSR carries another key than the advertised one is not admitted by
+ * install mode (it waits for the operator).
+ */
+import type { InstallModeState } from '../../store/types.js';
+import { effectiveInstallMode, type Autoregister } from '../policy.js';
+import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
+
+export interface InstallModeProvisionerDeps {
+  state(): Promise<InstallModeState>;
+  /** Acceptances of this window in flight. */
+  inflight(): number;
+  autoregister(): Autoregister;
+}
+
+export class InstallModeProvisioner implements Provisioner {
+  readonly name = 'install-mode';
+  constructor(private readonly deps: InstallModeProvisionerDeps) {}
+
+  async evaluate(req: AdmissionRequest, now: number): Promise<Verdict | undefined> {
+    const stored = await this.deps.state();
+    const s = effectiveInstallMode({ ...stored, accepted: stored.accepted + this.deps.inflight() }, now);
+    if (!s.on) return undefined;
+    const auto = this.deps.autoregister();
+    if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
+    if (s.role && s.role !== req.role) return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
+    if (s.cluster && req.cluster && s.cluster !== req.cluster) {
+      return { kind: 'pending', reason: `install mode admits cluster ${s.cluster} only` };
+    }
+    if (req.heard && req.heard.key !== req.key) {
+      return {
+        kind: 'pending',
+        reason: `the key differs from the one ${req.name} advertised over mDNS (${req.heard.key}): waiting for approval`,
+      };
+    }
+    const heardSame = req.heard?.key === req.key;
+    const onLink = req.onLink || heardSame;
+    if (!onLink && !s.remote && auto !== 'any') {
+      return { kind: 'pending', reason: `install mode admits the local link only and ${req.address} is not on it` };
+    }
+    const channel = heardSame ? 'mdns' : req.channel;
+    const where = onLink ? `on-link ${req.address}` : `remote ${req.address}`;
+    return { kind: 'accept', rule: 'install-mode', detail: `install mode (${channel}, ${where})`, since: s.since ?? 0 };
+  }
+}

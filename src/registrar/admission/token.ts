@@ -1,0 +1,42 @@
+/**
+ * The join-token provisioner (DESIGN "Join tokens"): checks the node's proof against the token it
+ * names (HMAC over name, role, cluster, key and time; the secret never crosses the wire), the token's
+ * state (counting uses in flight), then its scope. The client only ever hears "bad proof"; the log
+ * gets the cause.
+ */
+import type { TokenRecord } from '../../store/types.js';
+import { checkProof, type Autoregister } from '../policy.js';
+import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
+
+export interface TokenProvisionerDeps {
+  token(id: string): Promise<TokenRecord | undefined>;
+  /** Uses held by acceptances in flight. */
+  inflight(id: string): number;
+  autoregister(): Autoregister;
+}
+
+export const BAD_PROOF_MESSAGE =
+  'the join token proof is not valid (wrong, revoked, expired or used-up token, or clock skew over 5 minutes)';
+
+export class TokenProvisioner implements Provisioner {
+  readonly name = 'token';
+  constructor(private readonly deps: TokenProvisionerDeps) {}
+
+  async evaluate(req: AdmissionRequest, now: number): Promise<Verdict | undefined> {
+    if (!req.proof) return undefined;
+    const stored = await this.deps.token(req.proof.id);
+    const t = stored && { ...stored, used: stored.used + this.deps.inflight(stored.id) };
+    const checked = checkProof(t, req.proof, { name: req.name, role: req.role, cluster: req.cluster, key: req.key }, now);
+    if (!checked.ok) return { kind: 'deny', code: 'bad_proof', message: BAD_PROOF_MESSAGE, cause: checked.reason };
+    if (t!.roles.length && !t!.roles.includes(req.role)) {
+      return { kind: 'deny', code: 'token_scope', message: `join token ${t!.id} does not allow role ${req.role} (allows ${t!.roles.join(', ')})` };
+    }
+    if (t!.clusters.length && req.cluster && !t!.clusters.includes(req.cluster)) {
+      return { kind: 'deny', code: 'token_scope', message: `join token ${t!.id} does not allow cluster ${req.cluster}` };
+    }
+    if (this.deps.autoregister() === 'off') {
+      return { kind: 'pending', reason: `valid join token ${t!.id}, but autoregister is off: waiting for approval` };
+    }
+    return { kind: 'accept', rule: 'token', detail: `join token ${t!.id}`, tokenId: t!.id };
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The issuer: turns an accepted node record into a signed certificate (serial allocated from the
+ * store, never reused) and a node record into its credentials bundle (DESIGN "The credentials
+ * bundle"). It writes nothing: the caller lands the certificate with the decision in one Change.
+ */
+import type { Clock } from '../common/clock.js';
+import { bundleMac, type Bundle } from '../common/proof.js';
+import { issueCertificateAsync, makeSerial, serialHex, toPem } from '../common/x509.js';
+import type { Registry, SerialRecord } from '../store/registry.js';
+import type { NodeRecord } from '../store/types.js';
+import type { CertificateAuthority } from './ca.js';
+
+export const DEFAULT_CERT_LIFETIME_MS = 90 * 86_400_000;
+
+export interface IssuerOptions {
+  ca: CertificateAuthority;
+  registry: Registry;
+  clock: Clock;
+  cluster: string;
+  registrarId: string;
+  /** The registrar's own URL (known once it listens). */
+  url: () => string;
+  certLifetimeMs?: number;
+  /** String values written to nodes' config, for every node ('*') and per role. */
+  nodeConfig?: Record<string, Record<string, string>>;
+}
+
+export class Issuer {
+  constructor(private readonly o: IssuerOptions) {}
+
+  get caPem(): string {
+    return this.o.ca.certPem;
+  }
+
+  get caFingerprint(): string {
+    return this.o.ca.fingerprint;
+  }
+
+  /** Signs the certificate of an accepted node; returns the issued record and the serial to store with it. */
+  async certify(rec: NodeRecord): Promise<{ next: NodeRecord; serial: SerialRecord }> {
+    const now = this.o.clock.now();
+    const counter = await this.o.registry.allocateSerial();
+    const serial = makeSerial(counter);
+    const hex = serialHex(serial);
+    const notAfter = new Date(now + (this.o.certLifetimeMs ?? DEFAULT_CERT_LIFETIME_MS));
+    const der = await issueCertificateAsync(this.o.ca.issuer, {
+      serial,
+      subject: { cn: rec.name, o: this.o.cluster, ou: rec.role },
+      spki: Buffer.from(rec.spki, 'base64'),
+      notBefore: new Date(now - 5 * 60_000), // tolerate a node clock a little behind
+      notAfter,
+      dnsNames: [rec.name],
+      usage: 'client-server',
+    });
+    const nowIso = new Date(now).toISOString();
+    const { pendingReason: _p, ...rest } = rec;
+    const next: NodeRecord = {
+      ...rest,
+      state: 'issued',
+      serial: hex,
+      certificate: toPem(der, 'CERTIFICATE'),
+      notAfter: notAfter.toISOString(),
+      issuedAt: nowIso,
+      times: { ...rec.times, issued: nowIso },
+    };
+    return { next, serial: { counter, serial: hex, name: rec.name } };
+  }
+
+  /** The bundle of an issued node, MACed with the token secret when a token admitted it. */
+  async bundle(rec: NodeRecord): Promise<Bundle> {
+    const cfg = this.o.nodeConfig ?? {};
+    const bundle: Bundle = {
+      v: 1,
+      cluster: this.o.cluster,
+      node: rec.name,
+      role: rec.role,
+      certificate: rec.certificate!,
+      chain: [],
+      ca: this.o.ca.certPem,
+      registrar: { url: this.o.url(), id: this.o.registrarId },
+      config: { ...(cfg['*'] ?? {}), ...(cfg[rec.role] ?? {}) },
+      issuedAt: rec.issuedAt!,
+    };
+    const token = rec.tokenId ? await this.o.registry.getToken(rec.tokenId) : undefined;
+    if (token) bundle.mac = bundleMac(token.secret, bundle);
+    return bundle;
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Operator actions (DESIGN "CLI", admin API): approve, reject, remove, tokens and install mode, each
+ * a registry transition with its event, plus the install-mode deadline timer on the injected clock.
+ * Turning install mode on admits the nodes already waiting that it would admit if they asked now
+ * (same scope, locality and --max); their long polls answer at once.
+ */
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { MusterError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { assertLabel } from '../common/names.js';
+import { isStoreConflict, type ListNodesOptions, type Registry } from '../store/registry.js';
+import type { InstallModeState, MusterEvent, NodeRecord, NodeState } from '../store/types.js';
+import type { Authorizer } from './admission/authorizer.js';
+import { describeInstallMode, effectiveInstallMode, newToken, tokenView, type TokenView } from './policy.js';
+import type { Registration } from './registration.js';
+
+export type InstallModeView = InstallModeState & { description: string; admitted?: string[] };
+
+export interface OperatorOptions {
+  registry: Registry;
+  registration: Registration;
+  authorizer: Authorizer;
+  clock: Clock;
+  log: Logger;
+  isOnLink: (address: string) => boolean;
+  fault?: (point: 'after-accept' | 'after-issue') => void;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class Operator {
+  private installTimer: TimerHandle | undefined;
+  private readonly unwatch: () => void;
+  private closed = false;
+
+  private constructor(private readonly o: OperatorOptions) {
+    // The deadline timer follows the stored state: armed when install mode goes on, dropped when it
+    // goes off (by the operator, the deadline, or the store at --max).
+    this.unwatch = o.registry.watch((ev: MusterEvent) => {
+      if (ev.type === 'install-mode') void this.armInstallTimer();
+    });
+  }
+
+  static async create(o: OperatorOptions): Promise<Operator> {
+    const op = new Operator(o);
+    await op.settleInstallMode();
+    return op;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.unwatch();
+    this.disarmInstallTimer();
+  }
+
+  private get log(): Logger {
+    return this.o.log;
+  }
+
+  private nowIso(): string {
+    return new Date(this.o.clock.now()).toISOString();
+  }
+
+  private async existing(name: string): Promise<NodeRecord> {
+    const rec = await this.o.registry.getNode(name);
+    if (!rec) throw new MusterError('not_found', `no node named ${name}`);
+    return rec;
+  }
+
+  // ---- nodes ----
+
+  async approve(name: string, operator: string): Promise<NodeRecord> {
+    assertLabel('node name', name);
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.existing(name);
+      if (rec.state === 'heard') {
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} was only heard over mDNS and has not asked to join yet; approve it once it is pending`,
+        );
+      }
+      if (rec.state !== 'pending') throw new MusterError('invalid_state', `node ${name} is ${rec.state}; only a pending node can be approved`);
+      const nowIso = this.nowIso();
+      const { pendingReason: _p, advertisedKey: _a, ...rest } = rec;
+      const accepted: NodeRecord = {
+        ...rest,
+        state: 'accepted',
+        decision: { rule: 'approval', detail: `approved by ${operator}`, at: nowIso },
+        times: { ...rec.times, accepted: nowIso },
+      };
+      // Two durable steps (an approval has no CSR to sign in the same breath): accepted, then issued.
+      // A crash between them is finished at start or by the node's next poll.
+      await this.o.registry.apply({
+        nodes: [{ expectRev: rec.rev, next: accepted }],
+        events: [{ type: 'accepted', name, detail: { rule: 'approval', reason: `approved by ${operator}`, key: rec.key } }],
+      });
+      this.log.info({ node: name, key: rec.key, rule: 'approval', operator }, 'node accepted');
+      this.o.fault?.('after-accept');
+      return this.o.registration.issueLocked({ ...accepted, rev: rec.rev + 1 });
+    });
+  }
+
+  async reject(name: string, operator: string): Promise<NodeRecord> {
+    assertLabel('node name', name);
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.existing(name);
+      if (rec.state !== 'pending' && rec.state !== 'heard') {
+        throw new MusterError('invalid_state', `node ${name} is ${rec.state}; only a pending node can be rejected (use remove)`);
+      }
+      const nowIso = this.nowIso();
+      const { pendingReason: _p, ...rest } = rec;
+      const next: NodeRecord = {
+        ...rest,
+        state: 'rejected',
+        decision: { rule: 'refused', detail: `rejected by ${operator}`, at: nowIso },
+        times: { ...rec.times, rejected: nowIso },
+      };
+      await this.o.registry.apply({
+        nodes: [{ expectRev: rec.rev, next }],
+        events: [{ type: 'rejected', name, detail: { reason: `rejected by ${operator}` } }],
+      });
+      this.log.info({ node: name, key: rec.key, operator }, 'node rejected');
+      return { ...next, rev: rec.rev + 1 };
+    });
+  }
+
+  async remove(name: string, operator: string): Promise<NodeRecord> {
+    assertLabel('node name', name);
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.existing(name);
+      if (rec.state === 'removed') return rec;
+      return this.o.registration.removeLocked(rec, `removed by ${operator}`);
+    });
+  }
+
+  async showNode(name: string): Promise<{ node: NodeRecord; history: NodeRecord[] }> {
+    assertLabel('node name', name);
+    return { node: await this.existing(name), history: await this.o.registry.history(name) };
+  }
+
+  listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
+    return this.o.registry.listNodes(opts);
+  }
+
+  counts(): Promise<Record<NodeState, number>> {
+    return this.o.registry.counts();
+  }
+
+  listEvents(after: number, limit: number): Promise<MusterEvent[]> {
+    return this.o.registry.listEvents(after, limit);
+  }
+
+  // ---- tokens ----
+
+  async createToken(opts: {
+    ttlMs: number | null;
+    maxUses: number | null;
+    roles: string[];
+    clusters: string[];
+    description?: string;
+  }): Promise<{ token: string; view: TokenView }> {
+    for (const r of opts.roles) assertLabel('role', r);
+    for (const c of opts.clusters) assertLabel('cluster', c);
+    const now = this.o.clock.now();
+    const t = newToken(now, opts);
+    await this.o.registry.apply({
+      putToken: t,
+      events: [
+        {
+          type: 'token',
+          detail: { action: 'created', id: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses, expiresAt: t.expiresAt },
+        },
+      ],
+    });
+    this.log.info({ tokenId: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses }, 'join token created');
+    return { token: `${t.id}.${t.secret}`, view: tokenView(t, now) };
+  }
+
+  async listTokens(): Promise<TokenView[]> {
+    const now = this.o.clock.now();
+    return (await this.o.registry.listTokens()).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).map((t) => tokenView(t, now));
+  }
+
+  async revokeToken(id: string): Promise<TokenView> {
+    const t = await this.o.registry.getToken(id);
+    if (!t) throw new MusterError('token_not_found', `no join token with id ${id}`);
+    const now = this.o.clock.now();
+    if (t.revoked) return tokenView(t, now);
+    const next = { ...t, revoked: true, revokedAt: new Date(now).toISOString() };
+    await this.o.registry.apply({ putToken: next, events: [{ type: 'token', detail: { action: 'revoked', id } }] });
+    this.log.info({ tokenId: id }, 'join token revoked');
+    return tokenView((await this.o.registry.getToken(id)) ?? next, now);
+  }
+
+  // ---- install mode ----
+
+  async installModeStatus(): Promise<InstallModeView> {
+    const now = this.o.clock.now();
+    const s = await this.o.registry.getInstallMode();
+    return { ...effectiveInstallMode(s, now), description: describeInstallMode(s, now) };
+  }
+
+  async installModeOn(opts: { forMs: number; max: number | null; role?: string; cluster?: string; remote: boolean }): Promise<InstallModeView> {
+    if (!(opts.forMs >= 1000)) throw new MusterError('bad_request', 'install mode needs a duration of at least 1s (--for)');
+    if (opts.max !== null && opts.max < 1) throw new MusterError('bad_request', '--max must be at least 1');
+    if (opts.role) assertLabel('role', opts.role);
+    if (opts.cluster) assertLabel('cluster', opts.cluster);
+    const now = this.o.clock.now();
+    const next: InstallModeState = {
+      on: true,
+      since: now,
+      until: now + opts.forMs,
+      max: opts.max,
+      accepted: 0,
+      remote: opts.remote,
+      ...(opts.role ? { role: opts.role } : {}),
+      ...(opts.cluster ? { cluster: opts.cluster } : {}),
+    };
+    await this.o.registry.apply({
+      setInstallMode: next,
+      events: [
+        {
+          type: 'install-mode',
+          detail: { on: true, until: new Date(next.until!).toISOString(), max: next.max, role: next.role, cluster: next.cluster, remote: next.remote },
+        },
+      ],
+    });
+    this.log.info({ installMode: describeInstallMode(next, now) }, 'install mode on');
+    const admitted = await this.admitWaiting();
+    return { ...(await this.installModeStatus()), admitted };
+  }
+
+  async installModeOff(reason = 'turned off by the operator'): Promise<InstallModeView> {
+    const cur = await this.o.registry.getInstallMode();
+    if (cur.on) {
+      const next: InstallModeState = { ...cur, on: false, offReason: reason };
+      await this.o.registry.apply({ setInstallMode: next, events: [{ type: 'install-mode', detail: { on: false, reason } }] });
+      this.log.info({ reason }, 'install mode off');
+    }
+    return this.installModeStatus();
+  }
+
+  /**
+   * Admits the pending nodes that install mode, just turned on, would admit if they asked now: the
+   * same authorizer, the locality of the address they asked from, the window's --max (the store
+   * counts each use, so this never over-admits). Returns their names.
+   */
+  async admitWaiting(): Promise<string[]> {
+    const admitted: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.o.registry.listNodes({ state: 'pending', limit: 500, ...(after ? { after } : {}) });
+      for (const candidate of page) {
+        const im = effectiveInstallMode(await this.o.registry.getInstallMode(), this.o.clock.now());
+        if (!im.on) return admitted;
+        const ok = await this.o.registration.locks.run(candidate.name, async () => {
+          const rec = await this.o.registry.getNode(candidate.name);
+          if (rec?.state !== 'pending' || !rec.spki) return false;
+          const address = rec.addresses[0] ?? '';
+          const verdict = await this.o.authorizer.decide({
+            name: rec.name,
+            role: rec.role,
+            cluster: rec.cluster,
+            key: rec.key,
+            channel: rec.channel,
+            address,
+            onLink: address !== '' && this.o.isOnLink(address),
+            ...(rec.advertisedKey ? { heard: { key: rec.advertisedKey, addresses: [] } } : {}),
+            alreadyPending: true,
+          });
+          if (verdict.kind !== 'accept' || verdict.rule !== 'install-mode') return false;
+          try {
+            await this.o.registration.admitLocked(rec, rec, verdict, false, { key: rec.key, address, channel: rec.channel });
+            return true;
+          } catch (err) {
+            if (isStoreConflict(err)) return false; // --max reached or the record moved on
+            throw err;
+          }
+        });
+        if (ok) admitted.push(candidate.name);
+      }
+      if (page.length < 500) return admitted;
+      after = page[page.length - 1]!.name;
+    }
+  }
+
+  /** At start and at the deadline: a stored "on" past its deadline or count is written back as off. */
+  private async settleInstallMode(): Promise<void> {
+    const cur = await this.o.registry.getInstallMode();
+    const eff = effectiveInstallMode(cur, this.o.clock.now());
+    if (cur.on && !eff.on) await this.installModeOff(eff.offReason);
+    else await this.armInstallTimer();
+  }
+
+  private async armInstallTimer(): Promise<void> {
+    const cur = await this.o.registry.getInstallMode();
+    this.disarmInstallTimer();
+    if (this.closed || !cur.on || cur.until === undefined) return;
+    const ms = cur.until - this.o.clock.now();
+    this.installTimer = this.o.clock.setTimeout(() => {
+      this.installTimer = undefined;
+      if (ms > MAX_TIMER_MS) void this.armInstallTimer();
+      else void this.settleInstallMode().catch((err) => this.log.error({ err }, 'cannot switch install mode off'));
+    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+  }
+
+  private disarmInstallTimer(): void {
+    if (this.installTimer) this.o.clock.clearTimeout(this.installTimer);
+    this.installTimer = undefined;
+  }
+}

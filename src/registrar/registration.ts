@@ -1,0 +1,373 @@
+/**
+ * The exactly-once core (DESIGN "Exactly once", CONVENTIONS 5): join, heard, ack and leave. A join
+ * reads top to bottom: screen the request -> look at what was decided before for this (name, key) ->
+ * ask the authorizer -> ONE registry change (acceptance, certificate, token use or install-mode slot
+ * and events together) -> the bundle. Nothing here knows HTTP or mDNS.
+ *
+ * Work on one name is serialised in this process (KeyedMutex); the store's compare-and-set is what
+ * makes it exactly once, also when several registrars share a store: a change that lost a race
+ * (StoreConflict) is decided again from what the store now holds.
+ */
+import type { Clock } from '../common/clock.js';
+import { MusterError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { KeyedMutex } from '../common/mutex.js';
+import { assertLabel } from '../common/names.js';
+import { nodeSignedPayload, PROOF_WINDOW_S, verifyNode } from '../common/proof.js';
+import { importNodeKey, parseCsrAsync, type ParsedCsr } from '../common/x509.js';
+import type { JoinOutcome, JoinRequest, SignedRequest } from '../fallback/wire.js';
+import { isStoreConflict, type Change, type Registry } from '../store/registry.js';
+import type { Channel, EventInput, NodeRecord } from '../store/types.js';
+import type { AdmissionRequest, Authorizer, Verdict } from './admission/authorizer.js';
+import { INSTALL_MODE_KEY, tokenKey, type Reservations } from './admission/reservations.js';
+import type { Issuer } from './issuer.js';
+
+export const PENDING_RETRY_S = 5;
+/** Decisions retried after losing a compare-and-set race, before giving up with "busy". */
+const MAX_ATTEMPTS = 4;
+
+export type FaultPoint = 'after-accept' | 'after-issue';
+
+export interface RegistrationOptions {
+  registry: Registry;
+  authorizer: Authorizer;
+  reservations: Reservations;
+  issuer: Issuer;
+  clock: Clock;
+  log: Logger;
+  cluster: string;
+  /** Is this TCP peer address on the local link? */
+  isOnLink: (address: string) => boolean;
+  /** Heard records kept at most (a LAN full of advertisements cannot fill the store). */
+  maxHeard?: number;
+  /** Test hook: called at named points of the exactly-once protocol (e.g. to SIGKILL the process). */
+  fault?: (point: FaultPoint) => void;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+export class Registration {
+  readonly locks = new KeyedMutex();
+
+  constructor(private readonly o: RegistrationOptions) {}
+
+  private get log(): Logger {
+    return this.o.log;
+  }
+
+  /** A join request (POST /v1/join). Everything that can refuse the input runs before anything is written. */
+  async join(req: JoinRequest, address: string, channel: Channel = 'https'): Promise<JoinOutcome> {
+    const refuse = (err: MusterError, cause?: string): never => {
+      this.log.warn(
+        { node: req.name.slice(0, 63), address, channel, code: err.code, reason: cause ?? err.message },
+        'join refused',
+      );
+      throw err;
+    };
+    assertLabel('node name', req.name);
+    assertLabel('role', req.role);
+    if (req.cluster !== '') assertLabel('cluster', req.cluster);
+    const facts = { name: req.name, role: req.role, cluster: req.cluster, channel, address };
+    const screened = await this.o.authorizer.screen({ ...facts, key: '', onLink: false });
+    if (screened) refuse(denial(screened), screened.cause);
+    let csr!: ParsedCsr;
+    try {
+      csr = await parseCsrAsync(req.csr);
+    } catch (err) {
+      refuse(new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`));
+    }
+    if (csr.commonName !== req.name) {
+      refuse(new MusterError('csr_mismatch', `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${req.name}`));
+    }
+
+    return this.locks.run(req.name, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.joinLocked(req, csr, address, channel, refuse);
+        } catch (err) {
+          if (!isStoreConflict(err) || attempt >= MAX_ATTEMPTS) {
+            if (isStoreConflict(err)) throw new MusterError('busy', 'the registrar is busy with this node: retry shortly', { retryAfter: 1 });
+            throw err;
+          }
+          this.log.debug({ node: req.name, on: err.on }, 'lost a race in the store; deciding again');
+        }
+      }
+    });
+  }
+
+  private async joinLocked(
+    req: JoinRequest,
+    csr: ParsedCsr,
+    address: string,
+    channel: Channel,
+    refuse: (err: MusterError, cause?: string) => never,
+  ): Promise<JoinOutcome> {
+    const now = this.o.clock.now();
+    const rec = await this.o.registry.getNode(req.name);
+    const sameKey = rec?.key === csr.fingerprint;
+
+    if (rec && sameKey) {
+      // The same (name, key): the registrar answers what it decided before (exactly once).
+      switch (rec.state) {
+        case 'issued':
+        case 'active':
+          return { status: 200, bundle: await this.o.issuer.bundle(rec) };
+        case 'accepted':
+          return { status: 201, bundle: await this.o.issuer.bundle(await this.issueLocked(rec)) };
+        case 'rejected':
+          return refuse(new MusterError('rejected', `node ${rec.name} was rejected by the operator`));
+        case 'removed':
+          return refuse(new MusterError('removed', `node ${rec.name} was removed by the operator; its certificate is revoked`));
+        default:
+          break; // heard or pending: decide again, a token or install mode may admit it now
+      }
+    } else if (rec && rec.state !== 'rejected' && rec.state !== 'removed' && rec.state !== 'heard') {
+      this.log.warn({ node: req.name, key: csr.fingerprint, holder: rec.key, address }, 'join refused: the name is held by another key');
+      const since = rec.times.issued ?? rec.times.pending ?? rec.times.accepted ?? rec.lastSeen;
+      throw new MusterError(
+        'name_taken',
+        `node name ${rec.name} is held by key ${rec.key} (since ${since}); give this machine its own name ` +
+          `(--name), or if it was rebuilt, run 'muster nodes remove ${rec.name}' on the registrar first`,
+        { details: { holder: { key: rec.key, state: rec.state, since } } },
+      );
+    }
+
+    const heard =
+      rec?.state === 'heard'
+        ? { key: rec.key, addresses: rec.addresses }
+        : rec?.advertisedKey && sameKey
+          ? { key: rec.advertisedKey, addresses: [] }
+          : undefined;
+    const areq: AdmissionRequest = {
+      name: req.name,
+      role: req.role,
+      cluster: req.cluster,
+      key: csr.fingerprint,
+      channel,
+      address,
+      onLink: this.o.isOnLink(address),
+      ...(req.proof ? { proof: req.proof } : {}),
+      ...(heard ? { heard } : {}),
+      alreadyPending: rec?.state === 'pending' && sameKey,
+    };
+    const verdict = await this.o.authorizer.decide(areq);
+    if (verdict.kind === 'deny') return refuse(denial(verdict), verdict.cause);
+
+    const heardSame = heard?.key === csr.fingerprint;
+    const nowIso = iso(now);
+    const base: NodeRecord = {
+      name: req.name,
+      rev: 0,
+      state: 'pending',
+      key: csr.fingerprint,
+      spki: csr.spki.toString('base64'),
+      role: req.role,
+      cluster: req.cluster,
+      channel: heardSame ? 'mdns' : channel,
+      addresses: heardSame ? [...new Set([address, ...rec!.addresses])] : [address],
+      times: rec && sameKey ? { ...rec.times } : {},
+      lastSeen: nowIso,
+      ...(rec && sameKey && rec.group ? { group: rec.group } : {}),
+    };
+    // The name passes from a rejected or removed record (another key) to this one: keep the old one.
+    const archivePrev = rec !== undefined && !sameKey && rec.state !== 'heard';
+
+    if (verdict.kind === 'pending') {
+      if (rec?.state === 'pending' && sameKey) {
+        return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: rec.pendingReason ?? verdict.reason };
+      }
+      const advertisedKey = heard && !heardSame ? heard.key : sameKey ? rec?.advertisedKey : undefined;
+      const next: NodeRecord = {
+        ...base,
+        state: 'pending',
+        pendingReason: verdict.reason,
+        times: { ...base.times, pending: nowIso },
+        ...(advertisedKey ? { advertisedKey } : {}),
+      };
+      await this.o.registry.apply({
+        nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev }],
+        events: [{ type: 'pending', name: req.name, detail: { reason: verdict.reason, key: csr.fingerprint, address, channel } }],
+      });
+      this.log.info({ node: req.name, key: csr.fingerprint, address, reason: verdict.reason }, 'node waits for approval');
+      return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
+    }
+
+    const issued = await this.admitLocked(rec, base, verdict, archivePrev, { key: csr.fingerprint, address, channel });
+    return { status: 201, bundle: await this.o.issuer.bundle(issued) };
+  }
+
+  /**
+   * Accepts a node and issues its certificate as ONE change: the acceptance, the certificate, its
+   * serial, the token use or install-mode slot, and the events (DESIGN "Exactly once"). The use is
+   * held while the certificate is signed off the event loop, so concurrent decisions see it taken.
+   * Caller holds the node's lock. Throws StoreConflict when the store refused (nothing written).
+   */
+  async admitLocked(
+    prev: NodeRecord | undefined,
+    base: NodeRecord,
+    verdict: Extract<Verdict, { kind: 'accept' }>,
+    archivePrev: boolean,
+    ctx: { key: string; address: string; channel: Channel },
+  ): Promise<NodeRecord> {
+    const nowIso = iso(this.o.clock.now());
+    const release = this.o.reservations.hold(verdict.rule === 'token' ? tokenKey(verdict.tokenId!) : INSTALL_MODE_KEY);
+    try {
+      const { pendingReason: _p, advertisedKey: _a, ...rest } = base;
+      const accepted: NodeRecord = {
+        ...rest,
+        state: 'accepted',
+        decision: { rule: verdict.rule, detail: verdict.detail, at: nowIso },
+        times: { ...base.times, accepted: nowIso },
+        ...(verdict.tokenId ? { tokenId: verdict.tokenId } : {}),
+      };
+      const { next: issued, serial } = await this.o.issuer.certify(accepted);
+      const change: Change = {
+        nodes: [{ expectRev: prev?.rev ?? 0, next: issued, archivePrev }],
+        serial,
+        events: [
+          { type: 'accepted', name: base.name, detail: { rule: verdict.rule, reason: verdict.detail, ...ctx } },
+          { type: 'issued', name: base.name, detail: { serial: issued.serial, notAfter: issued.notAfter } },
+        ],
+      };
+      if (verdict.rule === 'token') change.useToken = verdict.tokenId!;
+      else change.useInstallMode = { since: verdict.since ?? 0 };
+      await this.o.registry.apply(change);
+      this.log.info(
+        { node: base.name, key: base.key, address: ctx.address, rule: verdict.rule, reason: verdict.detail, serial: issued.serial },
+        'node accepted; certificate issued',
+      );
+      this.o.fault?.('after-issue');
+      return { ...issued, rev: (prev?.rev ?? 0) + 1 };
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Issues the certificate of a node already durably accepted (an operator's approval, or an
+   * acceptance a crash interrupted). Caller holds the node's lock.
+   */
+  async issueLocked(rec: NodeRecord): Promise<NodeRecord> {
+    const { next, serial } = await this.o.issuer.certify(rec);
+    await this.o.registry.apply({
+      nodes: [{ expectRev: rec.rev, next }],
+      serial,
+      events: [{ type: 'issued', name: rec.name, detail: { serial: next.serial, notAfter: next.notAfter } }],
+    });
+    this.log.info({ node: rec.name, serial: next.serial }, 'certificate issued');
+    this.o.fault?.('after-issue');
+    return { ...next, rev: rec.rev + 1 };
+  }
+
+  /** Finishes an acceptance whose certificate is not issued yet (after a crash, or a poll that finds it). */
+  async ensureIssued(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      const rec = await this.o.registry.getNode(name);
+      if (rec?.state === 'accepted') await this.issueLocked(rec);
+    });
+  }
+
+  /**
+   * A node was heard over mDNS saying "ready to register as X" (already validated). Recorded as
+   * `heard` when the name is free, so that the operator sees it with its key fingerprint; it is a
+   * hint, never enough to issue: the node's CSR must come with the same key.
+   */
+  async heard(ad: { name: string; role: string; cluster: string; key: string }, addresses: string[]): Promise<void> {
+    if (ad.cluster !== '' && ad.cluster !== this.o.cluster) return; // another cluster's node
+    await this.locks.run(ad.name, async () => {
+      const rec = await this.o.registry.getNode(ad.name);
+      const nowIso = iso(this.o.clock.now());
+      const addrs = addresses.slice(0, 8);
+      if (rec && rec.state !== 'heard' && rec.state !== 'removed' && rec.state !== 'rejected') return;
+      if (rec?.state === 'heard' && rec.key === ad.key && rec.role === ad.role && rec.addresses.join() === addrs.join()) return;
+      if (rec && rec.state !== 'heard' && rec.key === ad.key) return; // a removed or rejected key stays so
+      if (!rec && (await this.o.registry.counts()).heard >= (this.o.maxHeard ?? 10_000)) return;
+      const next: NodeRecord = {
+        name: ad.name,
+        rev: 0,
+        state: 'heard',
+        key: ad.key,
+        spki: '',
+        role: ad.role,
+        cluster: ad.cluster,
+        channel: 'mdns',
+        addresses: addrs,
+        times: rec?.state === 'heard' ? rec.times : { heard: nowIso },
+        lastSeen: nowIso,
+      };
+      const events: EventInput[] =
+        rec?.state === 'heard' ? [] : [{ type: 'heard', name: ad.name, detail: { key: ad.key, role: ad.role, addresses: addrs, channel: 'mdns' } }];
+      try {
+        await this.o.registry.apply({ nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev: rec !== undefined && rec.state !== 'heard' }], events });
+      } catch (err) {
+        if (isStoreConflict(err)) return; // the node moved on meanwhile: a hint is not worth a retry
+        throw err;
+      }
+      if (rec?.state !== 'heard') this.log.info({ node: ad.name, key: ad.key, addresses: addrs }, 'heard a node over mDNS');
+    });
+  }
+
+  /** A node-signed request (ack, leave): checks key, serial, time window and signature. */
+  private checkSigned(rec: NodeRecord | undefined, name: string, kind: 'ack' | 'leave', body: SignedRequest): NodeRecord {
+    if (!rec || rec.key !== body.key) throw new MusterError('not_found', `no node ${name} with this key is known`);
+    if (rec.serial !== body.serial) {
+      throw new MusterError('bad_signature', `serial ${body.serial} is not the current certificate of ${name}`);
+    }
+    if (Math.abs(this.o.clock.now() / 1000 - body.ts) > PROOF_WINDOW_S) {
+      throw new MusterError('bad_signature', 'the signed request is outside the 5-minute window (check the node clock)');
+    }
+    const pub = importNodeKey(Buffer.from(rec.spki, 'base64'));
+    if (!verifyNode(pub, nodeSignedPayload(kind, name, body.serial, body.ts), body.sig)) {
+      throw new MusterError('bad_signature', `the ${kind} signature does not verify with the key of ${name}`);
+    }
+    return rec;
+  }
+
+  async ack(name: string, body: SignedRequest): Promise<void> {
+    assertLabel('node name', name);
+    await this.locks.run(name, async () => {
+      const rec = this.checkSigned(await this.o.registry.getNode(name), name, 'ack', body);
+      if (rec.state === 'active') return;
+      if (rec.state !== 'issued') throw new MusterError('invalid_state', `node ${name} is ${rec.state}, not issued`);
+      const nowIso = iso(this.o.clock.now());
+      await this.o.registry.apply({
+        nodes: [{ expectRev: rec.rev, next: { ...rec, state: 'active', lastSeen: nowIso, times: { ...rec.times, active: nowIso } } }],
+        events: [{ type: 'active', name, detail: { serial: rec.serial } }],
+      });
+      this.log.info({ node: name, serial: rec.serial }, 'node acknowledged its credentials: active');
+    });
+  }
+
+  async leave(name: string, body: SignedRequest): Promise<void> {
+    assertLabel('node name', name);
+    await this.locks.run(name, async () => {
+      const rec = this.checkSigned(await this.o.registry.getNode(name), name, 'leave', body);
+      if (rec.state === 'removed') return;
+      await this.removeLocked(rec, 'the node left (deprovisioned itself)');
+    });
+  }
+
+  /** Removes a node and revokes its certificate, in one change. Caller holds the node's lock. */
+  async removeLocked(rec: NodeRecord, why: string): Promise<NodeRecord> {
+    const nowIso = iso(this.o.clock.now());
+    const { pendingReason: _p, ...rest } = rec;
+    const next: NodeRecord = {
+      ...rest,
+      state: 'removed',
+      decision: { rule: 'removed', detail: why, at: nowIso },
+      times: { ...rec.times, removed: nowIso },
+    };
+    await this.o.registry.apply({
+      nodes: [{ expectRev: rec.rev, next }],
+      ...(rec.serial ? { revoke: { serial: rec.serial, name: rec.name, at: nowIso, reason: why } } : {}),
+      events: [{ type: 'removed', name: rec.name, detail: { reason: why, serial: rec.serial } }],
+    });
+    this.log.info({ node: rec.name, serial: rec.serial, reason: why }, 'node removed; certificate revoked');
+    return { ...next, rev: rec.rev + 1 };
+  }
+}
+
+/** The client-facing error of a deny verdict. */
+export function denial(v: Extract<Verdict, { kind: 'deny' }>): MusterError {
+  return new MusterError(v.code, v.message, v.retryAfter !== undefined ? { retryAfter: v.retryAfter } : {});
+}
