@@ -1,0 +1,134 @@
+/**
+ * What every backend does the same way, so that it is written once: the preconditions of a Change
+ * on tokens and install mode (DESIGN "Exactly once": the stored count equals the acceptances that
+ * landed), reading records written by earlier versions, and delivering events to watchers.
+ * Plain functions over plain records: no I/O, no backend's key layout.
+ */
+import {
+  StoreConflict,
+  type EventInput,
+  type InstallModeState,
+  type MusterEvent,
+  type NodeRecord,
+  type Revocation,
+  type TokenRecord,
+} from './registry.js';
+
+/** The token after one more use, or StoreConflict('token') when it may not be used (nothing changes). */
+export function useTokenOnce(t: TokenRecord | undefined, id: string): TokenRecord {
+  if (!t) throw new StoreConflict('token', `token ${id} does not exist`);
+  if (t.revoked) throw new StoreConflict('token', `token ${id} is revoked`);
+  if (t.maxUses !== null && t.used >= t.maxUses) {
+    throw new StoreConflict('token', `token ${id} has no uses left (${t.used} of ${t.maxUses})`);
+  }
+  return { ...t, used: t.used + 1 };
+}
+
+/**
+ * Install mode after one more acceptance in the window that began at `since`, and the event that
+ * says it switched off when this acceptance reached its max. StoreConflict('install-mode') when the
+ * window is off, another one, or full. Expiry by time is the caller's policy: the store has no clock.
+ */
+export function useInstallModeOnce(
+  s: InstallModeState,
+  since: number,
+): { next: InstallModeState; event?: EventInput } {
+  if (!s.on) throw new StoreConflict('install-mode', 'install mode is off');
+  if (s.since !== since) {
+    throw new StoreConflict(
+      'install-mode',
+      `install mode window ${since} is over (now ${s.since ?? 'none'})`,
+    );
+  }
+  if (s.max !== null && s.accepted >= s.max) {
+    throw new StoreConflict('install-mode', `install mode accepted its ${s.max} node(s)`);
+  }
+  const accepted = s.accepted + 1;
+  if (s.max !== null && accepted >= s.max) {
+    const reason = `${s.max} node(s) accepted`;
+    return {
+      next: { ...s, accepted, on: false, offReason: reason },
+      event: { type: 'install-mode', detail: { on: false, reason } },
+    };
+  }
+  return { next: { ...s, accepted } };
+}
+
+/**
+ * A node record as stored by any version: records written before revisions existed read as rev 1,
+ * and the channel once called 'http' is 'https' (the HTTPS registration endpoint).
+ */
+export function normaliseNode(raw: unknown): NodeRecord {
+  const r = raw as Omit<NodeRecord, 'rev' | 'channel'> & { rev?: number; channel: string };
+  return {
+    ...r,
+    rev: typeof r.rev === 'number' && r.rev > 0 ? r.rev : 1,
+    channel: r.channel === 'http' ? 'https' : (r.channel as NodeRecord['channel']),
+  };
+}
+
+/** A revocation as stored by any version: early ones kept no reason and named the time `at` only. */
+export function normaliseRevocation(raw: unknown, serial: string): Revocation {
+  const r = raw as Partial<Revocation>;
+  return {
+    serial: r.serial ?? serial,
+    name: r.name ?? '',
+    at: r.at ?? '',
+    reason: r.reason ?? 'unspecified',
+  };
+}
+
+/**
+ * Delivers events to watchers: in sequence order, each once, never before the change that holds it
+ * is durable (the backend calls publish() only then), and only after apply() has resolved: delivery
+ * runs on a later turn of the event loop, so the code that awaited apply() has already taken in its
+ * result when a watcher hears about it (CONVENTIONS "state first, then the event"). A watcher sees
+ * the events that land after it subscribed, never earlier ones.
+ */
+export class EventDelivery {
+  private readonly watchers = new Map<number, { fn: (ev: MusterEvent) => void; after: number }>();
+  private nextId = 0;
+  private queue: MusterEvent[] = [];
+  private scheduled = false;
+
+  /** `landedSeq`: the last event already durable; the watcher gets the ones after it. */
+  watch(fn: (ev: MusterEvent) => void, landedSeq: number): () => void {
+    const id = this.nextId++;
+    this.watchers.set(id, { fn, after: landedSeq });
+    return () => void this.watchers.delete(id);
+  }
+
+  /** Called once the events are durable, in sequence order. */
+  publish(events: readonly MusterEvent[]): void {
+    if (events.length === 0) return;
+    this.queue.push(...events);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  /**
+   * Delivers everything queued now (close() calls it so that no durable event goes unheard). A
+   * watcher that throws does not stop delivery to the others; its error is rethrown afterwards, like
+   * an EventEmitter listener's: it is a bug in the watcher.
+   */
+  drain(): void {
+    this.scheduled = false;
+    const events = this.queue;
+    this.queue = [];
+    let error: unknown;
+    for (const ev of events) {
+      for (const [id, w] of [...this.watchers]) {
+        // Unsubscribed by another watcher during this delivery: it hears nothing more.
+        if (ev.seq <= w.after || !this.watchers.has(id)) continue;
+        try {
+          w.fn(ev);
+        } catch (err) {
+          error ??= err;
+        }
+      }
+    }
+    if (error !== undefined) throw error;
+  }
+}

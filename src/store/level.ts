@@ -1,0 +1,560 @@
+/**
+ * The registry on level (DESIGN "Store backends": embedded, the default). The only module that
+ * imports level (CONVENTIONS 5); the key layout below is private to this file.
+ *
+ * Key layout (strings; values JSON):
+ *   n!<name>                        current node record of a name
+ *   s!<state>!<name>                index by state ('' value)
+ *   h!<name>!<seq:16 hex>[!<rev:16 hex>]
+ *                                   an earlier record of the name (archivePrev), oldest first; seq is
+ *                                   the event sequence at the time (older versions wrote no rev part)
+ *   e!<seq:16 hex>                  event; seq monotonic, the newest `eventRetention` kept
+ *   sn!<counter:16 hex>             serial issued -> {name, serial}
+ *   rv!<serial>                     revoked serial -> {serial, name, at, reason}
+ *   t!<id>                          join token
+ *   m!counts                        number of current records in each state
+ *   m!install-mode                  install mode state
+ *   m!id                            registrar id
+ *   m!serial-lease                  serial counters up to here may have been handed out
+ *
+ * What makes a precondition decidable without a read stays in memory: tokens and install mode (small:
+ * loaded at open), the state counts, the event sequence and the serial counter (loaded at open with
+ * one-key reverse reads: never a full scan, so a cold start on a million records stays fast). A node
+ * write is checked against the latest record of its name, including writes queued but not yet
+ * durable (the pending map).
+ *
+ * Order and durability (DESIGN "Exactly once"): apply() calls pass one by one, in call order, through
+ * a short section that checks the preconditions and turns the change into one batch; node records
+ * are read ahead, outside the section, and re-read inside only when a write to that name landed
+ * meanwhile. Batches go to one group-commit writer that writes everything queued as one batch with
+ * {sync: true} (fsync), in queue order, so a crash at any instant leaves a prefix of the changes, and
+ * the stored token and install-mode counts equal the uses that landed. Nothing is reported (apply()
+ * resolving, reads, watchers) before its batch is durable. After a failed write the in-memory state
+ * may be ahead of the disk: every later write is refused (fail stop) until the store is reopened.
+ */
+import { Level } from 'level';
+import {
+  DEFAULT_EVENT_RETENTION,
+  INSTALL_MODE_OFF,
+  NODE_STATES,
+  StoreConflict,
+  type Change,
+  type InstallModeState,
+  type ListNodesOptions,
+  type MusterEvent,
+  type NodeRecord,
+  type NodeState,
+  type Registry,
+  type RegistryOptions,
+  type Revocation,
+  type SerialRecord,
+  type TokenRecord,
+} from './registry.js';
+import {
+  EventDelivery,
+  normaliseNode,
+  normaliseRevocation,
+  useInstallModeOnce,
+  useTokenOnce,
+} from './common.js';
+
+type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+
+const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
+/** Above every character a key part can hold: the upper bound of a prefix range. */
+const END = '\uffff';
+/** Serial counters reserved per durable write of m!serial-lease. */
+const SERIAL_LEASE = 1024;
+
+const K = {
+  node: (name: string) => 'n!' + name,
+  state: (state: NodeState, name: string) => `s!${state}!${name}`,
+  history: (name: string, seq: number, rev: number) => `h!${name}!${hex16(seq)}!${hex16(rev)}`,
+  event: (seq: number) => 'e!' + hex16(seq),
+  serial: (counter: number) => 'sn!' + hex16(counter),
+  revocation: (serial: string) => 'rv!' + serial,
+  token: (id: string) => 't!' + id,
+  counts: 'm!counts',
+  installMode: 'm!install-mode',
+  id: 'm!id',
+  serialLease: 'm!serial-lease',
+};
+
+/** The latest record of a name as this process knows it: enough to check and to archive it. */
+interface Current {
+  rev: number;
+  state: NodeState;
+  /** The record as stored (archived as is, normalised when read back). */
+  json: string;
+}
+
+interface Batch {
+  ops: Op[];
+  /** Node names written (to invalidate read-aheads). */
+  names: string[];
+  events: MusterEvent[];
+  /** Makes the change visible to readers; called once it is durable. */
+  land: () => void;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+const zeroCounts = (): Record<NodeState, number> =>
+  Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<NodeState, number>;
+
+export class LevelRegistry implements Registry {
+  readonly backend = 'level';
+  private readonly db: Level<string, string>;
+  private readonly eventRetention: number;
+  private readonly now: () => number;
+  private id: string | undefined;
+  private idWrite: Promise<string> | undefined;
+
+  // The state as queued: what the next change is checked against and writes on top of.
+  private queuedCounts = zeroCounts();
+  private queuedSeq = 0;
+  private readonly queuedTokens = new Map<string, TokenRecord>();
+  private queuedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
+  /** Node records queued but not yet durable, by name. */
+  private readonly pending = new Map<string, Current>();
+
+  // The state as durable: what reads return.
+  private landedCounts = zeroCounts();
+  private landedSeq = 0;
+  private readonly landedTokens = new Map<string, TokenRecord>();
+  private landedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
+
+  private serialCounter = 0;
+  private serialCeiling = 0;
+  private leasing: Promise<void> | undefined;
+
+  /** The end of the in-order section every apply() passes through. */
+  private section: Promise<unknown> = Promise.resolve();
+  /** Batches written so far, and the names each recent one wrote (see readAhead). */
+  private landedBatches = 0;
+  private recentlyLanded: { no: number; names: string[] }[] = [];
+
+  private queue: Batch[] = [];
+  private writing: Promise<void> | undefined;
+  private failed: unknown;
+  private closing = false;
+  private readonly delivery = new EventDelivery();
+
+  private constructor(dir: string, opts: RegistryOptions) {
+    this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
+    this.now = opts.now ?? Date.now;
+    this.db = new Level<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+  }
+
+  /** Opens (creating if need be) the store in `dir`. Reads a few keys, never the whole store. */
+  static async open(dir: string, opts: RegistryOptions = {}): Promise<LevelRegistry> {
+    const r = new LevelRegistry(dir, opts);
+    await r.db.open();
+    try {
+      await r.load();
+    } catch (err) {
+      await r.db.close();
+      throw err;
+    }
+    return r;
+  }
+
+  private async load(): Promise<void> {
+    const [counts, installMode, id, lease] = await this.db.getMany([
+      K.counts,
+      K.installMode,
+      K.id,
+      K.serialLease,
+    ]);
+    if (counts) this.landedCounts = { ...zeroCounts(), ...(JSON.parse(counts) as Record<NodeState, number>) };
+    if (installMode) this.landedInstallMode = JSON.parse(installMode) as InstallModeState;
+    this.id = id === undefined ? undefined : (JSON.parse(id) as string);
+    for await (const v of this.db.values({ gt: 't!', lt: 't!' + END })) {
+      const t = JSON.parse(v) as TokenRecord;
+      this.landedTokens.set(t.id, t);
+      this.queuedTokens.set(t.id, t);
+    }
+    this.queuedCounts = { ...this.landedCounts };
+    this.queuedInstallMode = this.landedInstallMode;
+    this.landedSeq = this.queuedSeq = await this.lastHex('e!');
+    this.serialCounter = Math.max(await this.lastHex('sn!'), lease === undefined ? 0 : Number(lease));
+    this.serialCeiling = this.serialCounter;
+    await this.trimEvents();
+  }
+
+  /** The highest 16-hex suffix under a prefix: one key read backwards. */
+  private async lastHex(prefix: string): Promise<number> {
+    for await (const k of this.db.keys({ gt: prefix, lt: prefix + END, reverse: true, limit: 1 })) {
+      return parseInt(k.slice(prefix.length), 16);
+    }
+    return 0;
+  }
+
+  /**
+   * Each event deletes the one `eventRetention` before it, so the log stays bounded; after a start
+   * with a smaller retention than before, older events are cleared once here (two key reads).
+   */
+  private async trimEvents(): Promise<void> {
+    const keep = this.landedSeq - this.eventRetention;
+    if (keep <= 0) return;
+    for await (const k of this.db.keys({ gt: 'e!', lt: 'e!' + END, limit: 1 })) {
+      if (parseInt(k.slice(2), 16) <= keep) await this.db.clear({ gte: k, lte: K.event(keep) });
+    }
+  }
+
+  async identity(make: () => string): Promise<string> {
+    if (this.id !== undefined) return this.id;
+    this.idWrite ??= (async () => {
+      const id = make();
+      await this.write([{ type: 'put', key: K.id, value: JSON.stringify(id) }], [], [], () => {
+        this.id = id;
+      });
+      return id;
+    })().finally(() => (this.idWrite = undefined));
+    return this.idWrite;
+  }
+
+  // ---- reads: what is durable ----
+
+  async getNode(name: string): Promise<NodeRecord | undefined> {
+    const v = await this.db.get(K.node(name));
+    return v === undefined ? undefined : normaliseNode(JSON.parse(v));
+  }
+
+  async listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
+    if (opts.limit <= 0) return [];
+    if (opts.state) {
+      const names = await this.namesInState(opts.state, opts.limit, opts.after);
+      const recs = await this.db.getMany(names.map(K.node));
+      return recs.filter((v): v is string => v !== undefined).map((v) => normaliseNode(JSON.parse(v)));
+    }
+    const out: NodeRecord[] = [];
+    for await (const v of this.db.values({
+      gt: K.node(opts.after ?? ''),
+      lt: K.node(END),
+      limit: opts.limit,
+    })) {
+      out.push(normaliseNode(JSON.parse(v)));
+    }
+    return out;
+  }
+
+  async namesInState(state: NodeState, limit = 10_000, after = ''): Promise<string[]> {
+    if (limit <= 0) return [];
+    const prefix = K.state(state, '');
+    const names: string[] = [];
+    for await (const k of this.db.keys({ gt: prefix + after, lt: prefix + END, limit })) {
+      names.push(k.slice(prefix.length));
+    }
+    return names;
+  }
+
+  async history(name: string): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    for await (const v of this.db.values({ gt: `h!${name}!`, lt: `h!${name}!${END}` })) {
+      out.push(normaliseNode(JSON.parse(v)));
+    }
+    return out;
+  }
+
+  async counts(): Promise<Record<NodeState, number>> {
+    return { ...this.landedCounts };
+  }
+
+  async getToken(id: string): Promise<TokenRecord | undefined> {
+    const t = this.landedTokens.get(id);
+    return t && structuredClone(t);
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return [...this.landedTokens.keys()].sort().map((id) => structuredClone(this.landedTokens.get(id)!));
+  }
+
+  async getInstallMode(): Promise<InstallModeState> {
+    return structuredClone(this.landedInstallMode);
+  }
+
+  /**
+   * Counters come from a lease: m!serial-lease is raised (durably) by SERIAL_LEASE at a time before
+   * any counter under it is handed out, so a counter allocated and never written (a crash between
+   * allocation and issue) is still never handed out again after a restart.
+   */
+  async allocateSerial(): Promise<number> {
+    for (;;) {
+      this.assertWritable();
+      if (this.serialCounter < this.serialCeiling) return ++this.serialCounter;
+      this.leasing ??= (async () => {
+        const ceiling = this.serialCounter + SERIAL_LEASE;
+        await this.write([{ type: 'put', key: K.serialLease, value: String(ceiling) }], [], [], () => {
+          this.serialCeiling = Math.max(this.serialCeiling, ceiling);
+        });
+      })().finally(() => (this.leasing = undefined));
+      await this.leasing;
+    }
+  }
+
+  async listSerials(opts: { after?: number; limit?: number } = {}): Promise<SerialRecord[]> {
+    const out: SerialRecord[] = [];
+    if (opts.limit !== undefined && opts.limit <= 0) return out;
+    for await (const [k, v] of this.db.iterator({
+      gt: K.serial(opts.after ?? 0),
+      lt: 'sn!' + END,
+      limit: opts.limit ?? -1,
+    })) {
+      const s = JSON.parse(v) as { name: string; serial: string };
+      out.push({ counter: parseInt(k.slice(3), 16), serial: s.serial, name: s.name });
+    }
+    return out;
+  }
+
+  async listRevocations(): Promise<Revocation[]> {
+    const out: Revocation[] = [];
+    for await (const [k, v] of this.db.iterator({ gt: 'rv!', lt: 'rv!' + END })) {
+      out.push(normaliseRevocation(JSON.parse(v), k.slice(3)));
+    }
+    return out;
+  }
+
+  async isRevoked(serial: string): Promise<boolean> {
+    return (await this.db.get(K.revocation(serial))) !== undefined;
+  }
+
+  async lastEventSeq(): Promise<number> {
+    return this.landedSeq;
+  }
+
+  async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
+    const out: MusterEvent[] = [];
+    if (limit <= 0) return out;
+    for await (const v of this.db.values({ gt: K.event(after), lt: 'e!' + END, limit })) {
+      out.push(JSON.parse(v) as MusterEvent);
+    }
+    return out;
+  }
+
+  watch(fn: (ev: MusterEvent) => void): () => void {
+    return this.delivery.watch(fn, this.landedSeq);
+  }
+
+  // ---- the one write path ----
+
+  async apply(change: Change): Promise<MusterEvent[]> {
+    this.assertWritable();
+    const readAhead = this.readAhead(change);
+    const queued = this.section.then(() => this.prepare(change, readAhead));
+    this.section = queued.catch(() => undefined);
+    const { events, done } = await queued;
+    await done;
+    return events.map((ev) => structuredClone(ev));
+  }
+
+  /**
+   * Starts reading the current records a change needs before it enters the section, so that reads
+   * of many changes overlap. A read-ahead is used only if no batch writing that name landed after it
+   * started (then the record it returned may be stale, and the section reads again).
+   */
+  private readAhead(change: Change): { startedAt: number; reads: Promise<Map<string, string | undefined>> } {
+    const startedAt = this.landedBatches;
+    const names = [...new Set((change.nodes ?? []).map((w) => w.next.name))].filter(
+      (n) => !this.pending.has(n),
+    );
+    if (names.length === 0) return { startedAt, reads: Promise.resolve(new Map()) };
+    const reads = this.db.getMany(names.map(K.node)).then((vs) => new Map(names.map((n, i) => [n, vs[i]])));
+    reads.catch(() => undefined); // read again in the section; never an unhandled rejection
+    return { startedAt, reads };
+  }
+
+  private async current(
+    name: string,
+    ahead: { startedAt: number; reads: Promise<Map<string, string | undefined>> },
+  ): Promise<Current | undefined> {
+    const queued = this.pending.get(name);
+    if (queued) return queued;
+    let v: string | undefined;
+    const early = await ahead.reads.catch(() => undefined);
+    const stale = this.recentlyLanded.some((b) => b.no > ahead.startedAt && b.names.includes(name));
+    if (early?.has(name) && !stale) v = early.get(name);
+    else v = await this.db.get(K.node(name));
+    if (v === undefined) return undefined;
+    const r = normaliseNode(JSON.parse(v));
+    return { rev: r.rev, state: r.state, json: v };
+  }
+
+  /**
+   * The section: checks every precondition of the change against the latest state (queued
+   * included), and only if all hold, turns it into one batch, advances the queued state and queues
+   * the batch. A refused change returns before anything is changed. Runs for one change at a time,
+   * in call order, so batches are queued in call order. Changes called before close() still pass.
+   */
+  private async prepare(
+    change: Change,
+    ahead: { startedAt: number; reads: Promise<Map<string, string | undefined>> },
+  ): Promise<{ events: MusterEvent[]; done: Promise<void> }> {
+    try {
+      if (this.failed) throw this.failed;
+      const nodes: { name: string; prev: Current | undefined; next: Current; archivePrev: boolean }[] = [];
+      const latest = new Map<string, Current | undefined>();
+      for (const w of change.nodes ?? []) {
+        const name = w.next.name;
+        const prev = latest.has(name) ? latest.get(name) : await this.current(name, ahead);
+        if ((prev?.rev ?? 0) !== w.expectRev) {
+          throw new StoreConflict('node', `node ${name} is at rev ${prev?.rev ?? 0}, not ${w.expectRev}`);
+        }
+        const rec: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
+        const next: Current = { rev: rec.rev, state: rec.state, json: JSON.stringify(rec) };
+        latest.set(name, next);
+        nodes.push({ name, prev, next, archivePrev: w.archivePrev === true });
+      }
+      // No await below this line: the checks above still hold while the batch is built and queued.
+      if (this.failed) throw this.failed;
+      const usedToken =
+        change.useToken !== undefined
+          ? useTokenOnce(this.queuedTokens.get(change.useToken), change.useToken)
+          : undefined;
+      const usedInstallMode = change.useInstallMode
+        ? useInstallModeOnce(this.queuedInstallMode, change.useInstallMode.since)
+        : undefined;
+      return this.build(change, nodes, usedToken, usedInstallMode);
+    } finally {
+      // Read-aheads started at or before this change's are all used: forget the batches before it.
+      while (this.recentlyLanded.length && this.recentlyLanded[0]!.no <= ahead.startedAt) {
+        this.recentlyLanded.shift();
+      }
+    }
+  }
+
+  private build(
+    change: Change,
+    nodes: { name: string; prev: Current | undefined; next: Current; archivePrev: boolean }[],
+    usedToken: TokenRecord | undefined,
+    usedInstallMode: ReturnType<typeof useInstallModeOnce> | undefined,
+  ): { events: MusterEvent[]; done: Promise<void> } {
+    const ops: Op[] = [];
+    let countsChanged = false;
+    const pendingHere: [string, Current][] = [];
+    for (const { name, prev, next, archivePrev } of nodes) {
+      ops.push({ type: 'put', key: K.node(name), value: next.json });
+      if (prev && archivePrev) {
+        ops.push({ type: 'put', key: K.history(name, this.queuedSeq + 1, prev.rev), value: prev.json });
+      }
+      if (!prev || prev.state !== next.state) {
+        if (prev) {
+          ops.push({ type: 'del', key: K.state(prev.state, name) });
+          this.queuedCounts[prev.state]--;
+        }
+        ops.push({ type: 'put', key: K.state(next.state, name), value: '' });
+        this.queuedCounts[next.state]++;
+        countsChanged = true;
+      }
+      this.pending.set(name, next);
+      pendingHere.push([name, next]);
+    }
+    if (countsChanged) ops.push({ type: 'put', key: K.counts, value: JSON.stringify(this.queuedCounts) });
+
+    const tokens: TokenRecord[] = [];
+    if (usedToken) tokens.push(usedToken);
+    if (change.putToken) tokens.push(structuredClone(change.putToken));
+    for (const t of tokens) {
+      this.queuedTokens.set(t.id, t);
+      ops.push({ type: 'put', key: K.token(t.id), value: JSON.stringify(t) });
+    }
+    let installMode: InstallModeState | undefined;
+    if (usedInstallMode) installMode = usedInstallMode.next;
+    if (change.setInstallMode) installMode = structuredClone(change.setInstallMode);
+    if (installMode) {
+      this.queuedInstallMode = installMode;
+      ops.push({ type: 'put', key: K.installMode, value: JSON.stringify(installMode) });
+    }
+    if (change.serial) {
+      const { counter, name, serial } = change.serial;
+      ops.push({ type: 'put', key: K.serial(counter), value: JSON.stringify({ name, serial }) });
+      // A counter written that this process did not hand out must not be handed out later either.
+      this.serialCounter = Math.max(this.serialCounter, counter);
+      this.serialCeiling = Math.max(this.serialCeiling, this.serialCounter);
+    }
+    if (change.revoke) {
+      ops.push({
+        type: 'put',
+        key: K.revocation(change.revoke.serial),
+        value: JSON.stringify(change.revoke),
+      });
+    }
+    const at = new Date(this.now()).toISOString();
+    const inputs = [...(change.events ?? []), ...(usedInstallMode?.event ? [usedInstallMode.event] : [])];
+    const events = inputs.map((e): MusterEvent => ({ seq: ++this.queuedSeq, at, ...structuredClone(e) }));
+    for (const ev of events) {
+      ops.push({ type: 'put', key: K.event(ev.seq), value: JSON.stringify(ev) });
+      // The log is history, not state: each event beyond the retention deletes the oldest kept one.
+      if (ev.seq > this.eventRetention) ops.push({ type: 'del', key: K.event(ev.seq - this.eventRetention) });
+    }
+
+    const counts = countsChanged ? { ...this.queuedCounts } : undefined;
+    const seq = this.queuedSeq;
+    const land = (): void => {
+      if (counts) this.landedCounts = counts;
+      this.landedSeq = seq;
+      for (const t of tokens) this.landedTokens.set(t.id, t);
+      if (installMode) this.landedInstallMode = installMode;
+      for (const [name, cur] of pendingHere) if (this.pending.get(name) === cur) this.pending.delete(name);
+    };
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+    this.enqueue({ ops, names: nodes.map((n) => n.name), events, land, resolve, reject });
+    return { events, done };
+  }
+
+  /** Writes ops that no Change carries (identity, serial lease) through the same ordered writer. */
+  private write(ops: Op[], names: string[], events: MusterEvent[], land: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.assertWritable();
+      this.enqueue({ ops, names, events, land, resolve, reject });
+    });
+  }
+
+  private enqueue(batch: Batch): void {
+    if (this.failed) {
+      batch.reject(this.failed);
+      return;
+    }
+    this.queue.push(batch);
+    this.writing ??= this.flush().finally(() => (this.writing = undefined));
+  }
+
+  /** Group commit: everything queued while one batch is written goes into the next single write. */
+  private async flush(): Promise<void> {
+    while (this.queue.length) {
+      const batches = this.queue.splice(0);
+      try {
+        // classic-level honours `sync` (fsync before the callback); abstract-level's types omit it.
+        await this.db.batch(batches.flatMap((b) => b.ops) as never, { sync: true } as never);
+      } catch (err) {
+        // The queued state is now ahead of the disk: refuse every further write (fail stop).
+        this.failed = err;
+        for (const b of [...batches, ...this.queue.splice(0)]) b.reject(err);
+        return;
+      }
+      this.landedBatches++;
+      this.recentlyLanded.push({ no: this.landedBatches, names: batches.flatMap((b) => b.names) });
+      for (const b of batches) b.land();
+      for (const b of batches) b.resolve();
+      this.delivery.publish(batches.flatMap((b) => b.events));
+    }
+  }
+
+  private assertWritable(): void {
+    if (this.failed) throw this.failed;
+    if (this.closing) throw new Error('the registry is closed');
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    // Changes already called for are checked and queued (or refused), then written: they may be
+    // about to be acknowledged.
+    await this.section;
+    while (this.writing) await this.writing;
+    this.delivery.drain();
+    await this.db.close();
+  }
+}

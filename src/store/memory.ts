@@ -1,0 +1,200 @@
+/**
+ * The registry in memory (DESIGN "Store backends": for tests). Same contract as the level backend,
+ * written to be obviously correct rather than fast: apply() checks every precondition and then
+ * changes everything synchronously, so changes land in the order apply() was called and a refused
+ * change leaves no trace. Nothing survives close().
+ */
+import {
+  DEFAULT_EVENT_RETENTION,
+  INSTALL_MODE_OFF,
+  NODE_STATES,
+  StoreConflict,
+  type Change,
+  type InstallModeState,
+  type ListNodesOptions,
+  type MusterEvent,
+  type NodeRecord,
+  type NodeState,
+  type Registry,
+  type RegistryOptions,
+  type Revocation,
+  type SerialRecord,
+  type TokenRecord,
+} from './registry.js';
+import { EventDelivery, useInstallModeOnce, useTokenOnce } from './common.js';
+
+const copy = <T>(v: T): T => structuredClone(v);
+
+export class MemoryRegistry implements Registry {
+  readonly backend = 'memory';
+  private readonly eventRetention: number;
+  private readonly now: () => number;
+  private id: string | undefined;
+  private readonly nodes = new Map<string, NodeRecord>();
+  private readonly archived = new Map<string, NodeRecord[]>();
+  private readonly tokens = new Map<string, TokenRecord>();
+  private installMode: InstallModeState = copy(INSTALL_MODE_OFF);
+  private serialCounter = 0;
+  private readonly serials = new Map<number, SerialRecord>();
+  private readonly revocations = new Map<string, Revocation>();
+  private readonly events = new Map<number, MusterEvent>();
+  private eventSeq = 0;
+  private readonly delivery = new EventDelivery();
+  private closed = false;
+
+  constructor(opts: RegistryOptions = {}) {
+    this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
+    this.now = opts.now ?? Date.now;
+  }
+
+  static async create(opts: RegistryOptions = {}): Promise<MemoryRegistry> {
+    return new MemoryRegistry(opts);
+  }
+
+  async identity(make: () => string): Promise<string> {
+    this.id ??= make();
+    return this.id;
+  }
+
+  async getNode(name: string): Promise<NodeRecord | undefined> {
+    const r = this.nodes.get(name);
+    return r && copy(r);
+  }
+
+  async listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
+    const names = [...this.nodes.keys()].sort();
+    const out: NodeRecord[] = [];
+    for (const name of names) {
+      if (out.length >= opts.limit) break;
+      if (opts.after !== undefined && name <= opts.after) continue;
+      const r = this.nodes.get(name)!;
+      if (opts.state === undefined || r.state === opts.state) out.push(copy(r));
+    }
+    return out;
+  }
+
+  async namesInState(state: NodeState, limit = 10_000): Promise<string[]> {
+    return (await this.listNodes({ state, limit })).map((r) => r.name);
+  }
+
+  async history(name: string): Promise<NodeRecord[]> {
+    return copy(this.archived.get(name) ?? []);
+  }
+
+  async counts(): Promise<Record<NodeState, number>> {
+    const c = Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<NodeState, number>;
+    for (const r of this.nodes.values()) c[r.state]++;
+    return c;
+  }
+
+  async getToken(id: string): Promise<TokenRecord | undefined> {
+    const t = this.tokens.get(id);
+    return t && copy(t);
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return [...this.tokens.keys()].sort().map((id) => copy(this.tokens.get(id)!));
+  }
+
+  async getInstallMode(): Promise<InstallModeState> {
+    return copy(this.installMode);
+  }
+
+  async allocateSerial(): Promise<number> {
+    this.assertOpen();
+    return ++this.serialCounter;
+  }
+
+  async listSerials(opts: { after?: number; limit?: number } = {}): Promise<SerialRecord[]> {
+    return [...this.serials.values()]
+      .filter((s) => s.counter > (opts.after ?? 0))
+      .sort((a, b) => a.counter - b.counter)
+      .slice(0, opts.limit ?? Infinity)
+      .map(copy);
+  }
+
+  async listRevocations(): Promise<Revocation[]> {
+    return [...this.revocations.keys()].sort().map((s) => copy(this.revocations.get(s)!));
+  }
+
+  async isRevoked(serial: string): Promise<boolean> {
+    return this.revocations.has(serial);
+  }
+
+  async apply(change: Change): Promise<MusterEvent[]> {
+    this.assertOpen();
+    // Every precondition first, against the state before the change: a refusal changes nothing.
+    const next = new Map<string, NodeRecord>();
+    for (const w of change.nodes ?? []) {
+      const name = w.next.name;
+      const cur = next.get(name) ?? this.nodes.get(name);
+      if ((cur?.rev ?? 0) !== w.expectRev) {
+        throw new StoreConflict('node', `node ${name} is at rev ${cur?.rev ?? 0}, not ${w.expectRev}`);
+      }
+      next.set(name, { ...copy(w.next), rev: w.expectRev + 1 });
+    }
+    const usedToken =
+      change.useToken !== undefined
+        ? useTokenOnce(this.tokens.get(change.useToken), change.useToken)
+        : undefined;
+    const usedInstallMode = change.useInstallMode
+      ? useInstallModeOnce(this.installMode, change.useInstallMode.since)
+      : undefined;
+
+    for (const w of change.nodes ?? []) {
+      const name = w.next.name;
+      const prev = this.nodes.get(name);
+      if (prev && w.archivePrev) this.archived.set(name, [...(this.archived.get(name) ?? []), prev]);
+      this.nodes.set(name, { ...copy(w.next), rev: w.expectRev + 1 });
+    }
+    if (usedToken) this.tokens.set(usedToken.id, usedToken);
+    if (change.putToken) this.tokens.set(change.putToken.id, copy(change.putToken));
+    if (usedInstallMode) this.installMode = usedInstallMode.next;
+    if (change.setInstallMode) this.installMode = copy(change.setInstallMode);
+    if (change.serial) {
+      this.serials.set(change.serial.counter, copy(change.serial));
+      this.serialCounter = Math.max(this.serialCounter, change.serial.counter);
+    }
+    if (change.revoke) this.revocations.set(change.revoke.serial, copy(change.revoke));
+    const at = new Date(this.now()).toISOString();
+    const inputs = [...(change.events ?? []), ...(usedInstallMode?.event ? [usedInstallMode.event] : [])];
+    const events = inputs.map((e): MusterEvent => ({ seq: ++this.eventSeq, at, ...copy(e) }));
+    for (const ev of events) {
+      this.events.set(ev.seq, ev);
+      this.events.delete(ev.seq - this.eventRetention);
+    }
+    this.delivery.publish(events.map(copy));
+    return events.map(copy);
+  }
+
+  async lastEventSeq(): Promise<number> {
+    return this.eventSeq;
+  }
+
+  async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
+    const out: MusterEvent[] = [];
+    for (
+      let seq = Math.max(after + 1, this.eventSeq - this.eventRetention + 1);
+      seq <= this.eventSeq;
+      seq++
+    ) {
+      if (out.length >= limit) break;
+      const ev = this.events.get(seq);
+      if (ev) out.push(copy(ev));
+    }
+    return out;
+  }
+
+  watch(fn: (ev: MusterEvent) => void): () => void {
+    return this.delivery.watch(fn, this.eventSeq);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.delivery.drain();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('the registry is closed');
+  }
+}
