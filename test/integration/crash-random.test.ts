@@ -7,7 +7,8 @@
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import path from 'node:path';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
-import { Registry, NODE_STATES, type NodeRecord } from '../../src/registrar/registry.js';
+import { LevelRegistry } from '../../src/store/level.js';
+import { NODE_STATES } from '../../src/store/types.js';
 import { freePort, muster, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
 import { api, csrFor, tempDir } from '../helpers/registrar.js';
 
@@ -73,20 +74,20 @@ it('SIGKILLs at random instants during concurrent joins: one certificate per nod
 
   await reg.stop('SIGTERM');
   reg = undefined;
-  const r = await Registry.open(path.join(t.dir, 'reg', 'registry'));
+  const r = await LevelRegistry.open(path.join(t.dir, 'reg', 'registry'));
   try {
-    const records = await r.scanPrefix<NodeRecord>('n!');
+    const records = await r.listNodes({ limit: 1000 });
     expect(records).toHaveLength(40);
     for (const rec of records) expect(rec.state).toBe('issued');
-    const serials = await r.scanPrefix<{ name: string; serial: string }>('sn!');
+    const serials = await r.listSerials();
     expect(new Set(serials.map((s) => s.serial)).size).toBe(serials.length);
     expect(serials).toHaveLength(40); // a signature lost in a crash never reached the store
     const byName = new Map(records.map((x) => [x.name, x]));
     for (const s of serials) expect(byName.get(s.name)?.serial).toBe(s.serial);
     for (const [name, set] of certs) expect([...set][0]).toBe(byName.get(name)!.certificate);
-    const counts = r.countByState();
+    const counts = await r.counts();
     for (const state of NODE_STATES) expect(counts[state]).toBe((await r.namesInState(state)).length);
-    const tokens = await r.scanPrefix<{ used: number }>('t!');
+    const tokens = await r.listTokens();
     expect(tokens[0]!.used).toBe(40);
   } finally {
     await r.close();

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { Registry } from '../../src/registrar/registry.js';
+import { LevelRegistry } from '../../src/store/level.js';
 import { freePort, muster, musterAsync, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
 import { opensslVerify, tempDir } from '../helpers/registrar.js';
 
@@ -28,11 +28,11 @@ afterEach(async () => {
 });
 
 async function inspect(): Promise<{ state?: string; serial?: string; events: { type: string; name?: string }[]; serials: number }> {
-  const r = await Registry.open(path.join(t.dir, 'reg', 'registry'));
+  const r = await LevelRegistry.open(path.join(t.dir, 'reg', 'registry'));
   try {
     const node = await r.getNode('n1');
     const events = await r.listEvents(0, 1000);
-    const serials = (await r.scanPrefix('sn!')).length;
+    const serials = (await r.listSerials()).length;
     return { ...(node ? { state: node.state, serial: node.serial ?? '' } : {}), events, serials };
   } finally {
     await r.close();
@@ -110,8 +110,8 @@ it('an approval interrupted by a SIGKILL completes after the restart; serials ar
   expect(j2.code, j2.stderr).toBe(0);
   await reg.stop('SIGTERM');
   reg = undefined;
-  const r = await Registry.open(path.join(t.dir, 'reg', 'registry'));
-  const serials = await r.scanPrefix<{ name: string; serial: string }>('sn!');
+  const r = await LevelRegistry.open(path.join(t.dir, 'reg', 'registry'));
+  const serials = await r.listSerials();
   await r.close();
   expect(serials.map((s) => s.name)).toEqual(['n1', 'n2']);
   expect(new Set(serials.map((s) => s.serial)).size).toBe(2);

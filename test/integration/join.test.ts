@@ -235,10 +235,10 @@ describe('exactly once', () => {
     const tokens = await reg.admin.request<{ tokens: { used: number }[] }>('GET', '/v1/admin/tokens');
     expect(tokens.tokens[0]!.used).toBe(50);
     await reg.close();
-    const store = await Registry.open(path.join(t.dir, 'registrar', 'registry'));
+    const store = await LevelRegistry.open(path.join(t.dir, 'registrar', 'registry'));
     try {
-      expect((await store.scanPrefix<{ used: number }>('t!'))[0]!.used).toBe(50);
-      expect(store.countByState().issued).toBe(50);
+      expect((await store.listTokens())[0]!.used).toBe(50);
+      expect((await store.counts()).issued).toBe(50);
     } finally {
       await store.close();
     }
