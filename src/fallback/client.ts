@@ -10,7 +10,7 @@
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { MusterError } from '../common/errors.js';
+import { ErrorCodes, MusterError, type ErrorCode } from '../common/errors.js';
 import { certFingerprint } from '../common/x509.js';
 import { registrarDnsName } from '../common/names.js';
 
@@ -32,64 +32,156 @@ export interface RegistrarInfo {
   version: string;
 }
 
-function request(
-  url: URL,
-  method: string,
-  body: unknown,
-  opts: https.RequestOptions & { timeoutMs: number; signal?: AbortSignal },
-  onSocket?: (s: TLSSocket) => void,
-): Promise<HttpResult> {
+/** Largest answer the client reads (a bundle is a few kB; a CA chain with intermediates, tens). */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+export interface HttpsJsonOptions {
+  /** Default GET. */
+  method?: string;
+  /** Sent as JSON (content-type application/json). */
+  body?: unknown;
+  /** Sent as is, with content-type application/json: for tests of malformed input. */
+  rawBody?: string | Buffer;
+  /**
+   * How the server is trusted, one of: `ca` (PEM: the chain must end at this CA; the host name is
+   * checked unless `checkServerIdentity` says otherwise), `agent` (an https.Agent that carries the
+   * trust, as RegistrarClient's does), or `insecure: true` (no check at all: the first contact, whose
+   * CA is checked right after, and tests of the API contract). Without any of them, the system CAs.
+   */
+  ca?: string;
+  agent?: https.Agent;
+  insecure?: boolean;
+  checkServerIdentity?: https.RequestOptions['checkServerIdentity'];
+  /** Idle time allowed on the socket before the request fails (default 15 s). */
+  timeoutMs?: number;
+  /** Aborting rejects with the signal's reason (the caller's own error, e.g. MUSTER_ERR_TIMEOUT). */
+  signal?: AbortSignal;
+  /** Answers larger than this fail (default MAX_RESPONSE_BYTES). */
+  maxBytes?: number;
+  /** Also return the server's certificate (the first contact checks it against the CA it serves). */
+  peer?: boolean;
+}
+
+export interface HttpsJsonResult extends HttpResult {
+  peer?: X509Certificate;
+}
+
+/**
+ * One JSON request over HTTPS, the one helper every client in muster uses. JSON answers
+ * (content-type *json) are parsed, others returned as text, an empty body as undefined. The answer is
+ * bounded (`maxBytes`). Failures are MusterErrors: MUSTER_ERR_TLS when the certificate check fails,
+ * MUSTER_ERR_UNREACHABLE for anything else on the way (refused, reset, timeout, too large, malformed
+ * JSON). An HTTP error status is not a failure here: callers read `status` and turn the API's
+ * `{error, message}` into a MusterError with `apiError()`.
+ */
+export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<HttpsJsonResult> {
+  const target = typeof url === 'string' ? new URL(url) : url;
+  const method = o.method ?? 'GET';
+  const timeoutMs = o.timeoutMs ?? 15_000;
+  const maxBytes = o.maxBytes ?? MAX_RESPONSE_BYTES;
+  const signal = o.signal;
   return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) return reject(opts.signal.reason);
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = https.request(
-      url,
-      {
-        ...opts,
-        method,
-        headers: {
-          accept: 'application/json',
-          ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
-        },
+    if (signal?.aborted) return reject(signal.reason);
+    const payload =
+      o.rawBody !== undefined
+        ? Buffer.from(o.rawBody)
+        : o.body === undefined
+          ? undefined
+          : Buffer.from(JSON.stringify(o.body));
+    const opts: https.RequestOptions = {
+      method,
+      // No agent given: one connection for this request, closed after it (nothing lingers).
+      agent: o.agent ?? false,
+      headers: {
+        accept: 'application/json',
+        ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
       },
-      (res) => {
-        if (onSocket) onSocket(res.socket as TLSSocket);
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > 1024 * 1024) req.destroy(new Error('response too large'));
-          else chunks.push(c);
-        });
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          if ((res.headers['content-type'] ?? '').includes('json') && text) {
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              return reject(new MusterError('MUSTER_ERR_UNREACHABLE', `the registrar sent malformed JSON (${res.statusCode})`));
-            }
+      ...(o.insecure ? { rejectUnauthorized: false } : {}),
+      ...(o.ca !== undefined ? { ca: o.ca, rejectUnauthorized: true } : {}),
+      ...(o.checkServerIdentity ? { checkServerIdentity: o.checkServerIdentity } : {}),
+    };
+    const req = https.request(target, opts, (res) => {
+      let peer: X509Certificate | undefined;
+      if (o.peer) peer = (res.socket as TLSSocket).getPeerX509Certificate();
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > maxBytes) {
+          req.destroy(
+            new MusterError(
+              'MUSTER_ERR_UNREACHABLE',
+              `${target.origin}: the answer is larger than ${maxBytes} bytes`,
+            ),
+          );
+        } else chunks.push(c);
+      });
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown = text === '' ? undefined : text;
+        if ((res.headers['content-type'] ?? '').includes('json') && text) {
+          try {
+            body = JSON.parse(text);
+          } catch {
+            return reject(
+              new MusterError(
+                'MUSTER_ERR_UNREACHABLE',
+                `${target.origin} sent malformed JSON (${res.statusCode})`,
+              ),
+            );
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed });
-        });
-        res.on('error', reject);
-      },
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, ...(peer ? { peer } : {}) });
+      });
+      res.on('error', (err) => req.destroy(err));
+    });
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new Error(`no answer within ${Math.max(1, Math.round(timeoutMs / 1000))} s`)),
     );
-    req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
-    const onAbort = (): void => void req.destroy(opts.signal!.reason as Error);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    req.on('close', () => opts.signal?.removeEventListener('abort', onAbort));
+    const onAbort = (): void => void req.destroy(signal!.reason as Error);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('close', () => signal?.removeEventListener('abort', onAbort));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (opts.signal?.aborted) return reject(opts.signal.reason);
+      if (signal?.aborted) return reject(signal.reason);
       if (err instanceof MusterError) return reject(err);
       const tls = /certificate|self.signed|CERT_|SSL|TLS/i.test(`${err.code ?? ''} ${err.message}`);
       reject(
-        new MusterError(tls ? 'MUSTER_ERR_TLS' : 'MUSTER_ERR_UNREACHABLE', `${url.origin}: ${err.message}`, { cause: err }),
+        new MusterError(
+          tls ? 'MUSTER_ERR_TLS' : 'MUSTER_ERR_UNREACHABLE',
+          `${target.origin}: ${err.message}`,
+          {
+            cause: err,
+          },
+        ),
       );
     });
     req.end(payload);
   });
+}
+
+/** The API codes of the error registry (DESIGN "HTTPS API": `{error, message}` with a stable code). */
+const API_CODES = (Object.keys(ErrorCodes) as ErrorCode[]).filter((c) => ErrorCodes[c].status > 0);
+
+/**
+ * The MusterError an API error answer stands for. A code outside `understood` (default: every API
+ * code of the registry) becomes `internal`: a registrar can never make a client report a local error
+ * (a usage or timeout code) by naming it.
+ */
+export function apiError(res: HttpResult, understood: readonly ErrorCode[] = API_CODES): MusterError {
+  const b = res.body as { error?: unknown; message?: unknown } | undefined;
+  const code = typeof b?.error === 'string' ? b.error : 'internal';
+  const message = typeof b?.message === 'string' ? b.message : `HTTP ${res.status}`;
+  const known = (understood as readonly string[]).includes(code) && API_CODES.includes(code as ErrorCode);
+  return new MusterError(known ? (code as ErrorCode) : 'internal', message);
+}
+
+/** Retry-After in ms (RFC 9110 §10.2.3, seconds form), capped at an hour; undefined when absent or bad. */
+export function retryAfterMs(res: HttpResult): number | undefined {
+  const h = res.headers['retry-after'];
+  const raw = Array.isArray(h) ? h[0] : h;
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const s = Number(raw);
+  return Number.isFinite(s) && s >= 0 ? Math.min(s, 3600) * 1000 : undefined;
 }
 
 function hasRegistrarName(cert: X509Certificate, id: string): boolean {
@@ -117,7 +209,9 @@ export class RegistrarClient {
         const sans = (cert.subjectaltname ?? '').split(/,\s*/);
         return sans.includes(`DNS:${expected}`)
           ? undefined
-          : new Error(`the server certificate is not registrar ${info.id}'s (${cert.subjectaltname ?? 'no SAN'})`);
+          : new Error(
+              `the server certificate is not registrar ${info.id}'s (${cert.subjectaltname ?? 'no SAN'})`,
+            );
       },
     });
   }
@@ -134,13 +228,22 @@ export class RegistrarClient {
     try {
       base = new URL(url);
     } catch {
-      throw new MusterError('MUSTER_ERR_USAGE', `--registrar ${JSON.stringify(url)} is not a URL (e.g. https://10.0.0.1:8443)`);
+      throw new MusterError(
+        'MUSTER_ERR_USAGE',
+        `--registrar ${JSON.stringify(url)} is not a URL (e.g. https://10.0.0.1:8443)`,
+      );
     }
-    if (base.protocol !== 'https:') throw new MusterError('MUSTER_ERR_USAGE', `--registrar must be an https:// URL, not ${base.protocol}`);
+    if (base.protocol !== 'https:')
+      throw new MusterError('MUSTER_ERR_USAGE', `--registrar must be an https:// URL, not ${base.protocol}`);
     const timeoutMs = opts.timeoutMs ?? 15_000;
     // Both first requests share one connection (one TLS handshake), dropped afterwards.
     const firstAgent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
-    const first = { rejectUnauthorized: false, timeoutMs, agent: firstAgent, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const first: HttpsJsonOptions = {
+      insecure: true,
+      timeoutMs,
+      agent: firstAgent,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    };
     try {
       return await RegistrarClient.firstContact(base, opts, first);
     } finally {
@@ -155,14 +258,15 @@ export class RegistrarClient {
   private static async firstContact(
     base: URL,
     opts: { pin?: string; localCa?: string; advertisedCa?: string },
-    first: https.RequestOptions & { timeoutMs: number; signal?: AbortSignal },
+    first: HttpsJsonOptions,
   ): Promise<RegistrarClient> {
-    let peer: X509Certificate | undefined;
-    const caRes = await request(new URL('/v1/ca', base), 'GET', undefined, first, (s) => {
-      peer = s.getPeerX509Certificate();
-    });
+    const caRes = await httpsJson(new URL('/v1/ca', base), { ...first, peer: true });
+    const peer = caRes.peer;
     if (caRes.status !== 200 || typeof caRes.body !== 'string') {
-      throw new MusterError('MUSTER_ERR_UNREACHABLE', `${base.origin} does not look like a muster registrar (GET /v1/ca: ${caRes.status})`);
+      throw new MusterError(
+        'MUSTER_ERR_UNREACHABLE',
+        `${base.origin} does not look like a muster registrar (GET /v1/ca: ${caRes.status})`,
+      );
     }
     const caPem = caRes.body;
     let ca: X509Certificate;
@@ -173,12 +277,18 @@ export class RegistrarClient {
     }
     const fp = certFingerprint(caPem);
     if (opts.advertisedCa && fp !== opts.advertisedCa) {
-      throw new MusterError('MUSTER_ERR_CA_PIN', `the registrar at ${base.origin} advertised CA ${opts.advertisedCa} over mDNS but serves CA ${fp}`);
+      throw new MusterError(
+        'MUSTER_ERR_CA_PIN',
+        `the registrar at ${base.origin} advertised CA ${opts.advertisedCa} over mDNS but serves CA ${fp}`,
+      );
     }
     let trust: TrustBasis = 'tofu';
     if (opts.pin) {
       if (fp !== opts.pin) {
-        throw new MusterError('MUSTER_ERR_CA_PIN', `the registrar at ${base.origin} has CA ${fp}, not the pinned ${opts.pin}`);
+        throw new MusterError(
+          'MUSTER_ERR_CA_PIN',
+          `the registrar at ${base.origin} has CA ${fp}, not the pinned ${opts.pin}`,
+        );
       }
       trust = 'pinned';
     } else if (opts.localCa) {
@@ -192,21 +302,42 @@ export class RegistrarClient {
       trust = 'local-ca';
     }
     if (!peer || !peer.checkIssued(ca) || !peer.verify(ca.publicKey)) {
-      throw new MusterError('MUSTER_ERR_TLS', `the TLS certificate of ${base.origin} is not issued by the CA it serves`);
+      throw new MusterError(
+        'MUSTER_ERR_TLS',
+        `the TLS certificate of ${base.origin} is not issued by the CA it serves`,
+      );
     }
-    const infoRes = await request(new URL('/v1/info', base), 'GET', undefined, first);
+    const infoRes = await httpsJson(new URL('/v1/info', base), first);
     const info = infoRes.body as RegistrarInfo;
     if (infoRes.status !== 200 || typeof info !== 'object' || typeof info?.id !== 'string') {
-      throw new MusterError('MUSTER_ERR_UNREACHABLE', `${base.origin} answered GET /v1/info with ${infoRes.status}`);
+      throw new MusterError(
+        'MUSTER_ERR_UNREACHABLE',
+        `${base.origin} answered GET /v1/info with ${infoRes.status}`,
+      );
     }
     if (!hasRegistrarName(peer, info.id) || info.ca !== fp) {
-      throw new MusterError('MUSTER_ERR_TLS', `the TLS certificate of ${base.origin} is not registrar ${info.id}'s`);
+      throw new MusterError(
+        'MUSTER_ERR_TLS',
+        `the TLS certificate of ${base.origin} is not registrar ${info.id}'s`,
+      );
     }
     return new RegistrarClient(base, caPem, info, trust);
   }
 
-  async call(method: string, path: string, body?: unknown, timeoutMs = 15_000, signal?: AbortSignal): Promise<HttpResult> {
-    return request(new URL(path, this.base), method, body, { agent: this.agent, timeoutMs, ...(signal ? { signal } : {}) });
+  async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    timeoutMs = 15_000,
+    signal?: AbortSignal,
+  ): Promise<HttpResult> {
+    return httpsJson(new URL(path, this.base), {
+      method,
+      ...(body !== undefined ? { body } : {}),
+      agent: this.agent,
+      timeoutMs,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   close(): void {

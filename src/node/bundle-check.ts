@@ -29,16 +29,22 @@ export interface Expectations {
 
 const isStr = (v: unknown): v is string => typeof v === 'string';
 
-export function checkBundle(raw: unknown, x: Expectations): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
+export function checkBundle(
+  raw: unknown,
+  x: Expectations,
+): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
   const p: string[] = [];
   const b = raw as Bundle;
-  if (typeof raw !== 'object' || raw === null) return { ok: false, problems: ['the bundle is not a JSON object'] };
+  if (typeof raw !== 'object' || raw === null)
+    return { ok: false, problems: ['the bundle is not a JSON object'] };
   if (b.v !== 1) p.push(`unknown bundle version ${JSON.stringify(b.v)}`);
   for (const k of ['cluster', 'node', 'role', 'certificate', 'ca', 'issuedAt'] as const) {
     if (!isStr(b[k])) p.push(`bundle field ${k} is missing`);
   }
-  if (!Array.isArray(b.chain) || !b.chain.every(isStr)) p.push('bundle field chain is not a list of PEM certificates');
-  if (typeof b.registrar !== 'object' || !isStr(b.registrar?.id) || !isStr(b.registrar?.url)) p.push('bundle field registrar is missing');
+  if (!Array.isArray(b.chain) || !b.chain.every(isStr))
+    p.push('bundle field chain is not a list of PEM certificates');
+  if (typeof b.registrar !== 'object' || !isStr(b.registrar?.id) || !isStr(b.registrar?.url))
+    p.push('bundle field registrar is missing');
   if (typeof b.config !== 'object' || b.config === null || !Object.values(b.config).every(isStr)) {
     p.push('bundle field config must map names to strings');
   }
@@ -46,16 +52,20 @@ export function checkBundle(raw: unknown, x: Expectations): { ok: true; bundle: 
 
   if (x.tokenSecret !== undefined) {
     if (!isStr(b.mac) || !safeEqual(bundleMac(x.tokenSecret, b), b.mac)) {
-      p.push('the bundle MAC does not match the join token: it was not made by the registrar that holds the token');
+      p.push(
+        'the bundle MAC does not match the join token: it was not made by the registrar that holds the token',
+      );
     }
   }
   if (b.node !== x.name) p.push(`the bundle is for node ${b.node}, not ${x.name}`);
   if (b.role !== x.role) p.push(`the bundle gives role ${b.role}, not the requested ${x.role}`);
-  if (x.cluster && b.cluster !== x.cluster) p.push(`the bundle is for cluster ${b.cluster}, not the requested ${x.cluster}`);
+  if (x.cluster && b.cluster !== x.cluster)
+    p.push(`the bundle is for cluster ${b.cluster}, not the requested ${x.cluster}`);
   if (x.localCluster && b.cluster !== x.localCluster) {
     p.push(`this node already belongs to cluster ${x.localCluster}; the bundle is for ${b.cluster}`);
   }
-  if (b.registrar.id !== x.registrarId) p.push(`the bundle names registrar ${b.registrar.id}, not ${x.registrarId}`);
+  if (b.registrar.id !== x.registrarId)
+    p.push(`the bundle names registrar ${b.registrar.id}, not ${x.registrarId}`);
 
   let ca: X509Certificate | undefined;
   try {
@@ -68,9 +78,12 @@ export function checkBundle(raw: unknown, x: Expectations): { ok: true; bundle: 
     if (!ca.ca) p.push('the bundle CA certificate is not a CA');
     if (x.pin && caFp !== x.pin) p.push(`the bundle CA ${caFp} is not the pinned ${x.pin}`);
     if (x.localCaPem && caFp !== certFingerprint(x.localCaPem)) {
-      p.push(`the bundle CA ${caFp} differs from the CA this node already holds (${certFingerprint(x.localCaPem)})`);
+      p.push(
+        `the bundle CA ${caFp} differs from the CA this node already holds (${certFingerprint(x.localCaPem)})`,
+      );
     }
-    if (caFp !== certFingerprint(x.sessionCaPem)) p.push('the bundle CA is not the CA that the registrar served over TLS');
+    if (caFp !== certFingerprint(x.sessionCaPem))
+      p.push('the bundle CA is not the CA that the registrar served over TLS');
   }
 
   let cert: X509Certificate | undefined;
@@ -94,16 +107,20 @@ export function checkBundle(raw: unknown, x: Expectations): { ok: true; bundle: 
       const child = path[i]!;
       const parent = path[i + 1]!;
       if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
-        p.push(`certificate ${child.subject.replace(/\n/g, ', ')} is not signed by ${parent.subject.replace(/\n/g, ', ')}`);
+        p.push(
+          `certificate ${child.subject.replace(/\n/g, ', ')} is not signed by ${parent.subject.replace(/\n/g, ', ')}`,
+        );
         break;
       }
     }
     const from = Date.parse(cert.validFrom);
     const to = Date.parse(cert.validTo);
-    if (!(from <= x.now + 10 * 60_000 && x.now < to)) p.push(`the certificate is not valid now (${cert.validFrom} to ${cert.validTo})`);
+    if (!(from <= x.now + 10 * 60_000 && x.now < to))
+      p.push(`the certificate is not valid now (${cert.validFrom} to ${cert.validTo})`);
     const cn = /(?:^|\n)CN=([^\n]*)/.exec(cert.subject)?.[1];
     if (cn !== x.name) p.push(`the certificate names ${cn}, not ${x.name}`);
-    if (!(cert.subjectAltName ?? '').split(/,\s*/).includes(`DNS:${x.name}`)) p.push(`the certificate has no DNS name ${x.name}`);
+    if (!(cert.subjectAltName ?? '').split(/,\s*/).includes(`DNS:${x.name}`))
+      p.push(`the certificate has no DNS name ${x.name}`);
   }
   return p.length ? { ok: false, problems: p } : { ok: true, bundle: b };
 }

@@ -4,8 +4,10 @@
  * different CAs and nothing pinned is an error that lists them, never a silent pick.
  */
 import { validateRegistrarTxt, type Discovered, type Mdns } from '../advertiser/index.js';
+import type { Clock, TimerHandle } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import { nodeClock } from './clock.js';
 
 export interface Candidate {
   id: string;
@@ -29,6 +31,8 @@ export interface DiscoverOptions {
    */
   settleMs?: number;
   signal?: AbortSignal;
+  /** Time for the timeout and the settle delay (default: the real clock). */
+  clock?: Clock;
 }
 
 function toCandidate(s: Discovered): Candidate | { reason: string } {
@@ -37,7 +41,14 @@ function toCandidate(s: Discovered): Candidate | { reason: string } {
   const addr = s.addresses.find((a) => !a.includes(':')) ?? s.addresses[0] ?? s.referer;
   if (!addr || !s.port) return { reason: 'no address or port' };
   const host = addr.includes(':') ? `[${addr}]` : addr;
-  return { id: v.value.id ?? s.name, url: `https://${host}:${s.port}`, cluster: v.value.cluster, ca: v.value.ca, mode: v.value.mode, addresses: s.addresses };
+  return {
+    id: v.value.id ?? s.name,
+    url: `https://${host}:${s.port}`,
+    cluster: v.value.cluster,
+    ca: v.value.ca,
+    mode: v.value.mode,
+    addresses: s.addresses,
+  };
 }
 
 /**
@@ -48,10 +59,11 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
   return new Promise((resolve, reject) => {
     const found = new Map<string, Candidate>();
     const ignored = new Set<string>();
-    let settleTimer: NodeJS.Timeout | undefined;
+    const clock = o.clock ?? nodeClock;
+    let settleTimer: TimerHandle | undefined;
     const finish = (fn: () => void): void => {
-      clearTimeout(deadline);
-      clearTimeout(settleTimer);
+      clock.clearTimeout(deadline);
+      if (settleTimer) clock.clearTimeout(settleTimer);
       browser.stop();
       o.signal?.removeEventListener('abort', onAbort);
       fn();
@@ -76,27 +88,36 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
     const seen = (s: Discovered): void => {
       const c = toCandidate(s);
       if ('reason' in c) {
-        if (!ignored.has(s.name)) o.log.warn({ instance: s.name.slice(0, 80), reason: c.reason }, 'ignoring an invalid registrar advertisement');
+        if (!ignored.has(s.name))
+          o.log.warn(
+            { instance: s.name.slice(0, 80), reason: c.reason },
+            'ignoring an invalid registrar advertisement',
+          );
         ignored.add(s.name);
         return;
       }
       if (o.cluster && c.cluster !== o.cluster) {
-        if (!ignored.has(c.id)) o.log.info({ registrar: c.id, cluster: c.cluster }, 'ignoring a registrar of another cluster');
+        if (!ignored.has(c.id))
+          o.log.info({ registrar: c.id, cluster: c.cluster }, 'ignoring a registrar of another cluster');
         ignored.add(c.id);
         return;
       }
       if (o.pin && c.ca !== o.pin) {
-        if (!ignored.has(c.id)) o.log.info({ registrar: c.id, ca: c.ca }, 'ignoring a registrar whose CA is not the pinned one');
+        if (!ignored.has(c.id))
+          o.log.info({ registrar: c.id, ca: c.ca }, 'ignoring a registrar whose CA is not the pinned one');
         ignored.add(c.id);
         return;
       }
       found.set(c.id, c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
-      settleTimer ??= setTimeout(decide, o.settleMs ?? 150);
+      settleTimer ??= clock.setTimeout(decide, o.settleMs ?? 150);
     };
     const onAbort = (): void => finish(() => reject(o.signal!.reason));
     o.signal?.addEventListener('abort', onAbort, { once: true });
-    const deadline = setTimeout(() => (found.size ? decide() : finish(() => resolve(undefined))), o.timeoutMs);
+    const deadline = clock.setTimeout(
+      () => (found.size ? decide() : finish(() => resolve(undefined))),
+      o.timeoutMs,
+    );
     const browser = o.mdns.browse('muster', { up: seen, update: seen });
     for (const s of browser.list()) seen(s);
   });
