@@ -34,7 +34,7 @@ describe('muster CLI', () => {
     const hookOut = path.join(t.dir, 'hook.out');
     const j1 = await musterAsync([
       'join', '--registrar', reg!.url, '--token-file', path.join(t.dir, 'token'), '--name', 'web-1', '--role', 'web',
-      '--cluster', 'lab', '--state-dir', node, '--mdns', 'off', '--on-registered', `echo "$MUSTER_NODE $MUSTER_CLUSTER" > ${hookOut}`,
+      '--cluster', 'lab', '--state-dir', node, '--mdns', 'off', '--on-registered', `echo "$MUSTER_NODE_NAME $MUSTER_NODE_CLUSTER" > ${hookOut}`,
     ]);
     expect(j1.code, j1.stderr).toBe(0);
     expect(j1.stdout).toContain('registered web-1');
