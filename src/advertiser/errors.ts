@@ -1,24 +1,23 @@
 /**
- * Errors of the advertiser, with stable codes (CONVENTIONS 3). To be folded into the common error
- * registry (src/common) once it exists; the codes are part of that contract.
+ * Errors of the advertiser. Their codes live in the one error registry (src/common/errors.ts,
+ * CONVENTIONS 3) and are documented in docs/errors.md; MdnsError narrows MusterError to them so that
+ * callers can tell an mDNS failure apart without string matching.
  */
-export type MdnsErrorCode =
-  /** Another responder on the link owns our service instance name or host name (RFC 6762 §8.1, §9). */
-  | 'MUSTER_ERR_MDNS_NAME_CONFLICT'
-  /** The mDNS socket failed: EADDRINUSE / EACCES on UDP 5353, or a send failed. */
-  | 'MUSTER_ERR_MDNS_SOCKET'
-  /** The Mdns instance was closed. */
-  | 'MUSTER_ERR_MDNS_CLOSED'
-  /** A caller's handler threw. */
-  | 'MUSTER_ERR_MDNS_HANDLER';
+import { MusterError, type ErrorCode } from '../common/errors.js';
 
-export class MdnsError extends Error {
-  constructor(
-    readonly code: MdnsErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+export type MdnsErrorCode = Extract<
+  ErrorCode,
+  | 'MUSTER_ERR_MDNS_NAME_CONFLICT'
+  | 'MUSTER_ERR_MDNS_SOCKET'
+  | 'MUSTER_ERR_MDNS_CLOSED'
+  | 'MUSTER_ERR_MDNS_HANDLER'
+>;
+
+export class MdnsError extends MusterError {
+  declare readonly code: MdnsErrorCode;
+
+  constructor(code: MdnsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
     this.name = 'MdnsError';
   }
 }

@@ -22,40 +22,35 @@
  *   capped (§5.2; bonjour's Browser queries once), known-answer lists (§7.1), TXT through our codec,
  *   addresses from A records or else the packet's source.
  *
+ * This file is only the composition over the socket (after ciao's MDNSServer): it implements the
+ * PacketSink the state machines send through, routes received packets to them, and keeps bonjour's
+ * responder registry in step. The protocol lives in small machines on an injected Clock and random
+ * source, unit-tested without a socket: prober.ts (§8.1, §8.2), announcer.ts (§8.3, §8.4, §10.1),
+ * publication.ts (one publication's life, §9), requery.ts (§5.2) and browser.ts.
+ *
  * Only IPv4 (udp4) is used; no AAAA is published.
  */
 import os from 'node:os';
 import BonjourService from 'bonjour-service';
-import { BrowseCache, type BrowseEvent, type Discovered } from './browse-cache.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { Browser, type BrowseHandle, type BrowseHandlers } from './browser.js';
 import { MdnsError } from './errors.js';
+import { PublicationMachine, type Publication, type PublicationHost } from './publication.js';
 import {
   SERVICE_TYPES,
-  buildRecords,
   checkHostName,
   checkInstanceName,
-  conflictsWith,
-  goodbye,
-  rdataKey,
-  sameName,
-  withoutFlush,
   type DnsPacket,
-  type DnsQuestion,
   type DnsRecord,
-  type PublicationRecords,
   type ServiceKind,
 } from './records.js';
+import { silentLogger, type MdnsLogger, type PacketSink, type Random } from './sink.js';
 
 export type { Discovered } from './browse-cache.js';
+export type { BrowseHandle, BrowseHandlers } from './browser.js';
+export type { Publication, PublicationState } from './publication.js';
 export type { ServiceKind } from './records.js';
-
-type LogFn = (obj: Record<string, unknown>, msg: string) => void;
-/** pino-compatible. */
-export interface MdnsLogger {
-  debug: LogFn;
-  info: LogFn;
-  warn: LogFn;
-  error: LogFn;
-}
+export type { MdnsLogger } from './sink.js';
 
 export interface MdnsOptions {
   /** IPv4 address of the interface to use (DESIGN `--interface ADDR`); all interfaces when absent. */
@@ -79,34 +74,6 @@ export interface PublishSpec {
   txt: Record<string, string>;
   /** SRV target and A record name, `<label>.local`. Default: MdnsOptions.host, else `<name>.local`. */
   host?: string;
-}
-
-export type PublicationState = 'probing' | 'announced' | 'conflict' | 'stopped';
-
-export interface Publication {
-  readonly name: string;
-  readonly fqdn: string;
-  readonly host: string;
-  readonly state: PublicationState;
-  /** Replaces the TXT: one new announcement with cache-flush, no goodbye (RFC 6762 §8.4). */
-  updateTxt(txt: Record<string, string>): void;
-  /** Resolves once the first announcement is sent; rejects on a name conflict or stop(). */
-  whenAnnounced(): Promise<void>;
-  /** Withdraws the advertisement: goodbye (TTL 0) sent before the promise resolves. Idempotent. */
-  stop(): Promise<void>;
-}
-
-export interface BrowseHandlers {
-  up(s: Discovered): void;
-  /** TXT, SRV or addresses of a known instance changed. */
-  update?(s: Discovered): void;
-  /** Goodbye received (after the 1 s grace of RFC 6762 §10.1) or the PTR expired. */
-  down?(s: Discovered): void;
-}
-
-export interface BrowseHandle {
-  stop(): void;
-  list(): Discovered[];
 }
 
 export interface Mdns {
@@ -137,22 +104,6 @@ interface BonjourServer {
   unregister(records: DnsRecord[]): void;
 }
 
-const ANNOUNCE_COUNT = 3; // RFC 6762 §8.3: at least two, one second apart, intervals doubling
-const UPDATE_ANNOUNCE_COUNT = 2; // §8.4: the same rules as for the first announcements
-const PROBE_COUNT = 3; // §8.1: three probes 250 ms apart
-const PROBE_INTERVAL_MS = 250;
-const PROBE_DEFER_MS = 1000; // §8.2: the loser of a tie-break waits one second and probes again
-const RESOLVE_MIN_INTERVAL_MS = 1000;
-
-const noop: LogFn = () => undefined;
-const silentLogger: MdnsLogger = { debug: noop, info: noop, warn: noop, error: noop };
-
-function unrefTimer(fn: () => void, ms: number): NodeJS.Timeout {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return t;
-}
-
 function localIPv4Addresses(): string[] {
   return Object.values(os.networkInterfaces())
     .flatMap((list) => list ?? [])
@@ -164,12 +115,15 @@ export function createMdns(opts: MdnsOptions = {}): Mdns {
   return new MdnsImpl(opts);
 }
 
-class MdnsImpl implements Mdns {
+class MdnsImpl implements Mdns, PacketSink, PublicationHost {
   readonly log: MdnsLogger;
-  readonly server: BonjourServer;
+  readonly clock: Clock = systemClock;
+  readonly random: Random = Math.random;
+  readonly sink: PacketSink = this;
+  private readonly server: BonjourServer;
   private readonly bonjour: { destroy(cb?: () => void): void };
-  private readonly pubs = new Set<PublicationImpl>();
-  private readonly browsers = new Set<BrowserImpl>();
+  private readonly pubs = new Set<PublicationMachine>();
+  private readonly browsers = new Set<Browser>();
   private registered: DnsRecord[] = [];
   private closing: Promise<void> | undefined;
   private readonly readyPromise: Promise<void>;
@@ -214,10 +168,6 @@ class MdnsImpl implements Mdns {
     mdns.on('query', (packet, rinfo) => this.onQuery(packet, rinfo));
   }
 
-  get mdns(): MulticastDns {
-    return this.server.mdns;
-  }
-
   ready(): Promise<void> {
     return this.readyPromise;
   }
@@ -246,7 +196,7 @@ class MdnsImpl implements Mdns {
     const addresses = this.opts.interface ? [this.opts.interface] : localIPv4Addresses();
     if (addresses.length === 0)
       throw new MdnsError('MUSTER_ERR_MDNS_SOCKET', 'mdns: no IPv4 address to publish');
-    const pub = new PublicationImpl(this, {
+    const pub = new PublicationMachine(this, {
       kind: svc.type,
       name: svc.name,
       host,
@@ -255,28 +205,27 @@ class MdnsImpl implements Mdns {
       addresses,
     });
     this.pubs.add(pub);
-    if (this.opts.probe === false) pub.announce();
-    else pub.startProbing(Math.random() * PROBE_INTERVAL_MS); // §8.1: random 0–250 ms first delay
+    pub.start(this.opts.probe !== false);
     return pub;
   }
 
   browse(type: ServiceKind, handlers: BrowseHandlers): BrowseHandle {
     if (this.closing) throw new MdnsError('MUSTER_ERR_MDNS_CLOSED', 'mdns: browse() after close()');
-    const b = new BrowserImpl(this, SERVICE_TYPES[type], handlers, this.opts.maxQueryIntervalMs ?? 60_000);
+    const b = new Browser(this, SERVICE_TYPES[type], handlers, this.opts.maxQueryIntervalMs);
     this.browsers.add(b);
     b.start();
     return b;
   }
 
-  forgetBrowser(b: BrowserImpl): void {
+  forgetBrowser(b: Browser): void {
     this.browsers.delete(b);
   }
 
-  forgetPublication(p: PublicationImpl): void {
+  forget(p: PublicationMachine): void {
     this.pubs.delete(p);
   }
 
-  livePublications(): PublicationImpl[] {
+  livePublications(): PublicationMachine[] {
     return [...this.pubs].filter((p) => p.state === 'announced');
   }
 
@@ -291,6 +240,7 @@ class MdnsImpl implements Mdns {
     this.registered = current;
   }
 
+  /** PacketSink: multicast-dns sends to 224.0.0.251:5353 on the bound interface. */
   send(packet: DnsPacket, what: string): Promise<void> {
     return new Promise((resolve) => {
       const cb = (err?: Error | null): void => {
@@ -300,8 +250,8 @@ class MdnsImpl implements Mdns {
           );
         resolve();
       };
-      if (packet.type === 'query') this.mdns.query(packet, cb);
-      else this.mdns.respond(packet, cb);
+      if (packet.type === 'query') this.server.mdns.query(packet, cb);
+      else this.server.mdns.respond(packet, cb);
     });
   }
 
@@ -311,14 +261,9 @@ class MdnsImpl implements Mdns {
 
   private onResponse(packet: DnsPacket, rinfo: { address: string; port: number }): void {
     const records = [...(packet.answers ?? []), ...(packet.additionals ?? [])];
-    // Conflicts (RFC 6762 §9). While probing, any differing answer counts (our own records are not in
-    // the responder yet); once announced, ignore our own looped-back packets.
+    // Conflicts (RFC 6762 §9): the publications tell a looped-back announcement of ours by `own`.
     const own = this.ownAddresses().has(rinfo.address);
-    for (const pub of [...this.pubs]) {
-      if (pub.state !== 'probing' && (pub.state !== 'announced' || own)) continue;
-      const hit = records.find((r) => conflictsWith(pub.records, r));
-      if (hit) pub.conflict(hit, rinfo.address);
-    }
+    for (const pub of [...this.pubs]) pub.onResponse(records, rinfo.address, own);
     for (const b of [...this.browsers]) b.onResponse(packet, rinfo);
   }
 
@@ -326,7 +271,7 @@ class MdnsImpl implements Mdns {
   private onQuery(packet: DnsPacket, rinfo: { address: string; port: number }): void {
     const auth = packet.authorities ?? [];
     if (auth.length === 0) return;
-    for (const pub of [...this.pubs]) if (pub.state === 'probing') pub.tieBreak(auth, rinfo.address);
+    for (const pub of [...this.pubs]) pub.onProbe(auth, rinfo.address);
   }
 
   close(): Promise<void> {
@@ -345,316 +290,5 @@ class MdnsImpl implements Mdns {
       });
     })();
     return this.closing;
-  }
-}
-
-class PublicationImpl implements Publication {
-  state: PublicationState = 'probing';
-  records: PublicationRecords;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private probesSent = 0;
-  private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  private stopping: Promise<void> | undefined;
-  private failure: Error | undefined;
-  private announcedOnce = false;
-
-  constructor(
-    private readonly core: MdnsImpl,
-    private spec: Parameters<typeof buildRecords>[0],
-  ) {
-    this.records = buildRecords(spec); // throws TxtEncodeError before anything is sent
-  }
-
-  get name(): string {
-    return this.spec.name;
-  }
-  get host(): string {
-    return this.spec.host;
-  }
-  get fqdn(): string {
-    return this.records.fqdn;
-  }
-
-  allRecords(): DnsRecord[] {
-    return [this.records.ptr, this.records.srv, this.records.txt, ...this.records.a, this.records.meta];
-  }
-
-  private later(fn: () => void, ms: number): void {
-    const t = unrefTimer(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-  }
-
-  private clearTimers(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-  }
-
-  startProbing(delayMs: number): void {
-    this.clearTimers();
-    this.probesSent = 0;
-    this.later(() => this.sendProbe(), delayMs);
-  }
-
-  private sendProbe(): void {
-    if (this.state !== 'probing') return;
-    // §8.1: a query of type ANY for each name we want, our proposed records in the authority section.
-    const { fqdn, srv, txt, a } = this.records;
-    void this.core.send(
-      {
-        type: 'query',
-        questions: [
-          { name: fqdn, type: 'ANY' },
-          { name: this.spec.host, type: 'ANY' },
-        ],
-        authorities: [srv, txt, ...a].map(withoutFlush),
-      },
-      'probe',
-    );
-    this.probesSent++;
-    this.later(() => (this.probesSent < PROBE_COUNT ? this.sendProbe() : this.announce()), PROBE_INTERVAL_MS);
-  }
-
-  /** §8.2: compare our records for a name with theirs; if ours sort earlier we defer and re-probe. */
-  tieBreak(authorities: DnsRecord[], from: string): void {
-    for (const name of [this.records.fqdn, this.spec.host]) {
-      const theirs = authorities.filter((r) => sameName(r.name, name));
-      if (theirs.length === 0) continue;
-      const ours = [this.records.srv, this.records.txt, ...this.records.a].filter((r) =>
-        sameName(r.name, name),
-      );
-      const key = (rs: DnsRecord[]): string =>
-        rs
-          .map((r) => `${r.type} ${rdataKey(r)}`)
-          .sort()
-          .join('|');
-      const [o, t] = [key(ours), key(theirs)];
-      if (o === t) continue; // our own probe looped back, or an identical claim
-      if (o < t) {
-        this.core.log.info({ name, from }, 'mdns: simultaneous probe, deferring one second (RFC 6762 §8.2)');
-        this.startProbing(PROBE_DEFER_MS);
-        return;
-      }
-    }
-  }
-
-  announce(): void {
-    if (this.state !== 'probing') return;
-    this.state = 'announced';
-    this.core.syncRegistry(); // answer queries from now on
-    this.announceSeries(ANNOUNCE_COUNT, true);
-    this.core.log.info({ fqdn: this.fqdn, host: this.spec.host, port: this.spec.port }, 'mdns: published');
-  }
-
-  /** Unsolicited responses, 1 s apart and doubling (§8.3); each sends the *current* records. */
-  private announceSeries(count: number, first: boolean): void {
-    this.clearTimers();
-    let sent = 0;
-    let interval = 1000;
-    const send = (): void => {
-      if (this.state !== 'announced') return;
-      const isFirst = first && sent === 0;
-      void this.core.send({ type: 'response', answers: this.allRecords() }, 'announcement').then(() => {
-        if (isFirst) this.settle();
-      });
-      if (++sent < count) {
-        this.later(send, interval);
-        interval *= 2;
-      }
-    };
-    send();
-  }
-
-  updateTxt(txt: Record<string, string>): void {
-    if (this.state === 'stopped' || this.state === 'conflict') {
-      this.core.log.debug(
-        { fqdn: this.fqdn, state: this.state },
-        'mdns: updateTxt on a withdrawn publication ignored',
-      );
-      return;
-    }
-    const records = buildRecords({ ...this.spec, txt: { ...txt } }); // validates before changing anything
-    this.spec = { ...this.spec, txt: { ...txt } };
-    this.records = records;
-    if (this.state !== 'announced') return; // the probe and the first announcement use the new TXT
-    this.core.syncRegistry();
-    // §8.4: announce the changed record with cache-flush (§10.2) so caches replace it; no goodbye, so
-    // browsers see an update, not the service leaving and coming back. The PTR, SRV and A go along so
-    // browsers that only build services from complete packets (bonjour-service's) see it too.
-    this.announceSeries(UPDATE_ANNOUNCE_COUNT, false);
-  }
-
-  whenAnnounced(): Promise<void> {
-    if (this.announcedOnce) return Promise.resolve();
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
-  }
-
-  /** Settles whenAnnounced(): resolved by the first announcement, or rejected if none will come. */
-  private settle(err?: Error): void {
-    if (this.announcedOnce || this.failure) return;
-    if (err) this.failure = err;
-    else this.announcedOnce = true;
-    const ws = this.waiters;
-    this.waiters = [];
-    for (const w of ws) {
-      if (err) w.reject(err);
-      else w.resolve();
-    }
-  }
-
-  conflict(hit: DnsRecord, from: string): void {
-    const prev = this.state;
-    this.state = 'conflict';
-    this.clearTimers();
-    this.core.forgetPublication(this);
-    if (prev === 'announced') this.core.syncRegistry();
-    // No goodbye: the name belongs to the other responder, and a goodbye for the shared PTR would make
-    // every browser drop *its* service.
-    const what = sameName(hit.name, this.fqdn)
-      ? `the service instance name ${this.fqdn}`
-      : `the host name ${this.spec.host}`;
-    const err = new MdnsError(
-      'MUSTER_ERR_MDNS_NAME_CONFLICT',
-      `mDNS name conflict: ${from} already uses ${what} (${hit.type} ${rdataKey(hit)}); ` +
-        `this advertisement is withdrawn. Give this machine its own name (DESIGN "Node names").`,
-    );
-    this.settle(err);
-    this.core.report(err);
-  }
-
-  stop(): Promise<void> {
-    if (this.stopping) return this.stopping;
-    const wasAnnounced = this.state === 'announced';
-    if (this.state !== 'conflict') this.state = 'stopped';
-    this.clearTimers();
-    this.core.forgetPublication(this);
-    this.settle(
-      new MdnsError('MUSTER_ERR_MDNS_CLOSED', `mdns: ${this.fqdn} stopped before it was announced`),
-    );
-    if (!wasAnnounced) {
-      this.stopping = Promise.resolve();
-      return this.stopping;
-    }
-    this.core.syncRegistry();
-    // §10.1: goodbye = the records with TTL 0. The A records and the meta PTR only when no other live
-    // publication still needs them.
-    const others = this.core.livePublications();
-    const records = [this.records.ptr, this.records.srv, this.records.txt];
-    if (!others.some((p) => sameName(p.host, this.spec.host))) records.push(...this.records.a);
-    if (!others.some((p) => p.records.ptr.name === this.records.ptr.name)) records.push(this.records.meta);
-    this.stopping = this.core
-      .send({ type: 'response', answers: records.map(goodbye) }, 'goodbye')
-      .then(() => {
-        this.core.log.info({ fqdn: this.fqdn }, 'mdns: withdrawn (goodbye sent)');
-      });
-    return this.stopping;
-  }
-}
-
-class BrowserImpl implements BrowseHandle {
-  private readonly cache: BrowseCache;
-  private queryTimer: NodeJS.Timeout | undefined;
-  private expiryTimer: NodeJS.Timeout | undefined;
-  private interval = 1000;
-  private readonly asked = new Map<string, number>();
-  private stopped = false;
-
-  constructor(
-    private readonly core: MdnsImpl,
-    private readonly type: string,
-    private readonly handlers: BrowseHandlers,
-    private readonly maxInterval: number,
-  ) {
-    this.cache = new BrowseCache(type);
-  }
-
-  start(): void {
-    // RFC 6762 §5.2: the first query after a random 20–120 ms, then intervals of 1 s, 2 s, 4 s …
-    this.queryTimer = unrefTimer(() => this.query(), 20 + Math.random() * 100);
-  }
-
-  private query(): void {
-    if (this.stopped) return;
-    void this.core.send(
-      {
-        type: 'query',
-        questions: [{ name: this.type, type: 'PTR' }],
-        answers: this.cache.knownAnswers(Date.now()),
-      },
-      'browse query',
-    );
-    this.queryTimer = unrefTimer(() => this.query(), this.interval);
-    this.interval = Math.min(this.interval * 2, this.maxInterval);
-  }
-
-  onResponse(packet: DnsPacket, rinfo: { address: string }): void {
-    if (this.stopped) return;
-    const now = Date.now();
-    const { events, questions } = this.cache.ingest(packet, rinfo, now);
-    this.emit(events);
-    this.ask(questions, now);
-    this.armExpiry();
-  }
-
-  /** Completes partial knowledge (SRV/TXT, or A of the target), at most once a second per question. */
-  private ask(questions: DnsQuestion[], now: number): void {
-    const fresh = questions.filter((q) => {
-      const k = `${q.type} ${q.name.toLowerCase()}`;
-      const last = this.asked.get(k);
-      if (last !== undefined && now - last < RESOLVE_MIN_INTERVAL_MS) return false;
-      this.asked.set(k, now);
-      return true;
-    });
-    if (this.asked.size > 4096) this.asked.clear();
-    if (fresh.length > 0) void this.core.send({ type: 'query', questions: fresh }, 'resolve query');
-  }
-
-  private armExpiry(): void {
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    this.expiryTimer = undefined;
-    const next = this.cache.nextExpiry();
-    if (next === undefined || this.stopped) return;
-    this.expiryTimer = unrefTimer(
-      () => {
-        this.emit(this.cache.expire(Date.now()));
-        this.armExpiry();
-      },
-      Math.min(Math.max(next - Date.now(), 50), 2 ** 31 - 1),
-    );
-  }
-
-  private emit(events: BrowseEvent[]): void {
-    for (const ev of events) {
-      if (this.stopped) return;
-      try {
-        const fn =
-          ev.kind === 'up'
-            ? this.handlers.up
-            : ev.kind === 'update'
-              ? this.handlers.update
-              : this.handlers.down;
-        fn?.call(this.handlers, ev.service);
-      } catch (err) {
-        this.core.report(
-          new MdnsError('MUSTER_ERR_MDNS_HANDLER', `mdns: browse ${ev.kind} handler threw: ${String(err)}`, {
-            cause: err,
-          }),
-        );
-      }
-    }
-  }
-
-  stop(): void {
-    this.stopped = true;
-    if (this.queryTimer) clearTimeout(this.queryTimer);
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    this.core.forgetBrowser(this);
-  }
-
-  list(): Discovered[] {
-    return this.cache.list();
   }
 }

@@ -9,6 +9,7 @@
  * becomes a key named `cluster=`, and `decodeAll` drops every entry of one byte; the last duplicate
  * wins. RFC 6763 §6.4 wants the first occurrence, empty values kept, and `key` alone as a boolean.
  */
+import { MusterError } from '../common/errors.js';
 
 /** RFC 6763 §6.1: each string is a length byte followed by at most 255 bytes. */
 export const TXT_ENTRY_MAX_BYTES = 255;
@@ -23,10 +24,11 @@ export const TXT_DECODE_MAX_BYTES = 8900;
 /** Decoded TXT: key (lower-cased) → value; `null` is a boolean attribute (a key without `=`, §6.4). */
 export type TxtMap = ReadonlyMap<string, string | null>;
 
-export class TxtEncodeError extends Error {
-  readonly code = 'MUSTER_ERR_TXT_ENCODE';
+/** Thrown by the encoders only: what we publish must be valid. Decoding never throws (reasons are data). */
+export class TxtEncodeError extends MusterError {
+  declare readonly code: 'MUSTER_ERR_TXT_ENCODE';
   constructor(message: string) {
-    super(message);
+    super('MUSTER_ERR_TXT_ENCODE', message);
     this.name = 'TxtEncodeError';
   }
 }

@@ -1,32 +1,49 @@
 // Test-only: drives test/advertiser/mdns-runner.mjs inside a netns host (test/helpers/netlan.ts).
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { killChild, type LanHost } from '../helpers/netlan.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
-const srcDir = join(root, 'src/advertiser');
-const outDir = join(root, 'dist/advertiser');
-export const MDNS_MODULE = join(outDir, 'mdns.js');
+const srcRoot = join(root, 'src');
+const outRoot = join(root, 'dist');
+export const MDNS_MODULE = join(outRoot, 'advertiser/mdns.js');
 const RUNNER = join(here, 'mdns-runner.mjs');
+
+/** src/advertiser/*.ts and what they import from src (src/common/clock.ts, errors.ts), transitively. */
+function advertiserSources(): string[] {
+  const dir = join(srcRoot, 'advertiser');
+  const todo = readdirSync(dir)
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => join(dir, f));
+  const seen = new Set<string>();
+  for (let f = todo.pop(); f !== undefined; f = todo.pop()) {
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const m of readFileSync(f, 'utf8').matchAll(/from '(\.{1,2}\/[^']+)\.js'/g))
+      todo.push(resolve(dirname(f), `${m[1]}.ts`));
+  }
+  return [...seen];
+}
 
 /**
  * `npm test` builds first; a direct `vitest run` may find dist/ missing or older than src/advertiser.
- * Then compile only src/advertiser (not the whole tree, which may be mid-change elsewhere).
+ * Then compile only src/advertiser and the few src/common modules it imports (not the whole tree,
+ * which may be mid-change elsewhere), into the same dist/ the build writes.
  */
 export function ensureAdvertiserBuilt(): void {
-  const sources = readdirSync(srcDir).filter((f) => f.endsWith('.ts'));
-  const newest = Math.max(...sources.map((f) => statSync(join(srcDir, f)).mtimeMs));
+  const sources = advertiserSources();
+  const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));
   const built = sources.every((f) => {
-    const js = join(outDir, f.replace(/\.ts$/, '.js'));
+    const js = join(outRoot, relative(srcRoot, f)).replace(/\.ts$/, '.js');
     return existsSync(js) && statSync(js).mtimeMs >= newest;
   });
   if (built) return;
   const tsc = join(root, 'node_modules/.bin/tsc');
   const args = [
-    ...['--outDir', outDir, '--rootDir', srcDir, '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
+    ...['--outDir', outRoot, '--rootDir', srcRoot, '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
     ...[
       '--target',
       'ES2022',
@@ -37,7 +54,7 @@ export function ensureAdvertiserBuilt(): void {
       'node',
       '--sourceMap',
     ],
-    ...sources.map((f) => join(srcDir, f)),
+    ...sources,
   ];
   const r = spawnSync(tsc, args, { encoding: 'utf8', cwd: root });
   if (r.status !== 0) throw new Error(`compiling src/advertiser failed:\n${r.stdout}${r.stderr}`);

@@ -91,10 +91,10 @@ describe.skipIf(gate.skip)('mdns publish/browse on a netns LAN', () => {
     await browser.waitFor((e) => e.ev === 'up' && e.service.name === name, 5000, 'up');
     await pub.waitFor((e) => e.ev === 'announced', 3000, 'announced');
 
-    const t0 = Date.now();
+    // The update is announced at once (its schedule: test/advertiser/publication.test.ts); the browser
+    // gets it from that announcement, long before its TTL or a re-query would bring it.
     await pub.call('updateTxt', { pub: 'p', txt: nodeTxt({ ...base, state: 'registered' }) });
     const upd = await browser.waitFor((e) => e.ev === 'update' && e.service.name === name, 3000, 'update');
-    expect(Date.now() - t0).toBeLessThan(2000);
     if (upd.ev !== 'update') throw new Error('unreachable');
     expect(upd.service.txt.state).toBe('registered');
     await sleep(2500); // the rest of the update's announcements (RFC 6762 §8.4), and any stale re-announcement
@@ -117,11 +117,11 @@ describe.skipIf(gate.skip)('mdns publish/browse on a netns LAN', () => {
     });
     const up = await browser.waitFor((e) => e.ev === 'up' && e.service.name === name, 5000, 'up');
     if (up.ev === 'up') expect(up.service.host).toBe('registrar.local');
-    const t0 = Date.now();
     await pub.call('stop', { pub: 'p' });
     expect(await pub.call('state', { pub: 'p' })).toBe('stopped');
+    // Without the goodbye the PTR would live on for its TTL (75 minutes); its timing (sent at stop(),
+    // down one second later, RFC 6762 §10.1) is unit-tested in publication.test.ts and browser.test.ts.
     await browser.waitFor((e) => e.ev === 'down' && e.service.name === name, 3000, 'down');
-    expect(Date.now() - t0).toBeLessThan(2500); // goodbye + the one-second grace of RFC 6762 §10.1
   });
 
   it('SIGTERM closes the advertiser: goodbyes are sent before the socket closes', async () => {

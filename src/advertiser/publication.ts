@@ -1,0 +1,219 @@
+/**
+ * One DNS-SD publication's life (RFC 6762 §8, §9, §10): the Prober, then the Announcer, then either a
+ * goodbye or a conflict. No socket and no real timer here: packets go out through the PacketSink and
+ * time comes from the Clock that mdns.ts (or a test) passes in.
+ *
+ *   probing --won--> announced --updateTxt--> announced (re-announced, §8.4)
+ *      |                 |--stop()--> stopped (goodbye, §10.1)
+ *      |                 '--conflict (§9)--> conflict (no goodbye: the name is the other host's)
+ *      |--conflict--> conflict
+ *      '--stop()--> stopped (nothing was announced, nothing to withdraw)
+ */
+import type { Clock } from '../common/clock.js';
+import { Announcer } from './announcer.js';
+import { MdnsError } from './errors.js';
+import { Prober } from './prober.js';
+import {
+  buildRecords,
+  conflictsWith,
+  rdataKey,
+  sameName,
+  type DnsRecord,
+  type PublicationRecords,
+  type PublicationSpec,
+} from './records.js';
+import type { MdnsLogger, PacketSink, Random } from './sink.js';
+
+export type PublicationState = 'probing' | 'announced' | 'conflict' | 'stopped';
+
+export interface Publication {
+  readonly name: string;
+  readonly fqdn: string;
+  readonly host: string;
+  readonly state: PublicationState;
+  /** Replaces the TXT: one new announcement with cache-flush, no goodbye (RFC 6762 §8.4). */
+  updateTxt(txt: Record<string, string>): void;
+  /** Resolves once the first announcement is sent; rejects on a name conflict or stop(). */
+  whenAnnounced(): Promise<void>;
+  /** Withdraws the advertisement: goodbye (TTL 0) sent before the promise resolves. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** What a publication needs from the responder that holds it (mdns.ts); it calls upward only here. */
+export interface PublicationHost {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly sink: PacketSink;
+  readonly log: MdnsLogger;
+  /** The responder must now answer queries from exactly the announced publications' records. */
+  syncRegistry(): void;
+  /** The publications still announced, to keep the host's A records and the shared PTRs alive. */
+  livePublications(): readonly PublicationMachine[];
+  /** The publication is over (stopped or lost its name): drop it. */
+  forget(p: PublicationMachine): void;
+  /** A conflict or another failure for the operator (MdnsOptions.onError). */
+  report(err: Error): void;
+}
+
+export class PublicationMachine implements Publication {
+  private st: PublicationState = 'probing';
+  private recs: PublicationRecords;
+  private readonly prober: Prober;
+  private readonly announcer: Announcer;
+  private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private stopping: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private announcedOnce = false;
+
+  /** Throws TxtEncodeError (before anything is sent) when the TXT cannot be encoded. */
+  constructor(
+    private readonly core: PublicationHost,
+    private spec: PublicationSpec,
+  ) {
+    this.recs = buildRecords(spec);
+    this.prober = new Prober(core, () => ({ records: this.recs, host: this.spec.host }), {
+      won: () => this.announce(),
+      conflict: (hit, from) => this.conflict(hit, from),
+      deferred: (name, from) =>
+        core.log.info({ name, from }, 'mdns: simultaneous probe, deferring one second (RFC 6762 §8.2)'),
+    });
+    this.announcer = new Announcer(core, () => this.allRecords());
+  }
+
+  get state(): PublicationState {
+    return this.st;
+  }
+  get name(): string {
+    return this.spec.name;
+  }
+  get host(): string {
+    return this.spec.host;
+  }
+  get fqdn(): string {
+    return this.recs.fqdn;
+  }
+  get records(): PublicationRecords {
+    return this.recs;
+  }
+
+  /** Probes first (§8.1), or announces at once when `probe` is false. */
+  start(probe: boolean): void {
+    if (probe) this.prober.start();
+    else this.announce();
+  }
+
+  allRecords(): DnsRecord[] {
+    return [this.recs.ptr, this.recs.srv, this.recs.txt, ...this.recs.a, this.recs.meta];
+  }
+
+  /** A response from the link. `own`: it came from one of our addresses (our announcements loop back). */
+  onResponse(records: readonly DnsRecord[], from: string, own: boolean): void {
+    if (this.st === 'probing') {
+      this.prober.onResponse(records, from);
+      return;
+    }
+    // §9: once announced, a differing answer for our unique names from another host is a conflict.
+    if (this.st !== 'announced' || own) return;
+    const hit = records.find((r) => conflictsWith(this.recs, r));
+    if (hit) this.conflict(hit, from);
+  }
+
+  /** Another host's probe (a query with authorities): the §8.2 tie-break while we probe. */
+  onProbe(authorities: readonly DnsRecord[], from: string): void {
+    if (this.st === 'probing') this.prober.onProbe(authorities, from);
+  }
+
+  private announce(): void {
+    if (this.st !== 'probing') return;
+    this.st = 'announced';
+    this.core.syncRegistry(); // answer queries from now on
+    void this.announcer.announce().then(() => this.settle());
+    this.core.log.info({ fqdn: this.fqdn, host: this.spec.host, port: this.spec.port }, 'mdns: published');
+  }
+
+  updateTxt(txt: Record<string, string>): void {
+    if (this.st === 'stopped' || this.st === 'conflict') {
+      this.core.log.debug(
+        { fqdn: this.fqdn, state: this.st },
+        'mdns: updateTxt on a withdrawn publication ignored',
+      );
+      return;
+    }
+    const next = { ...this.spec, txt: { ...txt } };
+    this.recs = buildRecords(next); // validates before changing anything
+    this.spec = next;
+    if (this.st !== 'announced') return; // the remaining probes and the first announcement use the new TXT
+    this.core.syncRegistry();
+    // §8.4: announce the changed record with cache-flush (§10.2) so caches replace it; no goodbye, so
+    // browsers see an update, not the service leaving and coming back. The PTR, SRV and A go along so
+    // browsers that only build services from complete packets (bonjour-service's) see it too.
+    void this.announcer.update();
+  }
+
+  whenAnnounced(): Promise<void> {
+    if (this.announcedOnce) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** Settles whenAnnounced(): resolved by the first announcement, or rejected if none will come. */
+  private settle(err?: Error): void {
+    if (this.announcedOnce || this.failure) return;
+    if (err) this.failure = err;
+    else this.announcedOnce = true;
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
+  }
+
+  private conflict(hit: DnsRecord, from: string): void {
+    const prev = this.st;
+    this.st = 'conflict';
+    this.prober.stop();
+    this.announcer.cancel();
+    this.core.forget(this);
+    if (prev === 'announced') this.core.syncRegistry();
+    // No goodbye: the name belongs to the other responder, and a goodbye for the shared PTR would make
+    // every browser drop *its* service.
+    const what = sameName(hit.name, this.fqdn)
+      ? `the service instance name ${this.fqdn}`
+      : `the host name ${this.spec.host}`;
+    const err = new MdnsError(
+      'MUSTER_ERR_MDNS_NAME_CONFLICT',
+      `mDNS name conflict: ${from} already uses ${what} (${hit.type} ${rdataKey(hit)}); ` +
+        `this advertisement is withdrawn. Give this machine its own name (DESIGN "Node names").`,
+    );
+    this.settle(err);
+    this.core.report(err);
+  }
+
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    const wasAnnounced = this.st === 'announced';
+    if (this.st !== 'conflict') this.st = 'stopped';
+    this.prober.stop();
+    this.announcer.cancel();
+    this.core.forget(this);
+    this.settle(
+      new MdnsError('MUSTER_ERR_MDNS_CLOSED', `mdns: ${this.fqdn} stopped before it was announced`),
+    );
+    if (!wasAnnounced) {
+      this.stopping = Promise.resolve();
+      return this.stopping;
+    }
+    this.core.syncRegistry();
+    // §10.1: goodbye = the records with TTL 0. The A records and the meta PTR only when no other live
+    // publication still needs them.
+    const others = this.core.livePublications();
+    const records = [this.recs.ptr, this.recs.srv, this.recs.txt];
+    if (!others.some((p) => sameName(p.host, this.spec.host))) records.push(...this.recs.a);
+    if (!others.some((p) => p.records.ptr.name === this.recs.ptr.name)) records.push(this.recs.meta);
+    this.stopping = this.announcer.goodbye(records).then(() => {
+      this.core.log.info({ fqdn: this.fqdn }, 'mdns: withdrawn (goodbye sent)');
+    });
+    return this.stopping;
+  }
+}
