@@ -64,8 +64,12 @@ export type InstallModeBody = Static<typeof InstallModeBody>;
 
 export const CreateTokenBody = Type.Object(
   {
-    ttlMs: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_TTL_MIN_MS, maximum: TOKEN_TTL_MAX_MS })])),
-    uses: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_USES_MIN, maximum: TOKEN_USES_MAX })])),
+    ttlMs: Type.Optional(
+      Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_TTL_MIN_MS, maximum: TOKEN_TTL_MAX_MS })]),
+    ),
+    uses: Type.Optional(
+      Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_USES_MIN, maximum: TOKEN_USES_MAX })]),
+    ),
     roles: Type.Optional(Type.Array(Label, { maxItems: TOKEN_SCOPE_MAX })),
     clusters: Type.Optional(Type.Array(Label, { maxItems: TOKEN_SCOPE_MAX })),
     description: Type.Optional(Type.String({ maxLength: TOKEN_DESCRIPTION_MAX })),
@@ -74,9 +78,15 @@ export const CreateTokenBody = Type.Object(
 );
 export type CreateTokenBody = Static<typeof CreateTokenBody>;
 
-export const TokenIdParams = Type.Object({ id: Type.String({ pattern: TOKEN_ID_PATTERN }) }, { additionalProperties: false });
+export const TokenIdParams = Type.Object(
+  { id: Type.String({ pattern: TOKEN_ID_PATTERN }) },
+  { additionalProperties: false },
+);
 
-export const OperatorBody = Type.Object({ operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })) }, { additionalProperties: false });
+export const OperatorBody = Type.Object(
+  { operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })) },
+  { additionalProperties: false },
+);
 
 export const EventsQuery = Type.Object(
   {

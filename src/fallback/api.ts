@@ -14,7 +14,12 @@ import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schema
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Told of every answer (the registrar counts them in its metrics). */
-export type ResponseObserver = (r: { method: string; route: string; status: number; seconds: number }) => void;
+export type ResponseObserver = (r: {
+  method: string;
+  route: string;
+  status: number;
+  seconds: number;
+}) => void;
 
 export interface ApiOptions {
   service: RegistrationEndpoint;
@@ -43,7 +48,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const observe = opts.onResponse;
   if (observe) {
     app.addHook('onResponse', async (req, reply) => {
-      observe({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: reply.statusCode, seconds: reply.elapsedTime / 1000 });
+      observe({
+        method: req.method,
+        route: req.routeOptions.url ?? 'unknown',
+        status: reply.statusCode,
+        seconds: reply.elapsedTime / 1000,
+      });
     });
   }
 
@@ -77,7 +87,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.post('/v1/join', { schema: { body: JoinBody } }, async (req, reply) => {
     if (inFlight >= maxInFlight) {
-      throw new MusterError('busy', 'the registrar is signing as fast as it can: retry shortly', { retryAfter: 2 });
+      throw new MusterError('busy', 'the registrar is signing as fast as it can: retry shortly', {
+        retryAfter: 2,
+      });
     }
     inFlight++;
     try {
@@ -88,12 +100,16 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     }
   });
 
-  app.get('/v1/join/:name', { schema: { params: NameParams, querystring: WaitQuery } }, async (req, reply) => {
-    const { name } = req.params as Static<typeof NameParams>;
-    const q = req.query as Static<typeof WaitQuery>;
-    const wait = Math.min(Number(q.wait ?? 0), 60);
-    return send(reply, await svc.poll(name, q.key, wait * 1000));
-  });
+  app.get(
+    '/v1/join/:name',
+    { schema: { params: NameParams, querystring: WaitQuery } },
+    async (req, reply) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const q = req.query as Static<typeof WaitQuery>;
+      const wait = Math.min(Number(q.wait ?? 0), 60);
+      return send(reply, await svc.poll(name, q.key, wait * 1000));
+    },
+  );
 
   app.post('/v1/join/:name/ack', { schema: { params: NameParams, body: SignedBody } }, async (req, reply) => {
     const { name } = req.params as Static<typeof NameParams>;

@@ -21,8 +21,7 @@ export interface JoinRequest {
 
 /** What a join or a long poll answers: the bundle, or "wait" with the reason. */
 export type JoinOutcome =
-  | { status: 200 | 201; bundle: Bundle }
-  | { status: 202; state: string; retryAfter: number; reason: string };
+  { status: 200 | 201; bundle: Bundle } | { status: 202; state: string; retryAfter: number; reason: string };
 
 /** A request signed with the node key (ack, leave). */
 export interface SignedRequest {

@@ -21,7 +21,11 @@ import type { MusterEvent, NodeState } from '../store/types.js';
 import type { Metrics } from './metrics.js';
 import type { RegistrarService } from './service.js';
 
-export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?: Metrics): Promise<FastifyInstance> {
+export async function buildAdminApi(
+  svc: RegistrarService,
+  log: Logger,
+  metrics?: Metrics,
+): Promise<FastifyInstance> {
   const op = svc.operator;
   const app = Fastify({
     loggerInstance: log as unknown as FastifyBaseLogger,
@@ -94,11 +98,15 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
     op.showNode((req.params as Static<typeof NameParams>).name),
   );
   for (const action of ['approve', 'reject', 'remove'] as const) {
-    app.post(`/v1/admin/nodes/:name/${action}`, { schema: { params: NameParams, body: OperatorBody } }, async (req) => {
-      const { name } = req.params as Static<typeof NameParams>;
-      const { certificate: _c, spki: _s, ...node } = await op[action](name, operator(req.body));
-      return node;
-    });
+    app.post(
+      `/v1/admin/nodes/:name/${action}`,
+      { schema: { params: NameParams, body: OperatorBody } },
+      async (req) => {
+        const { name } = req.params as Static<typeof NameParams>;
+        const { certificate: _c, spki: _s, ...node } = await op[action](name, operator(req.body));
+        return node;
+      },
+    );
   }
 
   // Streams of `events --follow` end when the registrar stops (or close() would wait for them).
@@ -110,7 +118,8 @@ export async function buildAdminApi(svc: RegistrarService, log: Logger, metrics?
   app.get('/v1/admin/events', { schema: { querystring: EventsQuery } }, async (req, reply) => {
     const q = req.query as Static<typeof EventsQuery>;
     const after = Number(q.after ?? 0);
-    if (q.follow !== 'true') return { events: await op.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
+    if (q.follow !== 'true')
+      return { events: await op.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
     // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
     reply.hijack();
     const raw = reply.raw;

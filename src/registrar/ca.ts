@@ -5,12 +5,25 @@
  * common/x509.ts with node:crypto signatures.
  */
 import type Forge from 'node-forge';
-import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  generateKeyPairSync,
+  randomBytes,
+  X509Certificate,
+  type KeyObject,
+} from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
 import { registrarDnsName } from '../common/names.js';
-import { certFingerprint, fromPem, issueCertificate, makeSerial, toPem, type IssuerKey } from '../common/x509.js';
+import {
+  certFingerprint,
+  fromPem,
+  issueCertificate,
+  makeSerial,
+  toPem,
+  type IssuerKey,
+} from '../common/x509.js';
 
 export interface CertificateAuthority {
   /** Root certificate, PEM. */
@@ -22,7 +35,11 @@ export interface CertificateAuthority {
 
 const CA_YEARS = 10;
 
-export async function loadOrCreateCa(dir: string, subjectCn: string, now: Date): Promise<{ ca: CertificateAuthority; created: boolean }> {
+export async function loadOrCreateCa(
+  dir: string,
+  subjectCn: string,
+  now: Date,
+): Promise<{ ca: CertificateAuthority; created: boolean }> {
   await ensureDir(dir, 0o700);
   const keyFile = path.join(dir, 'ca.key');
   const certFile = path.join(dir, 'ca.crt');

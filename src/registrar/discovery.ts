@@ -4,7 +4,14 @@
  * as X"). What it hears is untrusted: validated, bounded, logged once when garbage, and never enough to
  * issue on its own (a node still sends a CSR for the key it advertised).
  */
-import { createMdns, registrarTxt, validateNodeTxt, type Discovered, type Mdns, type Publication } from '../advertiser/index.js';
+import {
+  createMdns,
+  registrarTxt,
+  validateNodeTxt,
+  type Discovered,
+  type Mdns,
+  type Publication,
+} from '../advertiser/index.js';
 import type { Logger } from '../common/log.js';
 import type { MusterEvent } from '../store/types.js';
 import type { RegistrarService } from './service.js';
@@ -39,7 +46,14 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
   await mdns.ready();
 
   const txt = async (): Promise<Record<string, string>> =>
-    registrarTxt({ v: 1, role: 'main', cluster: o.cluster, ca: o.caFingerprint, mode: await o.service.mode(), id: o.registrarId });
+    registrarTxt({
+      v: 1,
+      role: 'main',
+      cluster: o.cluster,
+      ca: o.caFingerprint,
+      mode: await o.service.mode(),
+      id: o.registrarId,
+    });
   let current = await txt();
   const pub: Publication = mdns.publish({ type: 'muster', name: o.registrarId, port: o.port, txt: current });
 
@@ -56,7 +70,9 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
   };
   const onEvent = (ev: MusterEvent): void => {
     if (ev.type !== 'install-mode' && ev.type !== 'token') return;
-    refreshing = refreshing.then(refresh).catch((err: Error) => log.warn({ err: err.message }, 'could not update the advertisement'));
+    refreshing = refreshing
+      .then(refresh)
+      .catch((err: Error) => log.warn({ err: err.message }, 'could not update the advertisement'));
   };
   const unwatch = o.service.registry.watch(onEvent);
 
@@ -67,18 +83,26 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
       const key = `${s.name}|${v.reason}`;
       if (!garbage.has(key) && garbage.size < MAX_GARBAGE_LOGGED) {
         garbage.add(key);
-        log.warn({ instance: s.name.slice(0, 80), from: s.referer, reason: v.reason }, 'ignoring an invalid join advertisement');
+        log.warn(
+          { instance: s.name.slice(0, 80), from: s.referer, reason: v.reason },
+          'ignoring an invalid join advertisement',
+        );
       }
       return;
     }
     if (v.value.state !== 'ready') return;
     o.service
       .heard(v.value, s.addresses.length ? s.addresses : s.referer ? [s.referer] : [])
-      .catch((err: Error) => log.warn({ node: v.value.name, err: err.message }, 'could not record a heard node'));
+      .catch((err: Error) =>
+        log.warn({ node: v.value.name, err: err.message }, 'could not record a heard node'),
+      );
   };
   const browser = mdns.browse('muster-join', { up: heard, update: heard });
 
-  log.info({ id: o.registrarId, port: o.port, interface: o.interface ?? 'all' }, 'advertising _muster._tcp, listening for _muster-join._tcp');
+  log.info(
+    { id: o.registrarId, port: o.port, interface: o.interface ?? 'all' },
+    'advertising _muster._tcp, listening for _muster-join._tcp',
+  );
   return {
     mdns,
     async close() {

@@ -55,7 +55,8 @@ export interface RunningRegistrar {
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`--listen ${JSON.stringify(listen)} is not HOST:PORT (e.g. 0.0.0.0:8443)`);
+  if (!m || port > 65535)
+    throw new Error(`--listen ${JSON.stringify(listen)} is not HOST:PORT (e.g. 0.0.0.0:8443)`);
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
@@ -89,18 +90,33 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
 
   let registry: Registry;
   try {
-    registry = await openRegistry({ kind: 'level', dir: path.join(opts.stateDir, 'registry') }, { now: () => clock.now() });
+    registry = await openRegistry(
+      { kind: 'level', dir: path.join(opts.stateDir, 'registry') },
+      { now: () => clock.now() },
+    );
   } catch (err) {
     const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
-    throw new Error(`cannot open the registry in ${opts.stateDir} (${cause}); is another registrar using it?`, { cause: err });
+    throw new Error(
+      `cannot open the registry in ${opts.stateDir} (${cause}); is another registrar using it?`,
+      { cause: err },
+    );
   }
   const cleanup: (() => Promise<unknown>)[] = [() => registry.close()];
   try {
     const id = await registry.identity(() => 'r-' + randomBytes(5).toString('hex'));
     const now = new Date(clock.now());
-    const { ca, created } = await loadOrCreateCa(path.join(opts.stateDir, 'ca'), `muster CA ${opts.cluster} ${id}`, now);
+    const { ca, created } = await loadOrCreateCa(
+      path.join(opts.stateDir, 'ca'),
+      `muster CA ${opts.cluster} ${id}`,
+      now,
+    );
     if (created) log.info({ ca: ca.fingerprint }, 'created a new certificate authority');
-    const ips = [...new Set([...hostAddresses(), ...(net.isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])])];
+    const ips = [
+      ...new Set([
+        ...hostAddresses(),
+        ...(net.isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : []),
+      ]),
+    ];
     const identity = issueServerIdentity(ca, id, ips, now);
 
     let url = '';
@@ -168,7 +184,15 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     });
 
     log.info(
-      { id, url, cluster: opts.cluster, ca: ca.fingerprint, autoregister: opts.autoregister, adminSocket: opts.adminSocket, stateDir: opts.stateDir },
+      {
+        id,
+        url,
+        cluster: opts.cluster,
+        ca: ca.fingerprint,
+        autoregister: opts.autoregister,
+        adminSocket: opts.adminSocket,
+        stateDir: opts.stateDir,
+      },
       'registrar ready',
     );
     return {

@@ -11,7 +11,10 @@ export class Metrics {
   readonly requests: Counter<'method' | 'route' | 'status'>;
   readonly joinSeconds: Histogram<'outcome'>;
 
-  constructor(sources: { counts: () => Promise<Record<NodeState, number>>; installModeOn: () => Promise<boolean> }) {
+  constructor(sources: {
+    counts: () => Promise<Record<NodeState, number>>;
+    installModeOn: () => Promise<boolean>;
+  }) {
     this.requests = new Counter({
       name: 'muster_http_requests_total',
       help: 'HTTPS API requests by method, route and status',
@@ -47,12 +50,15 @@ export class Metrics {
   /** Counts one HTTPS answer (the API's ResponseObserver). */
   observe(r: { method: string; route: string; status: number; seconds: number }): void {
     this.requests.inc({ method: r.method, route: r.route, status: String(r.status) });
-    if (r.route === '/v1/join' && r.method === 'POST') this.joinSeconds.observe({ outcome: String(r.status) }, r.seconds);
+    if (r.route === '/v1/join' && r.method === 'POST')
+      this.joinSeconds.observe({ outcome: String(r.status) }, r.seconds);
   }
 
   /** Count of requests for one route (all statuses), for tests and the status page. */
   async requestCount(method: string, route: string): Promise<number> {
     const m = await this.requests.get();
-    return m.values.filter((v) => v.labels.method === method && v.labels.route === route).reduce((a, v) => a + v.value, 0);
+    return m.values
+      .filter((v) => v.labels.method === method && v.labels.route === route)
+      .reduce((a, v) => a + v.value, 0);
   }
 }

@@ -15,7 +15,10 @@ export interface LinkInterfaces {
  * Builds the on-link test. `only`: the IPv4 address of the one interface the registrar advertises on
  * (--interface); otherwise every interface counts.
  */
-export function onLinkChecker(only?: string, ifaces: LinkInterfaces = os.networkInterfaces()): (address: string) => boolean {
+export function onLinkChecker(
+  only?: string,
+  ifaces: LinkInterfaces = os.networkInterfaces(),
+): (address: string) => boolean {
   const list = new BlockList();
   for (const infos of Object.values(ifaces)) {
     for (const i of infos ?? []) {
@@ -39,6 +42,7 @@ export function onLinkChecker(only?: string, ifaces: LinkInterfaces = os.network
 /** The host's addresses, for the registrar's server certificate. */
 export function hostAddresses(ifaces: LinkInterfaces = os.networkInterfaces()): string[] {
   const out = new Set<string>();
-  for (const infos of Object.values(ifaces)) for (const i of infos ?? []) if (!i.address.includes('%')) out.add(i.address);
+  for (const infos of Object.values(ifaces))
+    for (const i of infos ?? []) if (!i.address.includes('%')) out.add(i.address);
   return [...out];
 }

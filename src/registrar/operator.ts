@@ -79,7 +79,11 @@ export class Operator {
           `node ${name} was only heard over mDNS and has not asked to join yet; approve it once it is pending`,
         );
       }
-      if (rec.state !== 'pending') throw new MusterError('invalid_state', `node ${name} is ${rec.state}; only a pending node can be approved`);
+      if (rec.state !== 'pending')
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} is ${rec.state}; only a pending node can be approved`,
+        );
       const nowIso = this.nowIso();
       const { pendingReason: _p, advertisedKey: _a, ...rest } = rec;
       const accepted: NodeRecord = {
@@ -92,7 +96,13 @@ export class Operator {
       // A crash between them is finished at start or by the node's next poll.
       await this.o.registry.apply({
         nodes: [{ expectRev: rec.rev, next: accepted }],
-        events: [{ type: 'accepted', name, detail: { rule: 'approval', reason: `approved by ${operator}`, key: rec.key } }],
+        events: [
+          {
+            type: 'accepted',
+            name,
+            detail: { rule: 'approval', reason: `approved by ${operator}`, key: rec.key },
+          },
+        ],
       });
       this.log.info({ node: name, key: rec.key, rule: 'approval', operator }, 'node accepted');
       this.o.fault?.('after-accept');
@@ -105,7 +115,10 @@ export class Operator {
     return this.o.registration.locks.run(name, async () => {
       const rec = await this.existing(name);
       if (rec.state !== 'pending' && rec.state !== 'heard') {
-        throw new MusterError('invalid_state', `node ${name} is ${rec.state}; only a pending node can be rejected (use remove)`);
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} is ${rec.state}; only a pending node can be rejected (use remove)`,
+        );
       }
       const nowIso = this.nowIso();
       const { pendingReason: _p, ...rest } = rec;
@@ -168,17 +181,29 @@ export class Operator {
       events: [
         {
           type: 'token',
-          detail: { action: 'created', id: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses, expiresAt: t.expiresAt },
+          detail: {
+            action: 'created',
+            id: t.id,
+            roles: t.roles,
+            clusters: t.clusters,
+            maxUses: t.maxUses,
+            expiresAt: t.expiresAt,
+          },
         },
       ],
     });
-    this.log.info({ tokenId: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses }, 'join token created');
+    this.log.info(
+      { tokenId: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses },
+      'join token created',
+    );
     return { token: `${t.id}.${t.secret}`, view: tokenView(t, now) };
   }
 
   async listTokens(): Promise<TokenView[]> {
     const now = this.o.clock.now();
-    return (await this.o.registry.listTokens()).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).map((t) => tokenView(t, now));
+    return (await this.o.registry.listTokens())
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .map((t) => tokenView(t, now));
   }
 
   async revokeToken(id: string): Promise<TokenView> {
@@ -187,7 +212,10 @@ export class Operator {
     const now = this.o.clock.now();
     if (t.revoked) return tokenView(t, now);
     const next = { ...t, revoked: true, revokedAt: new Date(now).toISOString() };
-    await this.o.registry.apply({ putToken: next, events: [{ type: 'token', detail: { action: 'revoked', id } }] });
+    await this.o.registry.apply({
+      putToken: next,
+      events: [{ type: 'token', detail: { action: 'revoked', id } }],
+    });
     this.log.info({ tokenId: id }, 'join token revoked');
     return tokenView((await this.o.registry.getToken(id)) ?? next, now);
   }
@@ -200,8 +228,15 @@ export class Operator {
     return { ...effectiveInstallMode(s, now), description: describeInstallMode(s, now) };
   }
 
-  async installModeOn(opts: { forMs: number; max: number | null; role?: string; cluster?: string; remote: boolean }): Promise<InstallModeView> {
-    if (!(opts.forMs >= 1000)) throw new MusterError('bad_request', 'install mode needs a duration of at least 1s (--for)');
+  async installModeOn(opts: {
+    forMs: number;
+    max: number | null;
+    role?: string;
+    cluster?: string;
+    remote: boolean;
+  }): Promise<InstallModeView> {
+    if (!(opts.forMs >= 1000))
+      throw new MusterError('bad_request', 'install mode needs a duration of at least 1s (--for)');
     if (opts.max !== null && opts.max < 1) throw new MusterError('bad_request', '--max must be at least 1');
     if (opts.role) assertLabel('role', opts.role);
     if (opts.cluster) assertLabel('cluster', opts.cluster);
@@ -221,7 +256,14 @@ export class Operator {
       events: [
         {
           type: 'install-mode',
-          detail: { on: true, until: new Date(next.until!).toISOString(), max: next.max, role: next.role, cluster: next.cluster, remote: next.remote },
+          detail: {
+            on: true,
+            until: new Date(next.until!).toISOString(),
+            max: next.max,
+            role: next.role,
+            cluster: next.cluster,
+            remote: next.remote,
+          },
         },
       ],
     });
@@ -234,7 +276,10 @@ export class Operator {
     const cur = await this.o.registry.getInstallMode();
     if (cur.on) {
       const next: InstallModeState = { ...cur, on: false, offReason: reason };
-      await this.o.registry.apply({ setInstallMode: next, events: [{ type: 'install-mode', detail: { on: false, reason } }] });
+      await this.o.registry.apply({
+        setInstallMode: next,
+        events: [{ type: 'install-mode', detail: { on: false, reason } }],
+      });
       this.log.info({ reason }, 'install mode off');
     }
     return this.installModeStatus();
@@ -249,7 +294,11 @@ export class Operator {
     const admitted: string[] = [];
     let after: string | undefined;
     for (;;) {
-      const page = await this.o.registry.listNodes({ state: 'pending', limit: 500, ...(after ? { after } : {}) });
+      const page = await this.o.registry.listNodes({
+        state: 'pending',
+        limit: 500,
+        ...(after ? { after } : {}),
+      });
       for (const candidate of page) {
         const im = effectiveInstallMode(await this.o.registry.getInstallMode(), this.o.clock.now());
         if (!im.on) return admitted;
@@ -270,7 +319,11 @@ export class Operator {
           });
           if (verdict.kind !== 'accept' || verdict.rule !== 'install-mode') return false;
           try {
-            await this.o.registration.admitLocked(rec, rec, verdict, false, { key: rec.key, address, channel: rec.channel });
+            await this.o.registration.admitLocked(rec, rec, verdict, false, {
+              key: rec.key,
+              address,
+              channel: rec.channel,
+            });
             return true;
           } catch (err) {
             if (isStoreConflict(err)) return false; // --max reached or the record moved on
@@ -297,11 +350,17 @@ export class Operator {
     this.disarmInstallTimer();
     if (this.closed || !cur.on || cur.until === undefined) return;
     const ms = cur.until - this.o.clock.now();
-    this.installTimer = this.o.clock.setTimeout(() => {
-      this.installTimer = undefined;
-      if (ms > MAX_TIMER_MS) void this.armInstallTimer();
-      else void this.settleInstallMode().catch((err) => this.log.error({ err }, 'cannot switch install mode off'));
-    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    this.installTimer = this.o.clock.setTimeout(
+      () => {
+        this.installTimer = undefined;
+        if (ms > MAX_TIMER_MS) void this.armInstallTimer();
+        else
+          void this.settleInstallMode().catch((err) =>
+            this.log.error({ err }, 'cannot switch install mode off'),
+          );
+      },
+      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
+    );
   }
 
   private disarmInstallTimer(): void {

@@ -12,7 +12,6 @@ export { INSTALL_MODE_OFF, type InstallModeState, type TokenRecord } from '../st
 
 export type Autoregister = 'local' | 'any' | 'off';
 
-
 /** A token as the operator sees it: never the secret. */
 export type TokenView = Omit<TokenRecord, 'secret'> & { state: 'valid' | 'expired' | 'used-up' | 'revoked' };
 
@@ -30,7 +29,13 @@ export function tokenState(t: TokenRecord, now: number): TokenView['state'] {
 
 export function newToken(
   now: number,
-  opts: { ttlMs: number | null; maxUses: number | null; roles: string[]; clusters: string[]; description?: string },
+  opts: {
+    ttlMs: number | null;
+    maxUses: number | null;
+    roles: string[];
+    clusters: string[];
+    description?: string;
+  },
 ): TokenRecord {
   return {
     id: randomBytes(5).toString('hex'),
@@ -65,22 +70,25 @@ export function checkProof(
   if (!token) return { ok: false, reason: `unknown token id ${proof.id}` };
   const skew = Math.abs(now / 1000 - proof.ts);
   if (!(skew <= PROOF_WINDOW_S)) {
-    return { ok: false, reason: `proof timestamp is ${Math.round(skew)} s away from the registrar clock (window ${PROOF_WINDOW_S} s)` };
+    return {
+      ok: false,
+      reason: `proof timestamp is ${Math.round(skew)} s away from the registrar clock (window ${PROOF_WINDOW_S} s)`,
+    };
   }
   const expected = joinProofMac(token.secret, { ...fields, ts: proof.ts });
-  if (!safeEqual(expected, proof.hmac)) return { ok: false, reason: `proof HMAC does not match token ${token.id}` };
+  if (!safeEqual(expected, proof.hmac))
+    return { ok: false, reason: `proof HMAC does not match token ${token.id}` };
   const state = tokenState(token, now);
   if (state !== 'valid') return { ok: false, reason: `token ${token.id} is ${state}` };
   return { ok: true, token };
 }
 
-
-
 /** Install mode as in force at `now`: past its deadline or count it is off, whatever was stored. */
 export function effectiveInstallMode(s: InstallModeState, now: number): InstallModeState {
   if (!s.on) return s;
   if (s.until !== undefined && now >= s.until) return { ...s, on: false, offReason: 'deadline passed' };
-  if (s.max !== null && s.accepted >= s.max) return { ...s, on: false, offReason: `${s.max} node(s) accepted` };
+  if (s.max !== null && s.accepted >= s.max)
+    return { ...s, on: false, offReason: `${s.max} node(s) accepted` };
   return s;
 }
 

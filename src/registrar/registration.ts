@@ -77,7 +77,12 @@ export class Registration {
       refuse(new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`));
     }
     if (csr.commonName !== req.name) {
-      refuse(new MusterError('csr_mismatch', `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${req.name}`));
+      refuse(
+        new MusterError(
+          'csr_mismatch',
+          `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${req.name}`,
+        ),
+      );
     }
 
     return this.locks.run(req.name, async () => {
@@ -86,7 +91,10 @@ export class Registration {
           return await this.joinLocked(req, csr, address, channel, refuse);
         } catch (err) {
           if (!isStoreConflict(err) || attempt >= MAX_ATTEMPTS) {
-            if (isStoreConflict(err)) throw new MusterError('busy', 'the registrar is busy with this node: retry shortly', { retryAfter: 1 });
+            if (isStoreConflict(err))
+              throw new MusterError('busy', 'the registrar is busy with this node: retry shortly', {
+                retryAfter: 1,
+              });
             throw err;
           }
           this.log.debug({ node: req.name, on: err.on }, 'lost a race in the store; deciding again');
@@ -117,12 +125,20 @@ export class Registration {
         case 'rejected':
           return refuse(new MusterError('rejected', `node ${rec.name} was rejected by the operator`));
         case 'removed':
-          return refuse(new MusterError('removed', `node ${rec.name} was removed by the operator; its certificate is revoked`));
+          return refuse(
+            new MusterError(
+              'removed',
+              `node ${rec.name} was removed by the operator; its certificate is revoked`,
+            ),
+          );
         default:
           break; // heard or pending: decide again, a token or install mode may admit it now
       }
     } else if (rec && rec.state !== 'rejected' && rec.state !== 'removed' && rec.state !== 'heard') {
-      this.log.warn({ node: req.name, key: csr.fingerprint, holder: rec.key, address }, 'join refused: the name is held by another key');
+      this.log.warn(
+        { node: req.name, key: csr.fingerprint, holder: rec.key, address },
+        'join refused: the name is held by another key',
+      );
       const since = rec.times.issued ?? rec.times.pending ?? rec.times.accepted ?? rec.lastSeen;
       throw new MusterError(
         'name_taken',
@@ -174,7 +190,12 @@ export class Registration {
 
     if (verdict.kind === 'pending') {
       if (rec?.state === 'pending' && sameKey) {
-        return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: rec.pendingReason ?? verdict.reason };
+        return {
+          status: 202,
+          state: 'pending',
+          retryAfter: PENDING_RETRY_S,
+          reason: rec.pendingReason ?? verdict.reason,
+        };
       }
       const advertisedKey = heard && !heardSame ? heard.key : sameKey ? rec?.advertisedKey : undefined;
       const next: NodeRecord = {
@@ -186,13 +207,26 @@ export class Registration {
       };
       await this.o.registry.apply({
         nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev }],
-        events: [{ type: 'pending', name: req.name, detail: { reason: verdict.reason, key: csr.fingerprint, address, channel } }],
+        events: [
+          {
+            type: 'pending',
+            name: req.name,
+            detail: { reason: verdict.reason, key: csr.fingerprint, address, channel },
+          },
+        ],
       });
-      this.log.info({ node: req.name, key: csr.fingerprint, address, reason: verdict.reason }, 'node waits for approval');
+      this.log.info(
+        { node: req.name, key: csr.fingerprint, address, reason: verdict.reason },
+        'node waits for approval',
+      );
       return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
     }
 
-    const issued = await this.admitLocked(rec, base, verdict, archivePrev, { key: csr.fingerprint, address, channel });
+    const issued = await this.admitLocked(rec, base, verdict, archivePrev, {
+      key: csr.fingerprint,
+      address,
+      channel,
+    });
     return { status: 201, bundle: await this.o.issuer.bundle(issued) };
   }
 
@@ -210,7 +244,9 @@ export class Registration {
     ctx: { key: string; address: string; channel: Channel },
   ): Promise<NodeRecord> {
     const nowIso = iso(this.o.clock.now());
-    const release = this.o.reservations.hold(verdict.rule === 'token' ? tokenKey(verdict.tokenId!) : INSTALL_MODE_KEY);
+    const release = this.o.reservations.hold(
+      verdict.rule === 'token' ? tokenKey(verdict.tokenId!) : INSTALL_MODE_KEY,
+    );
     try {
       const { pendingReason: _p, advertisedKey: _a, ...rest } = base;
       const accepted: NodeRecord = {
@@ -225,7 +261,11 @@ export class Registration {
         nodes: [{ expectRev: prev?.rev ?? 0, next: issued, archivePrev }],
         serial,
         events: [
-          { type: 'accepted', name: base.name, detail: { rule: verdict.rule, reason: verdict.detail, ...ctx } },
+          {
+            type: 'accepted',
+            name: base.name,
+            detail: { rule: verdict.rule, reason: verdict.detail, ...ctx },
+          },
           { type: 'issued', name: base.name, detail: { serial: issued.serial, notAfter: issued.notAfter } },
         ],
       };
@@ -233,7 +273,14 @@ export class Registration {
       else change.useInstallMode = { since: verdict.since ?? 0 };
       await this.o.registry.apply(change);
       this.log.info(
-        { node: base.name, key: base.key, address: ctx.address, rule: verdict.rule, reason: verdict.detail, serial: issued.serial },
+        {
+          node: base.name,
+          key: base.key,
+          address: ctx.address,
+          rule: verdict.rule,
+          reason: verdict.detail,
+          serial: issued.serial,
+        },
         'node accepted; certificate issued',
       );
       this.o.fault?.('after-issue');
@@ -272,14 +319,23 @@ export class Registration {
    * `heard` when the name is free, so that the operator sees it with its key fingerprint; it is a
    * hint, never enough to issue: the node's CSR must come with the same key.
    */
-  async heard(ad: { name: string; role: string; cluster: string; key: string }, addresses: string[]): Promise<void> {
+  async heard(
+    ad: { name: string; role: string; cluster: string; key: string },
+    addresses: string[],
+  ): Promise<void> {
     if (ad.cluster !== '' && ad.cluster !== this.o.cluster) return; // another cluster's node
     await this.locks.run(ad.name, async () => {
       const rec = await this.o.registry.getNode(ad.name);
       const nowIso = iso(this.o.clock.now());
       const addrs = addresses.slice(0, 8);
       if (rec && rec.state !== 'heard' && rec.state !== 'removed' && rec.state !== 'rejected') return;
-      if (rec?.state === 'heard' && rec.key === ad.key && rec.role === ad.role && rec.addresses.join() === addrs.join()) return;
+      if (
+        rec?.state === 'heard' &&
+        rec.key === ad.key &&
+        rec.role === ad.role &&
+        rec.addresses.join() === addrs.join()
+      )
+        return;
       if (rec && rec.state !== 'heard' && rec.key === ad.key) return; // a removed or rejected key stays so
       if (!rec && (await this.o.registry.counts()).heard >= (this.o.maxHeard ?? 10_000)) return;
       const next: NodeRecord = {
@@ -296,25 +352,51 @@ export class Registration {
         lastSeen: nowIso,
       };
       const events: EventInput[] =
-        rec?.state === 'heard' ? [] : [{ type: 'heard', name: ad.name, detail: { key: ad.key, role: ad.role, addresses: addrs, channel: 'mdns' } }];
+        rec?.state === 'heard'
+          ? []
+          : [
+              {
+                type: 'heard',
+                name: ad.name,
+                detail: { key: ad.key, role: ad.role, addresses: addrs, channel: 'mdns' },
+              },
+            ];
       try {
-        await this.o.registry.apply({ nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev: rec !== undefined && rec.state !== 'heard' }], events });
+        await this.o.registry.apply({
+          nodes: [
+            { expectRev: rec?.rev ?? 0, next, archivePrev: rec !== undefined && rec.state !== 'heard' },
+          ],
+          events,
+        });
       } catch (err) {
         if (isStoreConflict(err)) return; // the node moved on meanwhile: a hint is not worth a retry
         throw err;
       }
-      if (rec?.state !== 'heard') this.log.info({ node: ad.name, key: ad.key, addresses: addrs }, 'heard a node over mDNS');
+      if (rec?.state !== 'heard')
+        this.log.info({ node: ad.name, key: ad.key, addresses: addrs }, 'heard a node over mDNS');
     });
   }
 
   /** A node-signed request (ack, leave): checks key, serial, time window and signature. */
-  private checkSigned(rec: NodeRecord | undefined, name: string, kind: 'ack' | 'leave', body: SignedRequest): NodeRecord {
-    if (!rec || rec.key !== body.key) throw new MusterError('not_found', `no node ${name} with this key is known`);
+  private checkSigned(
+    rec: NodeRecord | undefined,
+    name: string,
+    kind: 'ack' | 'leave',
+    body: SignedRequest,
+  ): NodeRecord {
+    if (!rec || rec.key !== body.key)
+      throw new MusterError('not_found', `no node ${name} with this key is known`);
     if (rec.serial !== body.serial) {
-      throw new MusterError('bad_signature', `serial ${body.serial} is not the current certificate of ${name}`);
+      throw new MusterError(
+        'bad_signature',
+        `serial ${body.serial} is not the current certificate of ${name}`,
+      );
     }
     if (Math.abs(this.o.clock.now() / 1000 - body.ts) > PROOF_WINDOW_S) {
-      throw new MusterError('bad_signature', 'the signed request is outside the 5-minute window (check the node clock)');
+      throw new MusterError(
+        'bad_signature',
+        'the signed request is outside the 5-minute window (check the node clock)',
+      );
     }
     const pub = importNodeKey(Buffer.from(rec.spki, 'base64'));
     if (!verifyNode(pub, nodeSignedPayload(kind, name, body.serial, body.ts), body.sig)) {
@@ -328,10 +410,16 @@ export class Registration {
     await this.locks.run(name, async () => {
       const rec = this.checkSigned(await this.o.registry.getNode(name), name, 'ack', body);
       if (rec.state === 'active') return;
-      if (rec.state !== 'issued') throw new MusterError('invalid_state', `node ${name} is ${rec.state}, not issued`);
+      if (rec.state !== 'issued')
+        throw new MusterError('invalid_state', `node ${name} is ${rec.state}, not issued`);
       const nowIso = iso(this.o.clock.now());
       await this.o.registry.apply({
-        nodes: [{ expectRev: rec.rev, next: { ...rec, state: 'active', lastSeen: nowIso, times: { ...rec.times, active: nowIso } } }],
+        nodes: [
+          {
+            expectRev: rec.rev,
+            next: { ...rec, state: 'active', lastSeen: nowIso, times: { ...rec.times, active: nowIso } },
+          },
+        ],
         events: [{ type: 'active', name, detail: { serial: rec.serial } }],
       });
       this.log.info({ node: name, serial: rec.serial }, 'node acknowledged its credentials: active');

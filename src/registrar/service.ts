@@ -9,7 +9,13 @@ import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
 import { VERSION } from '../common/version.js';
-import type { JoinOutcome, JoinRequest, RegistrarInfoReply, RegistrationEndpoint, SignedRequest } from '../fallback/wire.js';
+import type {
+  JoinOutcome,
+  JoinRequest,
+  RegistrarInfoReply,
+  RegistrationEndpoint,
+  SignedRequest,
+} from '../fallback/wire.js';
 import type { Registry } from '../store/registry.js';
 import type { Channel } from '../store/types.js';
 import { Authorizer } from './admission/authorizer.js';
@@ -70,7 +76,10 @@ export class RegistrarService implements RegistrationEndpoint {
           autoregister: () => o.autoregister,
         }),
       ],
-      { clock: o.clock, pendingCap: { max: o.maxPending ?? 10_000, count: async () => (await o.registry.counts()).pending } },
+      {
+        clock: o.clock,
+        pendingCap: { max: o.maxPending ?? 10_000, count: async () => (await o.registry.counts()).pending },
+      },
     );
     this.issuer = new Issuer({
       ca: o.ca,
@@ -158,7 +167,10 @@ export class RegistrarService implements RegistrationEndpoint {
     return this.registration.join(req, address, channel);
   }
 
-  heard(ad: { name: string; role: string; cluster: string; key: string }, addresses: string[]): Promise<void> {
+  heard(
+    ad: { name: string; role: string; cluster: string; key: string },
+    addresses: string[],
+  ): Promise<void> {
     return this.registration.heard(ad, addresses);
   }
 
@@ -174,7 +186,8 @@ export class RegistrarService implements RegistrationEndpoint {
       const parked = this.delivery.arm(name, deadline - this.o.clock.now());
       try {
         const rec = await this.o.registry.getNode(name);
-        if (!rec || rec.key !== key) throw new MusterError('not_found', `no node ${name} with this key is known`);
+        if (!rec || rec.key !== key)
+          throw new MusterError('not_found', `no node ${name} with this key is known`);
         switch (rec.state) {
           case 'issued':
           case 'active':
@@ -182,7 +195,10 @@ export class RegistrarService implements RegistrationEndpoint {
           case 'rejected':
             throw new MusterError('rejected', `node ${name} was rejected by the operator`);
           case 'removed':
-            throw new MusterError('removed', `node ${name} was removed by the operator; its certificate is revoked`);
+            throw new MusterError(
+              'removed',
+              `node ${name} was removed by the operator; its certificate is revoked`,
+            );
           case 'accepted':
             await this.registration.ensureIssued(name); // normally in progress already; after a crash, this finishes it
             continue;

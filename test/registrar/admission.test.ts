@@ -3,33 +3,72 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { joinProofMac } from '../../src/common/proof.js';
-import { Authorizer, type AdmissionRequest, type Provisioner } from '../../src/registrar/admission/authorizer.js';
+import {
+  Authorizer,
+  type AdmissionRequest,
+  type Provisioner,
+} from '../../src/registrar/admission/authorizer.js';
 import { ClusterRule } from '../../src/registrar/admission/cluster.js';
 import { InstallModeProvisioner } from '../../src/registrar/admission/install-mode.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from '../../src/registrar/admission/reservations.js';
 import { TokenProvisioner } from '../../src/registrar/admission/token.js';
-import { INSTALL_MODE_OFF, newToken, type Autoregister, type InstallModeState, type Proof, type TokenRecord } from '../../src/registrar/policy.js';
+import {
+  INSTALL_MODE_OFF,
+  newToken,
+  type Autoregister,
+  type InstallModeState,
+  type Proof,
+  type TokenRecord,
+} from '../../src/registrar/policy.js';
 
 const MIN = 60_000;
 const KEY = 'k'.repeat(43);
 
-function setup(opts: { auto?: Autoregister; install?: Partial<InstallModeState> | false; pendingMax?: number; pending?: number } = {}) {
+function setup(
+  opts: {
+    auto?: Autoregister;
+    install?: Partial<InstallModeState> | false;
+    pendingMax?: number;
+    pending?: number;
+  } = {},
+) {
   const clock = new ManualClock();
   let auto: Autoregister = opts.auto ?? 'local';
   let install: InstallModeState =
     opts.install === false || opts.install === undefined
       ? INSTALL_MODE_OFF
-      : { on: true, since: clock.now(), until: clock.now() + 15 * MIN, max: null, accepted: 0, remote: false, ...opts.install };
+      : {
+          on: true,
+          since: clock.now(),
+          until: clock.now() + 15 * MIN,
+          max: null,
+          accepted: 0,
+          remote: false,
+          ...opts.install,
+        };
   const tokens = new Map<string, TokenRecord>();
   const reservations = new Reservations();
   let pending = opts.pending ?? 0;
   const authorizer = new Authorizer(
     [
       new ClusterRule('edge'),
-      new TokenProvisioner({ token: async (id) => tokens.get(id), inflight: (id) => reservations.count(tokenKey(id)), autoregister: () => auto }),
-      new InstallModeProvisioner({ state: async () => install, inflight: () => reservations.count(INSTALL_MODE_KEY), autoregister: () => auto }),
+      new TokenProvisioner({
+        token: async (id) => tokens.get(id),
+        inflight: (id) => reservations.count(tokenKey(id)),
+        autoregister: () => auto,
+      }),
+      new InstallModeProvisioner({
+        state: async () => install,
+        inflight: () => reservations.count(INSTALL_MODE_KEY),
+        autoregister: () => auto,
+      }),
     ],
-    { clock, ...(opts.pendingMax !== undefined ? { pendingCap: { max: opts.pendingMax, count: async () => pending } } : {}) },
+    {
+      clock,
+      ...(opts.pendingMax !== undefined
+        ? { pendingCap: { max: opts.pendingMax, count: async () => pending } }
+        : {}),
+    },
   );
   const token = (over: Partial<Parameters<typeof newToken>[1]> = {}): TokenRecord => {
     const t = newToken(clock.now(), { ttlMs: 60 * MIN, maxUses: null, roles: [], clusters: [], ...over });
@@ -61,7 +100,11 @@ const req = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
 function proofFor(t: TokenRecord, clock: ManualClock, r: Partial<AdmissionRequest> = {}, offsetS = 0): Proof {
   const q = req(r);
   const ts = Math.floor(clock.now() / 1000) + offsetS;
-  return { id: t.id, ts, hmac: joinProofMac(t.secret, { name: q.name, role: q.role, cluster: q.cluster, key: q.key, ts }) };
+  return {
+    id: t.id,
+    ts,
+    hmac: joinProofMac(t.secret, { name: q.name, role: q.role, cluster: q.cluster, key: q.key, ts }),
+  };
 }
 
 describe('authorizer: default deny', () => {
@@ -74,8 +117,14 @@ describe('authorizer: default deny', () => {
 
   it('a deny wins over an accept, whatever the order', async () => {
     const clock = new ManualClock();
-    const accept: Provisioner = { name: 'yes', evaluate: () => ({ kind: 'accept', rule: 'token', detail: 'x' }) };
-    const deny: Provisioner = { name: 'no', evaluate: () => ({ kind: 'deny', code: 'token_scope', message: 'no' }) };
+    const accept: Provisioner = {
+      name: 'yes',
+      evaluate: () => ({ kind: 'accept', rule: 'token', detail: 'x' }),
+    };
+    const deny: Provisioner = {
+      name: 'no',
+      evaluate: () => ({ kind: 'deny', code: 'token_scope', message: 'no' }),
+    };
     expect((await new Authorizer([accept, deny], { clock }).decide(req())).kind).toBe('deny');
     expect((await new Authorizer([deny, accept], { clock }).decide(req())).kind).toBe('deny');
   });
@@ -83,9 +132,15 @@ describe('authorizer: default deny', () => {
   it('an accept wins over a pending; a provisioner pending reason is kept', async () => {
     const clock = new ManualClock();
     const pending: Provisioner = { name: 'wait', evaluate: () => ({ kind: 'pending', reason: 'because' }) };
-    const accept: Provisioner = { name: 'yes', evaluate: () => ({ kind: 'accept', rule: 'install-mode', detail: 'x' }) };
+    const accept: Provisioner = {
+      name: 'yes',
+      evaluate: () => ({ kind: 'accept', rule: 'install-mode', detail: 'x' }),
+    };
     expect((await new Authorizer([pending, accept], { clock }).decide(req())).kind).toBe('accept');
-    expect(await new Authorizer([pending], { clock }).decide(req())).toEqual({ kind: 'pending', reason: 'because' });
+    expect(await new Authorizer([pending], { clock }).decide(req())).toEqual({
+      kind: 'pending',
+      reason: 'because',
+    });
   });
 
   it('passes the clock time to provisioners', async () => {
@@ -100,10 +155,16 @@ describe('authorizer: default deny', () => {
 describe('cluster rule (screen)', () => {
   it('refuses another cluster before anything else is looked at; empty means any', async () => {
     const { authorizer } = setup({ install: {} });
-    expect(await authorizer.screen(req({ cluster: 'core' }))).toMatchObject({ kind: 'deny', code: 'wrong_cluster' });
+    expect(await authorizer.screen(req({ cluster: 'core' }))).toMatchObject({
+      kind: 'deny',
+      code: 'wrong_cluster',
+    });
     expect(await authorizer.screen(req({ cluster: '' }))).toBeUndefined();
     expect(await authorizer.screen(req())).toBeUndefined();
-    expect(await authorizer.decide(req({ cluster: 'core' }))).toMatchObject({ kind: 'deny', code: 'wrong_cluster' });
+    expect(await authorizer.decide(req({ cluster: 'core' }))).toMatchObject({
+      kind: 'deny',
+      code: 'wrong_cluster',
+    });
   });
 });
 
@@ -147,7 +208,10 @@ describe('token provisioner: checks its own credential', () => {
     const { authorizer, clock, token, reservations } = setup();
     const t = token({ maxUses: 1 });
     const release = reservations.hold(tokenKey(t.id));
-    expect(await authorizer.decide(req({ proof: proofFor(t, clock) }))).toMatchObject({ kind: 'deny', code: 'bad_proof' });
+    expect(await authorizer.decide(req({ proof: proofFor(t, clock) }))).toMatchObject({
+      kind: 'deny',
+      code: 'bad_proof',
+    });
     release();
     expect((await authorizer.decide(req({ proof: proofFor(t, clock) }))).kind).toBe('accept');
   });
@@ -156,9 +220,17 @@ describe('token provisioner: checks its own credential', () => {
     const { authorizer, clock, token } = setup();
     const t = token({ roles: ['worker', 'gpu'], clusters: ['edge'] });
     expect((await authorizer.decide(req({ proof: proofFor(t, clock) }))).kind).toBe('accept');
-    const r = await authorizer.decide(req({ role: 'storage', proof: proofFor(t, clock, { role: 'storage' }) }));
-    expect(r).toMatchObject({ kind: 'deny', code: 'token_scope', message: expect.stringContaining('role storage') });
-    expect((await authorizer.decide(req({ cluster: '', proof: proofFor(t, clock, { cluster: '' }) }))).kind).toBe('accept');
+    const r = await authorizer.decide(
+      req({ role: 'storage', proof: proofFor(t, clock, { role: 'storage' }) }),
+    );
+    expect(r).toMatchObject({
+      kind: 'deny',
+      code: 'token_scope',
+      message: expect.stringContaining('role storage'),
+    });
+    expect(
+      (await authorizer.decide(req({ cluster: '', proof: proofFor(t, clock, { cluster: '' }) }))).kind,
+    ).toBe('accept');
   });
 
   it('a token past its TTL or revoked is a bad proof, by the clock', async () => {
@@ -181,7 +253,11 @@ describe('token provisioner: checks its own credential', () => {
 describe('install-mode provisioner', () => {
   it("with autoregister 'local' it admits on-link peers only, and says why not", async () => {
     const { authorizer } = setup({ install: {} });
-    expect(await authorizer.decide(req())).toMatchObject({ kind: 'accept', rule: 'install-mode', detail: expect.stringContaining('on-link 198.18.0.10') });
+    expect(await authorizer.decide(req())).toMatchObject({
+      kind: 'accept',
+      rule: 'install-mode',
+      detail: expect.stringContaining('on-link 198.18.0.10'),
+    });
     const off = await authorizer.decide(req({ onLink: false, address: '203.0.113.9' }));
     expect(off).toMatchObject({ kind: 'pending', reason: expect.stringContaining('203.0.113.9') });
   });
@@ -210,7 +286,14 @@ describe('install-mode provisioner', () => {
     const release = s.reservations.hold(INSTALL_MODE_KEY);
     expect((await s.authorizer.decide(req())).kind).toBe('pending');
     release();
-    s.setInstall({ on: true, since: s.clock.now(), until: s.clock.now() + 15 * MIN, max: null, accepted: 0, remote: false });
+    s.setInstall({
+      on: true,
+      since: s.clock.now(),
+      until: s.clock.now() + 15 * MIN,
+      max: null,
+      accepted: 0,
+      remote: false,
+    });
     s.clock.advance(15 * MIN - 1);
     expect((await s.authorizer.decide(req())).kind).toBe('accept');
     s.clock.advance(1);
@@ -225,12 +308,17 @@ describe('install-mode provisioner', () => {
   it('a heard advertisement is a hint: same key counts as on the LAN, another key waits for the operator', async () => {
     const { authorizer } = setup({ install: {} });
     const far = { onLink: false, address: '203.0.113.9' };
-    expect(await authorizer.decide(req({ ...far, heard: { key: KEY, addresses: ['198.18.0.10'] } }))).toMatchObject({
+    expect(
+      await authorizer.decide(req({ ...far, heard: { key: KEY, addresses: ['198.18.0.10'] } })),
+    ).toMatchObject({
       kind: 'accept',
       detail: expect.stringContaining('mdns'),
     });
     const other = await authorizer.decide(req({ heard: { key: 'x'.repeat(43), addresses: [] } }));
-    expect(other).toMatchObject({ kind: 'pending', reason: expect.stringContaining('differs from the one node-1 advertised') });
+    expect(other).toMatchObject({
+      kind: 'pending',
+      reason: expect.stringContaining('differs from the one node-1 advertised'),
+    });
   });
 });
 

@@ -104,7 +104,10 @@ export class Authorizer {
     if (deny) return deny;
     const accept = verdicts.find((v) => v.kind === 'accept');
     if (accept) return accept;
-    const pending = verdicts.find((v) => v.kind === 'pending') ?? { kind: 'pending', reason: DEFAULT_PENDING_REASON };
+    const pending = verdicts.find((v) => v.kind === 'pending') ?? {
+      kind: 'pending',
+      reason: DEFAULT_PENDING_REASON,
+    };
     const cap = this.opts.pendingCap;
     if (cap && !req.alreadyPending && (await cap.count()) >= cap.max) {
       return {

@@ -8,6 +8,10 @@ export class ClusterRule implements Provisioner {
 
   evaluate(req: AdmissionRequest): Verdict | undefined {
     if (req.cluster === '' || req.cluster === this.cluster) return undefined;
-    return { kind: 'deny', code: 'wrong_cluster', message: `this registrar serves cluster ${this.cluster}, not ${req.cluster}` };
+    return {
+      kind: 'deny',
+      code: 'wrong_cluster',
+      message: `this registrar serves cluster ${this.cluster}, not ${req.cluster}`,
+    };
   }
 }

@@ -28,7 +28,8 @@ export class InstallModeProvisioner implements Provisioner {
     if (!s.on) return undefined;
     const auto = this.deps.autoregister();
     if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
-    if (s.role && s.role !== req.role) return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
+    if (s.role && s.role !== req.role)
+      return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
     if (s.cluster && req.cluster && s.cluster !== req.cluster) {
       return { kind: 'pending', reason: `install mode admits cluster ${s.cluster} only` };
     }
@@ -41,10 +42,18 @@ export class InstallModeProvisioner implements Provisioner {
     const heardSame = req.heard?.key === req.key;
     const onLink = req.onLink || heardSame;
     if (!onLink && !s.remote && auto !== 'any') {
-      return { kind: 'pending', reason: `install mode admits the local link only and ${req.address} is not on it` };
+      return {
+        kind: 'pending',
+        reason: `install mode admits the local link only and ${req.address} is not on it`,
+      };
     }
     const channel = heardSame ? 'mdns' : req.channel;
     const where = onLink ? `on-link ${req.address}` : `remote ${req.address}`;
-    return { kind: 'accept', rule: 'install-mode', detail: `install mode (${channel}, ${where})`, since: s.since ?? 0 };
+    return {
+      kind: 'accept',
+      rule: 'install-mode',
+      detail: `install mode (${channel}, ${where})`,
+      since: s.since ?? 0,
+    };
   }
 }

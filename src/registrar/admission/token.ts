@@ -26,16 +26,33 @@ export class TokenProvisioner implements Provisioner {
     if (!req.proof) return undefined;
     const stored = await this.deps.token(req.proof.id);
     const t = stored && { ...stored, used: stored.used + this.deps.inflight(stored.id) };
-    const checked = checkProof(t, req.proof, { name: req.name, role: req.role, cluster: req.cluster, key: req.key }, now);
-    if (!checked.ok) return { kind: 'deny', code: 'bad_proof', message: BAD_PROOF_MESSAGE, cause: checked.reason };
+    const checked = checkProof(
+      t,
+      req.proof,
+      { name: req.name, role: req.role, cluster: req.cluster, key: req.key },
+      now,
+    );
+    if (!checked.ok)
+      return { kind: 'deny', code: 'bad_proof', message: BAD_PROOF_MESSAGE, cause: checked.reason };
     if (t!.roles.length && !t!.roles.includes(req.role)) {
-      return { kind: 'deny', code: 'token_scope', message: `join token ${t!.id} does not allow role ${req.role} (allows ${t!.roles.join(', ')})` };
+      return {
+        kind: 'deny',
+        code: 'token_scope',
+        message: `join token ${t!.id} does not allow role ${req.role} (allows ${t!.roles.join(', ')})`,
+      };
     }
     if (t!.clusters.length && req.cluster && !t!.clusters.includes(req.cluster)) {
-      return { kind: 'deny', code: 'token_scope', message: `join token ${t!.id} does not allow cluster ${req.cluster}` };
+      return {
+        kind: 'deny',
+        code: 'token_scope',
+        message: `join token ${t!.id} does not allow cluster ${req.cluster}`,
+      };
     }
     if (this.deps.autoregister() === 'off') {
-      return { kind: 'pending', reason: `valid join token ${t!.id}, but autoregister is off: waiting for approval` };
+      return {
+        kind: 'pending',
+        reason: `valid join token ${t!.id}, but autoregister is off: waiting for approval`,
+      };
     }
     return { kind: 'accept', rule: 'token', detail: `join token ${t!.id}`, tokenId: t!.id };
   }

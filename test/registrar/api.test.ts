@@ -1,0 +1,157 @@
+// The HTTPS routes (src/fallback/api.ts, DESIGN "HTTPS API") over the real registrar core, through
+// fastify's inject() (CONVENTIONS: fastify "Testing"): status codes, error shape, strict schemas,
+// and that a refused request changes nothing in the store.
+import type { FastifyInstance } from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildApi } from '../../src/fallback/api.js';
+import { memoryLogger } from '../../src/common/log.js';
+import { core, node, settle, storeState, type Core } from './harness.js';
+
+let c: Core;
+let app: FastifyInstance;
+const seen: { route: string; status: number }[] = [];
+
+async function setup(opts: { maxInFlightJoins?: number } = {}): Promise<void> {
+  c = await core();
+  seen.length = 0;
+  app = await buildApi({
+    service: c.svc,
+    log: memoryLogger('api').log,
+    onResponse: (r) => seen.push({ route: r.route, status: r.status }),
+    ...opts,
+  });
+}
+
+afterEach(async () => {
+  await app?.close();
+  await c?.close();
+});
+
+const post = (url: string, payload: unknown, remoteAddress = '203.0.113.9') =>
+  app.inject({ method: 'POST', url, payload: payload as Record<string, unknown>, remoteAddress });
+
+describe('HTTPS routes', () => {
+  it('GET /v1/info and /v1/ca say who the registrar is', async () => {
+    await setup();
+    const info = await app.inject({ method: 'GET', url: '/v1/info' });
+    expect(info.statusCode).toBe(200);
+    expect(info.json()).toMatchObject({ v: 1, id: 'r-test', cluster: 'edge', role: 'main', mode: 'closed' });
+    await c.token();
+    expect((await app.inject({ method: 'GET', url: '/v1/info' })).json().mode).toBe('token');
+    const ca = await app.inject({ method: 'GET', url: '/v1/ca' });
+    expect(ca.headers['content-type']).toContain('application/x-pem-file');
+    expect(ca.body).toContain('BEGIN CERTIFICATE');
+  });
+
+  it('POST /v1/join: 201 with a token, 200 the same bundle again, 202 pending with Retry-After otherwise', async () => {
+    await setup();
+    const tok = await c.token();
+    const a = node('a');
+    const first = await post('/v1/join', a.request({ token: tok, clock: c.clock }));
+    expect(first.statusCode).toBe(201);
+    expect(first.json()).toMatchObject({ v: 1, node: 'a', cluster: 'edge', mac: expect.any(String) });
+    const again = await post('/v1/join', a.request({ token: tok, clock: c.clock }));
+    expect(again.statusCode).toBe(200);
+    expect(again.json().certificate).toBe(first.json().certificate);
+    const b = node('b');
+    const pending = await post('/v1/join', b.request());
+    expect(pending.statusCode).toBe(202);
+    expect(pending.headers['retry-after']).toBe('5');
+    expect(pending.json()).toMatchObject({ state: 'pending', message: expect.stringContaining('approval') });
+    expect(seen.filter((s) => s.route === '/v1/join').map((s) => s.status)).toEqual([201, 200, 202]);
+  });
+
+  it('the peer address decides locality: install mode admits an on-link peer, not a far one', async () => {
+    await setup();
+    await c.svc.operator.installModeOn({ forMs: 60_000, max: null, remote: false });
+    expect((await post('/v1/join', node('near').request(), '198.18.0.44')).statusCode).toBe(201);
+    expect((await post('/v1/join', node('far').request(), '203.0.113.9')).statusCode).toBe(202);
+    // IPv4 peers on a dual-stack socket arrive as ::ffff:a.b.c.d.
+    expect((await post('/v1/join', node('mapped').request(), '::ffff:198.18.0.45')).statusCode).toBe(201);
+  });
+
+  it('refusals answer {error, message} with the registry status and change nothing', async () => {
+    await setup();
+    const tok = await c.token({ roles: ['gpu'] });
+    const a = node('a');
+    await post('/v1/join', node('held').request());
+    const before = await storeState(c.registry);
+    const cases: [unknown, number, string][] = [
+      [{ ...a.request(), extra: 1 }, 400, 'bad_request'],
+      [{ ...a.request(), name: 'Bad_Name' }, 400, 'bad_request'],
+      [{ ...a.request(), role: 7 }, 400, 'bad_request'],
+      [{ ...a.request(), csr: 'x'.repeat(200) }, 400, 'invalid_csr'],
+      [a.request({ cluster: 'core' }), 403, 'wrong_cluster'],
+      [a.request({ token: { id: tok.id, secret: 'wrong' }, clock: c.clock }), 401, 'bad_proof'],
+      [a.request({ token: tok, clock: c.clock }), 403, 'token_scope'],
+      [node('held').request(), 409, 'name_taken'],
+    ];
+    for (const [body, status, code] of cases) {
+      const r = await post('/v1/join', body);
+      expect(r.statusCode, code).toBe(status);
+      expect(r.json(), code).toMatchObject({ error: code, message: expect.any(String) });
+    }
+    const text = await app.inject({
+      method: 'POST',
+      url: '/v1/join',
+      payload: 'name=a',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect(text.statusCode).toBe(415);
+    const big = await post('/v1/join', { ...a.request(), csr: 'x'.repeat(20_000) });
+    expect(big.statusCode).toBe(413);
+    expect(await storeState(c.registry)).toEqual(before);
+  });
+
+  it('GET /v1/join/:name: long poll answers 202 when its wait ends on the clock, the bundle once approved', async () => {
+    await setup();
+    const a = node('a');
+    await post('/v1/join', a.request());
+    const bad = await app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=61` });
+    expect(bad.statusCode).toBe(400);
+    const waiting = app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=30` });
+    await settle();
+    c.clock.advance(30_000);
+    expect((await waiting).statusCode).toBe(202);
+    const parked = app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=30` });
+    await settle();
+    await c.svc.operator.approve('a', 'alice');
+    const done = await parked;
+    expect(done.statusCode).toBe(200);
+    expect(done.json().node).toBe('a');
+    expect((await app.inject({ method: 'GET', url: `/v1/join/zz?key=${a.fp}` })).statusCode).toBe(404);
+  });
+
+  it('ack and leave are signed by the node key: 204, and 401 for a bad signature', async () => {
+    await setup();
+    const tok = await c.token();
+    const a = node('a');
+    await post('/v1/join', a.request({ token: tok, clock: c.clock }));
+    const serial = (await c.registry.getNode('a'))!.serial!;
+    const forged = { ...node('a').signed('ack', serial, c.clock), key: a.fp };
+    expect((await post('/v1/join/a/ack', forged)).statusCode).toBe(401);
+    expect((await post('/v1/join/a/ack', a.signed('ack', serial, c.clock))).statusCode).toBe(204);
+    expect((await c.registry.getNode('a'))!.state).toBe('active');
+    expect((await post('/v1/leave', { name: 'a', ...a.signed('leave', serial, c.clock) })).statusCode).toBe(
+      204,
+    );
+    expect(await c.registry.isRevoked(serial)).toBe(true);
+  });
+
+  it('sheds load with 503 + Retry-After beyond the joins in flight, and writes nothing', async () => {
+    await setup({ maxInFlightJoins: 0 });
+    const before = await storeState(c.registry);
+    const r = await post('/v1/join', node('a').request());
+    expect(r.statusCode).toBe(503);
+    expect(r.headers['retry-after']).toBe('2');
+    expect(r.json().error).toBe('busy');
+    expect(await storeState(c.registry)).toEqual(before);
+  });
+
+  it('an unknown endpoint is 404 in the same error shape', async () => {
+    await setup();
+    const r = await app.inject({ method: 'GET', url: '/v1/nope?x=1' });
+    expect(r.statusCode).toBe(404);
+    expect(r.json()).toEqual({ error: 'not_found', message: 'no endpoint GET /v1/nope' });
+  });
+});
