@@ -145,7 +145,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(verified(r.dir)).toBe(true);
     const rec = nodes(reg).find((x) => x.name === 'far-1');
-    expect(rec).toMatchObject({ state: 'active', channel: 'http' });
+    expect(rec).toMatchObject({ state: 'active', channel: 'https' });
     expect(rec.decision.rule).toBe('token'); // not install mode: the far subnet is not on-link
   });
 
