@@ -10,6 +10,7 @@ import { buildCsr, keyFingerprint } from '../../src/common/x509.js';
 import { AdminClient } from '../../src/cli/admin-client.js';
 import { startRegistrar, type RegistrarOptions, type RunningRegistrar } from '../../src/registrar/main.js';
 import { runJoin, type JoinOptions } from '../../src/node/agent.js';
+import { httpsJson } from '../../src/fallback/client.js';
 
 export function tempDir(prefix = 'muster-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -73,47 +74,22 @@ export function opensslVerify(caFile: string, certFile: string): { ok: boolean; 
   return { ok: r.status === 0, out: (r.stdout + r.stderr).trim() };
 }
 
-/** Raw HTTPS call to a registrar, skipping certificate checks (the API contract is what is tested). */
+/**
+ * An HTTPS call to a registrar through the client's own helper, skipping certificate checks (the API
+ * contract is what is tested). A string body is sent as is (to test malformed JSON); anything else
+ * as JSON. For exact headers or chunked bodies, see rawRequest in bad-input.ts.
+ */
 export async function api(
   reg: { url: string },
   method: string,
   urlPath: string,
   body?: unknown,
 ): Promise<{ status: number; body: any; headers: Record<string, string | string[] | undefined> }> {
-  const https = await import('node:https');
-  return new Promise((resolve, reject) => {
-    const payload =
-      body === undefined
-        ? undefined
-        : typeof body === 'string'
-          ? Buffer.from(body)
-          : Buffer.from(JSON.stringify(body));
-    const req = https.request(
-      new URL(urlPath, reg.url),
-      {
-        method,
-        rejectUnauthorized: false,
-        agent: false,
-        headers: payload
-          ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
-          : {},
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let parsed: unknown = text;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            /* PEM or empty */
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
+  const res = await httpsJson(new URL(urlPath, reg.url), {
+    method,
+    insecure: true,
+    timeoutMs: 60_000,
+    ...(typeof body === 'string' ? { rawBody: body } : body !== undefined ? { body } : {}),
   });
+  return { status: res.status, body: res.body, headers: res.headers };
 }
