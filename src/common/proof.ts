@@ -5,17 +5,31 @@
 import { createHmac, KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
 
 export const TOKEN_ID_PATTERN = '^[a-z0-9]{6,16}$';
-const TOKEN_RE = /^([a-z0-9]{6,16})\.([A-Za-z0-9_-]{32,128})$/;
+const TOKEN_RE = /^([a-z0-9]{6,16})\.([A-Za-z0-9_-]{32,128})(?:\.([A-Za-z0-9_-]{43}))?$/;
 
 export interface ParsedToken {
   id: string;
   secret: string;
+  /**
+   * The registrar's CA fingerprint the token carries (after kubeadm's discovery hash): a node that
+   * holds the token pins the registrar with no other configuration (DESIGN "Admission policy").
+   */
+  ca?: string;
 }
 
-/** Parses `<id>.<secret>`; returns undefined when malformed (the caller words the error). */
+/**
+ * Parses `<id>.<secret>` or `<id>.<secret>.<ca-fingerprint>` (all base64url, so '.' separates them
+ * unambiguously); returns undefined when malformed (the caller words the error).
+ */
 export function parseToken(token: string): ParsedToken | undefined {
   const m = TOKEN_RE.exec(token.trim());
-  return m ? { id: m[1]!, secret: m[2]! } : undefined;
+  if (!m) return undefined;
+  return { id: m[1]!, secret: m[2]!, ...(m[3] ? { ca: m[3] } : {}) };
+}
+
+/** The token text a node is given: with the CA pin when known. */
+export function formatToken(t: { id: string; secret: string; ca?: string }): string {
+  return t.ca ? `${t.id}.${t.secret}.${t.ca}` : `${t.id}.${t.secret}`;
 }
 
 export interface ProofFields {
@@ -78,9 +92,13 @@ export function bundleMac(secret: string, bundle: Omit<Bundle, 'mac'> | Bundle):
     .digest('base64url');
 }
 
-/** What a node signs to acknowledge its bundle or to leave (DESIGN "HTTPS API"). */
-export function nodeSignedPayload(kind: 'ack' | 'leave', name: string, serial: string, ts: number): Buffer {
-  return Buffer.from(`muster-${kind}-v1|${name}|${serial}|${ts}`);
+/**
+ * What a node signs to acknowledge its bundle, to leave, or to pick up its bundle (DESIGN "HTTPS
+ * API": the long poll proves possession of the key; a fingerprint alone is public). `ref` is the
+ * certificate serial (ack, leave) or the key fingerprint (poll).
+ */
+export function nodeSignedPayload(kind: 'ack' | 'leave' | 'poll', name: string, ref: string, ts: number): Buffer {
+  return Buffer.from(`muster-${kind}-v1|${name}|${ref}|${ts}`);
 }
 
 export function signNode(key: KeyObject, payload: Buffer): string {

@@ -6,6 +6,7 @@ import {
   canonicalJson,
   joinProofMac,
   nodeSignedPayload,
+  formatToken,
   parseToken,
   safeEqual,
   signNode,
@@ -26,6 +27,18 @@ describe('parseToken', () => {
   it('trims surrounding whitespace (a token file ending in a newline)', () => {
     const secret = 'A'.repeat(43);
     expect(parseToken(`  abcdef.${secret}\n`)).toEqual({ id: 'abcdef', secret });
+  });
+
+  it('reads the CA pin a token may carry, and formatToken writes it back', () => {
+    const ca = 'c'.repeat(21) + '-_' + 'Z'.repeat(20);
+    const t = { id: 'abcdef', secret: 'S'.repeat(43) };
+    expect(parseToken(`${t.id}.${t.secret}.${ca}`)).toEqual({ ...t, ca });
+    expect(formatToken({ ...t, ca })).toBe(`${t.id}.${t.secret}.${ca}`);
+    expect(formatToken(t)).toBe(`${t.id}.${t.secret}`);
+    expect(parseToken(formatToken({ ...t, ca }))).toEqual({ ...t, ca });
+    // A pin of the wrong length is no pin: the whole token is refused, never read without it.
+    expect(parseToken(`${t.id}.${t.secret}.${ca}x`)).toBeUndefined();
+    expect(parseToken(`${t.id}.${t.secret}.${ca.slice(1)}`)).toBeUndefined();
   });
 
   it('accepts the bounds of id and secret lengths', () => {
