@@ -7,9 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Argv } from 'yargs';
 import { MusterError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/files.js';
+import { command } from './command.js';
 
 /** The package's systemd/ folder: dist/cli/install-units.js (or src/cli/ in tests) -> ../../systemd. */
 export const UNITS_SOURCE_DIR = fileURLToPath(new URL('../../systemd/', import.meta.url));
@@ -334,56 +334,37 @@ export async function installUnits(o: InstallUnitsOptions): Promise<void> {
   }
 }
 
-export function installUnitsCommand(y: Argv): Argv {
-  return y.command(
-    'install-units',
-    'install the systemd units (or the upstart job) for this muster binary',
-    (a) =>
-      a
-        .option('prefix', { type: 'string', default: '/', describe: 'install under this root directory' })
-        .option('unit-dir', {
-          type: 'string',
-          default: '/etc/systemd/system',
-          describe: 'systemd unit directory (inside --prefix)',
-        })
-        .option('binary', {
-          type: 'string',
-          describe: 'the muster binary ExecStart= runs',
-          defaultDescription: 'this one',
-        })
-        .option('upstart', {
-          type: 'boolean',
-          default: false,
-          describe: 'install the upstart job (/etc/init) instead of the systemd units',
-        })
-        .option('dry-run', {
-          type: 'boolean',
-          default: false,
-          describe: 'print what would be done, write nothing',
-        })
-        .option('reload', {
-          type: 'boolean',
-          default: true,
-          describe: 'run systemctl daemon-reload (--no-reload: do not)',
-        }),
-    async (argv) => {
-      const prefix = path.resolve(argv.prefix);
-      const systemctl = prefix === '/' && !argv.upstart ? findOnPath('systemctl') : undefined;
-      await installUnits({
-        prefix: argv.prefix,
-        unitDir: argv['unit-dir'],
-        binary: argv.binary,
-        upstart: argv.upstart,
-        dryRun: argv['dry-run'],
-        reload: argv.reload,
-        systemdVersion: runningSystemdVersion(systemctl),
-        print: (line) => process.stdout.write(line + '\n'),
-      });
-      if (!argv.upstart && !argv['dry-run']) {
-        process.stdout.write(
-          'next: systemctl enable --now muster-registrar.service (registrar) or muster-join.service (node)\n',
-        );
-      }
-    },
-  );
+/** What to run next, for the tree just installed (systemctl --root for an image tree). */
+export function nextSteps(prefix: string): string {
+  const root = path.resolve(prefix);
+  if (root === '/') {
+    return 'next: systemctl enable --now muster-registrar.service (registrar) or muster-join.service (node)';
+  }
+  // --now would start the unit on this machine: an image tree is enabled, not started.
+  return `next: systemctl --root=${root} enable muster-registrar.service (registrar) or muster-join.service (node)`;
 }
+
+export const installUnitsCommand = command({
+  name: 'install-units',
+  describe: 'install the systemd units (or the upstart job) for this muster binary',
+  scopes: ['install-units'],
+  examples: [
+    ['$0 install-units --dry-run', 'show what would be installed'],
+    ['$0 install-units --prefix /srv/image', 'install into an image tree'],
+  ],
+  async run(o) {
+    const prefix = path.resolve(o.prefix);
+    const systemctl = prefix === '/' && !o.upstart ? findOnPath('systemctl') : undefined;
+    await installUnits({
+      prefix: o.prefix,
+      unitDir: o['unit-dir'],
+      binary: o.binary,
+      upstart: o.upstart,
+      dryRun: o['dry-run'],
+      reload: o.reload,
+      systemdVersion: runningSystemdVersion(systemctl),
+      print: (line) => process.stdout.write(line + '\n'),
+    });
+    if (!o.upstart && !o['dry-run']) process.stdout.write(nextSteps(prefix) + '\n');
+  },
+});

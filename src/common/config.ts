@@ -1,235 +1,725 @@
 /**
- * Settings (DESIGN "Files and units", CONVENTIONS 6): one schema for the config file
- * (/etc/muster/muster.json), MUSTER_* environment variables and command-line flags. Validated once at
- * start, frozen; an invalid value names the key and the source it came from. Precedence: flag >
- * environment > file > built-in default.
+ * Settings (DESIGN "Files and units", CONVENTIONS 6): ONE schema for every flag of every command, and
+ * for the config file (/etc/muster/muster.json) and the MUSTER_* environment variables. The CLI
+ * generates its yargs options from this table and validates flags, variables and file values with the
+ * same parsers; `muster config check` uses them too. Validated once at start, frozen; an invalid value
+ * names the flag, variable or file key it came from. Precedence: flag > environment > file > default.
  *
- * File layout, one section per command (a machine can run a registrar and a node):
+ * Scopes: `registrar`, `join` and `admin` are also sections of the config file and read from MUSTER_*
+ * variables (a machine can run a registrar and a node):
  *   { "registrar": { "listen": "0.0.0.0:8443", "cluster": "lab", ... },
  *     "join": { "registrar": "https://10.0.0.1:8443", "tokenFile": "/etc/muster/token", ... },
  *     "admin": { "adminSocket": "/run/muster/admin.sock" } }
- * Keys are the flag names in camelCase; variables are MUSTER_ + the flag in UPPER_SNAKE_CASE.
+ * Keys are the flag names in camelCase; variables are MUSTER_ + the flag in UPPER_SNAKE_CASE. The other
+ * scopes are the flags of one operator command (`tokens create --ttl`): command line only, since a
+ * variable such as MUSTER_ROLE already means the node's role.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import path from 'node:path';
 import { MusterError } from './errors.js';
-import { isLabel, parseDuration } from './names.js';
+import * as L from './limits.js';
+import { defaultNodeName, formatDuration, isLabel, parseDuration } from './names.js';
+import { defaultAdminSocket, defaultNodeStateDir, defaultRegistrarStateDir } from './paths.js';
+import { TOKEN_ID_PATTERN } from './proof.js';
 
-export type Section = 'registrar' | 'join' | 'admin';
+// ---- parsers ------------------------------------------------------------------------------------
 
-interface Setting {
-  /** What the value must be, for a person ("a duration such as 15m"). */
-  what: string;
-  /** Parses a string (env, or a file string) or a JSON value; returns the value or throws a reason. */
-  parse: (v: unknown) => string | number | boolean | Record<string, Record<string, string>>;
-  /** Never read from the config file (secrets). */
-  noFile?: string;
+/**
+ * Why a value is refused, worded to follow its name: "--for" + " must be between 1s and 365d".
+ * `showValue: false` for reasons that need no echo (or for values that may hold a secret).
+ */
+export class Invalid extends Error {
+  constructor(
+    reason: string,
+    readonly showValue = true,
+  ) {
+    super(reason);
+  }
 }
 
-const str = (v: unknown): string => {
-  if (typeof v !== 'string' || v === '') throw new Error('expected a non-empty string');
-  if (v.length > 4096) throw new Error('too long');
-  return v;
-};
-const choice =
-  (...values: string[]) =>
-  (v: unknown): string => {
-    if (typeof v !== 'string' || !values.includes(v)) throw new Error(`expected one of ${values.join(', ')}`);
+type Parser<T> = (v: unknown) => T;
+
+const list = (xs: readonly string[]): string =>
+  xs.length <= 1 ? (xs[0] ?? '') : `${xs.slice(0, -1).join(', ')} or ${xs[xs.length - 1]}`;
+const n = (x: number): string => x.toLocaleString('en-US');
+
+/** A non-empty string of at most `max` characters. */
+export const text =
+  (max = 4096): Parser<string> =>
+  (v) => {
+    if (typeof v !== 'string' || v === '') throw new Invalid('must not be empty');
+    if (v.length > max) throw new Invalid(`must be at most ${n(max)} characters`, false);
     return v;
   };
-const label = (v: unknown): string => {
-  if (typeof v !== 'string' || !isLabel(v)) throw new Error("expected a DNS label (a-z, 0-9, '-', 1 to 63 characters)");
-  return v;
+
+/** A file or directory path. */
+export const filePath: Parser<string> = (v) => {
+  const s = text()(v);
+  if (s.includes('\0')) throw new Invalid('must be a path');
+  return s;
 };
-const labelOrEmpty = (v: unknown): string => (v === '' ? '' : label(v));
-const duration = (v: unknown): string => {
-  if (typeof v !== 'string') throw new Error('expected a duration such as 90s, 15m, 1h30m');
-  parseDuration(v); // throws a MusterError with the reason
-  return v;
+
+export const absolutePath: Parser<string> = (v) => {
+  const s = filePath(v);
+  if (!path.isAbsolute(s)) throw new Invalid('must be an absolute path');
+  return s;
 };
-const int =
-  (min: number, max: number) =>
-  (v: unknown): number => {
-    const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) throw new Error(`expected a whole number from ${min} to ${max}`);
-    return n;
+
+export const choice =
+  <const C extends string>(...values: C[]): Parser<C> =>
+  (v) => {
+    if (typeof v !== 'string' || !(values as string[]).includes(v))
+      throw new Invalid(`must be ${list(values)}`);
+    return v as C;
   };
-const ipv4 = (v: unknown): string => {
-  if (typeof v !== 'string' || isIP(v) !== 4) throw new Error('expected an IPv4 address');
+
+const LABEL_RULE = "a-z, 0-9 and '-', 1 to 63 characters, no '-' at either end";
+
+/** A DNS label: a node name, a role or a cluster (DESIGN "Node names"). */
+export const label: Parser<string> = (v) => {
+  if (typeof v !== 'string' || !isLabel(v)) throw new Invalid(`must be a DNS label (${LABEL_RULE})`);
   return v;
 };
-const httpsUrl = (v: unknown): string => {
-  const s = str(v);
+
+export const labelOrEmpty: Parser<string> = (v) => {
+  if (v === '') return '';
+  if (typeof v !== 'string' || !isLabel(v))
+    throw new Invalid(`must be a DNS label (${LABEL_RULE}), or empty for any`);
+  return v;
+};
+
+const DURATION_HINT = 'a duration such as 90s, 15m, 1h30m or 7d';
+
+/** A duration in milliseconds, between `min` and `max` when given. */
+export const duration =
+  (min = 0, max = Number.MAX_SAFE_INTEGER): Parser<number> =>
+  (v) => {
+    const bounded = min > 0 || max < Number.MAX_SAFE_INTEGER;
+    const range = `between ${formatDuration(min)} and ${formatDuration(max)}`;
+    let ms: number;
+    try {
+      if (typeof v !== 'string' && typeof v !== 'number') throw new Error();
+      ms = parseDuration(v);
+    } catch {
+      throw new Invalid(`must be ${DURATION_HINT}${bounded ? `, ${range}` : ''}`);
+    }
+    if (ms < min || ms > max) throw new Invalid(`must be ${range}`);
+    return ms;
+  };
+
+/** A token's lifetime: a duration in the TOKEN_TTL range, or `never` (null). */
+export const tokenTtl: Parser<number | null> = (v) => {
+  if (v === 'never') return null;
+  const range = `between ${formatDuration(L.TOKEN_TTL_MIN_MS)} and ${formatDuration(L.TOKEN_TTL_MAX_MS)} (10 years), or never`;
+  let ms: number;
+  try {
+    if (typeof v !== 'string' && typeof v !== 'number') throw new Error();
+    ms = parseDuration(v);
+  } catch {
+    throw new Invalid(`must be ${DURATION_HINT}, or never`);
+  }
+  if (ms < L.TOKEN_TTL_MIN_MS || ms > L.TOKEN_TTL_MAX_MS) throw new Invalid(`must be ${range}`);
+  return ms;
+};
+
+export const int =
+  (min: number, max: number): Parser<number> =>
+  (v) => {
+    const x = typeof v === 'string' && /^\d{1,16}$/.test(v) ? Number(v) : v;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) {
+      throw new Invalid(`must be a whole number from ${n(min)} to ${n(max)}`);
+    }
+    return x;
+  };
+
+export const ipv4: Parser<string> = (v) => {
+  if (typeof v !== 'string' || isIP(v) !== 4) throw new Invalid('must be an IPv4 address such as 10.0.0.1');
+  return v;
+};
+
+export const httpsUrl: Parser<string> = (v) => {
+  const s = text()(v);
   let u: URL;
   try {
     u = new URL(s);
   } catch {
-    throw new Error('expected a URL such as https://10.0.0.1:8443');
+    throw new Invalid('must be a URL such as https://10.0.0.1:8443');
   }
-  if (u.protocol !== 'https:') throw new Error('expected an https:// URL');
+  if (u.protocol !== 'https:')
+    throw new Invalid('must be an https:// URL (muster speaks only HTTPS), such as https://10.0.0.1:8443');
   return s;
 };
-const fingerprint = (v: unknown): string => {
-  if (typeof v !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(v)) throw new Error('expected 43 base64url characters (the CA fingerprint)');
-  return v;
-};
-const hostPort = (v: unknown): string => {
-  if (typeof v !== 'string' || !/^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$/.test(v)) throw new Error('expected HOST:PORT, e.g. 0.0.0.0:8443');
-  return v;
-};
-const nodeConfig = (v: unknown): Record<string, Record<string, string>> => {
-  const ok =
-    typeof v === 'object' &&
-    v !== null &&
-    !Array.isArray(v) &&
-    Object.values(v).every((r) => typeof r === 'object' && r !== null && Object.values(r).every((s) => typeof s === 'string'));
-  if (!ok) throw new Error('expected {"*": {"key": "value"}, "<role>": {...}} with string values');
-  return v as Record<string, Record<string, string>>;
+
+/** HOST:PORT to listen on; the port from 0 (any free port) to 65535. */
+export const hostPort: Parser<string> = (v) => {
+  const m = typeof v === 'string' ? /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(v) : null;
+  if (!m) throw new Invalid('must be HOST:PORT such as 0.0.0.0:8443');
+  const port = Number(m[2]);
+  if (port > 65535) throw new Invalid('must have a port from 0 to 65535');
+  const host = m[1]!;
+  if (host.startsWith('[') && isIP(host.slice(1, -1)) !== 6)
+    throw new Invalid('must be HOST:PORT with a valid IPv6 address in brackets');
+  return v as string;
 };
 
-/** The schema: every setting of every command, by flag name. */
-export const SETTINGS: Record<Section, Record<string, Setting>> = {
+/**
+ * The CA pin (DESIGN "Discovery": SHA-256 of the CA certificate, base64url), as muster prints it, or
+ * as `openssl x509 -noout -fingerprint -sha256` prints it ("sha256 Fingerprint=AB:CD:...", colon hex,
+ * any case, with or without the prefix): both become muster's base64url form.
+ */
+export function caFingerprint(v: unknown): string {
+  if (typeof v === 'string') {
+    const s = v.trim();
+    if (/^[A-Za-z0-9_-]{43}$/.test(s)) return s;
+    const hex = s.replace(/^sha-?256\s+fingerprint\s*=\s*/i, '');
+    if (/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){31}$/.test(hex))
+      return Buffer.from(hex.replace(/:/g, ''), 'hex').toString('base64url');
+    if (/^[0-9a-fA-F]{64}$/.test(hex)) return Buffer.from(hex, 'hex').toString('base64url');
+  }
+  throw new Invalid(
+    "must be the CA's SHA-256 fingerprint: 43 base64url characters as `muster ca` prints it, or the AB:CD:... form of `openssl x509 -noout -fingerprint -sha256`",
+  );
+}
+
+/** The same fingerprint as colon hex, the way openssl prints it. */
+export function fingerprintHex(fp: string): string {
+  return Buffer.from(fp, 'base64url').toString('hex').toUpperCase().match(/../g)!.join(':');
+}
+
+/** `--token-file`: a regular file that only its owner can read (it holds a secret). */
+export const tokenFile: Parser<string> = (v) => {
+  const file = filePath(v);
+  let st;
+  try {
+    st = statSync(file);
+  } catch (err) {
+    throw new Invalid(`cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!st.isFile()) throw new Invalid('must be a file');
+  if ((st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    throw new Invalid(
+      `is open to group or others (mode ${mode}), and it holds a join token: chmod 600 ${file}`,
+    );
+  }
+  return file;
+};
+
+export type NodeConfig = Record<string, Record<string, string>>;
+
+/**
+ * Config values for nodes, per role: {"*": {"key": "value"}, "<role>": {...}}. In the file an object;
+ * as a flag or variable the path of a JSON file, or the JSON itself when it begins with '{'.
+ */
+export const nodeConfig: Parser<NodeConfig> = (v) => {
+  let value = v;
+  if (typeof v === 'string') {
+    const inline = v.trimStart().startsWith('{');
+    let textValue = v;
+    if (!inline) {
+      try {
+        textValue = readFileSync(filePath(v), 'utf8');
+      } catch (err) {
+        if (err instanceof Invalid) throw err;
+        throw new Invalid(
+          `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+        );
+      }
+    }
+    try {
+      value = JSON.parse(textValue);
+    } catch (err) {
+      throw new Invalid(
+        `${inline ? 'is' : 'names a file that is'} not valid JSON (${(err as Error).message})`,
+      );
+    }
+  }
+  const ok =
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    Object.values(value).every(
+      (r) =>
+        typeof r === 'object' &&
+        r !== null &&
+        !Array.isArray(r) &&
+        Object.values(r).every((s) => typeof s === 'string'),
+    );
+  if (!ok) throw new Invalid('must be {"*": {"key": "value"}, "<role>": {...}} with string values', false);
+  return value as NodeConfig;
+};
+
+export const flag: Parser<boolean> = (v) => {
+  if (v === true || v === 'true') return true;
+  if (v === false || v === 'false') return false;
+  throw new Invalid('must be true or false');
+};
+
+/** A token ID (`tokens revoke ID`); a whole ID.SECRET is taken as its ID. */
+export const tokenId: Parser<string> = (v) => {
+  const s = typeof v === 'string' ? v.split('.')[0]! : v;
+  if (typeof s !== 'string' || !new RegExp(TOKEN_ID_PATTERN).test(s)) {
+    throw new Invalid("must be a token ID as `muster tokens list` shows it (the part before the '.')", false);
+  }
+  return s;
+};
+
+const NODE_STATES = ['heard', 'pending', 'accepted', 'issued', 'active', 'rejected', 'removed'] as const;
+
+const parentUrl: Parser<never> = () => {
+  throw new Invalid('is not available in this build yet (tier registrars)', false);
+};
+
+// ---- the schema -----------------------------------------------------------------------------------
+
+export interface Setting<T = unknown> {
+  /** Help text. */
+  describe: string;
+  /** Checks a value (a flag's string, a variable, or a JSON value from the file) and returns it typed. */
+  parse: Parser<T>;
+  /** How the command line carries it: a string (default), an on/off switch, or a repeatable flag. */
+  kind?: 'string' | 'boolean' | 'list';
+  /** The value when none is given (a string is parsed like any other value). */
+  default?: string | boolean | (() => string);
+  /** Shown in --help instead of the default. */
+  defaultDescription?: string;
+  /** The values it takes, for --help. */
+  choices?: readonly string[];
+  /** A positional argument (`nodes remove NAME`) rather than a flag. */
+  positional?: boolean;
+  /** Must be given. */
+  required?: boolean;
+  alias?: string;
+  /** Never echoed in messages or `config check`. */
+  secret?: boolean;
+  /** Never read from the config file: the reason, for the message. */
+  noFile?: string;
+}
+
+const adminSocket = {
+  describe: "the registrar's admin socket",
+  parse: filePath,
+  default: defaultAdminSocket,
+} satisfies Setting;
+
+const mdns = {
+  describe: 'advertise and browse over mDNS (off: the HTTPS endpoint only)',
+  parse: choice('on', 'off'),
+  choices: ['on', 'off'],
+  default: 'on',
+} satisfies Setting;
+
+const nodeName = {
+  describe: 'the node name',
+  parse: label,
+  positional: true,
+  required: true,
+} satisfies Setting;
+
+/** Every setting of every command, by scope and flag name (CONVENTIONS 6: one schema). */
+export const SETTINGS = {
   registrar: {
-    'state-dir': { what: 'a directory', parse: str },
-    listen: { what: 'HOST:PORT', parse: hostPort },
-    cluster: { what: 'a cluster name', parse: label },
-    autoregister: { what: 'local, any or off', parse: choice('local', 'any', 'off') },
-    interface: { what: 'an IPv4 address', parse: ipv4 },
-    mdns: { what: 'on or off', parse: choice('on', 'off') },
-    'admin-socket': { what: 'a socket path', parse: str },
-    'cert-lifetime': { what: 'a duration', parse: duration },
-    'rate-limit': { what: 'requests per minute', parse: int(1, 1_000_000) },
-    'node-config': { what: 'config values for nodes', parse: nodeConfig },
+    'state-dir': { describe: 'store and CA key', parse: filePath, default: defaultRegistrarStateDir },
+    listen: { describe: 'HTTPS API address HOST:PORT', parse: hostPort, default: '0.0.0.0:8443' },
+    cluster: { describe: 'the cluster this registrar serves', parse: label, default: 'default' },
+    autoregister: {
+      describe: 'whom install mode may accept: the local link, any address, or nobody (approval only)',
+      parse: choice('local', 'any', 'off'),
+      choices: ['local', 'any', 'off'],
+      default: 'local',
+    },
+    interface: {
+      describe: 'IPv4 address of the interface to advertise on (and the local link)',
+      parse: ipv4,
+    },
+    mdns,
+    parent: {
+      describe: 'join a parent registrar as a tier registrar (URL or auto; not yet available)',
+      parse: parentUrl,
+    },
+    'admin-socket': { ...adminSocket, describe: 'Unix socket of the admin API' },
+    'cert-lifetime': {
+      describe: 'lifetime of node certificates',
+      parse: duration(1000, L.TOKEN_TTL_MAX_MS),
+      default: '90d',
+    },
+    'rate-limit': {
+      describe: 'requests per minute per client address',
+      parse: int(1, 1_000_000),
+      default: '600',
+    },
+    'node-config': {
+      describe: 'config values for nodes: a JSON file (or inline JSON) {"*": {...}, "<role>": {...}}',
+      parse: nodeConfig,
+    },
   },
   join: {
-    registrar: { what: 'an https:// URL', parse: httpsUrl },
-    token: {
-      what: 'a join token',
-      parse: str,
-      noFile: 'a join token does not belong in muster.json (often world-readable): use tokenFile (mode 0600) or MUSTER_TOKEN',
+    registrar: {
+      describe: 'registrar URL, e.g. https://10.0.0.1:8443 (used when mDNS finds none)',
+      parse: httpsUrl,
     },
-    'token-file': { what: 'a file path', parse: str },
-    name: { what: 'a node name', parse: label },
-    role: { what: 'a role', parse: label },
-    cluster: { what: 'a cluster name or empty', parse: labelOrEmpty },
-    'ca-fingerprint': { what: 'a CA fingerprint', parse: fingerprint },
-    'state-dir': { what: 'a directory', parse: str },
-    'discovery-timeout': { what: 'a duration', parse: duration },
-    mdns: { what: 'on or off', parse: choice('on', 'off') },
-    interface: { what: 'an IPv4 address', parse: ipv4 },
-    'on-registered': { what: 'a shell command', parse: str },
-    timeout: { what: 'a duration', parse: duration },
-    'key-type': { what: 'ec or rsa', parse: choice('ec', 'rsa') },
+    token: {
+      describe: 'join token ID.SECRET (prefer --token-file or MUSTER_TOKEN: flags show in ps)',
+      parse: text(300),
+      secret: true,
+      noFile:
+        'a join token does not belong in muster.json (often world-readable): use tokenFile (mode 0600) or MUSTER_TOKEN',
+    },
+    'token-file': { describe: 'file holding the join token (mode 0600)', parse: tokenFile },
+    name: {
+      describe: 'node name',
+      parse: label,
+      default: defaultNodeName,
+      defaultDescription: 'short host name',
+    },
+    role: { describe: 'role to register as', parse: label, default: 'node' },
+    cluster: { describe: 'cluster wanted (empty: any)', parse: labelOrEmpty, default: '' },
+    'ca-fingerprint': {
+      describe:
+        "pin the registrar's CA: its SHA-256 fingerprint (`muster ca` prints it; openssl's AB:CD:... form works too)",
+      parse: caFingerprint,
+    },
+    'state-dir': {
+      describe: 'where the key and credentials live',
+      parse: filePath,
+      default: defaultNodeStateDir,
+    },
+    'discovery-timeout': {
+      describe: 'how long to look for a registrar by mDNS',
+      parse: duration(),
+      default: '5s',
+    },
+    mdns,
+    interface: { describe: 'IPv4 address of the interface for mDNS', parse: ipv4 },
+    'on-registered': { describe: 'shell command to run once registered', parse: text() },
+    timeout: { describe: 'give up after this long (default: keep trying)', parse: duration(1000) },
+    'key-type': {
+      describe: 'type of a new node key',
+      parse: choice('ec', 'rsa'),
+      choices: ['ec', 'rsa'],
+      default: 'ec',
+    },
   },
   admin: {
-    'admin-socket': { what: 'a socket path', parse: str },
+    'admin-socket': adminSocket,
   },
+  output: {
+    json: {
+      describe: 'machine-readable output (docs/cli-json.md)',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+  },
+  'install-mode on': {
+    for: {
+      describe: 'how long, e.g. 15m',
+      parse: duration(L.INSTALL_MODE_FOR_MIN_MS, L.INSTALL_MODE_FOR_MAX_MS),
+      required: true,
+    },
+    max: {
+      describe: 'switch off after this many nodes',
+      parse: int(L.INSTALL_MODE_MAX_MIN, L.INSTALL_MODE_MAX_MAX),
+    },
+    role: { describe: 'admit this role only', parse: label },
+    cluster: { describe: 'admit this cluster only', parse: label },
+    remote: { describe: 'also admit nodes off the local link', parse: flag, kind: 'boolean', default: false },
+  },
+  'tokens create': {
+    ttl: { describe: "lifetime, e.g. 24h, 30d, or 'never'", parse: tokenTtl, default: '24h' },
+    uses: {
+      describe: 'how many nodes may use it (default: unlimited)',
+      parse: int(L.TOKEN_USES_MIN, L.TOKEN_USES_MAX),
+    },
+    role: { describe: 'a role it admits (repeat the flag; default: any)', parse: label, kind: 'list' },
+    cluster: { describe: 'a cluster it admits (repeat the flag; default: any)', parse: label, kind: 'list' },
+    description: { describe: 'a note for the operator', parse: text(L.TOKEN_DESCRIPTION_MAX) },
+  },
+  'tokens revoke': {
+    id: {
+      describe: 'the token ID (as `muster tokens list` shows it)',
+      parse: tokenId,
+      positional: true,
+      required: true,
+    },
+  },
+  'nodes list': {
+    state: { describe: 'only nodes in this state', parse: choice(...NODE_STATES), choices: NODE_STATES },
+    limit: { describe: 'nodes per page', parse: int(1, L.NODES_PAGE_MAX), default: '100' },
+    after: { describe: 'start after this node name (paging)', parse: label },
+  },
+  node: {
+    name: nodeName,
+  },
+  events: {
+    follow: {
+      describe: 'keep streaming new events',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+      alias: 'f',
+    },
+    after: {
+      describe: 'events after this sequence number',
+      parse: int(0, 999_999_999_999_999),
+      default: '0',
+    },
+    limit: {
+      describe: 'events per page (without --follow)',
+      parse: int(1, L.EVENTS_PAGE_MAX),
+      default: String(L.EVENTS_PAGE_MAX),
+    },
+  },
+  ca: {
+    url: {
+      describe:
+        "fetch the CA fingerprint from a registrar's HTTPS API instead (unverified: compare it out of band)",
+      parse: httpsUrl,
+    },
+  },
+  'install-units': {
+    prefix: {
+      describe: 'install under this root directory (an image tree)',
+      parse: absolutePath,
+      default: '/',
+    },
+    'unit-dir': {
+      describe: 'systemd unit directory (inside --prefix)',
+      parse: absolutePath,
+      default: '/etc/systemd/system',
+    },
+    binary: {
+      describe: 'the muster binary ExecStart= runs',
+      parse: filePath,
+      defaultDescription: 'this one',
+    },
+    upstart: {
+      describe: 'install the upstart job (/etc/init) instead of the systemd units',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+    'dry-run': {
+      describe: 'print what would be done, write nothing',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+    reload: {
+      describe: 'run systemctl daemon-reload (--no-reload: do not)',
+      parse: flag,
+      kind: 'boolean',
+      default: true,
+    },
+  },
+  'config check': {
+    file: {
+      describe: 'the config file (default: --config, MUSTER_CONFIG, or /etc/muster/muster.json)',
+      parse: filePath,
+      positional: true,
+    },
+  },
+} as const satisfies Record<string, Record<string, Setting>>;
+
+export type Scope = keyof typeof SETTINGS;
+
+/** The scopes that are also config file sections and MUSTER_* variables. */
+export const FILE_SECTIONS = ['registrar', 'join', 'admin'] as const satisfies readonly Scope[];
+export type Section = (typeof FILE_SECTIONS)[number];
+
+const isSection = (s: string): s is Section => (FILE_SECTIONS as readonly string[]).includes(s);
+
+type Out<S> = S extends { parse: Parser<infer T> } ? (S extends { kind: 'list' } ? T[] : T) : never;
+type Given<S> = S extends { default: unknown } | { required: true } | { kind: 'list' }
+  ? Out<S>
+  : Out<S> | undefined;
+/** The typed values of one scope, by flag name. */
+export type Values<K extends Scope> = {
+  -readonly [F in keyof (typeof SETTINGS)[K]]: Given<(typeof SETTINGS)[K][F]>;
 };
+/** The typed values of several scopes. */
+export type ValuesOf<S extends readonly Scope[]> = S extends readonly [
+  infer H extends Scope,
+  ...infer R extends readonly Scope[],
+]
+  ? Values<H> & ValuesOf<R>
+  : unknown;
+
+export function settingsOf(scope: Scope): Readonly<Record<string, Setting>> {
+  return SETTINGS[scope] as Record<string, Setting>;
+}
 
 export const DEFAULT_CONFIG_FILE = '/etc/muster/muster.json';
 
-const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
-export const envName = (flag: string): string => 'MUSTER_' + flag.replace(/-/g, '_').toUpperCase();
+export const camel = (name: string): string => name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+export const envName = (name: string): string => 'MUSTER_' + name.replace(/-/g, '_').toUpperCase();
 
-export interface LoadedConfig {
-  /** Values by flag name, for yargs defaults. */
-  values: Readonly<Record<string, unknown>>;
-  /** Where each value came from ("/etc/muster/muster.json join.cluster", "environment MUSTER_CLUSTER"). */
-  sources: Readonly<Record<string, string>>;
+/** MUSTER_* variables that are not settings but are read elsewhere (logging, the config path, tests). */
+export const OTHER_VARIABLES = [
+  'MUSTER_CONFIG',
+  'MUSTER_LOG_FORMAT',
+  'MUSTER_LOG_LEVEL',
+  'MUSTER_TEST_FAULT',
+];
+
+// ---- reading values -------------------------------------------------------------------------------
+
+function shown(v: unknown): string {
+  const s =
+    typeof v === 'string' ? JSON.stringify(v.length > 80 ? v.slice(0, 80) + '…' : v) : JSON.stringify(v);
+  return (s ?? String(v)).slice(0, 100);
+}
+
+/**
+ * Parses one value; a refusal names where it came from: "--for must be between 1s and 365d, not "0s"".
+ * `code`: MUSTER_ERR_USAGE for the command line, MUSTER_ERR_CONFIG for the file and the environment.
+ */
+export function parseSetting<T>(
+  s: Setting<T>,
+  v: unknown,
+  where: string,
+  code: 'MUSTER_ERR_USAGE' | 'MUSTER_ERR_CONFIG',
+): T {
+  try {
+    return s.parse(v);
+  } catch (err) {
+    const reason = err instanceof Invalid ? err : new Invalid(`is not valid (${(err as Error).message})`);
+    const empty = v === '' || v === false;
+    const echo = reason.showValue && !s.secret && !empty ? `, not ${shown(v)}` : '';
+    const needs = empty && where.startsWith('-') ? ' needs a value: it' : '';
+    throw new MusterError(code, `${where}${needs} ${reason.message}${echo}`);
+  }
 }
 
 function bad(source: string, problem: string): MusterError {
   return new MusterError('MUSTER_ERR_CONFIG', `${source}: ${problem}`);
 }
 
-function parseValue(s: Setting, v: unknown, source: string): unknown {
-  try {
-    return s.parse(v);
-  } catch (err) {
-    const shown = typeof v === 'string' ? JSON.stringify(v.slice(0, 80)) : JSON.stringify(v)?.slice(0, 80);
-    throw bad(source, `${shown} is not ${s.what} (${(err as Error).message})`);
-  }
+export interface FileValues {
+  /** Parsed values by section and flag name. */
+  values: Record<Section, Record<string, unknown>>;
+  /** The values as written in the file. */
+  raw: Record<Section, Record<string, unknown>>;
 }
 
 /** Reads and validates a whole config file (every section). Throws MUSTER_ERR_CONFIG naming the key. */
-export function readConfigFile(file: string): Record<Section, Record<string, unknown>> {
-  let text: string;
+export function readConfigFile(file: string): FileValues['values'] {
+  return readConfigFileFull(file).values;
+}
+
+function readConfigFileFull(file: string): FileValues {
+  let textValue: string;
   try {
-    text = readFileSync(file, 'utf8');
+    textValue = readFileSync(file, 'utf8');
   } catch (err) {
     throw bad(file, `cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(textValue);
   } catch (err) {
     throw bad(file, `not valid JSON: ${(err as Error).message}`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(file, 'expected a JSON object with sections registrar, join, admin');
-  const out = { registrar: {}, join: {}, admin: {} } as Record<Section, Record<string, unknown>>;
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw bad(file, `expected a JSON object with sections ${list(FILE_SECTIONS)}`);
+  }
+  const out: FileValues = {
+    values: { registrar: {}, join: {}, admin: {} },
+    raw: { registrar: {}, join: {}, admin: {} },
+  };
   for (const [section, body] of Object.entries(json as Record<string, unknown>)) {
-    if (!(section in SETTINGS)) throw bad(file, `unknown section ${JSON.stringify(section)} (expected registrar, join or admin)`);
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad(`${file} ${section}`, 'expected an object');
-    const settings = SETTINGS[section as Section];
+    if (!isSection(section))
+      throw bad(file, `unknown section ${JSON.stringify(section)} (expected ${list(FILE_SECTIONS)})`);
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw bad(`${file} ${section}`, 'expected an object');
+    const settings = settingsOf(section);
     for (const [key, v] of Object.entries(body as Record<string, unknown>)) {
-      const flag = Object.keys(settings).find((f) => camel(f) === key);
+      const name = Object.keys(settings).find((f) => camel(f) === key);
       const where = `${file} ${section}.${key}`;
-      if (!flag) {
-        const known = Object.keys(settings).map(camel).join(', ');
-        throw bad(where, `unknown setting (known: ${known})`);
+      if (!name) {
+        const known = Object.keys(settings).map(camel);
+        const near = closest(key, known);
+        throw bad(
+          where,
+          `unknown setting${near ? ` (did you mean ${near}?)` : ''} (known: ${known.join(', ')})`,
+        );
       }
-      const s = settings[flag]!;
+      const s = settings[name]!;
       if (s.noFile) throw bad(where, s.noFile);
-      out[section as Section][flag] = parseValue(s, v, where);
+      out.values[section][name] = parseSetting(s, v, where, 'MUSTER_ERR_CONFIG');
+      out.raw[section][name] = v;
     }
   }
   return out;
 }
 
+export interface LoadedConfig {
+  /** Parsed values by flag name. */
+  values: Readonly<Record<string, unknown>>;
+  /** Where each value came from ("/etc/muster/muster.json join.cluster", "environment MUSTER_CLUSTER"). */
+  sources: Readonly<Record<string, string>>;
+  /** Each value as written there. */
+  raw: Readonly<Record<string, unknown>>;
+}
+
+export interface ConfigSource {
+  /** The config file; default DEFAULT_CONFIG_FILE. */
+  file?: string | undefined;
+  /** An explicit file (--config, MUSTER_CONFIG) must exist; the default path may be absent. */
+  explicitFile?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
 /**
- * The settings for one command from the file and the environment (flags come on top, from yargs).
- * `file`: an explicit --config/MUSTER_CONFIG path must exist; the default path may be absent.
+ * The settings of one section from the file and the environment (flags come on top). The whole file is
+ * validated, so a typo in another command's section is found by any command.
  */
-export function loadConfig(
-  section: Section,
-  opts: { file?: string; explicitFile?: boolean; env?: NodeJS.ProcessEnv } = {},
-): LoadedConfig {
+export function loadConfig(section: Section, opts: ConfigSource = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const file = opts.file ?? DEFAULT_CONFIG_FILE;
   const values: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
-  let fromFile: Record<string, unknown> = {};
-  try {
-    fromFile = readConfigFile(file)[section];
-  } catch (err) {
-    const missing = (err as MusterError).message.includes('ENOENT');
-    if (!(missing && !opts.explicitFile)) throw err;
+  const raw: Record<string, unknown> = {};
+  const fromFile = configFileValues(file, opts.explicitFile ?? false);
+  for (const [name, v] of Object.entries(fromFile?.values[section] ?? {})) {
+    values[name] = v;
+    raw[name] = fromFile!.raw[section][name];
+    sources[name] = `${file} ${section}.${camel(name)}`;
   }
-  for (const [flag, v] of Object.entries(fromFile)) {
-    values[flag] = v;
-    sources[flag] = `${file} ${section}.${camel(flag)}`;
+  for (const [name, s] of Object.entries(settingsOf(section))) {
+    const v = env[envName(name)];
+    // An empty variable is unset (one env file can serve a node and a registrar), except the node's
+    // cluster, where empty means "any".
+    if (v === undefined || (v === '' && !(section === 'join' && name === 'cluster'))) continue;
+    const where = `environment ${envName(name)}`;
+    values[name] = parseSetting(s, v, where, 'MUSTER_ERR_CONFIG');
+    raw[name] = v;
+    sources[name] = where;
   }
-  for (const [flag, s] of Object.entries(SETTINGS[section])) {
-    const raw = env[envName(flag)];
-    // An empty variable is unset, except the node's cluster, where empty means "any".
-    if (raw === undefined || (raw === '' && !(section === 'join' && flag === 'cluster'))) continue;
-    const where = `environment ${envName(flag)}`;
-    values[flag] = flag === 'node-config' ? parseValue(s, safeJson(raw, where), where) : parseValue(s, raw, where);
-    sources[flag] = where;
-  }
-  return Object.freeze({ values: Object.freeze(values), sources: Object.freeze(sources) });
+  return Object.freeze({
+    values: Object.freeze(values),
+    sources: Object.freeze(sources),
+    raw: Object.freeze(raw),
+  });
 }
 
-function safeJson(raw: string, where: string): unknown {
+/** The file's values, or undefined when the default file is absent. */
+function configFileValues(file: string, explicit: boolean): FileValues | undefined {
   try {
-    return JSON.parse(raw);
-  } catch {
-    throw bad(where, 'not valid JSON');
+    return readConfigFileFull(file);
+  } catch (err) {
+    const missing = (err as MusterError).message.includes('(ENOENT)');
+    if (missing && !explicit) return undefined;
+    throw err;
   }
 }
 
 /** Finds --config FILE / --config=FILE in raw arguments, else MUSTER_CONFIG. */
-export function configFileFrom(argv: string[], env: NodeJS.ProcessEnv = process.env): { file?: string; explicit: boolean } {
+export function configFileFrom(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { file?: string; explicit: boolean } {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--config' && argv[i + 1]) return { file: argv[i + 1]!, explicit: true };
@@ -237,4 +727,113 @@ export function configFileFrom(argv: string[], env: NodeJS.ProcessEnv = process.
   }
   if (env.MUSTER_CONFIG) return { file: env.MUSTER_CONFIG, explicit: true };
   return { explicit: false };
+}
+
+export interface Resolved {
+  /** Parsed values by flag name. */
+  values: Record<string, unknown>;
+  /** Where each value came from: "--for", "environment MUSTER_ROLE", a file key, or "default". */
+  sources: Record<string, string>;
+  /** Each value as given (for display). */
+  raw: Record<string, unknown>;
+}
+
+/**
+ * The settings in force for a command that takes `scopes`: each from its flag, else (file sections)
+ * the environment, else the file, else its default; every value through its parser. `flags` holds the
+ * command-line values by flag name (absent when not given), `where` how to name each in a message.
+ */
+export function resolveSettings(
+  scopes: readonly Scope[],
+  flags: Readonly<Record<string, unknown>>,
+  config: ConfigSource & { where?: (name: string) => string } = {},
+): Resolved {
+  const out: Resolved = { values: {}, sources: {}, raw: {} };
+  const whereFlag = config.where ?? ((name: string) => `--${name}`);
+  for (const scope of scopes) {
+    const loaded = isSection(scope) ? loadConfig(scope, config) : undefined;
+    for (const [name, s] of Object.entries(settingsOf(scope))) {
+      if (name in out.values) throw new Error(`setting ${name} is in two scopes of one command (a bug)`);
+      let v: unknown;
+      let where: string;
+      if (flags[name] !== undefined) {
+        v = flags[name];
+        where = whereFlag(name);
+        if (s.kind === 'list') {
+          const items = (Array.isArray(v) ? v : [v]).map((x) =>
+            parseSetting(s, x, where, 'MUSTER_ERR_USAGE'),
+          );
+          if (items.length > L.TOKEN_SCOPE_MAX)
+            throw new MusterError(
+              'MUSTER_ERR_USAGE',
+              `${where} is given more than ${L.TOKEN_SCOPE_MAX} times`,
+            );
+          out.values[name] = items;
+        } else {
+          if (Array.isArray(v)) throw new MusterError('MUSTER_ERR_USAGE', `${where} is given more than once`);
+          out.values[name] = parseSetting(s, v, where, 'MUSTER_ERR_USAGE');
+        }
+        out.raw[name] = v;
+        out.sources[name] = where;
+        continue;
+      }
+      if (loaded && name in loaded.values) {
+        out.values[name] = loaded.values[name];
+        out.raw[name] = loaded.raw[name];
+        out.sources[name] = loaded.sources[name]!;
+        continue;
+      }
+      if (s.required) throw new MusterError('MUSTER_ERR_USAGE', `${whereFlag(name)} is required`);
+      if (s.default !== undefined) {
+        const d = typeof s.default === 'function' ? s.default() : s.default;
+        const what = s.defaultDescription
+          ? `the default ${name} (${s.defaultDescription} ${shown(d)})`
+          : `the default ${name}`;
+        out.values[name] = s.kind === 'boolean' ? d : parseSetting(s, d, what, 'MUSTER_ERR_CONFIG');
+        out.raw[name] = d;
+        out.sources[name] = 'default';
+        continue;
+      }
+      if (s.kind === 'list') out.values[name] = [];
+    }
+  }
+  return out;
+}
+
+// ---- did you mean ---------------------------------------------------------------------------------
+
+/** Edit distance with transpositions (optimal string alignment): "tll" is one step from "ttl". */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [
+    i,
+    ...Array<number>(b.length).fill(0),
+  ]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The candidate nearest to `word`, if it is near enough to be a typo of it. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  const w = word.toLowerCase().replace(/_/g, '-');
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const cc = c.toLowerCase();
+    const d = cc.replace(/-/g, '') === w.replace(/-/g, '') ? 0 : editDistance(w, cc);
+    const limit = Math.max(1, Math.min(3, Math.floor(cc.length / 3)));
+    if (d <= limit && d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return best;
 }

@@ -48,6 +48,7 @@ export const ErrorCodes = {
   MUSTER_ERR_BUNDLE: { status: 0, summary: 'The credentials bundle failed validation; nothing was written.' },
   MUSTER_ERR_HOOK: { status: 0, summary: 'The --on-registered command failed.' },
   MUSTER_ERR_ADMIN_SOCKET: { status: 0, summary: "The registrar's admin socket cannot be reached." },
+  MUSTER_ERR_ADMIN_REPLY: { status: 0, summary: "The registrar's admin API answered with an error code this muster does not know, or with malformed JSON." },
   MUSTER_ERR_TIMEOUT: { status: 0, summary: 'The node gave up waiting (its --timeout passed).' },
 } as const;
 

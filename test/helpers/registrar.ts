@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import type { Clock } from '../../src/common/clock.js';
 import { memoryLogger } from '../../src/common/log.js';
 import { buildCsr, keyFingerprint } from '../../src/common/x509.js';
-import { AdminClient } from '../../src/cli/admin-client.js';
+import { AdminClient } from '../../src/admin/client.js';
 import { startRegistrar, type RegistrarOptions, type RunningRegistrar } from '../../src/registrar/main.js';
 import { runJoin, type JoinOptions } from '../../src/node/agent.js';
 import { httpsJson } from '../../src/fallback/client.js';

@@ -12,10 +12,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import path from 'node:path';
-import type { ErrorCode } from '../../src/common/errors.js';
+import { MusterError, type ErrorCode } from '../../src/common/errors.js';
 import { joinProofMac, nodeSignedPayload, parseToken, signNode } from '../../src/common/proof.js';
 import { buildCsr, fromPem, toPem } from '../../src/common/x509.js';
-import { AdminError } from '../../src/cli/admin-client.js';
 import { expectError, rawRequest, secrets, snapshot, type RawReply } from '../helpers/bad-input.js';
 import {
   api,
@@ -73,14 +72,14 @@ async function rejected(send: () => Promise<Reply>, status: number, code: ErrorC
   return res;
 }
 
-/** The same through the admin socket (AdminClient throws AdminError with code and status). */
+/** The same through the admin socket (AdminClient throws a MusterError with the server's code). */
 async function adminRejected(
   method: string,
   urlPath: string,
   body: unknown,
   status: number,
   code: ErrorCode,
-): Promise<AdminError> {
+): Promise<MusterError> {
   const before = await snapshot(reg);
   const err = await reg.admin.request(method, urlPath, body).then(
     (v) => {
@@ -88,8 +87,8 @@ async function adminRejected(
     },
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(AdminError);
-  const ae = err as AdminError;
+  expect(err).toBeInstanceOf(MusterError);
+  const ae = err as MusterError;
   expect({ status: ae.status, code: ae.code }, ae.message).toEqual({ status, code });
   expect(ae.message.trim().length).toBeGreaterThan(0);
   for (const s of secrets) expect(ae.message).not.toContain(s);

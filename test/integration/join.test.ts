@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ManualClock } from '../../src/common/clock.js';
 import { isMusterError } from '../../src/common/errors.js';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
-import { exitCodeFor, JOIN_EXIT } from '../../src/node/agent.js';
+import { exitCodeFor, JOIN_EXIT } from '../../src/cli/exit-codes.js';
 import { LevelRegistry } from '../../src/store/level.js';
 import { api, csrFor, joinNode, opensslVerify, startTestRegistrar, tempDir, type TestRegistrar } from '../helpers/registrar.js';
 

@@ -25,9 +25,13 @@ const errorOf = (fn: () => unknown): Error => {
 
 describe('config schema', () => {
   it('reads a section, with the file key as the source, frozen', () => {
-    const f = file({ join: { registrar: 'https://10.0.0.1:8443', discoveryTimeout: '3s', cluster: '' }, registrar: { rateLimit: 50 } });
+    const f = file({
+      join: { registrar: 'https://10.0.0.1:8443', discoveryTimeout: '3s', cluster: '' },
+      registrar: { rateLimit: 50 },
+    });
     const c = loadConfig('join', { file: f.file, env: {} });
-    expect(c.values).toEqual({ registrar: 'https://10.0.0.1:8443', 'discovery-timeout': '3s', cluster: '' });
+    expect(c.values).toEqual({ registrar: 'https://10.0.0.1:8443', 'discovery-timeout': 3000, cluster: '' });
+    expect(c.raw['discovery-timeout']).toBe('3s');
     expect(c.sources['discovery-timeout']).toBe(`${f.file} join.discoveryTimeout`);
     expect(Object.isFrozen(c.values)).toBe(true);
     expect(loadConfig('registrar', { file: f.file, env: {} }).values).toEqual({ 'rate-limit': 50 });
@@ -43,12 +47,27 @@ describe('config schema', () => {
   });
 
   it.each([
-    [{ join: { discoveryTimeout: '5x' } }, /join\.discoveryTimeout: "5x" is not a duration/],
+    [
+      { join: { discoveryTimeout: '5x' } },
+      /join\.discoveryTimeout must be a duration such as 90s.*, not "5x"/,
+    ],
     [{ join: { clustr: 'a' } }, /join\.clustr: unknown setting/],
     [{ join: { token: 'a.b' } }, /join\.token: a join token does not belong/],
-    [{ registrar: { autoregister: 'sometimes' } }, /registrar\.autoregister: "sometimes" is not local, any or off/],
-    [{ registrar: { rateLimit: 0 } }, /registrar\.rateLimit: 0 is not requests per minute/],
-    [{ registrar: { interface: 'eth0' } }, /registrar\.interface: "eth0" is not an IPv4 address/],
+    [
+      { registrar: { autoregister: 'sometimes' } },
+      /registrar\.autoregister must be local, any or off, not "sometimes"/,
+    ],
+    [
+      { registrar: { rateLimit: 0 } },
+      /registrar\.rateLimit must be a whole number from 1 to 1,000,000, not 0/,
+    ],
+    [
+      { registrar: { interface: 'eth0' } },
+      /registrar\.interface must be an IPv4 address such as 10\.0\.0\.1, not "eth0"/,
+    ],
+    [{ registrar: { listen: '127.0.0.1:99999' } }, /registrar\.listen must have a port from 0 to 65535/],
+    [{ join: { registrar: 'http://10.0.0.1:8443' } }, /join\.registrar must be an https:\/\/ URL/],
+    [{ join: { clustr: 'a' } }, /did you mean cluster\?/],
     [{ nodes: {} }, /unknown section "nodes"/],
     ['{ not json', /not valid JSON/],
     [[1, 2], /expected a JSON object/],
@@ -62,19 +81,27 @@ describe('config schema', () => {
   });
 
   it('a bad variable names the variable', () => {
-    const err = errorOf(() => loadConfig('join', { file: '/nonexistent/muster.json', env: { MUSTER_MDNS: 'maybe' } }));
-    expect(err.message).toMatch(/^environment MUSTER_MDNS: "maybe" is not on or off/);
+    const err = errorOf(() =>
+      loadConfig('join', { file: '/nonexistent/muster.json', env: { MUSTER_MDNS: 'maybe' } }),
+    );
+    expect(err.message).toMatch(/^environment MUSTER_MDNS must be on or off, not "maybe"/);
   });
 
   it('a missing default file is fine; a missing explicit one is an error', () => {
     expect(loadConfig('admin', { file: '/nonexistent/muster.json', env: {} }).values).toEqual({});
-    expect(errorOf(() => loadConfig('admin', { file: '/nonexistent/muster.json', explicitFile: true, env: {} })).message).toMatch(/cannot read it/);
+    expect(
+      errorOf(() => loadConfig('admin', { file: '/nonexistent/muster.json', explicitFile: true, env: {} }))
+        .message,
+    ).toMatch(/cannot read it/);
   });
 
   it('finds --config and MUSTER_CONFIG; names variables from flags', () => {
     expect(configFileFrom(['join', '--config', '/x.json'], {})).toEqual({ file: '/x.json', explicit: true });
     expect(configFileFrom(['join', '--config=/y.json'], {})).toEqual({ file: '/y.json', explicit: true });
-    expect(configFileFrom(['join'], { MUSTER_CONFIG: '/z.json' })).toEqual({ file: '/z.json', explicit: true });
+    expect(configFileFrom(['join'], { MUSTER_CONFIG: '/z.json' })).toEqual({
+      file: '/z.json',
+      explicit: true,
+    });
     expect(configFileFrom(['join'], {})).toEqual({ explicit: false });
     expect(envName('ca-fingerprint')).toBe('MUSTER_CA_FINGERPRINT');
   });
@@ -116,7 +143,14 @@ describe('muster config check, and settings reaching commands', () => {
     const f = file({ admin: { adminSocket: path.join(t.dir, 'from-file.sock') } });
     const fromFile = muster(['nodes', 'list', '--config', f.file]);
     expect(fromFile.stderr).toContain('from-file.sock');
-    const fromFlag = muster(['nodes', 'list', '--config', f.file, '--admin-socket', path.join(t.dir, 'flag.sock')]);
+    const fromFlag = muster([
+      'nodes',
+      'list',
+      '--config',
+      f.file,
+      '--admin-socket',
+      path.join(t.dir, 'flag.sock'),
+    ]);
     expect(fromFlag.stderr).toContain('flag.sock');
     f.cleanup();
     t.cleanup();
@@ -125,7 +159,14 @@ describe('muster config check, and settings reaching commands', () => {
 
 describe('empty variables', () => {
   it('an empty MUSTER_CLUSTER means "any cluster" for a node and is unset for the registrar', () => {
-    expect(loadConfig('join', { file: '/nonexistent/muster.json', env: { MUSTER_CLUSTER: '' } }).values).toEqual({ cluster: '' });
-    expect(loadConfig('registrar', { file: '/nonexistent/muster.json', env: { MUSTER_CLUSTER: '', MUSTER_LISTEN: '' } }).values).toEqual({});
+    expect(
+      loadConfig('join', { file: '/nonexistent/muster.json', env: { MUSTER_CLUSTER: '' } }).values,
+    ).toEqual({ cluster: '' });
+    expect(
+      loadConfig('registrar', {
+        file: '/nonexistent/muster.json',
+        env: { MUSTER_CLUSTER: '', MUSTER_LISTEN: '' },
+      }).values,
+    ).toEqual({});
   });
 });

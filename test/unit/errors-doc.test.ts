@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes } from '../../src/common/errors.js';
-import { JOIN_EXIT } from '../../src/node/agent.js';
+import { JOIN_EXIT } from '../../src/cli/exit-codes.js';
 
 const doc = readFileSync(path.resolve(import.meta.dirname, '../../docs/errors.md'), 'utf8');
 
