@@ -439,7 +439,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     // What the registrar says about each node (decision, serial), then the node's files.
     const list = await admin(['nodes', 'list', '--json']);
     const records = new Map<string, NodeView>();
-    if (list.code === 0) for (const r of (JSON.parse(list.out) as { nodes: NodeView[] }).nodes) records.set(r.name, r);
+    if (list.code === 0) for (const r of (JSON.parse(list.out) as { items: NodeView[] }).items) records.set(r.name, r);
     const verify = nodes.map((n) => {
       const nd = path.join(dir, n.name);
       const v = spawnSync('openssl', ['verify', '-CAfile', path.join(nd, 'ca.crt'), path.join(nd, 'node.crt')], { encoding: 'utf8' });

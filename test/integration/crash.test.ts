@@ -66,15 +66,15 @@ describe.each(['after-issue'])('registrar SIGKILLed %s a token join', (fault) =>
     expect(opensslVerify(path.join(nodeDir, 'ca.crt'), path.join(nodeDir, 'node.crt')).ok).toBe(true);
 
     const list = JSON.parse(muster(['nodes', 'list', '--json', '--admin-socket', sock]).stdout);
-    expect(list.nodes).toHaveLength(1);
-    expect(list.nodes[0].state).toBe('active');
-    expect(list.nodes[0].serial).toBe(atCrash.serial); // the durable certificate, not a second one
-    const lines = muster(['events', '--json', '--admin-socket', sock]).stdout.trim().split('\n');
-    const types = lines.map((l) => (JSON.parse(l) as { type: string }).type);
+    expect(list.items).toHaveLength(1);
+    expect(list.items[0].state).toBe('active');
+    expect(list.items[0].serial).toBe(atCrash.serial); // the durable certificate, not a second one
+    const events = JSON.parse(muster(['events', '--json', '--admin-socket', sock]).stdout).items as { type: string }[];
+    const types = events.map((e) => e.type);
     expect(types.filter((x) => x === 'accepted')).toHaveLength(1);
     expect(types.filter((x) => x === 'issued')).toHaveLength(1);
     const tokens = JSON.parse(muster(['tokens', 'list', '--json', '--admin-socket', sock]).stdout);
-    expect(tokens[0].used).toBe(1); // the acceptance consumed the token once
+    expect(tokens.items[0].used).toBe(1); // the acceptance consumed the token once
     await reg.stop('SIGTERM');
     reg = undefined;
     expect((await inspect()).serials).toBe(1);
@@ -87,7 +87,7 @@ it('an approval interrupted by a SIGKILL completes after the restart; serials ar
   const joining = musterAsync(['join', '--registrar', `https://127.0.0.1:${port}`, '--name', 'n1', '--state-dir', nodeDir, '--mdns', 'off']);
   for (let i = 0; i < 100; i++) {
     const p = muster(['nodes', 'list', '--state', 'pending', '--json', '--admin-socket', sock]);
-    if (p.code === 0 && JSON.parse(p.stdout).nodes.length) break;
+    if (p.code === 0 && JSON.parse(p.stdout).items.length) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   const ap = muster(['nodes', 'approve', 'n1', '--admin-socket', sock]);
@@ -99,7 +99,7 @@ it('an approval interrupted by a SIGKILL completes after the restart; serials ar
   const j = await joining;
   expect(j.code, j.stderr).toBe(0);
   const shown = muster(['nodes', 'show', 'n1', '--json', '--admin-socket', sock]);
-  const node = JSON.parse(shown.stdout).node;
+  const node = JSON.parse(shown.stdout);
   expect(node.decision.rule).toBe('approval');
 
   // A second node after the restart gets a higher serial counter than anything before the crash.

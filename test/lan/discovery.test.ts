@@ -105,7 +105,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
   }
 
   const admin = (r: Reg, args: string[]) => muster([...args, '--admin-socket', r.sock]);
-  const nodes = (r: Reg) => JSON.parse(admin(r, ['nodes', 'list', '--json']).stdout).nodes as any[];
+  const nodes = (r: Reg) => JSON.parse(admin(r, ['nodes', 'list', '--json']).stdout).items as any[];
   const verified = (dir: string) => opensslVerify(path.join(dir, 'ca.crt'), path.join(dir, 'node.crt')).ok;
 
   it('a. a node on the LAN with only --cluster joins while install mode is on', async () => {
