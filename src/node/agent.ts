@@ -73,50 +73,6 @@ export interface JoinResult {
   fingerprint: string;
 }
 
-/** Exit codes of `muster join`, for unit files (RestartPreventExitStatus=3 4 5). */
-export const JOIN_EXIT = {
-  ok: 0,
-  failure: 1,
-  usage: 2,
-  refused: 3,
-  nameTaken: 4,
-  mismatch: 5,
-  hook: 6,
-  timeout: 7,
-} as const;
-
-export function exitCodeFor(err: unknown): number {
-  if (!isMusterError(err)) return JOIN_EXIT.failure;
-  switch (err.code) {
-    case 'MUSTER_ERR_USAGE':
-    case 'MUSTER_ERR_CONFIG':
-      return JOIN_EXIT.usage;
-    case 'rejected':
-    case 'removed':
-    case 'bad_proof':
-    case 'token_scope':
-    case 'wrong_cluster':
-    case 'invalid_csr':
-    case 'csr_mismatch':
-    case 'invalid_name':
-    case 'bad_request':
-      return JOIN_EXIT.refused;
-    case 'name_taken':
-      return JOIN_EXIT.nameTaken;
-    case 'MUSTER_ERR_BUNDLE':
-    case 'MUSTER_ERR_AMBIGUOUS':
-    case 'MUSTER_ERR_CA_PIN':
-    case 'MUSTER_ERR_TLS':
-      return JOIN_EXIT.mismatch;
-    case 'MUSTER_ERR_HOOK':
-      return JOIN_EXIT.hook;
-    case 'MUSTER_ERR_TIMEOUT':
-      return JOIN_EXIT.timeout;
-    default:
-      return JOIN_EXIT.failure;
-  }
-}
-
 export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   const log = o.log;
   const clock = o.clock ?? nodeClock;
