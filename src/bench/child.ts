@@ -139,9 +139,9 @@ async function startPhases(): Promise<void> {
   lap('import node-forge');
   await import('prom-client');
   lap('import prom-client');
-  // eslint-disable-next-line muster/no-restricted-dynamic-imports -- times the module load the registrar pays at start
-  await import('level');
-  lap('import level');
+  // The level backend with the level package under it: the module load the registrar pays at start.
+  await import('../store/level.js');
+  lap('import the level store (level, classic-level)');
   await import('pino');
   lap('import pino');
   await import('bonjour-service');
@@ -149,7 +149,7 @@ async function startPhases(): Promise<void> {
   const { startRegistrar: _unused } = await import('../registrar/main.js');
   lap('import registrar/main.js (rest)');
   const { createLogger } = await import('../common/log.js');
-  const { Registry } = await import('../registrar/registry.js');
+  const { openRegistry } = await import('../store/index.js');
   const { loadOrCreateCa, issueServerIdentity } = await import('../registrar/ca.js');
   const { RegistrarService } = await import('../registrar/service.js');
   const { Metrics } = await import('../registrar/metrics.js');
@@ -159,9 +159,11 @@ async function startPhases(): Promise<void> {
   lap('import registrar/main.js (rest)');
   const log = createLogger({ name: 'muster-registrar', fd: 1, format: 'json' });
   const stateDir = path.join(cfg.dir, 'registrar');
-  const registry = await Registry.open(path.join(stateDir, 'registry'));
-  lap('Registry.open (level open, counters)');
-  const id = (await registry.get<string>('m!id'))!;
+  const registry = await openRegistry({ kind: 'level', dir: path.join(stateDir, 'registry') });
+  lap('openRegistry (level open, counters, tokens)');
+  const id = await registry.identity(() => {
+    throw new Error(`no registrar id in ${stateDir}: build the store first`);
+  });
   const { ca } = await loadOrCreateCa(path.join(stateDir, 'ca'), 'unused', new Date());
   lap('loadOrCreateCa (read CA key and cert)');
   const identity = issueServerIdentity(ca, id, ['127.0.0.1'], new Date());
@@ -174,17 +176,17 @@ async function startPhases(): Promise<void> {
     registrarId: id,
     cluster: cfg.cluster ?? 'bench',
     role: 'main',
-    url: '',
+    url: () => '',
     autoregister: 'local',
     isOnLink: () => false,
   });
-  lap('RegistrarService.create (tokens, install mode, accepted scan)');
+  lap('RegistrarService.create (operator state, accepted scan)');
   const metrics = new Metrics({
-    counts: () => service.counts(),
-    installModeOn: () => service.installModeStatus().on,
+    counts: () => service.operator.counts(),
+    installModeOn: async () => (await service.operator.installModeStatus()).on,
   });
   const api = await buildApi({
-    metrics,
+    onResponse: (r) => metrics.observe(r),
     service,
     log,
     https: { key: identity.keyPem, cert: identity.certPem },

@@ -1,8 +1,10 @@
 /**
  * Target 4: 100,000 records. Builds a registrar state directory with N nodes written through the
- * Registry API (the registrar's own store code: same keys, indexes, counters, events, fsync'd group
- * commits), each node written twice like the real flow does (accepted, then issued/active), with real
- * CA-signed certificates (a pool of distinct ones, reused across nodes: record sizes are real).
+ * Registry interface (the registrar's own store: same records, indexes, counters, events, fsync'd group
+ * commits; many changes in flight at once, so group commit batches them as it does under load), each
+ * node written like the real flow does (pending; or accepted and issued in one change with its token
+ * use and serial, then active or removed), with real CA-signed certificates (a pool of distinct ones,
+ * reused across nodes: record sizes are real).
  * Then measures, on that store:
  *   - cold start of the real CLI (`muster registrar --mdns off`): spawn -> "registrar ready" log line,
  *     and its RSS at that moment and 1 s later;
@@ -16,15 +18,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { loadOrCreateCa } from '../registrar/ca.js';
-import {
-  Registry,
-  type EventInput,
-  type NodeChange,
-  type NodeRecord,
-  type BatchOp,
-} from '../registrar/registry.js';
+import { LevelRegistry } from '../store/level.js';
+import type { Change, NodeRecord } from '../store/registry.js';
 import { issueCertificate, makeSerial, serialHex, sha256b64url, toPem } from '../common/x509.js';
-import type { TokenRecord } from '../registrar/policy.js';
 import {
   admin,
   createToken,
@@ -32,6 +28,7 @@ import {
   log,
   median,
   percentile,
+  pool,
   procMem,
   round,
   ServerChild,
@@ -70,15 +67,18 @@ export interface StoreResult {
 
 const DEC = (i: number): string => String(i).padStart(6, '0');
 
-/** Writes the records (see the header) and returns the build time. */
+/** Changes in flight while building: enough for group commit to write hundreds per fsync. */
+const BUILD_CONCURRENCY = 512;
+
+/** Writes the records (see the header). */
 async function buildStore(stateDir: string, n: number, tokenId: string): Promise<void> {
   const { ca } = await loadOrCreateCa(path.join(stateDir, 'ca'), 'unused: the CA exists', new Date());
-  const reg = await Registry.open(path.join(stateDir, 'registry'));
+  const reg = await LevelRegistry.open(path.join(stateDir, 'registry'));
   try {
-    const token = (await reg.get<TokenRecord>('t!' + tokenId))!;
+    if (!(await reg.getToken(tokenId))) throw new Error(`token ${tokenId} is not in the store`);
     const POOL = 256;
     const now = Date.now();
-    const pool = Array.from({ length: POOL }, (_, i) => {
+    const certs = Array.from({ length: POOL }, (_, i) => {
       const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
       const spki = publicKey.export({ type: 'spki', format: 'der' }) as Buffer;
       const serial = makeSerial(i + 1);
@@ -93,98 +93,91 @@ async function buildStore(stateDir: string, n: number, tokenId: string): Promise
       });
       return { spki, key: sha256b64url(spki), cert: toPem(der, 'CERTIFICATE') };
     });
-    const B = 2000;
-    let used = token.used;
-    for (let start = 0; start < n; start += B) {
-      const first: NodeChange[] = [];
-      const firstEvents: EventInput[] = [];
-      const second: NodeChange[] = [];
-      const secondEvents: EventInput[] = [];
-      const extra: BatchOp[] = [];
-      for (let i = start; i < Math.min(n, start + B); i++) {
-        const name = `node-${DEC(i)}`;
-        const k = pool[i % POOL]!;
-        const key = k.key;
-        const t = new Date(now - (n - i) * 1000).toISOString();
-        const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-        const kind = i % 100; // 0-3 pending, 4 issued, 5 removed, else active
-        const base: NodeRecord = {
-          name,
-          state: 'pending',
-          key,
-          spki: k.spki.toString('base64'),
-          role: 'worker',
-          cluster: '',
-          channel: 'http',
-          addresses: [address],
-          times: {},
-          lastSeen: t,
-        };
-        if (kind < 4) {
-          const rec: NodeRecord = {
-            ...base,
-            pendingReason: 'no token and not on the local link: waiting for approval',
-            times: { pending: t },
-          };
-          first.push({ next: rec });
-          firstEvents.push({
-            type: 'pending',
-            name,
-            detail: { reason: rec.pendingReason, key, address, channel: 'http' },
-          });
-          continue;
-        }
-        used++;
-        const accepted: NodeRecord = {
-          ...base,
-          state: 'accepted',
-          decision: { rule: 'token', detail: `join token ${tokenId}`, at: t },
-          times: { accepted: t },
-          tokenId,
-        };
-        first.push({ next: accepted });
-        firstEvents.push({
-          type: 'accepted',
-          name,
-          detail: { rule: 'token', reason: `join token ${tokenId}`, key, address, channel: 'http' },
+    await pool(n, BUILD_CONCURRENCY, async (i) => {
+      const name = `node-${DEC(i)}`;
+      const k = certs[i % POOL]!;
+      const key = k.key;
+      const t = new Date(now - (n - i) * 1000).toISOString();
+      const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+      const kind = i % 100; // 0-3 pending, 4 issued, 5 removed, else active
+      const base: NodeRecord = {
+        name,
+        rev: 0,
+        state: 'pending',
+        key,
+        spki: k.spki.toString('base64'),
+        role: 'worker',
+        cluster: '',
+        channel: 'https',
+        addresses: [address],
+        times: {},
+        lastSeen: t,
+      };
+      if (kind < 4) {
+        const reason = 'no token and not on the local link: waiting for approval';
+        await reg.apply({
+          nodes: [{ expectRev: 0, next: { ...base, pendingReason: reason, times: { pending: t } } }],
+          events: [{ type: 'pending', name, detail: { reason, key, address, channel: 'https' } }],
         });
-        const counter = reg.nextSerialCounter();
-        const serial = serialHex(makeSerial(counter));
-        const notAfter = new Date(now + 90 * 86_400_000).toISOString();
-        extra.push(reg.serialOp(counter, name, serial));
-        let next: NodeRecord = {
-          ...accepted,
-          state: 'issued',
-          serial,
-          certificate: k.cert,
-          notAfter,
-          issuedAt: t,
-          times: { ...accepted.times, issued: t },
-        };
-        secondEvents.push({ type: 'issued', name, detail: { serial, notAfter } });
-        if (kind === 5) {
-          next = {
-            ...next,
-            state: 'removed',
-            decision: { rule: 'removed', detail: 'removed by operator bench (admin socket)', at: t },
-            times: { ...next.times, removed: t },
-          };
-          extra.push({ type: 'put', key: 'rv!' + serial, value: { name, at: t } });
-          secondEvents.push({
-            type: 'removed',
-            name,
-            detail: { reason: 'removed by operator bench', serial },
-          });
-        } else if (kind !== 4) {
-          next = { ...next, state: 'active', times: { ...next.times, active: t } };
-          secondEvents.push({ type: 'active', name, detail: { serial } });
-        }
-        second.push({ prev: accepted, next });
+        return;
       }
-      await reg.commit(first, firstEvents);
-      extra.push({ type: 'put', key: 't!' + tokenId, value: { ...token, used } });
-      await reg.commit(second, secondEvents, extra);
-    }
+      // Accepted by the token and issued, as one change (the registrar's join path).
+      const counter = await reg.allocateSerial();
+      const serial = serialHex(makeSerial(counter));
+      const notAfter = new Date(now + 90 * 86_400_000).toISOString();
+      const issued: NodeRecord = {
+        ...base,
+        state: 'issued',
+        decision: { rule: 'token', detail: `join token ${tokenId}`, at: t },
+        times: { accepted: t, issued: t },
+        tokenId,
+        serial,
+        certificate: k.cert,
+        notAfter,
+        issuedAt: t,
+      };
+      await reg.apply({
+        nodes: [{ expectRev: 0, next: issued }],
+        useToken: tokenId,
+        serial: { counter, serial, name },
+        events: [
+          {
+            type: 'accepted',
+            name,
+            detail: { rule: 'token', reason: `join token ${tokenId}`, key, address, channel: 'https' },
+          },
+          { type: 'issued', name, detail: { serial, notAfter } },
+        ],
+      });
+      if (kind === 4) return;
+      let then: Change;
+      if (kind === 5) {
+        const reason = 'removed by operator bench';
+        then = {
+          nodes: [
+            {
+              expectRev: 1,
+              next: {
+                ...issued,
+                state: 'removed',
+                decision: { rule: 'removed', detail: `${reason} (admin socket)`, at: t },
+                times: { ...issued.times, removed: t },
+              },
+            },
+          ],
+          revoke: { serial, name, at: t, reason },
+          events: [{ type: 'removed', name, detail: { reason, serial } }],
+        };
+      } else {
+        then = {
+          nodes: [
+            { expectRev: 1, next: { ...issued, state: 'active', times: { ...issued.times, active: t } } },
+          ],
+          events: [{ type: 'active', name, detail: { serial } }],
+        };
+      }
+      await reg.apply(then);
+    });
   } finally {
     await reg.close();
   }

@@ -90,6 +90,11 @@ interface Current {
 
 interface Batch {
   ops: Op[];
+  /**
+   * Puts of whole-state keys (counts, a token, install mode): when several queued changes write one
+   * such key, the group write keeps only the last value, which holds all of them.
+   */
+  state?: Map<string, string>;
   /** Node names written (to invalidate read-aheads). */
   names: string[];
   events: MusterEvent[];
@@ -449,21 +454,22 @@ export class LevelRegistry implements Registry {
       this.pending.set(name, next);
       pendingHere.push([name, next]);
     }
-    if (countsChanged) ops.push({ type: 'put', key: K.counts, value: JSON.stringify(this.queuedCounts) });
+    const state = new Map<string, string>();
+    if (countsChanged) state.set(K.counts, JSON.stringify(this.queuedCounts));
 
     const tokens: TokenRecord[] = [];
     if (usedToken) tokens.push(usedToken);
     if (change.putToken) tokens.push(structuredClone(change.putToken));
     for (const t of tokens) {
       this.queuedTokens.set(t.id, t);
-      ops.push({ type: 'put', key: K.token(t.id), value: JSON.stringify(t) });
+      state.set(K.token(t.id), JSON.stringify(t));
     }
     let installMode: InstallModeState | undefined;
     if (usedInstallMode) installMode = usedInstallMode.next;
     if (change.setInstallMode) installMode = structuredClone(change.setInstallMode);
     if (installMode) {
       this.queuedInstallMode = installMode;
-      ops.push({ type: 'put', key: K.installMode, value: JSON.stringify(installMode) });
+      state.set(K.installMode, JSON.stringify(installMode));
     }
     if (change.serial) {
       const { counter, name, serial } = change.serial;
@@ -500,7 +506,7 @@ export class LevelRegistry implements Registry {
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
     const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-    this.enqueue({ ops, names: nodes.map((n) => n.name), events, land, resolve, reject });
+    this.enqueue({ ops, state, names: nodes.map((n) => n.name), events, land, resolve, reject });
     return { events, done };
   }
 
@@ -526,8 +532,15 @@ export class LevelRegistry implements Registry {
     while (this.queue.length) {
       const batches = this.queue.splice(0);
       try {
+        const ops: Op[] = [];
+        const state = new Map<string, string>();
+        for (const b of batches) {
+          for (const op of b.ops) ops.push(op);
+          for (const [key, value] of b.state ?? []) state.set(key, value);
+        }
+        for (const [key, value] of state) ops.push({ type: 'put', key, value });
         // classic-level honours `sync` (fsync before the callback); abstract-level's types omit it.
-        await this.db.batch(batches.flatMap((b) => b.ops) as never, { sync: true } as never);
+        await this.db.batch(ops as never, { sync: true } as never);
       } catch (err) {
         // The queued state is now ahead of the disk: refuse every further write (fail stop).
         this.failed = err;

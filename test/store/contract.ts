@@ -736,13 +736,24 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
       it('close() waits for the changes already called for; they are there after a restart', async (ctx) => {
         const h = await open();
         if (!h.reopen) return ctx.skip();
+        await h.registry.apply({ putToken: token('t', 100) });
+        await h.registry.apply({
+          setInstallMode: { on: true, since: 7, max: null, accepted: 0, remote: false },
+        });
+        // Many changes in flight at once: written together, each token and install-mode use counts.
         const applies = Array.from({ length: 40 }, (_, i) =>
-          create(h.registry, `n-${String(i).padStart(2, '0')}`),
+          h.registry.apply({
+            nodes: [{ expectRev: 0, next: rec(`n-${String(i).padStart(2, '0')}`, 'accepted') }],
+            ...(i % 2 ? { useToken: 't' } : { useInstallMode: { since: 7 } }),
+            events: [{ type: 'accepted', name: `n-${i}` }],
+          }),
         );
         const reg = await h.reopen(); // closes the first without awaiting the applies
         expect((await Promise.all(applies)).flat()).toHaveLength(40);
         expect(await reg.lastEventSeq()).toBe(40);
-        expect((await reg.counts()).pending).toBe(40);
+        expect((await reg.counts()).accepted).toBe(40);
+        expect((await reg.getToken('t'))!.used).toBe(20);
+        expect((await reg.getInstallMode()).accepted).toBe(20);
         expect(await reg.listNodes({ limit: 100 })).toHaveLength(40);
       });
 

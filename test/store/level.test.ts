@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { Level } from 'level';
 import { LevelRegistry } from '../../src/store/level.js';
 import { openRegistry } from '../../src/store/index.js';
-import type { Registry, RegistryOptions } from '../../src/store/registry.js';
+import { isStoreConflict, type Registry, type RegistryOptions } from '../../src/store/registry.js';
 import { rec, registryContract } from './contract.js';
 
 /** A fresh directory under the system temp dir (this suite needs nothing of the registrar helpers). */
@@ -164,6 +164,40 @@ describe('LevelRegistry', () => {
       expect(await again.lastEventSeq()).toBe(2);
     } finally {
       await again.close();
+      t.cleanup();
+    }
+  });
+
+  it('checks a write against a record that landed after its read-ahead, not the read-ahead', async () => {
+    const t = tempDir('muster-store-');
+    const reg = await LevelRegistry.open(path.join(t.dir, 'registry'));
+    try {
+      // The store's own level handle, reached past its privacy, to order reads deterministically.
+      const db = (reg as unknown as { db: { getMany: (keys: string[]) => Promise<(string | undefined)[]> } })
+        .db;
+      const getMany = db.getMany.bind(db);
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      let readsOfX = 0;
+      db.getMany = async (keys) => {
+        if (keys.includes('n!y')) await gate; // holds the section while x lands
+        // The second read of x ran before the first write of x landed: it saw no record.
+        if (keys.includes('n!x') && ++readsOfX === 2) return keys.map(() => undefined);
+        return getMany(keys);
+      };
+      const a = reg.apply({ nodes: [{ expectRev: 0, next: rec('x', 'pending', { key: 'first' }) }] });
+      const c = reg.apply({ nodes: [{ expectRev: 0, next: rec('y', 'pending') }] });
+      const b = reg.apply({ nodes: [{ expectRev: 0, next: rec('x', 'pending', { key: 'second' }) }] });
+      const settledB = b.catch((e: unknown) => e);
+      await a; // x is durable, and no longer among the queued writes
+      open();
+      await c;
+      expect(isStoreConflict(await settledB, 'node')).toBe(true);
+      expect(readsOfX).toBe(2);
+      expect(await reg.getNode('x')).toMatchObject({ rev: 1, key: 'first' });
+      expect(await reg.counts()).toMatchObject({ pending: 2 });
+    } finally {
+      await reg.close();
       t.cleanup();
     }
   });
