@@ -18,12 +18,11 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import yargs from 'yargs';
 import { isMusterError } from '../../src/common/errors.js';
+import { parseCommandLine } from '../../src/cli/cli.js';
 import {
   EXAMPLE_ENV,
   UNITS_SOURCE_DIR,
-  installUnitsCommand,
   renderSystemdUnit,
   renderUpstartJob,
 } from '../../src/cli/install-units.js';
@@ -100,7 +99,7 @@ function fakeBinary(): string {
   return bin;
 }
 
-/** Runs `muster install-units ARGS` through yargs as main.ts does; returns the lines it printed. */
+/** Runs `muster install-units ARGS` as main.ts does (parse, validate, run); returns the lines it printed. */
 async function installUnits(args: string[]): Promise<string[]> {
   let out = '';
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
@@ -108,13 +107,8 @@ async function installUnits(args: string[]): Promise<string[]> {
     return true;
   });
   try {
-    await installUnitsCommand(yargs(['install-units', ...args]))
-      .strict()
-      .exitProcess(false)
-      .fail((msg, err) => {
-        throw err ?? new Error(msg);
-      })
-      .parseAsync();
+    const parsed = (await parseCommandLine(['install-units', ...args]))!;
+    await parsed.spec.run(parsed.values as never, parsed.ctx);
   } finally {
     spy.mockRestore();
   }
