@@ -28,9 +28,11 @@
  * are read ahead, outside the section, and re-read inside only when a write to that name landed
  * meanwhile. Batches go to one group-commit writer that writes everything queued as one batch with
  * {sync: true} (fsync), in queue order, so a crash at any instant leaves a prefix of the changes, and
- * the stored token and install-mode counts equal the uses that landed. Nothing is reported (apply()
- * resolving, reads, watchers) before its batch is durable. After a failed write the in-memory state
- * may be ahead of the disk: every later write is refused (fail stop) until the store is reopened.
+ * the stored token and install-mode counts equal the uses that landed (a group write puts each of
+ * m!counts, t!<id> and m!install-mode once, with the value after its last change). Nothing is
+ * reported (apply() resolving, reads, watchers) before its batch is durable. After a failed write the
+ * in-memory state may be ahead of the disk: every later write is refused (fail stop) until the store
+ * is reopened.
  */
 import { Level } from 'level';
 import {
@@ -143,6 +145,7 @@ export class LevelRegistry implements Registry {
   private writing: Promise<void> | undefined;
   private failed: unknown;
   private closing = false;
+  private closed: Promise<void> | undefined;
   private readonly delivery = new EventDelivery();
 
   private constructor(dir: string, opts: RegistryOptions) {
@@ -229,9 +232,25 @@ export class LevelRegistry implements Registry {
   async listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
     if (opts.limit <= 0) return [];
     if (opts.state) {
-      const names = await this.namesInState(opts.state, opts.limit, opts.after);
-      const recs = await this.db.getMany(names.map(K.node));
-      return recs.filter((v): v is string => v !== undefined).map((v) => normaliseNode(JSON.parse(v)));
+      // Index and records from one snapshot: a node that changes state meanwhile is not listed
+      // under its old state.
+      const snapshot = this.db.snapshot();
+      try {
+        const prefix = K.state(opts.state, '');
+        const names: string[] = [];
+        for await (const k of this.db.keys({
+          gt: prefix + (opts.after ?? ''),
+          lt: prefix + END,
+          limit: opts.limit,
+          snapshot,
+        })) {
+          names.push(k.slice(prefix.length));
+        }
+        const recs = await this.db.getMany(names.map(K.node), { snapshot });
+        return recs.filter((v): v is string => v !== undefined).map((v) => normaliseNode(JSON.parse(v)));
+      } finally {
+        await snapshot.close();
+      }
     }
     const out: NodeRecord[] = [];
     for await (const v of this.db.values({
@@ -244,11 +263,11 @@ export class LevelRegistry implements Registry {
     return out;
   }
 
-  async namesInState(state: NodeState, limit = 10_000, after = ''): Promise<string[]> {
+  async namesInState(state: NodeState, limit = 10_000): Promise<string[]> {
     if (limit <= 0) return [];
     const prefix = K.state(state, '');
     const names: string[] = [];
-    for await (const k of this.db.keys({ gt: prefix + after, lt: prefix + END, limit })) {
+    for await (const k of this.db.keys({ gt: prefix, lt: prefix + END, limit })) {
       names.push(k.slice(prefix.length));
     }
     return names;
@@ -561,7 +580,11 @@ export class LevelRegistry implements Registry {
   }
 
   async close(): Promise<void> {
-    if (this.closing) return;
+    this.closed ??= this.shutDown();
+    return this.closed;
+  }
+
+  private async shutDown(): Promise<void> {
     this.closing = true;
     // Changes already called for are checked and queued (or refused), then written: they may be
     // about to be acknowledged.
