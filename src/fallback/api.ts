@@ -107,7 +107,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       const { name } = req.params as Static<typeof NameParams>;
       const q = req.query as Static<typeof WaitQuery>;
       const wait = Math.min(Number(q.wait ?? 0), 60);
-      return send(reply, await svc.poll(name, q.key, wait * 1000));
+      return send(reply, await svc.poll(name, q.key, wait * 1000, { ts: Number(q.ts), sig: q.sig }));
     },
   );
 

@@ -47,6 +47,9 @@ export const WaitQuery = Type.Object(
     key: KeyFingerprint,
     /** Seconds, 0 to 60. */
     wait: Type.Optional(DigitString(WAIT_0_60)),
+    /** Proof of possession of the key (DESIGN "HTTPS API"): unix seconds and the node's signature. */
+    ts: DigitString('^[0-9]{1,12}$'),
+    sig: B64url(1400),
   },
   { additionalProperties: false },
 );
@@ -66,4 +69,7 @@ export const LeaveBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const ErrorReply = Type.Object({ error: Type.String(), message: Type.String() }, { additionalProperties: true });
+export const ErrorReply = Type.Object(
+  { error: Type.String(), message: Type.String() },
+  { additionalProperties: true },
+);

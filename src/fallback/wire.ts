@@ -23,6 +23,12 @@ export interface JoinRequest {
 export type JoinOutcome =
   { status: 200 | 201; bundle: Bundle } | { status: 202; state: string; retryAfter: number; reason: string };
 
+/** Proof that the poller holds the node key: a fingerprint alone is public (TXT, 409 answers). */
+export interface PollProof {
+  ts: number;
+  sig: string;
+}
+
 /** A request signed with the node key (ack, leave). */
 export interface SignedRequest {
   key: string;
@@ -49,7 +55,8 @@ export interface RegistrationEndpoint {
   info(): Promise<RegistrarInfoReply>;
   caPem(): string;
   join(req: JoinRequest, address: string): Promise<JoinOutcome>;
-  poll(name: string, key: string, waitMs: number): Promise<JoinOutcome>;
+  /** The long poll; `proof` signs ('poll', name, key, ts) with the node key. */
+  poll(name: string, key: string, waitMs: number, proof: PollProof): Promise<JoinOutcome>;
   ack(name: string, body: SignedRequest): Promise<void>;
   leave(name: string, body: SignedRequest): Promise<void>;
 }

@@ -15,7 +15,7 @@ import { KeyedMutex } from '../common/mutex.js';
 import { assertLabel } from '../common/names.js';
 import { nodeSignedPayload, PROOF_WINDOW_S, verifyNode } from '../common/proof.js';
 import { importNodeKey, parseCsrAsync, type ParsedCsr } from '../common/x509.js';
-import type { JoinOutcome, JoinRequest, SignedRequest } from '../fallback/wire.js';
+import type { JoinOutcome, JoinRequest, PollProof, SignedRequest } from '../fallback/wire.js';
 import { isStoreConflict, type Change, type Registry } from '../store/registry.js';
 import type { Channel, EventInput, NodeRecord } from '../store/types.js';
 import type { AdmissionRequest, Authorizer, Verdict } from './admission/authorizer.js';
@@ -134,19 +134,13 @@ export class Registration {
         default:
           break; // heard or pending: decide again, a token or install mode may admit it now
       }
-    } else if (rec && rec.state !== 'rejected' && rec.state !== 'removed' && rec.state !== 'heard') {
-      this.log.warn(
-        { node: req.name, key: csr.fingerprint, holder: rec.key, address },
-        'join refused: the name is held by another key',
-      );
-      const since = rec.times.issued ?? rec.times.pending ?? rec.times.accepted ?? rec.lastSeen;
-      throw new MusterError(
-        'name_taken',
-        `node name ${rec.name} is held by key ${rec.key} (since ${since}); give this machine its own name ` +
-          `(--name), or if it was rebuilt, run 'muster nodes remove ${rec.name}' on the registrar first`,
-        { details: { holder: { key: rec.key, state: rec.state, since } } },
-      );
+    } else if (rec && !['rejected', 'removed', 'heard', 'pending'].includes(rec.state)) {
+      throw this.nameTaken(rec, csr.fingerprint, address);
     }
+    // A name only claimed by a never-admitted pending record of another key is not held: a join that
+    // is admitted now by a token, or by install mode on the link, takes it (issue 8: name squatting).
+    // Anything else leaves the claim alone (409; the node keeps asking while the holder only waits).
+    const squatted = rec?.state === 'pending' && !sameKey ? rec : undefined;
 
     const heard =
       rec?.state === 'heard'
@@ -168,6 +162,9 @@ export class Registration {
     };
     const verdict = await this.o.authorizer.decide(areq);
     if (verdict.kind === 'deny') return refuse(denial(verdict), verdict.cause);
+    if (squatted && !(verdict.kind === 'accept' && (verdict.rule === 'token' || areq.onLink))) {
+      throw this.nameTaken(squatted, csr.fingerprint, address);
+    }
 
     const heardSame = heard?.key === csr.fingerprint;
     const nowIso = iso(now);
@@ -185,7 +182,8 @@ export class Registration {
       lastSeen: nowIso,
       ...(rec && sameKey && rec.group ? { group: rec.group } : {}),
     };
-    // The name passes from a rejected or removed record (another key) to this one: keep the old one.
+    // The name passes from a rejected, removed or squatted record (another key) to this one: keep the
+    // old record in the name's history.
     const archivePrev = rec !== undefined && !sameKey && rec.state !== 'heard';
 
     if (verdict.kind === 'pending') {
@@ -222,12 +220,48 @@ export class Registration {
       return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
     }
 
-    const issued = await this.admitLocked(rec, base, verdict, archivePrev, {
-      key: csr.fingerprint,
-      address,
-      channel,
-    });
+    const conflict: EventInput[] = squatted
+      ? [
+          {
+            type: 'conflict',
+            name: req.name,
+            detail: {
+              reason: `admitted by ${verdict.rule === 'token' ? 'a join token' : 'install mode on the link'}; the pending claim of another key is archived`,
+              archivedKey: squatted.key,
+              archivedAddress: squatted.addresses[0],
+              key: csr.fingerprint,
+            },
+          },
+        ]
+      : [];
+    const ctx = { key: csr.fingerprint, address, channel };
+    const issued = await this.admitLocked(rec, base, verdict, archivePrev, ctx, conflict);
+    if (squatted) {
+      this.log.warn(
+        { node: req.name, archivedKey: squatted.key, key: csr.fingerprint, address },
+        'an admitted node took a name only claimed by a pending record of another key',
+      );
+    }
     return { status: 201, bundle: await this.o.issuer.bundle(issued) };
+  }
+
+  private nameTaken(rec: NodeRecord, key: string, address: string): MusterError {
+    this.log.warn(
+      { node: rec.name, key, holder: rec.key, holderState: rec.state, address },
+      'join refused: the name is held by another key',
+    );
+    const since = rec.times.issued ?? rec.times.pending ?? rec.times.accepted ?? rec.lastSeen;
+    const advice =
+      rec.state === 'pending'
+        ? `that key only waits for approval: a join token or install mode admits this machine over it, ` +
+          `or the operator can 'muster nodes reject ${rec.name}'`
+        : `give this machine its own name (--name), or if it was rebuilt, run 'muster nodes remove ${rec.name}' ` +
+          `on the registrar first`;
+    return new MusterError(
+      'name_taken',
+      `node name ${rec.name} is held by key ${rec.key} (since ${since}); ${advice}`,
+      { details: { holder: { key: rec.key, state: rec.state, since } } },
+    );
   }
 
   /**
@@ -242,6 +276,7 @@ export class Registration {
     verdict: Extract<Verdict, { kind: 'accept' }>,
     archivePrev: boolean,
     ctx: { key: string; address: string; channel: Channel },
+    before: EventInput[] = [],
   ): Promise<NodeRecord> {
     const nowIso = iso(this.o.clock.now());
     const release = this.o.reservations.hold(
@@ -261,6 +296,7 @@ export class Registration {
         nodes: [{ expectRev: prev?.rev ?? 0, next: issued, archivePrev }],
         serial,
         events: [
+          ...before,
           {
             type: 'accepted',
             name: base.name,
@@ -375,6 +411,30 @@ export class Registration {
       if (rec?.state !== 'heard')
         this.log.info({ node: ad.name, key: ad.key, addresses: addrs }, 'heard a node over mDNS');
     });
+  }
+
+  /**
+   * The long poll proves possession of the node key (issue 8: the key fingerprint is public, and the
+   * bundle carries the operator's config): a signature over ('poll', name, key, ts) inside the window.
+   */
+  async checkPoll(name: string, key: string, proof: PollProof): Promise<void> {
+    const rec = await this.o.registry.getNode(name);
+    if (!rec || rec.key !== key || !rec.spki)
+      throw new MusterError('not_found', `no node ${name} with this key is known`);
+    if (!(Math.abs(this.o.clock.now() / 1000 - proof.ts) <= PROOF_WINDOW_S)) {
+      throw new MusterError(
+        'bad_signature',
+        'the signed request is outside the 5-minute window (check the node clock)',
+      );
+    }
+    const payload = nodeSignedPayload('poll', name, key, proof.ts);
+    if (!verifyNode(importNodeKey(Buffer.from(rec.spki, 'base64')), payload, proof.sig)) {
+      this.log.warn(
+        { node: name, key },
+        'long poll refused: the signature does not verify with the node key',
+      );
+      throw new MusterError('bad_signature', `the poll signature does not verify with the key of ${name}`);
+    }
   }
 
   /** A node-signed request (ack, leave): checks key, serial, time window and signature. */

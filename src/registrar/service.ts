@@ -12,6 +12,7 @@ import { VERSION } from '../common/version.js';
 import type {
   JoinOutcome,
   JoinRequest,
+  PollProof,
   RegistrarInfoReply,
   RegistrationEndpoint,
   SignedRequest,
@@ -21,6 +22,7 @@ import type { Channel } from '../store/types.js';
 import { Authorizer } from './admission/authorizer.js';
 import { ClusterRule } from './admission/cluster.js';
 import { InstallModeProvisioner } from './admission/install-mode.js';
+import { PendingSources } from './admission/pending-sources.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from './admission/reservations.js';
 import { TokenProvisioner } from './admission/token.js';
 import type { CertificateAuthority } from './ca.js';
@@ -31,6 +33,9 @@ import { effectiveInstallMode, tokenState, type Autoregister } from './policy.js
 import { PENDING_RETRY_S, Registration, type FaultPoint } from './registration.js';
 
 export { MAX_WAIT_MS } from './delivery.js';
+
+/** A NAT'd rack of machines waiting for approval fits; one client cannot fill the queue for everyone. */
+export const DEFAULT_MAX_PENDING_PER_SOURCE = 100;
 export { DEFAULT_CERT_LIFETIME_MS } from './issuer.js';
 
 export interface RegistrarServiceOptions {
@@ -49,6 +54,8 @@ export interface RegistrarServiceOptions {
   certLifetimeMs?: number;
   /** Pending (and heard) records kept at most. */
   maxPending?: number;
+  /** Pending records from one source (IPv4 address, IPv6 /64) at most. */
+  maxPendingPerSource?: number;
   nodeConfig?: Record<string, Record<string, string>>;
   fault?: (point: FaultPoint) => void;
 }
@@ -59,6 +66,7 @@ export class RegistrarService implements RegistrationEndpoint {
   readonly delivery: Delivery;
   readonly issuer: Issuer;
   readonly authorizer: Authorizer;
+  private pendingSources!: PendingSources;
 
   private constructor(private readonly o: RegistrarServiceOptions) {
     const reservations = new Reservations();
@@ -78,7 +86,14 @@ export class RegistrarService implements RegistrationEndpoint {
       ],
       {
         clock: o.clock,
-        pendingCap: { max: o.maxPending ?? 10_000, count: async () => (await o.registry.counts()).pending },
+        pendingCap: {
+          max: o.maxPending ?? 10_000,
+          count: async () => (await o.registry.counts()).pending,
+          perSource: {
+            max: o.maxPendingPerSource ?? DEFAULT_MAX_PENDING_PER_SOURCE,
+            count: (a) => this.pendingSources.count(a),
+          },
+        },
       },
     );
     this.issuer = new Issuer({
@@ -108,6 +123,7 @@ export class RegistrarService implements RegistrationEndpoint {
 
   static async create(o: RegistrarServiceOptions): Promise<RegistrarService> {
     const s = new RegistrarService(o);
+    s.pendingSources = await PendingSources.open(o.registry);
     (s as { operator: Operator }).operator = await Operator.create({
       registry: o.registry,
       registration: s.registration,
@@ -131,6 +147,7 @@ export class RegistrarService implements RegistrationEndpoint {
   }
 
   close(): void {
+    this.pendingSources.close();
     this.operator.close();
     this.delivery.close();
   }
@@ -178,8 +195,9 @@ export class RegistrarService implements RegistrationEndpoint {
    * The node's long poll: answers at once when decided, else parks until this node's next event or
    * the end of its wait (delivery), then looks again.
    */
-  async poll(name: string, key: string, waitMs: number): Promise<JoinOutcome> {
+  async poll(name: string, key: string, waitMs: number, proof: PollProof): Promise<JoinOutcome> {
     assertLabel('node name', name);
+    await this.registration.checkPoll(name, key, proof);
     const deadline = this.o.clock.now() + Math.min(Math.max(waitMs, 0), MAX_WAIT_MS);
     for (;;) {
       // Armed before the read: an event between the read and the wait still wakes us.

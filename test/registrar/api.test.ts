@@ -107,19 +107,27 @@ describe('HTTPS routes', () => {
     await setup();
     const a = node('a');
     await post('/v1/join', a.request());
-    const bad = await app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=61` });
+    const bad = await app.inject({ method: 'GET', url: `/v1/join/a?${a.pollQuery(c.clock, 61)}` });
     expect(bad.statusCode).toBe(400);
-    const waiting = app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=30` });
+    const waiting = app.inject({ method: 'GET', url: `/v1/join/a?${a.pollQuery(c.clock, 30)}` });
     await settle();
     c.clock.advance(30_000);
     expect((await waiting).statusCode).toBe(202);
-    const parked = app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}&wait=30` });
+    const parked = app.inject({ method: 'GET', url: `/v1/join/a?${a.pollQuery(c.clock, 30)}` });
     await settle();
     await c.svc.operator.approve('a', 'alice');
     const done = await parked;
     expect(done.statusCode).toBe(200);
     expect(done.json().node).toBe('a');
-    expect((await app.inject({ method: 'GET', url: `/v1/join/zz?key=${a.fp}` })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'GET', url: `/v1/join/zz?${a.pollQuery(c.clock)}` })).statusCode).toBe(
+      404,
+    );
+    // Without the proof of key possession the poll is a bad request, with a forged one 401.
+    expect((await app.inject({ method: 'GET', url: `/v1/join/a?key=${a.fp}` })).statusCode).toBe(400);
+    const forged = node('a')
+      .pollQuery(c.clock)
+      .replace(/^key=[^&]+/, `key=${a.fp}`);
+    expect((await app.inject({ method: 'GET', url: `/v1/join/a?${forged}` })).statusCode).toBe(401);
   });
 
   it('ack and leave are signed by the node key: 204, and 401 for a bad signature', async () => {

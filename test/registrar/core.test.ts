@@ -218,8 +218,8 @@ describe('install mode', () => {
     const far = node('far');
     expect((await c.svc.join(near.request(), ON_LINK)).status).toBe(202);
     expect((await c.svc.join(far.request(), FAR)).status).toBe(202);
-    const polling = c.svc.poll('near', near.fp, 30_000);
-    const farPoll = c.svc.poll('far', far.fp, 30_000);
+    const polling = c.svc.poll('near', near.fp, 30_000, near.pollProof(c.clock));
+    const farPoll = c.svc.poll('far', far.fp, 30_000, far.pollProof(c.clock));
     await settle();
     const on = await c.svc.operator.installModeOn({ forMs: 60_000, max: null, remote: false });
     expect(on.admitted).toEqual(['near']);
@@ -264,12 +264,12 @@ describe('approval and delivery (long poll on the injected clock)', () => {
     c = await core();
     const n = node('n1');
     expect((await c.svc.join(n.request(), FAR)).status).toBe(202);
-    const first = c.svc.poll('n1', n.fp, 30_000);
+    const first = c.svc.poll('n1', n.fp, 30_000, n.pollProof(c.clock));
     await settle();
     c.clock.advance(30_000);
     expect(await first).toMatchObject({ status: 202, state: 'pending' });
 
-    const second = c.svc.poll('n1', n.fp, 30_000);
+    const second = c.svc.poll('n1', n.fp, 30_000, n.pollProof(c.clock));
     await settle();
     expect(c.svc.delivery.parked).toBe(1);
     const approved = await c.svc.operator.approve('n1', 'alice');
@@ -287,8 +287,8 @@ describe('approval and delivery (long poll on the injected clock)', () => {
     c = await core();
     const n = node('n1');
     await c.svc.join(n.request(), FAR);
-    expect(await code(c.svc.poll('n1', 'B'.repeat(43), 0))).toBe('not_found');
-    const p = c.svc.poll('n1', n.fp, 30_000);
+    expect(await code(c.svc.poll('n1', 'B'.repeat(43), 0, n.pollProof(c.clock)))).toBe('not_found');
+    const p = c.svc.poll('n1', n.fp, 30_000, n.pollProof(c.clock));
     await settle();
     await c.svc.operator.reject('n1', 'bob');
     expect(await code(p)).toBe('rejected');
@@ -298,7 +298,7 @@ describe('approval and delivery (long poll on the injected clock)', () => {
     c = await core();
     const n = node('n1');
     await c.svc.join(n.request(), FAR);
-    const p = c.svc.poll('n1', n.fp, 60_000);
+    const p = c.svc.poll('n1', n.fp, 60_000, n.pollProof(c.clock));
     await settle();
     c.svc.close();
     expect(await p).toMatchObject({ status: 202, retryAfter: 1 });
@@ -362,4 +362,86 @@ describe('ack, leave, remove', () => {
     expect((await c.svc.join(a2.request({ token: tok, clock: c.clock }), FAR)).status).toBe(201);
     expect((await c.registry.history('a')).map((h) => h.state)).toEqual(['removed']);
   });
+});
+
+describe('the front door (issue 8)', () => {
+  it('bundle pickup needs the key: a poll with the public fingerprint but no valid signature gets nothing', async () => {
+    c = await core();
+    const tok = await c.token();
+    const n = node('n1');
+    await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    const thief = node('n1'); // knows the fingerprint (TXT, 409 answers), not the key
+    const forged = { ts: Math.floor(c.clock.now() / 1000), sig: thief.pollProof(c.clock).sig };
+    expect(await code(c.svc.poll('n1', n.fp, 0, forged))).toBe('bad_signature');
+    const stale = n.pollProof(c.clock);
+    c.clock.advance(301_000);
+    expect(await code(c.svc.poll('n1', n.fp, 0, stale))).toBe('bad_signature');
+    expect(await c.svc.poll('n1', n.fp, 0, n.pollProof(c.clock))).toMatchObject({
+      status: 200,
+      bundle: { node: 'n1' },
+    });
+  });
+
+  it('a token join takes a name only squatted by a pending record of another key; the squat is archived with an event', async () => {
+    c = await core();
+    const squatter = node('db-1');
+    expect((await c.svc.join(squatter.request(), FAR)).status).toBe(202);
+    const tok = await c.token();
+    const real = node('db-1');
+    const out = await c.svc.join(real.request({ token: tok, clock: c.clock }), FAR);
+    expect(out.status).toBe(201);
+    expect((await c.registry.getNode('db-1'))!).toMatchObject({ state: 'issued', key: real.fp });
+    expect((await c.registry.history('db-1')).map((h) => [h.state, h.key])).toEqual([
+      ['pending', squatter.fp],
+    ]);
+    const conflict = (await c.registry.listEvents(0, 100)).find((e) => e.type === 'conflict');
+    expect(conflict).toMatchObject({ name: 'db-1', detail: { archivedKey: squatter.fp, key: real.fp } });
+    // The squatter's poll now finds nothing for its key.
+    expect(await code(c.svc.poll('db-1', squatter.fp, 0, squatter.pollProof(c.clock)))).toBe('not_found');
+  });
+
+  it('install mode on the link takes a squatted name; install mode for a remote peer or no admission does not', async () => {
+    c = await core();
+    const squatter = node('web-1');
+    await c.svc.operator.installModeOn({ forMs: 60_000, max: null, role: 'worker', remote: true });
+    // The squat asks with a role install mode does not admit: it waits.
+    expect((await c.svc.join(squatter.request({ role: 'gpu' }), FAR)).status).toBe(202);
+    // Off-link (admitted only because of --remote): the pending claim stands.
+    const remote = await c.svc.join(node('web-1').request(), '203.0.113.50').catch((e: unknown) => e);
+    expect(remote).toMatchObject({ code: 'name_taken', details: { holder: { state: 'pending' } } });
+    expect((remote as Error).message).toMatch(/only waits for approval/);
+    const onLink = node('web-1');
+    expect((await c.svc.join(onLink.request(), ON_LINK)).status).toBe(201);
+    expect((await c.registry.getNode('web-1'))!.key).toBe(onLink.fp);
+  });
+
+  it('a squatter cannot take a name from an admitted node, with or without a token', async () => {
+    c = await core();
+    const tok = await c.token();
+    const real = node('n1');
+    await c.svc.join(real.request({ token: tok, clock: c.clock }), FAR);
+    const before = await storeState(c.registry);
+    expect(await code(c.svc.join(node('n1').request({ token: tok, clock: c.clock }), FAR))).toBe(
+      'name_taken',
+    );
+    expect(await code(c.svc.join(node('n1').request(), ON_LINK))).toBe('name_taken');
+    expect(await storeState(c.registry)).toEqual(before);
+  });
+
+  it('one source cannot fill the pending queue: a per-source cap (IPv6 by /64), others still get in line', async () => {
+    c = await core();
+    const cap = 100; // DEFAULT_MAX_PENDING_PER_SOURCE
+    for (let i = 0; i < cap; i++)
+      expect((await c.svc.join(node(`s${i}`).request(), '2001:db8:1:2::10')).status).toBe(202);
+    const before = await storeState(c.registry);
+    // Another address in the same /64 is the same source.
+    const err = await c.svc.join(node('one-more').request(), '2001:db8:1:2:ffff::1').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'closed', retryAfter: 60 });
+    expect(await storeState(c.registry)).toEqual(before);
+    // Another source, and the ones already waiting, are unaffected.
+    expect((await c.svc.join(node('elsewhere').request(), FAR)).status).toBe(202);
+    // A rejected squat frees its place.
+    await c.svc.operator.reject('s0', 'op');
+    expect((await c.svc.join(node('one-more').request(), '2001:db8:1:2:ffff::1')).status).toBe(202);
+  }, 60_000);
 });

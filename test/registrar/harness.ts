@@ -123,6 +123,16 @@ export function node(
           : {}),
       };
     },
+    /** The long poll's proof of key possession. */
+    pollProof(clock: ManualClock) {
+      const ts = Math.floor(clock.now() / 1000);
+      return { ts, sig: signNode(c.key, nodeSignedPayload('poll', name, c.fp, ts)) };
+    },
+    /** The long poll's query string. */
+    pollQuery(clock: ManualClock, wait?: number) {
+      const p = this.pollProof(clock);
+      return `key=${c.fp}&ts=${p.ts}&sig=${p.sig}${wait !== undefined ? `&wait=${wait}` : ''}`;
+    },
     signed(kind: 'ack' | 'leave', serial: string, clock: ManualClock) {
       const ts = Math.floor(clock.now() / 1000);
       return { key: c.fp, serial, ts, sig: signNode(c.key, nodeSignedPayload(kind, name, serial, ts)) };

@@ -73,7 +73,12 @@ export const DEFAULT_PENDING_REASON = 'no token and install mode is off: waiting
 export interface AuthorizerOptions {
   clock: Clock;
   /** Refuse new pending records beyond this many (a full queue is closed for now, not unbounded). */
-  pendingCap?: { max: number; count: () => Promise<number> };
+  pendingCap?: {
+    max: number;
+    count: () => Promise<number>;
+    /** And beyond this many from one source (an IPv4 address or IPv6 /64), so one client cannot fill it. */
+    perSource?: { max: number; count: (address: string) => number };
+  };
 }
 
 export class Authorizer {
@@ -109,14 +114,26 @@ export class Authorizer {
       reason: DEFAULT_PENDING_REASON,
     };
     const cap = this.opts.pendingCap;
-    if (cap && !req.alreadyPending && (await cap.count()) >= cap.max) {
-      return {
-        kind: 'deny',
-        code: 'closed',
-        message: 'too many nodes are waiting for approval; the registrar takes no more for now',
-        cause: `pending queue full (${cap.max})`,
-        retryAfter: 60,
-      };
+    if (cap && !req.alreadyPending) {
+      if (cap.perSource && cap.perSource.count(req.address) >= cap.perSource.max) {
+        return {
+          kind: 'deny',
+          code: 'closed',
+          message:
+            'too many nodes from this address are waiting for approval; the registrar takes no more from it for now',
+          cause: `pending records from ${req.address} at the per-source cap (${cap.perSource.max})`,
+          retryAfter: 60,
+        };
+      }
+      if ((await cap.count()) >= cap.max) {
+        return {
+          kind: 'deny',
+          code: 'closed',
+          message: 'too many nodes are waiting for approval; the registrar takes no more for now',
+          cause: `pending queue full (${cap.max})`,
+          retryAfter: 60,
+        };
+      }
     }
     return pending;
   }

@@ -1,0 +1,66 @@
+/**
+ * Pending records by source (issue 8: anyone who reaches the API could fill the pending queue for
+ * everyone). Counts, per client (an IPv4 address or an IPv6 /64, common/net.ts sourceKey), the
+ * records that wait for approval, from the store's events: a `pending` event names its address; any
+ * later event about that name means it no longer waits (accepted, rejected, removed, archived).
+ */
+import { sourceKey } from '../../common/net.js';
+import type { Registry } from '../../store/registry.js';
+import type { MusterEvent } from '../../store/types.js';
+
+export class PendingSources {
+  private readonly byName = new Map<string, string>();
+  private readonly counts = new Map<string, number>();
+  private readonly unwatch: () => void;
+
+  private constructor(registry: Registry) {
+    this.unwatch = registry.watch((ev) => this.onEvent(ev));
+  }
+
+  /** Loads the pending records there are (paged), then follows the store's events. */
+  static async open(registry: Registry): Promise<PendingSources> {
+    const p = new PendingSources(registry);
+    let after: string | undefined;
+    for (;;) {
+      const page = await registry.listNodes({ state: 'pending', limit: 1000, ...(after ? { after } : {}) });
+      for (const r of page) if (!p.byName.has(r.name) && r.addresses[0]) p.add(r.name, r.addresses[0]);
+      if (page.length < 1000) break;
+      after = page[page.length - 1]!.name;
+    }
+    return p;
+  }
+
+  count(address: string): number {
+    return this.counts.get(sourceKey(address)) ?? 0;
+  }
+
+  close(): void {
+    this.unwatch();
+  }
+
+  private onEvent(ev: MusterEvent): void {
+    if (!ev.name) return;
+    if (ev.type === 'pending') {
+      const address = typeof ev.detail?.address === 'string' ? ev.detail.address : undefined;
+      this.drop(ev.name);
+      if (address) this.add(ev.name, address);
+    } else if (ev.type !== 'heard') {
+      this.drop(ev.name);
+    }
+  }
+
+  private add(name: string, address: string): void {
+    const k = sourceKey(address);
+    this.byName.set(name, k);
+    this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
+  }
+
+  private drop(name: string): void {
+    const k = this.byName.get(name);
+    if (k === undefined) return;
+    this.byName.delete(name);
+    const n = (this.counts.get(k) ?? 1) - 1;
+    if (n > 0) this.counts.set(k, n);
+    else this.counts.delete(k);
+  }
+}
