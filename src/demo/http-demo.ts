@@ -40,7 +40,7 @@ process.on('SIGINT', () => (cleanup(), process.exit(130)));
 
 async function main(): Promise<void> {
   console.log(bold('muster demo') + dim(` (everything on 127.0.0.1, in ${dir}; mDNS off)`));
-  const reg = spawn(process.execPath, [BIN, 'registrar', '--state-dir', path.join(dir, 'registrar'), '--listen', '127.0.0.1:0', '--mdns', 'off', '--cluster', 'demo', '--admin-socket', sock], {
+  const reg = spawn(process.execPath, [BIN, 'registrar', '--state-dir', path.join(dir, 'registrar'), '--listen', '127.0.0.1:0', '--interface', '127.0.0.1', '--mdns', 'off', '--cluster', 'demo', '--admin-socket', sock], {
     env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
