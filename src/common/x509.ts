@@ -110,7 +110,7 @@ function sigAlgFor(key: KeyObject): { alg: Buffer; kind: KeyKind } {
 }
 
 /**
- * Checks that a public key is one muster accepts for nodes: RSA >= 2048 bits or EC P-256.
+ * Checks that a public key is one muster accepts for nodes: RSA >= 2048 bits with e = 65537, or EC P-256.
  * Returns a reason when it is not.
  */
 export function keyProblem(key: KeyObject): string | undefined {
@@ -118,6 +118,9 @@ export function keyProblem(key: KeyObject): string | undefined {
   if (key.asymmetricKeyType === 'rsa') {
     if (!d?.modulusLength || d.modulusLength < 2048) return 'RSA keys must have at least 2048 bits';
     if (d.modulusLength > 8192) return 'RSA keys larger than 8192 bits are not accepted';
+    // e = 1 makes "signatures" anyone can forge; a huge e costs the registrar 100x the CPU to verify
+    // one CSR (issue 8). Every RSA key generator uses 65537 (F4).
+    if (d.publicExponent !== 65537n) return 'RSA keys must have the public exponent 65537';
     return undefined;
   }
   if (key.asymmetricKeyType === 'ec') {

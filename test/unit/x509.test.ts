@@ -172,6 +172,16 @@ describe('keyProblem', () => {
     const ed = generateKeyPairSync('ed25519').publicKey;
     expect(keyProblem(ed)).toMatch(/ed25519 is not accepted/);
   });
+
+  it('refuses an RSA public exponent other than 65537 (e=3 forgeable paddings, e=1 trivial, huge e 100x CPU): the CSR is refused before its signature is checked', () => {
+    const e3 = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 }).privateKey;
+    expect(keyProblem(createPublicKey(e3))).toMatch(/exponent 65537/);
+    expect(() => parseCsr(buildCsr('n1', e3))).toThrow(/exponent 65537/);
+    // e = 2^64+1 (no key generator makes one; written by hand into the SPKI).
+    const jwk = createPublicKey(rsaKey).export({ format: 'jwk' });
+    const huge = createPublicKey({ key: { ...jwk, e: Buffer.from('010000000000000001', 'hex').toString('base64url') }, format: 'jwk' });
+    expect(keyProblem(huge)).toMatch(/exponent 65537/);
+  });
 });
 
 describe('encodeName', () => {
