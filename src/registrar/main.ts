@@ -130,7 +130,10 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       role: 'main',
       url: () => url,
       autoregister: opts.autoregister,
-      isOnLink: onLinkChecker({ ...(opts.interface ? { interface: opts.interface } : {}), advertising: opts.mdns === true }),
+      isOnLink: onLinkChecker({
+        ...(opts.interface ? { interface: opts.interface } : {}),
+        advertising: opts.mdns === true,
+      }),
       ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
       ...(opts.nodeConfig ? { nodeConfig: opts.nodeConfig } : {}),
       ...(opts.fault ? { fault: opts.fault } : {}),

@@ -20,7 +20,8 @@ export interface LinkInterfaces {
 }
 
 /** Interfaces that are not a broadcast domain of real machines (by their conventional names). */
-export const VIRTUAL_INTERFACE = /^(docker|br-|veth|virbr|vnet|cni|flannel|cali|vxlan|kube|tun|tap|wg|tailscale|zt|ppp|utun|ipsec|gre|lxc|lxd|podman)/;
+export const VIRTUAL_INTERFACE =
+  /^(docker|br-|veth|virbr|vnet|cni|flannel|cali|vxlan|kube|tun|tap|wg|tailscale|zt|ppp|utun|ipsec|gre|lxc|lxd|podman)/;
 
 export interface OnLinkOptions {
   /** IPv4 address of the one interface the registrar advertises on (--interface). */
@@ -30,7 +31,10 @@ export interface OnLinkOptions {
 }
 
 /** The interfaces that count as the local link, by name, with the addresses that define their subnets. */
-export function linkInterfaces(opts: OnLinkOptions, ifaces: LinkInterfaces = os.networkInterfaces()): LinkInterfaces {
+export function linkInterfaces(
+  opts: OnLinkOptions,
+  ifaces: LinkInterfaces = os.networkInterfaces(),
+): LinkInterfaces {
   const out: LinkInterfaces = {};
   for (const [name, infos] of Object.entries(ifaces)) {
     if (!infos?.length) continue;
@@ -47,7 +51,10 @@ export function linkInterfaces(opts: OnLinkOptions, ifaces: LinkInterfaces = os.
 }
 
 /** Builds the on-link test for the interfaces the registrar advertises on. */
-export function onLinkChecker(opts: OnLinkOptions, ifaces: LinkInterfaces = os.networkInterfaces()): (address: string) => boolean {
+export function onLinkChecker(
+  opts: OnLinkOptions,
+  ifaces: LinkInterfaces = os.networkInterfaces(),
+): (address: string) => boolean {
   const list = new BlockList();
   for (const infos of Object.values(linkInterfaces(opts, ifaces))) {
     for (const i of infos ?? []) {
@@ -68,6 +75,7 @@ export function onLinkChecker(opts: OnLinkOptions, ifaces: LinkInterfaces = os.n
 /** The host's addresses, for the registrar's server certificate. */
 export function hostAddresses(ifaces: LinkInterfaces = os.networkInterfaces()): string[] {
   const out = new Set<string>();
-  for (const infos of Object.values(ifaces)) for (const i of infos ?? []) if (!i.address.includes('%')) out.add(i.address);
+  for (const infos of Object.values(ifaces))
+    for (const i of infos ?? []) if (!i.address.includes('%')) out.add(i.address);
   return [...out];
 }

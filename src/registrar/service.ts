@@ -77,11 +77,13 @@ export class RegistrarService implements RegistrationEndpoint {
           token: (id) => o.registry.getToken(id),
           inflight: (id) => reservations.count(tokenKey(id)),
           autoregister: () => o.autoregister,
+          cluster: o.cluster,
         }),
         new InstallModeProvisioner({
           state: () => o.registry.getInstallMode(),
           inflight: () => reservations.count(INSTALL_MODE_KEY),
           autoregister: () => o.autoregister,
+          cluster: o.cluster,
         }),
       ],
       {

@@ -56,11 +56,13 @@ function setup(
         token: async (id) => tokens.get(id),
         inflight: (id) => reservations.count(tokenKey(id)),
         autoregister: () => auto,
+        cluster: 'edge',
       }),
       new InstallModeProvisioner({
         state: async () => install,
         inflight: () => reservations.count(INSTALL_MODE_KEY),
         autoregister: () => auto,
+        cluster: 'edge',
       }),
     ],
     {
@@ -231,6 +233,20 @@ describe('token provisioner: checks its own credential', () => {
     expect(
       (await authorizer.decide(req({ cluster: '', proof: proofFor(t, clock, { cluster: '' }) }))).kind,
     ).toBe('accept');
+  });
+
+  it("a node asking for any cluster is checked against this registrar's cluster (issue 8: '' skipped the check)", async () => {
+    const { authorizer, clock, token } = setup({ install: { cluster: 'core', remote: true } });
+    const other = token({ clusters: ['core'] });
+    const v = await authorizer.decide(req({ cluster: '', proof: proofFor(other, clock, { cluster: '' }) }));
+    expect(v).toMatchObject({
+      kind: 'deny',
+      code: 'token_scope',
+      message: expect.stringContaining('cluster edge'),
+    });
+    // Install mode for another cluster admits nobody here either.
+    expect((await authorizer.decide(req({ cluster: '' }))).kind).toBe('pending');
+    expect((await authorizer.decide(req({ cluster: 'edge' }))).kind).toBe('pending');
   });
 
   it('a token past its TTL or revoked is a bad proof, by the clock', async () => {

@@ -16,6 +16,8 @@ export interface InstallModeProvisionerDeps {
   /** Acceptances of this window in flight. */
   inflight(): number;
   autoregister(): Autoregister;
+  /** The cluster this registrar serves. */
+  cluster: string;
 }
 
 export class InstallModeProvisioner implements Provisioner {
@@ -30,7 +32,8 @@ export class InstallModeProvisioner implements Provisioner {
     if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
     if (s.role && s.role !== req.role)
       return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
-    if (s.cluster && req.cluster && s.cluster !== req.cluster) {
+    // Checked against the cluster the node would join (its own ask, or this registrar's cluster).
+    if (s.cluster && s.cluster !== (req.cluster || this.deps.cluster)) {
       return { kind: 'pending', reason: `install mode admits cluster ${s.cluster} only` };
     }
     if (req.heard && req.heard.key !== req.key) {

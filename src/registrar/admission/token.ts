@@ -13,6 +13,8 @@ export interface TokenProvisionerDeps {
   /** Uses held by acceptances in flight. */
   inflight(id: string): number;
   autoregister(): Autoregister;
+  /** The cluster this registrar serves. */
+  cluster: string;
 }
 
 export const BAD_PROOF_MESSAGE =
@@ -41,11 +43,14 @@ export class TokenProvisioner implements Provisioner {
         message: `join token ${t!.id} does not allow role ${req.role} (allows ${t!.roles.join(', ')})`,
       };
     }
-    if (t!.clusters.length && req.cluster && !t!.clusters.includes(req.cluster)) {
+    // The scope is checked against the cluster the node would join: the one it asked for, or this
+    // registrar's own when it asked for any (issue 8: an empty cluster skipped the check).
+    const cluster = req.cluster || this.deps.cluster;
+    if (t!.clusters.length && !t!.clusters.includes(cluster)) {
       return {
         kind: 'deny',
         code: 'token_scope',
-        message: `join token ${t!.id} does not allow cluster ${req.cluster}`,
+        message: `join token ${t!.id} does not allow cluster ${cluster}`,
       };
     }
     if (this.deps.autoregister() === 'off') {
