@@ -194,13 +194,15 @@ export const tokenFile: Parser<string> = (v) => {
   try {
     st = statSync(file);
   } catch (err) {
-    throw new Invalid(`cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new Invalid(`names a file that cannot be read: ${file} (${why})`, false);
   }
-  if (!st.isFile()) throw new Invalid('must be a file');
+  if (!st.isFile()) throw new Invalid(`must name a file: ${file} is not one`, false);
   if ((st.mode & 0o077) !== 0) {
     const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
     throw new Invalid(
-      `is open to group or others (mode ${mode}), and it holds a join token: chmod 600 ${file}`,
+      `names a file that group or others may open (${file}, mode ${mode}), and it holds a join token: chmod 600 ${file}`,
+      false,
     );
   }
   return file;
@@ -222,9 +224,8 @@ export const nodeConfig: Parser<NodeConfig> = (v) => {
         textValue = readFileSync(filePath(v), 'utf8');
       } catch (err) {
         if (err instanceof Invalid) throw err;
-        throw new Invalid(
-          `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-        );
+        const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        throw new Invalid(`names a file that cannot be read: ${v} (${why})`, false);
       }
     }
     try {
@@ -345,9 +346,9 @@ export const SETTINGS = {
       default: '90d',
     },
     'rate-limit': {
-      describe: 'requests per minute per client address',
+      describe: 'refused requests per minute per client (IPv4 address or IPv6 /64) before it gets 429; successful joins are not limited',
       parse: int(1, 1_000_000),
-      default: '600',
+      default: '60',
     },
     'node-config': {
       describe: 'config values for nodes: a JSON file (or inline JSON) {"*": {...}, "<role>": {...}}',

@@ -3,15 +3,19 @@
  * the broadcast domain and the key pick-up for every node. An app factory apart from listen, so
  * tests can inject() (CONVENTIONS: fastify).
  */
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import type { Static } from '@sinclair/typebox';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { normaliseAddress } from '../common/net.js';
-import { installErrorHandling } from './http-errors.js';
+import { normaliseAddress, sourceKey } from '../common/net.js';
+import { FailureLimiter } from './failure-limit.js';
+import { frameworkErrors, installErrorHandling } from './http-errors.js';
 import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schemas.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
+
+/** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
+export const DEFAULT_FAILURES_PER_MINUTE = 60;
 
 /** Told of every answer (the registrar counts them in its metrics). */
 export type ResponseObserver = (r: {
@@ -25,8 +29,17 @@ export interface ApiOptions {
   service: RegistrationEndpoint;
   log: Logger;
   https?: { key: string; cert: string };
-  /** Requests per minute per client address (all endpoints). */
+  /**
+   * Refused requests per minute per source (IPv4 address or IPv6 /64) before it is answered 429;
+   * successful ones are not counted (issue 8: rate-limit failures, not herds).
+   */
   rateLimit?: number;
+  /** Long polls parked at once: in all, and per source. */
+  maxPolls?: { total: number; perSource: number };
+  /** Concurrent TLS connections at most. */
+  maxConnections?: number;
+  /** Time for the clock of the failure limiter (tests). */
+  now?: () => number;
   /** Join requests in flight beyond which the registrar sheds load with 503 + Retry-After. */
   maxInFlightJoins?: number;
   bodyLimit?: number;
@@ -38,11 +51,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     loggerInstance: opts.log as unknown as import('fastify').FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 16 * 1024,
-    ...(opts.https ? { https: { key: opts.https.key, cert: opts.https.cert } } : {}),
-    // Long polls hold a request up to 60 s.
+    // A TLS handshake must finish in 10 s (Node's default of 120 s lets idle sockets pile up).
+    ...(opts.https
+      ? { https: { key: opts.https.key, cert: opts.https.cert, handshakeTimeout: 10_000 } }
+      : {}),
+    // Long polls hold a request up to 60 s; headers must arrive in 10 s; an idle keep-alive socket
+    // is closed after 65 s.
     requestTimeout: 90_000,
     keepAliveTimeout: 65_000,
+    connectionTimeout: 120_000,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
   const observe = opts.onResponse;
@@ -57,10 +76,36 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     });
   }
 
+  app.server.maxConnections = opts.maxConnections ?? 20_000;
+  app.server.headersTimeout = 10_000;
+
+  // Failures are limited per source and in total (see failure-limit.ts); successful requests only by
+  // a generous flood guard (100 a second per source), so a herd behind one NAT address gets through.
+  const source = (req: FastifyRequest): string => sourceKey(req.socket.remoteAddress ?? 'unknown');
+  const perSource = opts.rateLimit ?? DEFAULT_FAILURES_PER_MINUTE;
+  const failures = new FailureLimiter({
+    perSource,
+    global: Math.max(1200, 20 * perSource),
+    windowMs: 60_000,
+    now: opts.now ?? Date.now,
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    const wait = failures.blocked(source(req));
+    if (wait === undefined) return;
+    void reply.header('retry-after', String(wait));
+    return reply.code(429).send({
+      error: 'rate_limited',
+      message: `too many refused requests from this address: retry in ${wait} s`,
+    });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    if (reply.statusCode >= 400 && reply.statusCode < 500 && reply.statusCode !== 429)
+      failures.record(source(req));
+  });
   await app.register(rateLimit, {
-    max: opts.rateLimit ?? 600,
+    max: 6000,
     timeWindow: 60_000,
-    keyGenerator: (req) => normaliseAddress(req.socket.remoteAddress ?? 'unknown'),
+    keyGenerator: source,
     errorResponseBuilder: (_req, ctx) => ({
       statusCode: 429,
       error: 'rate_limited',
@@ -72,6 +117,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const addr = (socketAddr: string | undefined): string => normaliseAddress(socketAddr ?? '');
   let inFlight = 0;
   const maxInFlight = opts.maxInFlightJoins ?? 256;
+  let parked = 0;
+  const polls = new Map<string, number>();
+  const maxPolls = opts.maxPolls ?? { total: 10_000, perSource: 512 };
 
   const send = (reply: import('fastify').FastifyReply, out: JoinOutcome) => {
     if (out.status === 202) {
@@ -106,8 +154,22 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     async (req, reply) => {
       const { name } = req.params as Static<typeof NameParams>;
       const q = req.query as Static<typeof WaitQuery>;
-      const wait = Math.min(Number(q.wait ?? 0), 60);
-      return send(reply, await svc.poll(name, q.key, wait * 1000, { ts: Number(q.ts), sig: q.sig }));
+      let wait = Math.min(Number(q.wait ?? 0), 60);
+      // A parked poll holds a socket and memory: bounded in all and per source. Over the bound the
+      // poll still answers, without parking (the node comes back after Retry-After).
+      const src = source(req);
+      const mine = polls.get(src) ?? 0;
+      if (parked >= maxPolls.total || mine >= maxPolls.perSource) wait = 0;
+      parked++;
+      polls.set(src, mine + 1);
+      try {
+        return send(reply, await svc.poll(name, q.key, wait * 1000, { ts: Number(q.ts), sig: q.sig }));
+      } finally {
+        parked--;
+        const n = (polls.get(src) ?? 1) - 1;
+        if (n > 0) polls.set(src, n);
+        else polls.delete(src);
+      }
     },
   );
 

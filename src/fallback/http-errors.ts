@@ -6,6 +6,26 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { MusterError } from '../common/errors.js';
 
+/**
+ * Errors fastify raises before it routes a request (a path that is not valid percent-encoding, a path
+ * parameter longer than maxParamLength) never reach the error handler: without this factory option
+ * (`Fastify({ frameworkErrors })`) they are answered in fastify's own shape, and the second as 414.
+ */
+export function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  if (err.code === 'FST_ERR_BAD_URL' || err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    void reply.code(400).send({
+      error: 'bad_request',
+      message:
+        err.code === 'FST_ERR_BAD_URL'
+          ? 'the request path is not valid percent-encoding'
+          : 'a name in the request path is too long',
+    });
+    return;
+  }
+  req.log.error({ err }, 'unexpected error');
+  void reply.code(500).send({ error: 'internal', message: 'internal error; see the registrar log' });
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | MusterError | Error, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof MusterError) {
@@ -14,19 +34,30 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     const fe = err as FastifyError & { error?: string };
     if (fe.validation) {
-      return reply.code(400).send({ error: 'bad_request', message: `invalid ${fe.validationContext ?? 'request'}: ${fe.message}` });
+      return reply
+        .code(400)
+        .send({
+          error: 'bad_request',
+          message: `invalid ${fe.validationContext ?? 'request'}: ${fe.message}`,
+        });
     }
     if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return reply.code(413).send({ error: 'payload_too_large', message: 'the request body is too large' });
     }
     if (fe.statusCode === 415) {
-      return reply.code(415).send({ error: 'unsupported_media_type', message: 'send the body as application/json' });
+      return reply
+        .code(415)
+        .send({ error: 'unsupported_media_type', message: 'send the body as application/json' });
     }
     if (fe.statusCode === 429) {
-      return reply.code(429).send({ error: 'rate_limited', message: fe.message || 'too many requests: slow down' });
+      return reply
+        .code(429)
+        .send({ error: 'rate_limited', message: fe.message || 'too many requests: slow down' });
     }
     if (fe.statusCode === 503) {
-      return reply.code(503).send({ error: 'busy', message: fe.message || 'the registrar is busy: retry later' });
+      return reply
+        .code(503)
+        .send({ error: 'busy', message: fe.message || 'the registrar is busy: retry later' });
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.code(fe.statusCode).send({ error: 'bad_request', message: fe.message });
@@ -35,6 +66,8 @@ export function installErrorHandling(app: FastifyInstance): void {
     return reply.code(500).send({ error: 'internal', message: 'internal error; see the registrar log' });
   });
   app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({ error: 'not_found', message: `no endpoint ${req.method} ${req.url.split('?')[0]}` });
+    void reply
+      .code(404)
+      .send({ error: 'not_found', message: `no endpoint ${req.method} ${req.url.split('?')[0]}` });
   });
 }

@@ -11,13 +11,20 @@ let c: Core;
 let app: FastifyInstance;
 const seen: { route: string; status: number }[] = [];
 
-async function setup(opts: { maxInFlightJoins?: number } = {}): Promise<void> {
+async function setup(
+  opts: {
+    maxInFlightJoins?: number;
+    rateLimit?: number;
+    maxPolls?: { total: number; perSource: number };
+  } = {},
+): Promise<void> {
   c = await core();
   seen.length = 0;
   app = await buildApi({
     service: c.svc,
     log: memoryLogger('api').log,
     onResponse: (r) => seen.push({ route: r.route, status: r.status }),
+    now: () => c.clock.now(),
     ...opts,
   });
 }
@@ -161,5 +168,77 @@ describe('HTTPS routes', () => {
     const r = await app.inject({ method: 'GET', url: '/v1/nope?x=1' });
     expect(r.statusCode).toBe(404);
     expect(r.json()).toEqual({ error: 'not_found', message: 'no endpoint GET /v1/nope' });
+  });
+
+  it('rate-limits failures, not herds: token guessing is cut off per source, a herd of good joins from one address is not', async () => {
+    await setup({ rateLimit: 20 });
+    const tok = await c.token();
+    // 150 good joins from one NAT address: all admitted (the old 600/min limit was on every request).
+    for (let i = 0; i < 150; i++) {
+      expect(
+        (await post('/v1/join', node(`ok${i}`).request({ token: tok, clock: c.clock }), '198.51.100.1'))
+          .statusCode,
+      ).toBe(201);
+    }
+    // A guesser: 20 bad proofs, then even a right one is refused with 429 until the window turns.
+    const guess = (i: number) =>
+      node(`g${i}`).request({ token: { id: tok.id, secret: `guess-${i}`.padEnd(43, 'x') }, clock: c.clock });
+    for (let i = 0; i < 20; i++)
+      expect((await post('/v1/join', guess(i), '203.0.113.66')).statusCode).toBe(401);
+    const before = await storeState(c.registry);
+    const cut = await post(
+      '/v1/join',
+      node('g-real').request({ token: tok, clock: c.clock }),
+      '203.0.113.66',
+    );
+    expect(cut.statusCode).toBe(429);
+    expect(cut.json().error).toBe('rate_limited');
+    expect(Number(cut.headers['retry-after'])).toBeGreaterThan(0);
+    expect(await storeState(c.registry)).toEqual(before);
+    // The same /64 is the same source for IPv6; another source is not affected.
+    expect(
+      (await post('/v1/join', node('other').request({ token: tok, clock: c.clock }), '203.0.113.67'))
+        .statusCode,
+    ).toBe(201);
+    c.clock.advance(60_000);
+    expect(
+      (await post('/v1/join', node('g-real').request({ token: tok, clock: c.clock }), '203.0.113.66'))
+        .statusCode,
+    ).toBe(201);
+  }, 60_000);
+
+  it('an IPv6 guesser cannot rotate through its /64 to dodge the limit', async () => {
+    await setup({ rateLimit: 5 });
+    const tok = await c.token();
+    for (let i = 0; i < 5; i++) {
+      const bad = node(`g${i}`).request({ token: { id: tok.id, secret: 'x'.repeat(43) }, clock: c.clock });
+      expect((await post('/v1/join', bad, `2001:db8:7:7::${i + 1}`)).statusCode).toBe(401);
+    }
+    expect((await post('/v1/join', node('g9').request(), '2001:db8:7:7:abcd::9')).statusCode).toBe(429);
+    expect((await post('/v1/join', node('g9').request(), '2001:db8:7:8::9')).statusCode).toBe(202);
+  });
+
+  it('long polls are bounded per source: over the bound a poll answers at once instead of parking', async () => {
+    await setup({ maxPolls: { total: 100, perSource: 1 } });
+    const a = node('a');
+    const b = node('b');
+    await post('/v1/join', a.request(), '203.0.113.5');
+    await post('/v1/join', b.request(), '203.0.113.5');
+    const first = app.inject({
+      method: 'GET',
+      url: `/v1/join/a?${a.pollQuery(c.clock, 30)}`,
+      remoteAddress: '203.0.113.5',
+    });
+    await settle();
+    expect(c.svc.delivery.parked).toBe(1);
+    const second = await app.inject({
+      method: 'GET',
+      url: `/v1/join/b?${b.pollQuery(c.clock, 30)}`,
+      remoteAddress: '203.0.113.5',
+    });
+    expect(second.statusCode).toBe(202);
+    expect(c.svc.delivery.parked).toBe(1);
+    c.clock.advance(30_000);
+    expect((await first).statusCode).toBe(202);
   });
 });
