@@ -6,7 +6,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
 import type { Logger } from '../common/log.js';
-import { installErrorHandling } from '../fallback/http-errors.js';
+import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
 import {
   CreateTokenBody,
   EventsQuery,
@@ -32,6 +32,7 @@ export async function buildAdminApi(
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
   const operator = (body: unknown): string => {

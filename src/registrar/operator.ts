@@ -8,6 +8,7 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
+import { formatToken } from '../common/proof.js';
 import { isStoreConflict, type ListNodesOptions, type Registry } from '../store/registry.js';
 import type { InstallModeState, MusterEvent, NodeRecord, NodeState } from '../store/types.js';
 import type { Authorizer } from './admission/authorizer.js';
@@ -24,6 +25,8 @@ export interface OperatorOptions {
   log: Logger;
   isOnLink: (address: string) => boolean;
   fault?: (point: 'after-accept' | 'after-issue') => void;
+  /** The CA pin tokens carry. */
+  caFingerprint: string;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -196,7 +199,12 @@ export class Operator {
       { tokenId: t.id, roles: t.roles, clusters: t.clusters, maxUses: t.maxUses },
       'join token created',
     );
-    return { token: `${t.id}.${t.secret}`, view: tokenView(t, now) };
+    // The token carries the CA pin (kubeadm's discovery hash, DESIGN "Admission policy"): a node that
+    // holds it trusts only this registrar's CA, with no other configuration (issue 8, hole 6).
+    return {
+      token: formatToken({ id: t.id, secret: t.secret, ca: this.o.caFingerprint }),
+      view: tokenView(t, now),
+    };
   }
 
   async listTokens(): Promise<TokenView[]> {

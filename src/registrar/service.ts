@@ -133,6 +133,7 @@ export class RegistrarService implements RegistrationEndpoint {
       clock: o.clock,
       log: o.log,
       isOnLink: o.isOnLink,
+      caFingerprint: o.ca.fingerprint,
       ...(o.fault ? { fault: o.fault } : {}),
     });
     // Finish what a crash interrupted: nodes accepted but not yet issued get their certificate now.

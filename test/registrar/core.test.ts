@@ -3,6 +3,7 @@
 import { X509Certificate } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isMusterError } from '../../src/common/errors.js';
+import { parseToken } from '../../src/common/proof.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
 import { StoreConflict, type Change, type Registry } from '../../src/store/registry.js';
 import { core, FAR, node, ON_LINK, settle, storeState, testCa, type Core } from './harness.js';
@@ -444,4 +445,17 @@ describe('the front door (issue 8)', () => {
     await c.svc.operator.reject('s0', 'op');
     expect((await c.svc.join(node('one-more').request(), '2001:db8:1:2:ffff::1')).status).toBe(202);
   }, 60_000);
+
+  it('a token carries the CA pin (<id>.<secret>.<ca>), so a node holding it trusts only this CA', async () => {
+    c = await core();
+    const { token, view } = await c.svc.operator.createToken({
+      ttlMs: 60_000,
+      maxUses: 1,
+      roles: [],
+      clusters: [],
+    });
+    const parsed = parseToken(token)!;
+    expect(parsed).toEqual({ id: view.id, secret: expect.any(String), ca: (await testCa()).fingerprint });
+    expect(JSON.stringify(view)).not.toContain(parsed.secret);
+  });
 });
