@@ -6,9 +6,10 @@
  *
  *   db-1          LAN, boots before the registrar exists (a machine powered on before its controller):
  *                 the registrar, which starts with install mode closed, hears it (heard), it asks
- *                 (pending), and waits until the demo runs `muster nodes approve db-1`
+ *                 (pending), and waits; when the operator opens install mode, the waiting node is
+ *                 admitted at once (its long poll answers), without asking again
  *   web-1, web-2  LAN, zero configuration (`muster join --cluster demo`): found by mDNS, admitted by
- *                 install mode (`--max 2`, which then closes)
+ *                 install mode (`--max 3` with db-1, which then closes)
  *   edge-1        far subnet, where mDNS cannot reach: a join token and `--registrar URL`
  *
  * It follows the registrar's events (`muster events --follow --json`) and shows each node's progress
@@ -202,11 +203,16 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
         text = `the registrar heard it over mDNS ("ready to register"), from ${(d.addresses as string[] | undefined)?.join(', ') ?? '?'}`;
         break;
       case 'pending':
-        text = `waits for an operator: ${String(d.reason ?? '')}`;
-        n.note = 'waiting for an operator';
-        // The operator approves whatever waits (db-1, by the story; any other node that ends up here).
-        if (n.name === 'db-1') dbPending();
-        approvals.push(approveLater(n));
+        text = `waits: ${String(d.reason ?? '')}`;
+        if (n.name === 'db-1') {
+          // The story: db-1 waits until the operator opens install mode, which admits it at once.
+          n.note = 'waiting: install mode is closed';
+          dbPending();
+        } else {
+          // Anything else that ends up waiting, the operator approves.
+          n.note = 'waiting for an operator';
+          approvals.push(approveLater(n));
+        }
         break;
       case 'accepted':
         text = String(d.reason ?? d.rule ?? '');
@@ -387,7 +393,8 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     say(`test LAN up: registrar ${regHost.ip}; ${nodes.map((n) => `${n.name} ${n.host!.ip}`).join(', ')}`);
     say('');
     say([['  db-1 boots before its registrar exists; the registrar starts with install mode closed;', 'dim']]);
-    say([['  web-1 and web-2 come under install mode (--max 2), edge-1 from the far subnet with a token.', 'dim']]);
+    say([['  opening install mode (--max 3) admits the waiting db-1 at once, then web-1 and web-2;', 'dim']]);
+    say([['  edge-1 comes from the far subnet with a token.', 'dim']]);
     say('');
 
     view = new LiveView({ out, tty, rows });
@@ -408,7 +415,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
     // The registrar starts closed: db-1 becomes pending. Then install mode for the two web nodes.
     await Promise.race([dbPendingP, db.done, sleep(12_000)]);
     checkAbort();
-    await operatorStep(['install-mode', 'on', '--for', '5m', '--max', '2']);
+    await operatorStep(['install-mode', 'on', '--for', '5m', '--max', '3']);
     token = await operatorStep(['tokens', 'create', '--ttl', '10m', '--uses', '1']);
 
     // Staggered boots, so that each node's states can be seen.
@@ -458,7 +465,7 @@ export async function runLanDemo(ctl: { signal: AbortSignal; out?: NodeJS.WriteS
         took += ' *';
         const early = regStartedAt - n.startedAt!;
         notes.push(
-          `  * from boot: ${n.name}${early > 0 ? ` booted ${sec(early)} before the registrar started and` : ''} waited ${sec(n.at.accepted - n.at.pending)} for the operator`,
+          `  * from boot: ${n.name}${early > 0 ? ` booted ${sec(early)} before the registrar started and` : ''} waited ${sec(n.at.accepted - n.at.pending)} ${dec?.rule === 'install-mode' ? 'until install mode opened' : 'for the operator'}`,
         );
       }
       return [

@@ -99,12 +99,14 @@ describe.skipIf(gate.skip)('npm run demo on a test LAN', () => {
     for (const r of rows) expect(r, r).toMatch(/\s[0-9A-F]{6,}\s+\d+\.\d s(?: \*)?\s+OK$/);
     expect(rows.find((r) => r.includes('edge-1'))).toMatch(/far +198\.18\.1\.\d+\/24 +--registrar +join token /);
     expect(rows.find((r) => r.includes('web-1'))).toMatch(/LAN +198\.18\.0\.\d+\/24 +mDNS +install mode /);
-    expect(rows.find((r) => r.includes('db-1'))).toMatch(/mDNS +approved by operator /);
-    // The story, as the registrar's events told it: db-1 was heard, waited, and was approved.
+    expect(rows.find((r) => r.includes('db-1'))).toMatch(/mDNS +install mode /);
+    // The story, as the registrar's events told it: db-1 was heard, waited, and was admitted when
+    // install mode opened (issue 14: nodes already waiting need not ask again), with no approval.
     expect(out).toMatch(/db-1 +heard /);
     expect(out).toMatch(/db-1 +pending /);
-    expect(out).toMatch(/operator +approves \$ muster nodes approve db-1/);
-    expect(out).toMatch(/registrar closes +install mode: 2 node\(s\) accepted/);
+    expect(out).not.toMatch(/muster nodes approve/);
+    expect(out).toMatch(/db-1 .*waited [\d.]+ s until install mode opened/);
+    expect(out).toMatch(/registrar closes +install mode: 3 node\(s\) accepted/);
     expect(out).toContain('4 of 4 nodes registered and verified by openssl');
     expect(out).not.toContain('\x1b['); // not a terminal: no cursor movement, no colours
     await expectNothingLeft(prefix, dir, run.child.pid!);
