@@ -1,0 +1,95 @@
+/**
+ * Helpers for the CLI tests: the real compiled CLI against a real registrar (spawned with --mdns off on
+ * 127.0.0.1), and what "nothing happened" means: the registrar's store as the admin API shows it,
+ * files, listening ports.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import net from 'node:net';
+import { AdminClient } from '../../src/admin/client.js';
+import { joinProofMac, parseToken } from '../../src/common/proof.js';
+import { BIN } from '../helpers/cli.js';
+import { api, csrFor } from '../helpers/registrar.js';
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the real CLI with a short timeout: a command that wrongly starts a registrar or waits for
+ * admission is killed, and then fails the exit-code check instead of hanging the suite.
+ */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Run {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MUSTER_')));
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    env: { ...clean, MUSTER_LOG_FORMAT: 'json', ...env },
+    timeout: timeoutMs,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** What the registrar's store shows through the admin API: events, nodes, tokens, install mode. */
+export async function registrarState(sock: string): Promise<Record<string, unknown>> {
+  const c = new AdminClient(sock);
+  const [events, nodes, tokens, installMode] = await Promise.all([
+    c.request('GET', '/v1/admin/events?after=0&limit=10000'),
+    c.request('GET', '/v1/admin/nodes?limit=1000'),
+    c.request('GET', '/v1/admin/tokens'),
+    c.request('GET', '/v1/admin/install-mode'),
+  ]);
+  return { events, nodes, tokens, installMode };
+}
+
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+export function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** The files under a directory (recursively), or null when it does not exist. */
+export function filesUnder(dir: string): string[] | null {
+  if (!existsSync(dir)) return null;
+  return readdirSync(dir, { recursive: true }).map(String).sort();
+}
+
+/** Seeds a registrar: a token, a pending node and an issued one (admitted by the token). */
+export async function seed(
+  reg: { url: string },
+  sock: string,
+  names: { pending: string; issued: string },
+): Promise<{ tokenId: string }> {
+  const admin = new AdminClient(sock);
+  const { token } = await admin.request<{ token: string }>('POST', '/v1/admin/tokens', {
+    description: 'seed',
+  });
+  const tok = parseToken(token)!;
+  const w = csrFor(names.pending);
+  const pending = await api(reg, 'POST', '/v1/join', {
+    name: names.pending,
+    role: 'worker',
+    cluster: '',
+    csr: w.csr,
+  });
+  if (pending.status !== 202) throw new Error(`seed: pending join answered ${pending.status}`);
+  const h = csrFor(names.issued);
+  const ts = Math.floor(Date.now() / 1000);
+  const hmac = joinProofMac(tok.secret, { name: names.issued, role: 'worker', cluster: '', key: h.fp, ts });
+  const issued = await api(reg, 'POST', '/v1/join', {
+    name: names.issued,
+    role: 'worker',
+    cluster: '',
+    csr: h.csr,
+    proof: { id: tok.id, ts, hmac },
+  });
+  if (issued.status !== 201) throw new Error(`seed: token join answered ${issued.status}`);
+  return { tokenId: tok.id };
+}
