@@ -22,11 +22,19 @@
  *   capped (§5.2; bonjour's Browser queries once), known-answer lists (§7.1), TXT through our codec,
  *   addresses from A records or else the packet's source.
  *
+ * - Received packets are checked before anyone sees them (issue 8 hole 1): only from the link the socket
+ *   serves, responses only from port 5353 (RFC 6762 §5.5, §6, §11, link.ts); queries from other ports
+ *   get a unicast legacy answer (§6.7, legacy.ts). So bonjour's responder hears queries through us: we
+ *   take its 'query' listener off the socket and call it for the queries that pass.
+ * - No address yet (the network is not up at boot) is not an error: publications wait, the interfaces
+ *   are polled every 2 s (link.ts), and they probe and announce once an address appears (issue 8 bugs).
+ *
  * This file is only the composition over the socket (after ciao's MDNSServer): it implements the
- * PacketSink the state machines send through, routes received packets to them, and keeps bonjour's
- * responder registry in step. The protocol lives in small machines on an injected Clock and random
- * source, unit-tested without a socket: prober.ts (§8.1, §8.2), announcer.ts (§8.3, §8.4, §10.1),
- * publication.ts (one publication's life, §9), requery.ts (§5.2) and browser.ts.
+ * PacketSink the state machines send through, hands received packets to the Receiver (receiver.ts),
+ * and keeps bonjour's responder registry in step. The protocol lives in small machines on an injected
+ * Clock and random source, unit-tested without a socket: prober.ts (§8.1, §8.2), announcer.ts (§8.3,
+ * §8.4, §10.1), publication.ts (one publication's life, §9), requery.ts (§5.2), browser.ts,
+ * receiver.ts and link.ts.
  *
  * Only IPv4 (udp4) is used; no AAAA is published.
  */
@@ -35,6 +43,7 @@ import BonjourService from 'bonjour-service';
 import { systemClock, type Clock } from '../common/clock.js';
 import { Browser, type BrowseHandle, type BrowseHandlers } from './browser.js';
 import { MdnsError } from './errors.js';
+import { LinkWatch, type InterfaceTable } from './link.js';
 import { PublicationMachine, type Publication, type PublicationHost } from './publication.js';
 import {
   SERVICE_TYPES,
@@ -44,6 +53,7 @@ import {
   type DnsRecord,
   type ServiceKind,
 } from './records.js';
+import { Receiver, type ReceiverHost, type Source } from './receiver.js';
 import { silentLogger, type MdnsLogger, type PacketSink, type Random } from './sink.js';
 
 export type { Discovered } from './browse-cache.js';
@@ -55,6 +65,12 @@ export type { MdnsLogger } from './sink.js';
 export interface MdnsOptions {
   /** IPv4 address of the interface to use (DESIGN `--interface ADDR`); all interfaces when absent. */
   interface?: string;
+  /**
+   * Whether a packet from `address` comes from the link (RFC 6762 §11). Default: the address is on a
+   * subnet of `interface`, or of any non-loopback IPv4 interface when none is given, as the interfaces
+   * are now (re-read every 2 s).
+   */
+  onLink?: (address: string) => boolean;
   /** Default host name for publications, e.g. `node1.local`; default `<instance name>.local`. */
   host?: string;
   logger?: MdnsLogger;
@@ -87,35 +103,31 @@ export interface Mdns {
 
 /** The parts of multicast-dns (7.2) we use. */
 interface MulticastDns {
-  on(
-    ev: 'response' | 'query',
-    fn: (packet: DnsPacket, rinfo: { address: string; port: number }) => void,
-  ): void;
+  on(ev: 'response' | 'query', fn: (packet: DnsPacket, rinfo: Source) => void): void;
   on(ev: 'error' | 'warning', fn: (err: Error) => void): void;
   on(ev: 'ready', fn: () => void): void;
   removeListener(ev: string, fn: (...args: never[]) => void): void;
+  removeAllListeners(ev: string): void;
   respond(packet: DnsPacket, cb: (err?: Error | null) => void): void;
+  respond(packet: DnsPacket, to: Source, cb: (err?: Error | null) => void): void;
   query(packet: DnsPacket, cb?: (err?: Error | null) => void): void;
+  /** Adds the group membership on interfaces that gained an address (it also runs every 5 s). */
+  update(): void;
 }
 /** bonjour-service's Server (private in its types). */
 interface BonjourServer {
   mdns: MulticastDns;
   register(records: DnsRecord[]): void;
   unregister(records: DnsRecord[]): void;
-}
-
-function localIPv4Addresses(): string[] {
-  return Object.values(os.networkInterfaces())
-    .flatMap((list) => list ?? [])
-    .filter((a) => a.family === 'IPv4' && !a.internal)
-    .map((a) => a.address);
+  /** Its query listener: answers by multicast from the registry. */
+  respondToQuery(query: DnsPacket): void;
 }
 
 export function createMdns(opts: MdnsOptions = {}): Mdns {
   return new MdnsImpl(opts);
 }
 
-class MdnsImpl implements Mdns, PacketSink, PublicationHost {
+class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   readonly log: MdnsLogger;
   readonly clock: Clock = systemClock;
   readonly random: Random = Math.random;
@@ -123,8 +135,10 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
   private readonly server: BonjourServer;
   private readonly bonjour: { destroy(cb?: () => void): void };
   private readonly pubs = new Set<PublicationMachine>();
-  private readonly browsers = new Set<Browser>();
+  private readonly browserSet = new Set<Browser>();
   private registered: DnsRecord[] = [];
+  private readonly link: LinkWatch;
+  private readonly receiver: Receiver;
   private closing: Promise<void> | undefined;
   private readonly readyPromise: Promise<void>;
 
@@ -134,6 +148,15 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
       const bad = checkHostName(opts.host);
       if (bad) throw new TypeError(bad);
     }
+    this.link = new LinkWatch(
+      this,
+      () => os.networkInterfaces() as InterfaceTable,
+      opts.interface,
+      (addresses) => this.addressesChanged(addresses),
+      undefined,
+      (err) => this.log.warn({ err: String(err) }, 'mdns: cannot read the network interfaces'),
+    );
+    this.receiver = new Receiver(this);
     const socketOpts = {
       interface: opts.interface,
       bind: '0.0.0.0', // pitfall: bound to the interface address, Linux delivers no multicast
@@ -164,8 +187,12 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
     });
     this.readyPromise.catch(() => undefined); // reported through onError; ready() callers get it too
     mdns.on('warning', (err: Error) => this.log.debug({ err: err.message }, 'mdns: socket warning'));
-    mdns.on('response', (packet, rinfo) => this.onResponse(packet, rinfo));
-    mdns.on('query', (packet, rinfo) => this.onQuery(packet, rinfo));
+    // bonjour's Server listens for queries itself and would answer every one, from anywhere: it gets
+    // them from the Receiver instead, after the link check (link.ts).
+    mdns.removeAllListeners('query');
+    mdns.on('response', (packet, rinfo) => this.receiver.onPacket(packet, rinfo));
+    mdns.on('query', (packet, rinfo) => this.receiver.onPacket(packet, rinfo));
+    this.link.start();
   }
 
   ready(): Promise<void> {
@@ -193,9 +220,12 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
     const host = svc.host ?? this.opts.host ?? `${svc.name}.local`;
     const badHost = checkHostName(host);
     if (badHost) throw new TypeError(`${badHost}; pass host explicitly`);
-    const addresses = this.opts.interface ? [this.opts.interface] : localIPv4Addresses();
+    const addresses = [...this.link.addresses];
     if (addresses.length === 0)
-      throw new MdnsError('MUSTER_ERR_MDNS_SOCKET', 'mdns: no IPv4 address to publish');
+      this.log.warn(
+        { fqdn: `${svc.name}.${SERVICE_TYPES[svc.type]}`, interface: this.opts.interface ?? 'any' },
+        'mdns: no IPv4 address yet (is the network up?); publishing as soon as one appears',
+      );
     const pub = new PublicationMachine(this, {
       kind: svc.type,
       name: svc.name,
@@ -212,13 +242,13 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
   browse(type: ServiceKind, handlers: BrowseHandlers): BrowseHandle {
     if (this.closing) throw new MdnsError('MUSTER_ERR_MDNS_CLOSED', 'mdns: browse() after close()');
     const b = new Browser(this, SERVICE_TYPES[type], handlers, this.opts.maxQueryIntervalMs);
-    this.browsers.add(b);
+    this.browserSet.add(b);
     b.start();
     return b;
   }
 
   forgetBrowser(b: Browser): void {
-    this.browsers.delete(b);
+    this.browserSet.delete(b);
   }
 
   forget(p: PublicationMachine): void {
@@ -255,29 +285,64 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost {
     });
   }
 
-  private ownAddresses(): Set<string> {
-    return new Set(this.opts.interface ? [this.opts.interface] : localIPv4Addresses());
+  /** The interfaces changed (link.ts): join the group where we can now, then (re)publish. */
+  private addressesChanged(addresses: readonly string[]): void {
+    try {
+      this.server.mdns.update();
+    } catch (err) {
+      this.log.debug({ err: String(err) }, 'mdns: group membership update failed');
+    }
+    if (addresses.length > 0 && [...this.pubs].some((p) => p.state === 'waiting'))
+      this.log.info({ addresses }, 'mdns: an IPv4 address appeared; publishing');
+    for (const pub of [...this.pubs]) pub.setAddresses(addresses);
   }
 
-  private onResponse(packet: DnsPacket, rinfo: { address: string; port: number }): void {
-    const records = [...(packet.answers ?? []), ...(packet.additionals ?? [])];
-    // Conflicts (RFC 6762 §9): the publications tell a looped-back announcement of ours by `own`.
-    const own = this.ownAddresses().has(rinfo.address);
-    for (const pub of [...this.pubs]) pub.onResponse(records, rinfo.address, own);
-    for (const b of [...this.browsers]) b.onResponse(packet, rinfo);
+  // ---- ReceiverHost ----
+
+  onLink(address: string): boolean {
+    return this.opts.onLink ? this.opts.onLink(address) : this.link.onLink(address);
   }
 
-  /** RFC 6762 §8.2: another host probing for one of our names at the same time. */
-  private onQuery(packet: DnsPacket, rinfo: { address: string; port: number }): void {
-    const auth = packet.authorities ?? [];
-    if (auth.length === 0) return;
-    for (const pub of [...this.pubs]) pub.onProbe(auth, rinfo.address);
+  /** Our announcements loop back to us: the publications tell them apart by this (RFC 6762 §9). */
+  isOwnAddress(address: string): boolean {
+    return this.opts.interface ? address === this.opts.interface : this.link.addresses.includes(address);
+  }
+
+  publications(): Iterable<PublicationMachine> {
+    return this.pubs;
+  }
+
+  browsers(): Iterable<Browser> {
+    return this.browserSet;
+  }
+
+  answer(query: DnsPacket): void {
+    this.server.respondToQuery(query);
+  }
+
+  publishedRecords(): readonly DnsRecord[] {
+    return this.registered;
+  }
+
+  sendUnicast(packet: DnsPacket, to: Source, what: string): void {
+    this.server.mdns.respond(packet, { address: to.address, port: to.port }, (err) => {
+      if (err) this.log.debug({ err: err.message, to: to.address }, `mdns: ${what} not sent`);
+    });
+  }
+
+  handlerFailed(what: string, err: unknown): void {
+    this.report(
+      new MdnsError('MUSTER_ERR_MDNS_HANDLER', `mdns: ${what} failed on a received packet: ${String(err)}`, {
+        cause: err,
+      }),
+    );
   }
 
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closing = (async () => {
-      for (const b of [...this.browsers]) b.stop();
+      for (const b of [...this.browserSet]) b.stop();
+      this.link.stop();
       await Promise.all([...this.pubs].map((p) => p.stop()));
       // Goodbyes are on the wire (their send callbacks ran); only now close the socket.
       await new Promise<void>((resolve) => {

@@ -3,7 +3,8 @@
  * goodbye or a conflict. No socket and no real timer here: packets go out through the PacketSink and
  * time comes from the Clock that mdns.ts (or a test) passes in.
  *
- *   probing --won--> announced --updateTxt--> announced (re-announced, §8.4)
+ *   waiting --an address--> probing   (no IPv4 address yet: nothing is sent until one appears)
+ *   probing --won--> announced --updateTxt/setAddresses--> announced (re-announced, §8.4)
  *      |                 |--stop()--> stopped (goodbye, §10.1)
  *      |                 '--conflict (§9)--> conflict (no goodbye: the name is the other host's)
  *      |--conflict--> conflict
@@ -24,7 +25,7 @@ import {
 } from './records.js';
 import type { MdnsLogger, PacketSink, Random } from './sink.js';
 
-export type PublicationState = 'probing' | 'announced' | 'conflict' | 'stopped';
+export type PublicationState = 'waiting' | 'probing' | 'announced' | 'conflict' | 'stopped';
 
 export interface Publication {
   readonly name: string;
@@ -64,6 +65,7 @@ export class PublicationMachine implements Publication {
   private stopping: Promise<void> | undefined;
   private failure: Error | undefined;
   private announcedOnce = false;
+  private probe = true;
 
   /** Throws TxtEncodeError (before anything is sent) when the TXT cannot be encoded. */
   constructor(
@@ -96,10 +98,46 @@ export class PublicationMachine implements Publication {
     return this.recs;
   }
 
-  /** Probes first (§8.1), or announces at once when `probe` is false. */
+  /**
+   * Probes first (§8.1), or announces at once when `probe` is false. Without an address to publish it
+   * waits (state `waiting`, nothing sent) until setAddresses() brings one: a registrar started before
+   * the network is up must not fail (issue 8 bugs).
+   */
   start(probe: boolean): void {
-    if (probe) this.prober.start();
+    this.probe = probe;
+    if (this.spec.addresses.length === 0) {
+      this.st = 'waiting';
+      return;
+    }
+    this.begin();
+  }
+
+  private begin(): void {
+    this.st = 'probing';
+    if (this.probe) this.prober.start();
     else this.announce();
+  }
+
+  /**
+   * The host's addresses changed (link.ts). Waiting: the first address starts probing. Probing: the
+   * remaining probes claim the new A records. Announced: the new A records are announced with
+   * cache-flush (§8.4, §10.2), which replaces the old ones in every cache, without a goodbye. No address
+   * left: nothing can be sent, so the records stay as they were until one comes back.
+   */
+  setAddresses(addresses: readonly string[]): void {
+    if (this.st === 'stopped' || this.st === 'conflict' || addresses.length === 0) return;
+    const same =
+      addresses.length === this.spec.addresses.length &&
+      addresses.every((a, i) => a === this.spec.addresses[i]);
+    if (same) return;
+    this.spec = { ...this.spec, addresses: [...addresses] };
+    this.recs = buildRecords(this.spec);
+    this.core.log.info({ fqdn: this.fqdn, addresses }, 'mdns: host addresses changed');
+    if (this.st === 'waiting') this.begin();
+    else if (this.st === 'announced') {
+      this.core.syncRegistry();
+      void this.announcer.update();
+    }
   }
 
   allRecords(): DnsRecord[] {

@@ -81,6 +81,7 @@ export function encodeTxt(txt: Readonly<Record<string, string>>): Buffer[] {
 
 /** Splits wire-format TXT RDATA (length-prefixed strings) into strings; a truncated tail is dropped. */
 export function splitTxtRdata(rdata: Uint8Array): Buffer[] {
+  if (!(rdata instanceof Uint8Array)) return [];
   const buf = Buffer.from(rdata.buffer, rdata.byteOffset, Math.min(rdata.byteLength, TXT_DECODE_MAX_BYTES));
   const out: Buffer[] = [];
   let off = 0;
@@ -108,9 +109,12 @@ export function decodeTxt(
 ): Map<string, string | null> {
   const out = new Map<string, string | null>();
   if (raw == null) return out;
-  const strings: (Buffer | Uint8Array | string)[] = Array.isArray(raw)
+  // Anything but a list of strings or one RDATA buffer decodes as empty (issue 8 fuzzing: never throw).
+  const strings: readonly unknown[] = Array.isArray(raw)
     ? raw
-    : splitTxtRdata(raw as Uint8Array);
+    : raw instanceof Uint8Array
+      ? splitTxtRdata(raw)
+      : [];
   let budget = TXT_DECODE_MAX_BYTES;
   for (let i = 0; i < strings.length && i < TXT_DECODE_MAX_ENTRIES; i++) {
     const s = strings[i];

@@ -1,6 +1,12 @@
 // The browser cache and the record builder with synthetic packets: no sockets, time passed in.
 import { describe, expect, it } from 'vitest';
-import { BrowseCache, MAX_ENTRIES } from '../../src/advertiser/browse-cache.js';
+import {
+  BrowseCache,
+  MAX_ENTRIES,
+  MAX_ENTRIES_PER_SOURCE,
+  MAX_TTL_S,
+} from '../../src/advertiser/browse-cache.js';
+import { Browser } from '../../src/advertiser/browser.js';
 import {
   buildRecords,
   checkHostName,
@@ -10,6 +16,7 @@ import {
   withoutFlush,
   type DnsRecord,
 } from '../../src/advertiser/records.js';
+import { FakeBrowserHost } from './fakes.js';
 
 const TYPE = '_muster-join._tcp.local';
 const src = { address: '198.18.0.10' };
@@ -168,12 +175,88 @@ describe('BrowseCache', () => {
     expect(c.ingest({ answers: [recs.ptr, bad, weird, recs.txt] }, src, 0).events).toEqual([]);
   });
 
-  it('stays bounded under a flood of instance names', () => {
+  it('ignores instance names that are not one label of at most 63 bytes (RFC 6763 §4.1.1)', () => {
     const c = new BrowseCache(TYPE);
-    const answers: DnsRecord[] = [];
-    for (let i = 0; i < MAX_ENTRIES + 500; i++)
-      answers.push({ name: TYPE, type: 'PTR', ttl: 4500, data: `n${i}.${TYPE}` });
-    c.ingest({ answers }, src, 0);
-    expect(c.knownAnswers(0)).toHaveLength(MAX_ENTRIES);
+    const long = `${'x'.repeat(64)}.${TYPE}`;
+    c.ingest({ answers: [{ name: TYPE, type: 'PTR', ttl: 4500, data: long }] }, src, 0);
+    expect(c.sizes().instances).toBe(0);
+  });
+});
+
+describe('BrowseCache bounds (issue 8 hole 4)', () => {
+  const ptr = (i: number | string, ttl = 4500): DnsRecord => ({
+    name: TYPE,
+    type: 'PTR',
+    ttl,
+    data: `n${i}.${TYPE}`,
+  });
+  const service = (name: string, address: string): DnsRecord[] =>
+    all(buildRecords({ ...spec, name, host: `${name}.local`, addresses: [address] }));
+  const at = (i: number): { address: string } => ({
+    address: `198.18.${Math.floor(i / 250) % 250}.${(i % 250) + 1}`,
+  });
+
+  it('caps a claimed TTL at 4,500 s: a PTR "for 136 years" is gone after 75 minutes (ManualClock)', () => {
+    const host = new FakeBrowserHost();
+    const events: string[] = [];
+    const b = new Browser(host, TYPE, {
+      up: (s) => events.push(`up ${s.name}`),
+      down: (s) => events.push(`down ${s.name}`),
+    });
+    const forever = service('node1', '198.18.0.10').map((r) => ({ ...r, ttl: 0xffffffff }));
+    b.onResponse({ type: 'response', answers: forever }, src);
+    expect(events).toEqual(['up node1']);
+    expect(b.list()).toHaveLength(1);
+    host.clock.advance(MAX_TTL_S * 1000 - 1);
+    expect(events).toEqual(['up node1']);
+    host.clock.advance(1);
+    expect(events).toEqual(['up node1', 'down node1']);
+    expect(b.list()).toEqual([]);
+    expect(MAX_TTL_S).toBe(4500);
+  });
+
+  it('one source address holds at most MAX_ENTRIES_PER_SOURCE instances: its flood evicts only its own', () => {
+    const c = new BrowseCache(TYPE);
+    const real = c.ingest({ answers: service('real', '198.18.0.20') }, { address: '198.18.0.20' }, 0);
+    expect(real.events.map((e) => e.kind)).toEqual(['up']);
+    const flooder = { address: '198.18.0.66' };
+    for (let i = 0; i < 10_000; i += 100) {
+      const answers: DnsRecord[] = [];
+      for (let j = i; j < i + 100; j++) answers.push(ptr(j));
+      c.ingest({ answers }, flooder, 1);
+    }
+    expect(c.sizes().instances).toBe(MAX_ENTRIES_PER_SOURCE + 1);
+    expect(c.list().map((s) => s.name)).toEqual(['real']);
+    // the flooder keeps its latest names, not its first ones
+    const known = c.knownAnswers(1).map((r) => String(r.data));
+    expect(known).toContain(`n9999.${TYPE}`);
+    expect(known).not.toContain(`n0.${TYPE}`);
+    // and the same bound holds for host names (A records)
+    const a: DnsRecord[] = [];
+    for (let i = 0; i < 1000; i++) a.push({ name: `h${i}.local`, type: 'A', ttl: 120, data: '198.18.0.66' });
+    c.ingest({ answers: a }, flooder, 2);
+    expect(c.sizes().hosts).toBeLessThanOrEqual(MAX_ENTRIES_PER_SOURCE + 1);
+  });
+
+  it('beyond MAX_ENTRIES the least recently heard is evicted, never the newcomer refused', () => {
+    const c = new BrowseCache(TYPE);
+    const first = c.ingest({ answers: service('first', '198.18.0.20') }, { address: '198.18.0.20' }, 0);
+    const kept = c.ingest({ answers: service('kept', '198.18.0.21') }, { address: '198.18.0.21' }, 0);
+    expect([...first.events, ...kept.events].map((e) => e.kind)).toEqual(['up', 'up']);
+    // A flood from many addresses (each under the per-source bound) fills the cache...
+    const downs: string[] = [];
+    for (let i = 0; i < MAX_ENTRIES * 2; i++) {
+      // ...while `kept` is heard again now and then (a live service answers the browser's queries)
+      if (i % 500 === 0) c.ingest({ answers: service('kept', '198.18.0.21') }, { address: '198.18.0.21' }, i);
+      const r = c.ingest({ answers: [ptr(i)] }, at(i), i);
+      downs.push(...r.events.filter((e) => e.kind === 'down').map((e) => e.service.name));
+    }
+    expect(c.sizes().instances).toBe(MAX_ENTRIES);
+    expect(downs).toEqual(['first']); // evicted, and told: its 'down' goes to the handlers
+    expect(c.list().map((s) => s.name)).toEqual(['kept']);
+    // a service heard after the flood is taken (the old cache refused every newcomer once full)
+    const late = c.ingest({ answers: service('late', '198.18.0.22') }, { address: '198.18.0.22' }, 5000);
+    expect(late.events.map((e) => `${e.kind} ${e.service.name}`)).toEqual(['up late']);
+    expect(c.sizes().instances).toBe(MAX_ENTRIES);
   });
 });
