@@ -12,9 +12,15 @@ import {
   X509Certificate,
   type KeyObject,
 } from 'node:crypto';
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
+import {
+  ensureDir,
+  PRIVATE_DIR_MODE,
+  PRIVATE_FILE_MODE,
+  readPrivateFile,
+  readStateFile,
+  writeFileAtomic,
+} from '../common/files.js';
 import { registrarDnsName } from '../common/names.js';
 import {
   certFingerprint,
@@ -40,13 +46,14 @@ export async function loadOrCreateCa(
   subjectCn: string,
   now: Date,
 ): Promise<{ ca: CertificateAuthority; created: boolean }> {
-  await ensureDir(dir, 0o700);
+  // Private, and made private when it exists (a restored backup, an older muster): the CA key signs
+  // every node certificate. Neither the directory nor the files are followed through a link.
+  await ensureDir(dir, PRIVATE_DIR_MODE);
   const keyFile = path.join(dir, 'ca.key');
   const certFile = path.join(dir, 'ca.crt');
-  const [keyPem, certPem] = await Promise.all([readIfExists(keyFile), readIfExists(certFile)]);
+  const [key, certPem] = await Promise.all([readPrivateFile(keyFile), readStateFile(certFile)]);
+  const keyPem = key?.text;
   if (keyPem && certPem) {
-    const st = await fs.stat(keyFile);
-    if ((st.mode & 0o077) !== 0) await fs.chmod(keyFile, 0o600);
     return { ca: makeCa(keyPem, certPem), created: false };
   }
   if (keyPem || certPem) {
@@ -57,8 +64,8 @@ export async function loadOrCreateCa(
   const newCertPem = await selfSignedRoot(newKeyPem, subjectCn, now);
   // The key first: a crash between the two writes leaves a key without a cert, which the check above
   // reports instead of silently minting a second CA.
-  await writeFileAtomic(keyFile, newKeyPem, 0o600);
-  await writeFileAtomic(certFile, newCertPem, 0o644);
+  await writeFileAtomic(keyFile, newKeyPem, PRIVATE_FILE_MODE);
+  await writeFileAtomic(certFile, newCertPem, 0o644); // public: the pin is its fingerprint
   return { ca: makeCa(newKeyPem, newCertPem), created: true };
 }
 
