@@ -118,7 +118,15 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
       () => (found.size ? decide() : finish(() => resolve(undefined))),
       o.timeoutMs,
     );
-    const browser = o.mdns.browse('muster', { up: seen, update: seen });
+    let browser: ReturnType<Mdns['browse']>;
+    try {
+      browser = o.mdns.browse('muster', { up: seen, update: seen });
+    } catch (err) {
+      // The stack cannot browse (closed, broken socket): nothing to stop, the caller decides.
+      clock.clearTimeout(deadline);
+      o.signal?.removeEventListener('abort', onAbort);
+      return reject(err);
+    }
     for (const s of browser.list()) seen(s);
   });
 }
