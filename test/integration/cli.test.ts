@@ -7,6 +7,7 @@ import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { muster, musterAsync, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
 import { opensslVerify, tempDir } from '../helpers/registrar.js';
+import { filesUnder, registrarState } from '../cli/helpers.js';
 
 let t: ReturnType<typeof tempDir>;
 let reg: SpawnedRegistrar | undefined;
@@ -15,7 +16,16 @@ let sock: string;
 beforeEach(async () => {
   t = tempDir();
   sock = path.join(t.dir, 'admin.sock');
-  reg = await spawnRegistrar(['--state-dir', path.join(t.dir, 'reg'), '--listen', '127.0.0.1:0', '--admin-socket', sock, '--cluster', 'lab']);
+  reg = await spawnRegistrar([
+    '--state-dir',
+    path.join(t.dir, 'reg'),
+    '--listen',
+    '127.0.0.1:0',
+    '--admin-socket',
+    sock,
+    '--cluster',
+    'lab',
+  ]);
 });
 afterEach(async () => {
   await reg?.stop('SIGKILL');
@@ -27,14 +37,29 @@ describe('muster CLI', () => {
     const tok = muster(['tokens', 'create', '--admin-socket', sock, '--ttl', '1h']);
     expect(tok.code).toBe(0);
     const token = tok.stdout.trim();
-    expect(token).toMatch(/^[a-z0-9]+\.[A-Za-z0-9_-]+$/); // the token alone on stdout, for $(...)
+    expect(token).toMatch(/^[a-z0-9]+\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]{43})?$/); // the token alone on stdout, for $(...)
     writeFileSync(path.join(t.dir, 'token'), token + '\n', { mode: 0o600 });
 
     const node = path.join(t.dir, 'node');
     const hookOut = path.join(t.dir, 'hook.out');
     const j1 = await musterAsync([
-      'join', '--registrar', reg!.url, '--token-file', path.join(t.dir, 'token'), '--name', 'web-1', '--role', 'web',
-      '--cluster', 'lab', '--state-dir', node, '--mdns', 'off', '--on-registered', `echo "$MUSTER_NODE_NAME $MUSTER_NODE_CLUSTER" > ${hookOut}`,
+      'join',
+      '--registrar',
+      reg!.url,
+      '--token-file',
+      path.join(t.dir, 'token'),
+      '--name',
+      'web-1',
+      '--role',
+      'web',
+      '--cluster',
+      'lab',
+      '--state-dir',
+      node,
+      '--mdns',
+      'off',
+      '--on-registered',
+      `echo "$MUSTER_NODE_NAME $MUSTER_NODE_CLUSTER" > ${hookOut}`,
     ]);
     expect(j1.code, j1.stderr).toBe(0);
     expect(j1.stdout).toContain('registered web-1');
@@ -46,51 +71,115 @@ describe('muster CLI', () => {
     expect(j1.stderr + reg!.output()).not.toContain(token.split('.')[1]);
     const cert = readFileSync(path.join(node, 'node.crt'), 'utf8');
 
-    const j2 = await musterAsync(['join', '--registrar', reg!.url, '--name', 'web-1', '--role', 'web', '--state-dir', node, '--mdns', 'off']);
+    const j2 = await musterAsync([
+      'join',
+      '--registrar',
+      reg!.url,
+      '--name',
+      'web-1',
+      '--role',
+      'web',
+      '--state-dir',
+      node,
+      '--mdns',
+      'off',
+    ]);
     expect(j2.code).toBe(0);
     expect(j2.stdout).toContain('already registered');
     expect(readFileSync(path.join(node, 'node.crt'), 'utf8')).toBe(cert);
 
     const list = muster(['nodes', 'list', '--json', '--admin-socket', sock]);
     expect(list.code).toBe(0);
-    const nodes = JSON.parse(list.stdout).nodes;
+    const nodes = JSON.parse(list.stdout).items;
     expect(nodes).toHaveLength(1);
     expect(nodes[0]).toMatchObject({ name: 'web-1', state: 'active', role: 'web' });
     const show = muster(['nodes', 'show', 'web-1', '--admin-socket', sock]);
     expect(show.stdout).toMatch(/decision:\s+token: join token/);
     const events = muster(['events', '--json', '--admin-socket', sock]);
-    expect(events.stdout.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['token', 'accepted', 'issued', 'active']);
+    expect(JSON.parse(events.stdout).items.map((e: { type: string }) => e.type)).toEqual([
+      'token',
+      'accepted',
+      'issued',
+      'active',
+    ]);
   });
 
   it('install mode on/status/off and approvals from the command line', async () => {
-    expect(muster(['install-mode', 'on', '--for', '10m', '--max', '1', '--admin-socket', sock]).stdout).toMatch(/install mode on for/);
+    expect(
+      muster(['install-mode', 'on', '--for', '10m', '--max', '1', '--admin-socket', sock]).stdout,
+    ).toMatch(/install mode on for/);
     const st = muster(['install-mode', 'status', '--json', '--admin-socket', sock]);
     expect(JSON.parse(st.stdout)).toMatchObject({ on: true, max: 1 });
-    const a = await musterAsync(['join', '--registrar', reg!.url, '--name', 'a', '--state-dir', path.join(t.dir, 'a'), '--mdns', 'off']);
+    const a = await musterAsync([
+      'join',
+      '--registrar',
+      reg!.url,
+      '--name',
+      'a',
+      '--state-dir',
+      path.join(t.dir, 'a'),
+      '--mdns',
+      'off',
+    ]);
     expect(a.code, a.stderr).toBe(0);
-    expect(JSON.parse(muster(['install-mode', 'status', '--json', '--admin-socket', sock]).stdout).on).toBe(false);
+    expect(JSON.parse(muster(['install-mode', 'status', '--json', '--admin-socket', sock]).stdout).on).toBe(
+      false,
+    );
 
     // Next node waits; the operator approves it from another shell.
-    const b = musterAsync(['join', '--registrar', reg!.url, '--name', 'b', '--state-dir', path.join(t.dir, 'b'), '--mdns', 'off']);
+    const b = musterAsync([
+      'join',
+      '--registrar',
+      reg!.url,
+      '--name',
+      'b',
+      '--state-dir',
+      path.join(t.dir, 'b'),
+      '--mdns',
+      'off',
+    ]);
     let pending = '';
     for (let i = 0; i < 100 && !pending.includes('"b"'); i++) {
       await new Promise((r) => setTimeout(r, 100));
       pending = muster(['nodes', 'list', '--state', 'pending', '--json', '--admin-socket', sock]).stdout;
     }
-    expect(JSON.parse(pending).nodes[0]).toMatchObject({ name: 'b', state: 'pending' });
+    expect(JSON.parse(pending).items[0]).toMatchObject({ name: 'b', state: 'pending' });
     const ap = muster(['nodes', 'approve', 'b', '--admin-socket', sock]);
     expect(ap.code).toBe(0);
     expect(ap.stdout).toMatch(/approved b \(key [A-Za-z0-9_-]{43}\)/);
-    expect((await b).code).toBe(0);
+    const joined = await b;
+    expect(joined.code, joined.stderr).toBe(0);
     expect(muster(['install-mode', 'off', '--admin-socket', sock]).code).toBe(0);
   });
 
-  it('usage errors exit 2, failures exit 1 with one line on stderr', () => {
+  it('usage errors exit 2 and change nothing; failures exit 1 with one line on stderr', async () => {
+    const before = await registrarState(sock);
     const bad = muster(['nodes', 'frobnicate', '--admin-socket', sock]);
     expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/unknown command "frobnicate"/);
     const badDur = muster(['install-mode', 'on', '--for', 'soon', '--admin-socket', sock]);
     expect(badDur.code).toBe(2);
-    expect(badDur.stderr).toMatch(/invalid duration "soon"/);
+    expect(badDur.stderr).toMatch(/--for must be a duration such as 90s.*, not "soon"/);
+    const typo = muster(['install-mode', 'on', '--for', '15m', '--maxx', '3', '--admin-socket', sock]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/--maxx \(did you mean --max\?\)/);
+    const node = path.join(t.dir, 'bad-name');
+    const badName = muster([
+      'join',
+      '--registrar',
+      reg!.url,
+      '--name',
+      'Bad_Name',
+      '--mdns',
+      'off',
+      '--state-dir',
+      node,
+    ]);
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain('--name must be a DNS label');
+    expect(filesUnder(node)).toBeNull(); // no key was made
+    expect(await registrarState(sock)).toEqual(before); // install mode still off, no node, no event
+
     const missing = muster(['nodes', 'approve', 'ghost', '--admin-socket', sock]);
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
@@ -98,39 +187,126 @@ describe('muster CLI', () => {
     const noSock = muster(['nodes', 'list', '--admin-socket', path.join(t.dir, 'nope.sock')]);
     expect(noSock.code).toBe(1);
     expect(noSock.stderr).toMatch(/is the registrar running/);
-    const badName = muster(['join', '--registrar', reg!.url, '--name', 'Bad_Name', '--mdns', 'off']);
-    expect(badName.code).toBe(2);
-    expect(badName.stderr).toContain('not a DNS label');
   });
 
   it('a name held by another key exits 4; after removal the new key joins and the old one is refused (exit 3)', async () => {
     const token = muster(['tokens', 'create', '--admin-socket', sock]).stdout.trim();
     const env = { MUSTER_TOKEN: token };
-    const j = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x1'), '--mdns', 'off'], env);
+    const j = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x1'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(j.code, j.stderr).toBe(0);
-    const clone = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x2'), '--mdns', 'off'], env);
+    const clone = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x2'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(clone.code).toBe(4);
     expect(clone.stderr).toMatch(/held by key/);
     expect(muster(['nodes', 'remove', 'x', '--admin-socket', sock]).code).toBe(0);
-    const again = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x2'), '--mdns', 'off'], env);
+    const again = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x2'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(again.code, again.stderr).toBe(0); // the clone's key now holds the name
     // The removed machine, asked to join again with its old key, is told it is taken (409 -> 4) ...
     rmSync(path.join(t.dir, 'x1', 'bundle.json'));
-    const old = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x1'), '--mdns', 'off'], env);
+    const old = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x1'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(old.code).toBe(4);
     // ... and once the name is free again, its removed key stays refused (410 -> 3).
     expect(muster(['nodes', 'remove', 'x', '--admin-socket', sock]).code).toBe(0);
-    const refused = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x2'), '--mdns', 'off'], env);
+    const refused = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x2'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(refused.code).toBe(0); // x2 still holds valid local files: exits 0 at once
     rmSync(path.join(t.dir, 'x2', 'bundle.json'));
-    const refused2 = await musterAsync(['join', '--registrar', reg!.url, '--name', 'x', '--state-dir', path.join(t.dir, 'x2'), '--mdns', 'off'], env);
+    const refused2 = await musterAsync(
+      [
+        'join',
+        '--registrar',
+        reg!.url,
+        '--name',
+        'x',
+        '--state-dir',
+        path.join(t.dir, 'x2'),
+        '--mdns',
+        'off',
+      ],
+      env,
+    );
     expect(refused2.code).toBe(3);
     expect(refused2.stderr).toMatch(/removed by the operator/);
   });
 
   it("a pinned CA fingerprint that begins with '-' is read as the pin, not as flags", async () => {
     const pin = '-' + 'A'.repeat(42);
-    const r = await musterAsync(['join', '--registrar', reg!.url, '--name', 'p', '--ca-fingerprint', pin, '--state-dir', path.join(t.dir, 'p'), '--mdns', 'off']);
+    const r = await musterAsync([
+      'join',
+      '--registrar',
+      reg!.url,
+      '--name',
+      'p',
+      '--ca-fingerprint',
+      pin,
+      '--state-dir',
+      path.join(t.dir, 'p'),
+      '--mdns',
+      'off',
+    ]);
     expect(r.code).toBe(5);
     expect(r.stderr).toContain(`not the pinned ${pin}`);
     const empty = muster(['join', '--registrar', reg!.url, '--ca-fingerprint', '--mdns', 'off']);
