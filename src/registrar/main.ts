@@ -179,7 +179,14 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
 
     await prepareSocket(opts.adminSocket);
     const admin = await buildAdminApi(service, log.child({ component: 'admin' }), metrics);
-    await admin.listen({ path: opts.adminSocket });
+    // Bound under umask 077 (issue 8): a socket made under the process umask (0755 with 022) would
+    // let any local user connect until the chmod below.
+    const umask = process.umask(0o077);
+    try {
+      await admin.listen({ path: opts.adminSocket });
+    } finally {
+      process.umask(umask);
+    }
     await fs.chmod(opts.adminSocket, 0o600);
     cleanup.unshift(async () => {
       await admin.close();
