@@ -49,21 +49,34 @@ export interface CpuResult {
   profile?: { muster: ProfileSummary; floor: ProfileSummary; musterFile: string; floorFile: string };
 }
 
-/** The functions of the join path whose inclusive time the profile reports. */
+/**
+ * The functions of the join path whose inclusive time the profile reports, as `name@part-of-its-url`
+ * (a test checks that each of muster's and its dependencies' names is still defined there). In order:
+ * route -> registration (join, joinLocked, admitLocked, issueLocked) -> admission (decide, each
+ * provisioner's evaluate, the token proof) -> issuer (certify, bundle) -> store (apply, flush,
+ * getNode), with the CSR and certificate code and the runtime's crypto, HTTP and TLS below.
+ */
 export const JOIN_PATH_FUNCTIONS = [
-  'join@registrar/service.js',
-  'parseCsr@common/x509.js',
+  'join@registrar/registration.js',
+  'joinLocked@registrar/registration.js',
+  'admitLocked@registrar/registration.js',
+  'issueLocked@registrar/registration.js',
+  'decide@registrar/admission/authorizer.js',
+  'evaluate@registrar/admission/token.js',
+  'evaluate@registrar/admission/install-mode.js',
+  'checkProof@registrar/policy.js',
+  'certify@registrar/issuer.js',
+  'bundle@registrar/issuer.js',
+  'apply@store/level.js',
+  'flush@store/level.js',
+  'getNode@store/level.js',
+  'parseCsrAsync@common/x509.js',
+  'importNodeKey@common/x509.js',
   'keyProblem@common/x509.js',
-  'issueLocked@registrar/service.js',
-  'issueCertificate@common/x509.js',
+  'issueCertificateAsync@common/x509.js',
   'signOneShot@node:internal/crypto/sig',
   'verifyOneShot@node:internal/crypto/sig',
   'createPublicKey@node:internal/crypto/keys',
-  'commit@registrar/registry.js',
-  'flush@registrar/registry.js',
-  'getNode@registrar/registry.js',
-  'bundleFor@registrar/service.js',
-  'checkProof@registrar/policy.js',
   'LOG@pino/lib/tools.js',
   'parserOnIncoming@node:_http_server',
   'tlsConnectionListener@node:_tls_wrap',
