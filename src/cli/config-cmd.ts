@@ -21,14 +21,17 @@ import { isMusterError } from '../common/errors.js';
 import { command } from './command.js';
 import { out, printJson } from './output.js';
 
-/** MUSTER_* variables that no setting reads: most likely typos (MUSTER_LISTN). */
+/**
+ * MUSTER_* variables that no setting reads: most likely typos (MUSTER_LISTN). MUSTER_NODE_* are what
+ * `muster join` gives its --on-registered command (README), so a hook may run this check.
+ */
 function unknownVariables(env: NodeJS.ProcessEnv): string[] {
   const known = new Set([
     ...OTHER_VARIABLES,
     ...FILE_SECTIONS.flatMap((s) => Object.keys(settingsOf(s)).map(envName)),
   ]);
   return Object.keys(env)
-    .filter((k) => k.startsWith('MUSTER_') && !known.has(k))
+    .filter((k) => k.startsWith('MUSTER_') && !known.has(k) && !k.startsWith('MUSTER_NODE_'))
     .map((k) => {
       const near = closest(
         k.slice('MUSTER_'.length),
