@@ -233,7 +233,13 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
       return { name: o.name, role: o.role, cluster: o.cluster, csr, ...(proof ? { proof } : {}) };
     },
 
-    pollPath: (waitS) => `/v1/join/${o.name}?key=${fp}&wait=${waitS}`,
+    // The long poll proves possession of the key (DESIGN "HTTPS API": a fingerprint alone is public):
+    // signed per request, as the time is part of what is signed.
+    pollPath: (waitS) => {
+      const ts = Math.floor(clock.now() / 1000);
+      const sig = signNode(key, nodeSignedPayload('poll', o.name, fp, ts));
+      return `/v1/join/${o.name}?key=${fp}&wait=${waitS}&ts=${ts}&sig=${sig}`;
+    },
 
     validate: (body, client) => {
       const checked = checkBundle(body, {
