@@ -68,12 +68,14 @@ export function checkBundle(
     p.push(`the bundle names registrar ${b.registrar.id}, not ${x.registrarId}`);
 
   let ca: X509Certificate | undefined;
+  let caFp = '';
   try {
     ca = new X509Certificate(b.ca);
+    caFp = certFingerprint(b.ca);
   } catch {
+    ca = undefined;
     p.push('the bundle CA certificate cannot be parsed');
   }
-  const caFp = ca ? certFingerprint(b.ca) : '';
   if (ca) {
     if (!ca.ca) p.push('the bundle CA certificate is not a CA');
     if (x.pin && caFp !== x.pin) p.push(`the bundle CA ${caFp} is not the pinned ${x.pin}`);
@@ -93,8 +95,14 @@ export function checkBundle(
     p.push('the node certificate cannot be parsed');
   }
   if (cert && ca) {
-    const spki = cert.publicKey.export({ type: 'spki', format: 'der' }) as Buffer;
-    if (!spki.equals(x.spki)) p.push("the certificate is not for this node's key");
+    // A certificate can parse and still hold a key that does not decode (the getter throws).
+    let spki: Buffer | undefined;
+    try {
+      spki = cert.publicKey.export({ type: 'spki', format: 'der' }) as Buffer;
+    } catch {
+      p.push("the node certificate's public key cannot be read");
+    }
+    if (spki && !spki.equals(x.spki)) p.push("the certificate is not for this node's key");
     // Walk node cert -> chain (intermediates, leaf side first) -> CA.
     const path: X509Certificate[] = [cert];
     try {
@@ -106,7 +114,13 @@ export function checkBundle(
     for (let i = 0; i + 1 < path.length; i++) {
       const child = path[i]!;
       const parent = path[i + 1]!;
-      if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
+      let signed = false;
+      try {
+        signed = child.checkIssued(parent) && child.verify(parent.publicKey);
+      } catch {
+        signed = false;
+      }
+      if (!signed) {
         p.push(
           `certificate ${child.subject.replace(/\n/g, ', ')} is not signed by ${parent.subject.replace(/\n/g, ', ')}`,
         );
