@@ -1,8 +1,10 @@
 /**
  * With a --registrar URL, a failing mDNS stack is a warning, not a failure (issue 14 item 6): the node
  * goes on over the URL. Without a URL it is MUSTER_ERR_MDNS. In process the stack is a fake that fails
- * at each step it can fail at; the last test runs the real CLI in a network namespace of its own that
- * has nothing but loopback (so no multicast can leave it), where the real stack cannot publish.
+ * at each step it can fail at (created, bound, publishing, browsing); the last test runs the real CLI
+ * in a network namespace of its own that has nothing but loopback (so no multicast can leave it): no
+ * address to publish on, no multicast route, and the node must still register with exit 0 and only
+ * warnings from the mDNS side.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -122,8 +124,13 @@ describe.skipIf(!netnsOk)(
       const logs = r.stderr
         .split('\n')
         .filter((l) => l.startsWith('{') && l.includes('"muster-join"'))
-        .map((l) => JSON.parse(l) as { level: number; msg: string });
-      expect(logs.some((l) => l.level === 40 && l.msg.startsWith('mDNS is unavailable'))).toBe(true);
+        .map((l) => JSON.parse(l) as { level: number; msg: string; component?: string });
+      // What the stack says depends on where it fails (no address to publish, no multicast route):
+      // a warning from the mDNS side, never an error.
+      const mdnsWarnings = logs.filter(
+        (l) => l.level === 40 && (l.component === 'mdns' || /mDNS/.test(l.msg)),
+      );
+      expect(mdnsWarnings.length, JSON.stringify(logs)).toBeGreaterThan(0);
       expect(logs.filter((l) => l.level >= 50)).toEqual([]);
     }, 120_000);
   },
