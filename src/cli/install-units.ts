@@ -20,6 +20,8 @@ const SYSTEMD_UNITS = [
   'muster-registered.target',
 ] as const;
 const UPSTART_JOB = { source: 'upstart/muster-join.conf', target: 'etc/init/muster-join.conf' } as const;
+/** The system user muster-registrar.service runs as (User=muster), for systemd-sysusers. */
+const SYSUSERS = { source: 'sysusers.d/muster.conf', target: 'etc/sysusers.d/muster.conf' } as const;
 
 /** Where systemd (and upstart) look for a bare command name; /usr/bin/env in a unit searches these. */
 const SERVICE_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -37,6 +39,8 @@ export const EXAMPLE_ENV = `# MUSTER_* settings for muster-join.service and must
 
 # Node (muster join)
 #MUSTER_REGISTRAR=https://registrar.example.net:8443
+# The join token: best in a file of its own, owned by root, mode 0600.
+#MUSTER_TOKEN_FILE=/etc/muster/token
 #MUSTER_TOKEN=ID.SECRET
 #MUSTER_ROLE=node
 #MUSTER_CLUSTER=
@@ -264,6 +268,35 @@ export async function installUnits(o: InstallUnitsOptions): Promise<void> {
         exec ? ` (ExecStart=${exec[1]})` : '',
       );
       rendered.notes.forEach(say);
+    }
+    const sysusers = under(SYSUSERS.target);
+    await writeFile(sysusers, await readSource(sourceDir, SYSUSERS.source), 0o644, ' (the user muster)');
+    createSystemUser(sysusers);
+  }
+
+  /** The registrar's user, from the sysusers.d file just installed (into the image with --prefix). */
+  function createSystemUser(conf: string): void {
+    const sysusers = findOnPath('systemd-sysusers');
+    if (!sysusers) {
+      o.print(
+        'warning: systemd-sysusers not found: create the system user muster yourself, or ' +
+          'muster-registrar.service cannot start: useradd --system --home-dir /var/lib/muster-registrar ' +
+          `--shell /usr/sbin/nologin${prefix === '/' ? '' : ` --root ${prefix}`} muster`,
+      );
+      return;
+    }
+    // With --root, sysusers writes the image's /etc/passwd but reads the file at its host path.
+    const args = prefix === '/' ? [conf] : [`--root=${prefix}`, conf];
+    say(`run systemd-sysusers ${args.join(' ')} (create the user muster if missing)`);
+    if (o.dryRun) return;
+    try {
+      execFileSync(sysusers, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim();
+      o.print(
+        `warning: systemd-sysusers failed (${stderr || errCode(err)}): create the user muster, or ` +
+          'muster-registrar.service cannot start',
+      );
     }
   }
 

@@ -29,6 +29,9 @@ import {
 
 const UNITS = ['muster-registrar.service', 'muster-join.service', 'muster-registered.target'];
 const UPSTART = path.join(UNITS_SOURCE_DIR, 'upstart/muster-join.conf');
+const SYSUSERS = path.join(UNITS_SOURCE_DIR, 'sysusers.d/muster.conf');
+/** What systemd-sysusers writes into an image root (besides the files install-units installs). */
+const PASSWD_FILES = ['etc/.pwd.lock', 'etc/group', 'etc/gshadow', 'etc/passwd', 'etc/shadow'];
 const BIN = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
 
 const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -47,6 +50,7 @@ function which(cmd: string): string | undefined {
 }
 
 const analyze = which('systemd-analyze');
+const sysusers = which('systemd-sysusers');
 const ci = process.env.CI === 'true';
 if (!analyze) {
   console.warn(
@@ -190,7 +194,7 @@ describe('the shipped units', () => {
         expect(text, `${u}: ${line}`).toMatch(new RegExp(`^${line}$`, 'm'));
       }
       expect(text, u).not.toMatch(/^MemoryDenyWriteExecute=/m);
-      expect(text, u).toMatch(/^ExecStart=\/usr\/bin\/env muster (registrar|join)$/m);
+      expect(text, u).toMatch(/^ExecStart=\/usr\/bin\/env muster (registrar|join)( |$)/m);
     }
     const target = read('muster-registered.target');
     expect(target).toMatch(/^Requires=muster-join\.service$/m);
@@ -284,20 +288,103 @@ describe('the shipped units', () => {
   });
 });
 
+/** The value of `Key=` in a unit (the last one wins in systemd; these units set each once). */
+function unitValue(text: string, key: string): string | undefined {
+  const all = [...text.matchAll(new RegExp(`^${esc(key)}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());
+  return all[all.length - 1];
+}
+
+/** Runs of consecutive comment lines (a comment "paragraph"), joined. */
+function commentParagraphs(text: string): string[] {
+  const out: string[] = [];
+  let cur: string[] = [];
+  for (const line of text.split('\n')) {
+    if (/^\s*#/.test(line) && line.replace(/^\s*#\s*/, '') !== '') cur.push(line.replace(/^\s*#\s?/, ''));
+    else if (cur.length) {
+      out.push(cur.join(' '));
+      cur = [];
+    }
+  }
+  if (cur.length) out.push(cur.join(' '));
+  return out;
+}
+
+describe('users and the join token (issue 8, smaller holes)', () => {
+  const read = (u: string): string => readFileSync(path.join(UNITS_SOURCE_DIR, u), 'utf8');
+
+  it('the registrar runs as its own system user, which the shipped sysusers.d file creates', () => {
+    const reg = read('muster-registrar.service');
+    const user = unitValue(reg, 'User');
+    expect(user, 'User= in muster-registrar.service').toBeDefined();
+    expect(['root', '0', '']).not.toContain(user);
+    expect(unitValue(reg, 'DynamicUser')).not.toBe('yes'); // a symlinked state dir is refused
+    // sysusers.d(5): "u NAME ID GECOS HOME SHELL" creates the user (and its group) the unit names.
+    const lines = readFileSync(SYSUSERS, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim() && !l.startsWith('#'));
+    expect(lines.map((l) => l.split(/\s+/).slice(0, 3))).toEqual([['u', user, '-']]);
+    const group = unitValue(reg, 'Group');
+    if (group) expect(group).toBe(user);
+  });
+
+  it('the registrar is given the directories its unit lets it write, and the socket stays private', () => {
+    const reg = read('muster-registrar.service');
+    const exec = unitValue(reg, 'ExecStart')!;
+    const state = unitValue(reg, 'StateDirectory');
+    const runtime = unitValue(reg, 'RuntimeDirectory');
+    // As a non-root user muster's defaults would be under $HOME: the unit names its own directories.
+    expect(exec).toContain(`--state-dir /var/lib/${state}`);
+    expect(exec).toMatch(new RegExp(`--admin-socket /run/${esc(runtime!)}/[^/ ]+\\.sock(\\s|$)`));
+    expect(unitValue(reg, 'StateDirectoryMode')).toBe('0700');
+    expect(unitValue(reg, 'RuntimeDirectoryMode')).toBe('0700');
+    expect(unitValue(reg, 'UMask')).toBe('0077');
+    expect(unitValue(reg, 'CapabilityBoundingSet')).toBe('');
+  });
+
+  it('the join unit stays root, with no capabilities, and says why', () => {
+    const join = read('muster-join.service');
+    expect(unitValue(join, 'User')).toBeUndefined();
+    expect(unitValue(join, 'DynamicUser')).toBeUndefined();
+    expect(unitValue(join, 'CapabilityBoundingSet')).toBe('');
+    expect(commentParagraphs(join).join('\n')).toMatch(/runs as root/);
+  });
+
+  it('no unit suggests /etc/default (usually world-readable) for the token; they point to a 0600 token file', () => {
+    for (const [name, text] of [
+      ...UNITS.map((u) => [u, read(u)] as const),
+      ['upstart/muster-join.conf', readFileSync(UPSTART, 'utf8')] as const,
+      ['README.md', read('README.md')] as const,
+    ]) {
+      for (const p of commentParagraphs(name === 'README.md' ? text.replace(/^/gm, '# ') : text)) {
+        if (!p.includes('/etc/default')) continue;
+        // The token variable itself, never beside /etc/default (MUSTER_TOKEN_FILE names a file).
+        expect(p, `${name}: ${p}`).not.toMatch(/MUSTER_TOKEN(?!_FILE)\b/);
+      }
+    }
+    for (const name of ['muster-join.service', 'upstart/muster-join.conf']) {
+      const text = name.startsWith('upstart') ? readFileSync(UPSTART, 'utf8') : read(name);
+      expect(text, name).toContain('MUSTER_TOKEN_FILE=/etc/muster/token');
+      expect(text, name).toMatch(/0600/);
+    }
+    expect(EXAMPLE_ENV).toContain('#MUSTER_TOKEN_FILE=/etc/muster/token');
+  });
+});
+
 describe('muster install-units', () => {
   it('installs the units into a fake root with ExecStart= rewritten, plus /etc/muster and an example muster.env', async () => {
     const bin = fakeBinary();
     const root = path.join(tmp, 'root');
     const lines = await installUnits(['--prefix', root, '--binary', bin, '--no-reload']);
 
-    expect(listTree(root)).toEqual([
+    expect(listTree(root).filter((f) => !PASSWD_FILES.includes(f))).toEqual([
       'etc/muster/muster.env',
       'etc/systemd/system/muster-join.service',
       'etc/systemd/system/muster-registered.target',
       'etc/systemd/system/muster-registrar.service',
+      'etc/sysusers.d/muster.conf',
     ]);
     const unit = (u: string): string => readFileSync(path.join(root, 'etc/systemd/system', u), 'utf8');
-    expect(unit('muster-registrar.service')).toMatch(new RegExp(`^ExecStart=${esc(bin)} registrar$`, 'm'));
+    expect(unit('muster-registrar.service')).toMatch(new RegExp(`^ExecStart=${esc(bin)} registrar `, 'm'));
     expect(unit('muster-join.service')).toMatch(new RegExp(`^ExecStart=${esc(bin)} join$`, 'm'));
     for (const u of UNITS) expect(unit(u)).not.toMatch(/\/usr\/bin\/env muster/);
     // Everything but ExecStart= is the shipped file.
@@ -319,6 +406,43 @@ describe('muster install-units', () => {
     // Again: nothing changes, and it says so.
     const again = await installUnits(['--prefix', root, '--binary', bin, '--no-reload']);
     for (const u of UNITS) expect(again.some((l) => l.startsWith('keep ') && l.includes(u))).toBe(true);
+  });
+
+  it.runIf(ci && !sysusers)('systemd-sysusers is installed (CI=true)', () => {
+    expect.fail('systemd-sysusers is missing: .ci/run installs the systemd package');
+  });
+
+  it('installs the sysusers.d file and creates the registrar user in the image root', async () => {
+    const bin = fakeBinary();
+    const root = path.join(tmp, 'root');
+    const lines = await installUnits(['--prefix', root, '--binary', bin, '--no-reload']);
+    const conf = path.join(root, 'etc/sysusers.d/muster.conf');
+    expect(readFileSync(conf, 'utf8')).toBe(readFileSync(SYSUSERS, 'utf8'));
+    expect(statSync(conf).mode & 0o777).toBe(0o644);
+    const user = unitValue(
+      readFileSync(path.join(UNITS_SOURCE_DIR, 'muster-registrar.service'), 'utf8'),
+      'User',
+    )!;
+    if (!sysusers) {
+      console.warn('\n!!! systemd-sysusers not found: the user creation is not tested\n');
+      expect(lines.join('\n')).toMatch(/warning: systemd-sysusers not found: create the system user muster/);
+      return;
+    }
+    expect(lines).toContain(
+      `run systemd-sysusers --root=${root} ${conf} (create the user muster if missing)`,
+    );
+    // The image's passwd (not this machine's) has the user, as a system user that is not root.
+    const entry = readFileSync(path.join(root, 'etc/passwd'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${user}:`));
+    expect(entry, 'passwd entry').toBeDefined();
+    const uid = Number(entry!.split(':')[2]);
+    expect(uid).toBeGreaterThan(0);
+    expect(uid).toBeLessThan(1000);
+    expect(entry!.split(':')[6]).toMatch(/nologin$/);
+    // Again: the user stays as it was.
+    await installUnits(['--prefix', root, '--binary', bin, '--no-reload']);
+    expect(readFileSync(path.join(root, 'etc/passwd'), 'utf8')).toContain(entry!);
   });
 
   it('never overwrites an existing muster.env', async () => {
