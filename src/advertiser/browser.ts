@@ -65,6 +65,11 @@ export class Browser implements BrowseHandle {
     this.schedule.start();
   }
 
+  /** The link came up or changed (mdns.ts): query again from the start of the schedule (§5.2). */
+  relink(): void {
+    this.schedule.restart();
+  }
+
   /** §5.2 continuous querying, with the answers we already hold as known answers (§7.1). */
   private query(): void {
     if (this.stopped) return;

@@ -137,6 +137,7 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   private readonly pubs = new Set<PublicationMachine>();
   private readonly browserSet = new Set<Browser>();
   private registered: DnsRecord[] = [];
+  private answeredAt: number | undefined;
   private readonly link: LinkWatch;
   private readonly receiver: Receiver;
   private closing: Promise<void> | undefined;
@@ -270,8 +271,16 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
     this.registered = current;
   }
 
-  /** PacketSink: multicast-dns sends to 224.0.0.251:5353 on the bound interface. */
+  /**
+   * PacketSink: multicast-dns sends to 224.0.0.251:5353 on the bound interface. With no address on the
+   * link there is nowhere to send (a send would fail with ENETUNREACH at every re-query while the
+   * network is down): the packet is skipped, and the browsers start over when an address appears.
+   */
   send(packet: DnsPacket, what: string): Promise<void> {
+    if (this.link.addresses.length === 0) {
+      this.log.debug({ what }, 'mdns: no IPv4 address on the link yet; not sent');
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const cb = (err?: Error | null): void => {
         if (err)
@@ -295,6 +304,7 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
     if (addresses.length > 0 && [...this.pubs].some((p) => p.state === 'waiting'))
       this.log.info({ addresses }, 'mdns: an IPv4 address appeared; publishing');
     for (const pub of [...this.pubs]) pub.setAddresses(addresses);
+    if (addresses.length > 0) for (const b of [...this.browserSet]) b.relink();
   }
 
   // ---- ReceiverHost ----
@@ -317,7 +327,12 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   }
 
   answer(query: DnsPacket): void {
+    if (this.registered.length > 0) this.answeredAt = this.clock.now(); // may carry our records
     this.server.respondToQuery(query);
+  }
+
+  lastAnswerAt(): number | undefined {
+    return this.answeredAt;
   }
 
   publishedRecords(): readonly DnsRecord[] {

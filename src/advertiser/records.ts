@@ -128,7 +128,8 @@ export function withoutFlush(r: DnsRecord): DnsRecord {
 export const sameName = (a: string, b: string): boolean =>
   a.replace(/\.$/, '').toLowerCase() === b.replace(/\.$/, '').toLowerCase();
 
-function txtEqual(a: unknown, b: unknown): boolean {
+/** Whether two TXT rdata (lists of strings) are the same bytes. */
+export function txtEqual(a: unknown, b: unknown): boolean {
   const aa = Array.isArray(a) ? a : [a];
   const bb = Array.isArray(b) ? b : [b];
   if (aa.length !== bb.length) return false;

@@ -41,6 +41,18 @@ export class RequerySchedule {
     this.arm(FIRST_QUERY_MIN_MS + this.deps.random() * FIRST_QUERY_JITTER_MS);
   }
 
+  /**
+   * Starts the schedule over: the next query after 20-120 ms, then 1 s, 2 s ... again. For a link that
+   * just came up (an address appeared): what was asked before went nowhere.
+   */
+  restart(): void {
+    if (this.stopped) return;
+    if (this.timer) this.deps.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.interval = REQUERY_FIRST_INTERVAL_MS;
+    this.start();
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) this.deps.clock.clearTimeout(this.timer);

@@ -60,6 +60,8 @@ export class FakePublicationHost implements PublicationHost {
   /** What the responder would answer queries from, after each syncRegistry(). */
   registry: DnsRecord[] = [];
   syncs = 0;
+  /** When the (fake) responder last answered a query; tests set it. */
+  answeredAt: number | undefined;
 
   constructor(readonly random: () => number = () => 0) {}
 
@@ -79,6 +81,9 @@ export class FakePublicationHost implements PublicationHost {
   }
   report(err: Error): void {
     this.errors.push(err);
+  }
+  lastAnswerAt(): number | undefined {
+    return this.answeredAt;
   }
 }
 

@@ -1,7 +1,7 @@
 // One publication's life (probe, announce, TXT update, conflict, goodbye) on a ManualClock with a
 // recording sink: what goes on the wire, and when, without a socket or a sleep.
 import { describe, expect, it } from 'vitest';
-import { PublicationMachine } from '../../src/advertiser/publication.js';
+import { CHANGE_MIN_GAP_MS, PublicationMachine } from '../../src/advertiser/publication.js';
 import { buildRecords, type DnsRecord, type PublicationSpec } from '../../src/advertiser/records.js';
 import { TxtEncodeError, decodeTxt } from '../../src/advertiser/txt.js';
 import { isMusterError } from '../../src/common/errors.js';
@@ -70,7 +70,7 @@ describe('PublicationMachine: probing, then announcing (RFC 6762 §8.1, §8.3)',
 });
 
 describe('PublicationMachine: TXT update (RFC 6762 §8.4)', () => {
-  it('is a re-announcement at once with the cache-flush bit on the new TXT, and no goodbye', () => {
+  it('is a re-announcement at once with the cache-flush bit on the new TXT; the only goodbye is for the old TXT data', () => {
     const { pub, sink, clock, host } = setup();
     pub.start(false);
     clock.advance(10_000); // the first announcements are over
@@ -87,22 +87,77 @@ describe('PublicationMachine: TXT update (RFC 6762 §8.4)', () => {
       expect(txt?.flush).toBe(true);
       expect(stateOf(s.packet.answers)).toBe('registered');
     }
-    expect(sink.records().filter((r) => r.ttl === 0)).toEqual([]); // no goodbye, ever
+    // No goodbye for the service (PTR, SRV, A): browsers must see an update, not the service leaving.
+    // Only the replaced TXT rdata gets one, so that no cache keeps it beside the new one.
+    const byes = after.map((s) => (s.packet.answers ?? []).filter((r) => r.ttl === 0));
+    for (const b of byes) expect(b.map((r) => [r.type, stateOf([r])])).toEqual([['TXT', 'ready']]);
     expect(stateOf(host.registry)).toBe('registered'); // queries are answered with the new TXT
     expect(pub.state).toBe('announced');
   });
 
-  it('during the first announcements: the stale ones still due are not sent', () => {
+  it('during the first announcements: the stale ones still due are not sent, and the new TXT waits 1.5 s after the old (§10.2)', () => {
     const { pub, sink, clock } = setup();
     pub.start(false);
     clock.advance(500);
     pub.updateTxt({ v: '1', state: 'registered' });
     clock.advance(60_000);
+    // A cache flushes only records older than one second: sent at 500, the new TXT would sit beside
+    // `ready` in every other cache for 75 minutes.
     expect(sink.sent.map((s) => [s.t, stateOf(s.packet.answers)])).toEqual([
       [0, 'ready'],
-      [500, 'registered'],
-      [1500, 'registered'],
+      [CHANGE_MIN_GAP_MS, 'registered'],
+      [CHANGE_MIN_GAP_MS + 1000, 'registered'],
     ]);
+  });
+
+  it('back to an old TXT: the goodbye names the data just replaced, never the current one', () => {
+    const { pub, sink, clock } = setup();
+    pub.start(false);
+    clock.advance(10_000);
+    pub.updateTxt({ v: '1', state: 'registered' });
+    clock.advance(10_000);
+    const before = sink.sent.length;
+    pub.updateTxt({ v: '1', state: 'ready' });
+    clock.advance(10_000);
+    const after = sink.sent.slice(before);
+    expect(after).toHaveLength(2);
+    for (const s of after) {
+      const txts = (s.packet.answers ?? []).filter((r) => r.type === 'TXT');
+      expect(txts.map((r) => [stateOf([r]), r.ttl])).toEqual([
+        ['ready', 4500],
+        ['registered', 0],
+      ]);
+    }
+  });
+
+  it('two changes in a row: each is announced 1.5 s after the data it replaces was last sent', () => {
+    const { pub, sink, clock } = setup();
+    pub.start(false);
+    clock.advance(10_000);
+    pub.updateTxt({ v: '1', state: 'registered' }); // at once: the old TXT went out 7 s ago
+    clock.advance(1200); // the repeat of `registered` at 11_000
+    pub.updateTxt({ v: '1', state: 'ready' }); // back: `registered` was sent 200 ms ago
+    clock.advance(60_000);
+    expect(sink.sent.slice(3).map((s) => [s.t, stateOf(s.packet.answers)])).toEqual([
+      [10_000, 'registered'],
+      [11_000, 'registered'],
+      [11_000 + CHANGE_MIN_GAP_MS, 'ready'],
+      [12_000 + CHANGE_MIN_GAP_MS, 'ready'],
+    ]);
+  });
+
+  it('a query answered just before the change delays its announcement the same way', () => {
+    const { pub, sink, clock, host } = setup();
+    pub.start(false);
+    clock.advance(10_000);
+    host.answeredAt = clock.now() - 300; // the responder sent the old TXT 300 ms ago
+    pub.updateTxt({ v: '1', state: 'registered' });
+    clock.advance(60_000);
+    expect(sink.sent.slice(3).map((s) => s.t)).toEqual([
+      10_000 - 300 + CHANGE_MIN_GAP_MS,
+      11_000 - 300 + CHANGE_MIN_GAP_MS,
+    ]);
+    expect(stateOf(host.registry)).toBe('registered'); // answers carry the new TXT at once
   });
 
   it('during probing: the remaining probes and the announcements carry the new TXT, no extra packet', () => {

@@ -56,4 +56,20 @@ describe('RequerySchedule (RFC 6762 §5.2)', () => {
     clock.advance(3_600_000);
     expect(n).toBe(2);
   });
+
+  it('restart() starts the schedule over (the link came up: what was asked before went nowhere)', () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const at: number[] = [];
+    const s = new RequerySchedule({ clock, random: () => 0 }, () => at.push(clock.now() - t0));
+    s.start();
+    clock.advance(40_000); // 20, 1020, 3020, 7020, 15020, 31020; the next would be at 63020
+    s.restart();
+    clock.advance(3100);
+    expect(at).toEqual([20, 1020, 3020, 7020, 15_020, 31_020, 40_020, 41_020, 43_020]);
+    s.stop();
+    s.restart();
+    clock.advance(60_000);
+    expect(at).toHaveLength(9);
+  });
 });
