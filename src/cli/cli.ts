@@ -6,7 +6,14 @@
  * exits 2 having written, sent and started nothing.
  */
 import yargs, { type Argv } from 'yargs';
-import { closest, configFileFrom, DEFAULT_CONFIG_FILE } from '../common/config.js';
+import {
+  closest,
+  configFileFrom,
+  DEFAULT_CONFIG_FILE,
+  SETTINGS,
+  settingsOf,
+  type Scope,
+} from '../common/config.js';
 import { MusterError } from '../common/errors.js';
 import { VERSION } from '../common/version.js';
 import { caCommand } from './ca-cmd.js';
@@ -63,18 +70,15 @@ const COMMAND_REQUIRED = 'a command is required';
 
 /** The command words in raw arguments (skipping flags and, approximately, their values). */
 function commandWords(args: string[]): string[] {
-  const booleans = new Set([
-    'help',
-    'version',
-    'json',
-    'remote',
-    'follow',
-    'f',
-    'upstart',
-    'dry-run',
-    'reload',
-    'no-reload',
-  ]);
+  // Switches take no value: the schema's boolean settings, their aliases and negations, help, version.
+  const booleans = new Set<string>(['help', 'version']);
+  for (const scope of Object.keys(SETTINGS) as Scope[]) {
+    for (const [name, s] of Object.entries(settingsOf(scope))) {
+      if (s.kind !== 'boolean') continue;
+      booleans.add(name).add(`no-${name}`);
+      if (s.alias) booleans.add(s.alias);
+    }
+  }
   const words: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;

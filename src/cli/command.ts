@@ -3,7 +3,7 @@
  * and its action. main.ts parses and validates the whole command line before it runs any action
  * (issue 14, "parse, then act"): an action receives only values that passed their parsers.
  */
-import type { Resolved, Scope, ValuesOf } from '../common/config.js';
+import type { Scope, ValuesOf } from '../common/config.js';
 
 export interface Context {
   /** Where each value came from ("--token", "environment MUSTER_TOKEN", "default"), for messages. */
@@ -39,5 +39,3 @@ export const GROUPS: Record<string, string> = {
   nodes: 'list, inspect, approve, reject and remove nodes',
   config: 'check the configuration',
 };
-
-export type { Resolved };
