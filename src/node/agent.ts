@@ -76,6 +76,7 @@ export interface JoinResult {
 export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   const log = o.log;
   const clock = o.clock ?? nodeClock;
+  const startedAt = clock.now(); // --timeout counts from here: key, mDNS start and all
   const files = new NodeFiles(o.stateDir);
   try {
     await ensureDir(o.stateDir, 0o700);
@@ -283,6 +284,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
       random: o.random ?? Math.random,
       log,
       logFields: { node: o.name, key: fp },
+      startedAt,
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       ...(o.waitS !== undefined ? { waitS: o.waitS } : {}),
       ...(o.backoff ? { backoff: o.backoff } : {}),

@@ -118,6 +118,8 @@ export interface JoinLoopOptions {
   log: Logger;
   /** Give up after this long (default: never, as a boot job that retries until registered). */
   timeoutMs?: number;
+  /** When the run began, for the deadline (default: when the loop starts). */
+  startedAt?: number;
   waitS?: number;
   backoff?: Backoff;
   signal?: AbortSignal;
@@ -221,7 +223,7 @@ export class JoinLoop {
 
   /** Runs until the credentials are written, acknowledged and the hook ran; returns the bundle. */
   async run(): Promise<Bundle> {
-    const start = this.clock.now();
+    const start = this.o.startedAt ?? this.clock.now();
     if (this.o.timeoutMs !== undefined) this.deadline = start + this.o.timeoutMs;
     // One signal for everything in flight: the caller's (SIGTERM) or the deadline, whichever first.
     const ctl = new AbortController();
@@ -231,7 +233,7 @@ export class JoinLoop {
     else outer?.addEventListener('abort', onOuter, { once: true });
     let timer =
       this.o.timeoutMs !== undefined
-        ? this.clock.setTimeout(() => ctl.abort(this.timeoutError()), this.o.timeoutMs)
+        ? this.clock.setTimeout(() => ctl.abort(this.timeoutError()), this.left())
         : undefined;
     const stopDeadline = (): void => {
       if (timer) this.clock.clearTimeout(timer);
