@@ -240,7 +240,7 @@ export async function parseCommandLine(rawArgs: string[]): Promise<ParsedCommand
     throw new MusterError('MUSTER_ERR_USAGE', '--config needs one file path');
   }
   const cf = typeof config === 'string' ? { file: config, explicit: true } : configFileFrom([], process.env);
-  const resolved = validate(chosen.spec, chosen.argv, cf);
+  const resolved = validate(chosen.spec, chosen.argv, cf, args);
   return {
     spec: chosen.spec,
     values: resolved.values,

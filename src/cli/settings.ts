@@ -130,12 +130,33 @@ export function validate(
   spec: CommandSpec,
   argv: Record<string, unknown>,
   config: { file?: string | undefined; explicit: boolean; env?: NodeJS.ProcessEnv },
+  rawArgs: readonly string[] = [],
 ): Resolved {
   const unknown = unknownFlags(
     spec,
     Object.keys(argv).filter((k) => k !== '_' && k !== '$0'),
   );
   if (unknown.length) throw unknownFlagsError(spec, unknown);
+  // yargs reads "--remote=yes" as false: a switch given a value takes true or false only.
+  const switches = new Map<string, string>();
+  for (const scope of spec.scopes) {
+    for (const [name, s] of Object.entries(settingsOf(scope))) {
+      if (s.kind !== 'boolean') continue;
+      switches.set(name, name);
+      if (s.alias) switches.set(s.alias, name);
+    }
+  }
+  for (const a of rawArgs) {
+    if (a === '--') break;
+    const m = /^--([^=]+)=(.*)$/.exec(a);
+    const name = m ? switches.get(m[1]!) : undefined;
+    if (name && m![2] !== 'true' && m![2] !== 'false') {
+      throw new MusterError(
+        'MUSTER_ERR_USAGE',
+        `--${name} is a switch: give --${name} or --no-${name}, not ${JSON.stringify(a)}`,
+      );
+    }
+  }
   const path = spec.name.split(' ');
   const rest = ((argv._ as unknown[]) ?? []).slice(path.length);
   if (rest.length) {

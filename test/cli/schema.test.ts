@@ -66,6 +66,13 @@ describe('every flag comes from the schema', () => {
     expect(other.message).toMatch(/install-mode on has no flag --ttl/);
   });
 
+  it('a switch given a value takes true or false only (yargs would read --remote=yes as false)', async () => {
+    const yes = await errorOf(() => parseCommandLine(['install-mode', 'on', '--for', '1m', '--remote=yes']));
+    expect(yes.message).toMatch(/--remote is a switch: give --remote or --no-remote/);
+    const on = await parseCommandLine(['install-mode', 'on', '--for', '1m', '--remote=true']);
+    expect(on!.values.remote).toBe(true);
+  });
+
   it('repeatable flags collect; other flags given twice are refused', async () => {
     const parsed = await parseCommandLine([
       'tokens',

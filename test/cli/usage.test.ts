@@ -67,6 +67,11 @@ describe('operator commands: a misspelt flag, a bad value or a missing argument 
       () => ['install-mode', 'on', '--for', '1m', '--rol', 'db'],
       /--rol \(did you mean --role\?\)/,
     ],
+    [
+      'install-mode on --remote=yes',
+      () => ['install-mode', 'on', '--for', '1m', '--remote=yes'],
+      /--remote is a switch/,
+    ],
     ['install-mode off --now', () => ['install-mode', 'off', '--now'], /no flag --now/],
     [
       'tokens create --tll',
