@@ -81,8 +81,10 @@ describe('the admin socket is bound under umask 077', () => {
     });
     // A typical interactive umask: the socket must not depend on it.
     const before = process.umask(0o022);
+    let after: number;
     try {
       reg = await startTestRegistrar(t.dir, { adminSocket: socket });
+      after = process.umask(0o022);
     } finally {
       process.umask(before);
       spy.mockRestore();
@@ -91,8 +93,8 @@ describe('the admin socket is bound under umask 077', () => {
     expect((seen[0]! & 0o077).toString(8), 'group/other bits at bind time').toBe('0');
     expect(statSync(socket).mode & 0o777).toBe(0o600);
     expect(statSync(socket).isSocket()).toBe(true);
-    // The registrar's own umask is back as it was (other files keep their modes).
-    expect(process.umask()).toBe(0o022);
+    // The process umask is back as it was (other files keep their modes).
+    expect(after.toString(8)).toBe('22');
   });
 });
 
