@@ -458,4 +458,34 @@ describe('the front door (issue 8)', () => {
     expect(parsed).toEqual({ id: view.id, secret: expect.any(String), ca: (await testCa()).fingerprint });
     expect(JSON.stringify(view)).not.toContain(parsed.secret);
   });
+
+  it('a spoofed advertisement for a taken name never replaces or touches the registered node', async () => {
+    c = await core();
+    const tok = await c.token();
+    const real = node('n1');
+    await c.svc.join(real.request({ token: tok, clock: c.clock }), FAR);
+    const before = await storeState(c.registry);
+    await c.svc.heard({ name: 'n1', role: 'worker', cluster: '', key: 'S'.repeat(43) }, [ON_LINK]);
+    await c.svc.heard({ name: 'n1', role: 'admin', cluster: 'edge', key: real.fp }, ['198.18.0.99']);
+    expect(await storeState(c.registry)).toEqual(before);
+  });
+
+  it('a token proof replayed outside its window, or inside it with another key, name or role, is refused and changes nothing', async () => {
+    c = await core();
+    const tok = await c.token({ uses: 10 });
+    const n = node('n1');
+    const captured = n.request({ token: tok, clock: c.clock });
+    const before = await storeState(c.registry);
+    // Inside the window, with the attacker's own key in the CSR: the HMAC covers the key.
+    const mine = node('n1');
+    expect(await code(c.svc.join({ ...captured, csr: mine.csr }, FAR))).toBe('bad_proof');
+    // Another name or role with the captured proof.
+    const other = node('n2');
+    expect(await code(c.svc.join({ ...captured, name: 'n2', csr: other.csr }, FAR))).toBe('bad_proof');
+    expect(await code(c.svc.join({ ...captured, role: 'admin' }, FAR))).toBe('bad_proof');
+    // The genuine request, replayed after the 5-minute window.
+    c.clock.advance(301_000);
+    expect(await code(c.svc.join(captured, FAR))).toBe('bad_proof');
+    expect(await storeState(c.registry)).toEqual(before);
+  });
 });
