@@ -32,11 +32,16 @@ export interface IndependentBrowser {
 
 let python: string | null | undefined;
 
-/** The python3 that can import zeroconf (Debian's /usr/bin/python3 first), or null. */
+/**
+ * The python3 that can import zeroconf (Debian's /usr/bin/python3 first), or null.
+ * MUSTER_ZEROCONF_PYTHON names another interpreter, or `none` to check the fallback.
+ */
 export function zeroconfPython(): string | null {
   if (python !== undefined) return python;
   python = null;
-  for (const candidate of ['/usr/bin/python3', 'python3']) {
+  const forced = process.env.MUSTER_ZEROCONF_PYTHON;
+  if (forced === 'none') return python;
+  for (const candidate of forced ? [forced] : ['/usr/bin/python3', 'python3']) {
     const r = spawnSync(candidate, ['-c', 'import zeroconf'], { encoding: 'utf8' });
     if (r.status === 0) {
       python = candidate;

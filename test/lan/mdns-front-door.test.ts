@@ -258,7 +258,7 @@ describe.skipIf(gate.skip)('the mDNS side of the front door on a test LAN (issue
       expect(a.ttl).toBeLessThanOrEqual(10);
   });
 
-  it('install mode on, off, and its expiry reach a browser that keeps running (python-zeroconf)', async () => {
+  it('install mode on, off, and its expiry reach a browser that keeps running (python-zeroconf, not ours)', async () => {
     const reg = await startReg(await host(), 'toggle');
     const browser = await startIndependentBrowser(await host(), 'muster');
     browsers.add(browser);
