@@ -42,7 +42,7 @@ import {
 } from './arbitraries.js';
 
 /** Runs per property; fast-check's seed is printed with any counterexample. */
-const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 150);
+const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 100);
 
 let c: Core;
 let api: FastifyInstance;

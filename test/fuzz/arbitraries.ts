@@ -8,6 +8,10 @@
  */
 import fc from 'fast-check';
 
+// Each run draws new inputs (fast-check prints the seed and path of any counterexample);
+// MUSTER_FUZZ_SEED replays one run, MUSTER_FUZZ_RUNS (read by each file) scales the number of inputs.
+if (process.env.MUSTER_FUZZ_SEED) fc.configureGlobal({ seed: Number(process.env.MUSTER_FUZZ_SEED) });
+
 /** JSON text inserted verbatim. */
 export class Raw {
   constructor(readonly text: string) {}

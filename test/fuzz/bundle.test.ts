@@ -27,7 +27,7 @@ import { loadOrCreateCa, type CertificateAuthority } from '../../src/registrar/c
 import { core, node, testCa, type Core } from '../registrar/harness.js';
 import { applyAll, fromPlain, mutation, nastyJson, toJsonText, type Json } from './arbitraries.js';
 
-const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 300);
+const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 200);
 
 let c: Core;
 let dir: string;

@@ -36,7 +36,7 @@ import {
   type Json,
 } from './arbitraries.js';
 
-const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 300);
+const RUNS = Number(process.env.MUSTER_FUZZ_RUNS ?? 200);
 
 let dir: string;
 let file: string;

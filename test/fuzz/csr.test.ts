@@ -17,6 +17,7 @@
 import fc from 'fast-check';
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import './arbitraries.js'; // MUSTER_FUZZ_SEED
 import { children, DerError, readTlv, seq, type Tlv } from '../../src/common/der.js';
 import {
   buildCsr,
