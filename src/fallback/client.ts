@@ -32,6 +32,21 @@ export interface RegistrarInfo {
   version: string;
 }
 
+/** Socket error codes that mean the network failed, whatever the message says. */
+const NETWORK_ERRORS = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+]);
+
 /** Largest answer the client reads (a bundle is a few kB; a CA chain with intermediates, tens). */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -144,7 +159,12 @@ export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (signal?.aborted) return reject(signal.reason);
       if (err instanceof MusterError) return reject(err);
-      const tls = /certificate|self.signed|CERT_|SSL|TLS/i.test(`${err.code ?? ''} ${err.message}`);
+      // A connection that drops (reset, refused, timed out) is the network, even when it drops in the
+      // middle of the TLS handshake ("socket disconnected before secure TLS connection was
+      // established"): unreachable, retried, never a trust failure (exit 5 is not retried).
+      const tls =
+        !NETWORK_ERRORS.has(err.code ?? '') &&
+        /certificate|self.signed|CERT_|SSL|TLS/i.test(`${err.code ?? ''} ${err.message}`);
       reject(
         new MusterError(
           tls ? 'MUSTER_ERR_TLS' : 'MUSTER_ERR_UNREACHABLE',

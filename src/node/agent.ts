@@ -19,13 +19,21 @@ import {
   type ParsedToken,
 } from '../common/proof.js';
 import { buildCsr, certFingerprint, keyFingerprint } from '../common/x509.js';
-import { apiError, RegistrarClient } from '../fallback/client.js';
+import { RegistrarClient } from '../fallback/client.js';
 import { createMdns, nodeTxt, type Mdns, type MdnsOptions } from '../advertiser/index.js';
 import { checkBundle } from './bundle-check.js';
 import { nodeClock } from './clock.js';
-import { discoverRegistrar } from './discovery.js';
+import { discoverRegistrar, type Candidate } from './discovery.js';
 import { hookEnvironment, runHook } from './hook.js';
-import { JoinLoop, type Backoff, type JoinClient, type JoinIo, type RegistrarTarget } from './join-loop.js';
+import {
+  acknowledge,
+  ACK_BUDGET_MS,
+  JoinLoop,
+  type Backoff,
+  type JoinClient,
+  type JoinIo,
+  type RegistrarTarget,
+} from './join-loop.js';
 import { localRegistration, loadOrCreateKey, NodeFiles, serialOf, writeBundle } from './node-files.js';
 
 export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
@@ -36,6 +44,10 @@ export interface JoinOptions {
   name: string;
   role: string;
   cluster: string;
+  /**
+   * The registrar's CA to trust (--ca-fingerprint). A token that carries a CA pins it too; both given
+   * and different is a usage error.
+   */
   caFingerprint?: string;
   stateDir: string;
   onRegistered?: string;
@@ -78,11 +90,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   const clock = o.clock ?? nodeClock;
   const startedAt = clock.now(); // --timeout counts from here: key, mDNS start and all
   const files = new NodeFiles(o.stateDir);
-  try {
-    await ensureDir(o.stateDir, 0o700);
-  } catch (err) {
-    throw new MusterError('MUSTER_ERR_STATE_DIR', `cannot create ${o.stateDir}: ${(err as Error).message}`);
-  }
+  // Usage errors first: nothing is made, written or sent before the options hold together.
   let token: ParsedToken | undefined;
   if (o.token !== undefined) {
     token = parseToken(o.token);
@@ -92,6 +100,13 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
         'the join token is malformed: expected <id>.<secret> as printed by `muster tokens create`',
       );
     }
+  }
+  const pinned = pinOf(o.caFingerprint, token);
+  const pin = pinned?.fp;
+  try {
+    await ensureDir(o.stateDir, 0o700);
+  } catch (err) {
+    throw new MusterError('MUSTER_ERR_STATE_DIR', `cannot create ${o.stateDir}: ${(err as Error).message}`);
   }
 
   const existingKeyPem = await files.read('key');
@@ -107,17 +122,18 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
     // A pin that is not the CA this node holds is a security question, not "already registered": the
     // operator means another registrar (DESIGN "HTTPS API": the pinned CA fingerprint).
     const held = certFingerprint(local.caPem);
-    if (o.caFingerprint !== undefined && held !== o.caFingerprint) {
+    if (pinned && held !== pinned.fp) {
       throw new MusterError(
         'MUSTER_ERR_CA_PIN',
-        `this node is registered with CA ${held} (${files.path('ca')}), not the pinned ${o.caFingerprint}; ` +
+        `this node is registered with CA ${held} (${files.path('ca')}), not the ${pinned.from} ${pinned.fp}; ` +
           `to register it with another registrar, move ${o.stateDir} away first`,
       );
     }
     const result = resultFor('already-registered', files, local.cert, local.bundle);
     if (!(await files.read('acked'))) {
-      // A crash between writing the files and the ack: finish both steps now.
-      await finish(o, files, existingKey!, local.bundle);
+      // The ack failed, or a crash came between writing the files and the ack: finish both steps now.
+      const acked = await ackAgain(o, existingKey!, local.bundle, clock, startedAt);
+      await finish(o, files, local.bundle, acked);
     }
     log.info({ node: o.name, serial: result.serial }, 'already registered');
     return result;
@@ -134,6 +150,12 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   const fp = keyFingerprint(spki);
   const csr = buildCsr(o.name, key);
   const localCaPem = await files.read('ca');
+  let heldCa: string | undefined;
+  try {
+    heldCa = localCaPem ? certFingerprint(localCaPem) : undefined;
+  } catch {
+    heldCa = undefined; // an unreadable ca.crt: the connect step refuses it with a clear message
+  }
   const localBundle = await files.read('bundle');
   let localCluster: string | undefined;
   try {
@@ -155,48 +177,61 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
   let browsing = mdns !== undefined;
 
   const io: JoinIo = {
-    discover: async (signal): Promise<RegistrarTarget | undefined> => {
+    // mDNS candidates are hints (issue 8, hole 4): all of them are returned, each checked by TLS on
+    // connecting and skipped by the loop when it fails; the --registrar URL comes last.
+    discover: async (signal): Promise<RegistrarTarget[]> => {
       const discoveryTimeoutMs = o.discoveryTimeoutMs ?? 5000;
-      if (mdns && browsing) {
-        let found;
-        try {
-          found = await discoverRegistrar({
-            mdns,
-            log,
-            clock,
-            timeoutMs: discoveryTimeoutMs,
-            signal,
-            ...(o.cluster ? { cluster: o.cluster } : {}),
-            ...(o.caFingerprint ? { pin: o.caFingerprint } : {}),
-          });
-        } catch (err) {
-          if (isMusterError(err) || signal.aborted) throw err;
-          // The mDNS stack itself failed (a closed or broken socket): with a URL that is a warning.
-          if (!o.registrarUrl)
-            throw new MusterError('MUSTER_ERR_MDNS', `mDNS browsing failed: ${(err as Error).message}`);
-          log.warn({ err: (err as Error).message }, 'mDNS browsing failed: using --registrar');
-          browsing = false;
-        }
-        if (found) {
-          log.info(
-            { registrar: found.id, url: found.url, ca: found.ca, cluster: found.cluster },
-            'found the registrar by mDNS',
+      const url: RegistrarTarget[] = o.registrarUrl ? [{ url: o.registrarUrl }] : [];
+      if (!mdns || !browsing) return url;
+      let found: Candidate[] = [];
+      try {
+        found = await discoverRegistrar({
+          mdns,
+          log,
+          clock,
+          timeoutMs: discoveryTimeoutMs,
+          signal,
+          ...(o.cluster ? { cluster: o.cluster } : {}),
+          ...(pin ? { pin } : {}),
+          ...(heldCa ? { held: heldCa } : {}),
+        });
+      } catch (err) {
+        if (signal.aborted) throw err;
+        if (isMusterError(err, 'MUSTER_ERR_AMBIGUOUS')) {
+          // Never a silent pick (DESIGN "Discovery"); with a URL to go on with, that is the way.
+          if (!o.registrarUrl) throw err;
+          log.warn(
+            { err: err.message, url: o.registrarUrl },
+            'skipping the registrars found by mDNS: using --registrar',
           );
-          return { url: found.url, advertisedCa: found.ca };
+          return url;
         }
-        if (browsing && o.registrarUrl) {
-          log.info(
-            { url: o.registrarUrl, after: discoveryTimeoutMs },
-            'no registrar found by mDNS: using --registrar',
-          );
-        }
+        if (isMusterError(err)) throw err;
+        // The mDNS stack itself failed (a closed or broken socket): with a URL that is a warning.
+        if (!o.registrarUrl)
+          throw new MusterError('MUSTER_ERR_MDNS', `mDNS browsing failed: ${(err as Error).message}`);
+        log.warn({ err: (err as Error).message }, 'mDNS browsing failed: using --registrar');
+        browsing = false;
+        return url;
       }
-      return o.registrarUrl ? { url: o.registrarUrl } : undefined;
+      for (const c of found) {
+        log.info(
+          { registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster },
+          'found the registrar by mDNS',
+        );
+      }
+      if (found.length === 0 && o.registrarUrl) {
+        log.info(
+          { url: o.registrarUrl, after: discoveryTimeoutMs },
+          'no registrar found by mDNS: using --registrar',
+        );
+      }
+      return [...found.map((c) => ({ url: c.url, advertisedCa: c.ca, discovered: c.id })), ...url];
     },
 
     connect: async (target, signal): Promise<JoinClient> => {
       const client = await RegistrarClient.connect(target.url, {
-        ...(o.caFingerprint ? { pin: o.caFingerprint } : {}),
+        ...(pin ? { pin } : {}),
         ...(localCaPem ? { localCa: localCaPem } : {}),
         ...(target.advertisedCa ? { advertisedCa: target.advertisedCa } : {}),
         signal,
@@ -217,7 +252,15 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
             : 'TRUST ON FIRST USE: neither a pinned CA (--ca-fingerprint) nor a token authenticates this registrar',
         );
       } else {
-        log.info({ registrar: info.id, ca: info.ca, trust }, 'registrar verified');
+        log.info(
+          {
+            registrar: info.id,
+            ca: info.ca,
+            trust,
+            ...(trust === 'pinned' ? { pinnedBy: pinned!.from } : {}),
+          },
+          'registrar verified',
+        );
       }
       return client;
     },
@@ -251,7 +294,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
         sessionCaPem: client.caPem,
         registrarId: client.info.id,
         now: clock.now(),
-        ...(o.caFingerprint ? { pin: o.caFingerprint } : {}),
+        ...(pin ? { pin } : {}),
         ...(localCaPem ? { localCaPem } : {}),
         ...(localCluster ? { localCluster } : {}),
         ...(token ? { tokenSecret: token.secret } : {}),
@@ -274,7 +317,9 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
       );
     },
 
-    finish: (bundle, client) => finish(o, files, key, bundle, client),
+    ack: (bundle) => ackRequest(key, bundle, clock),
+
+    finish: (bundle, acked) => finish(o, files, bundle, acked),
   };
 
   try {
@@ -339,44 +384,81 @@ async function startNodeMdns(o: JoinOptions, fp: string, log: Logger): Promise<M
   }
 }
 
-/**
- * Acknowledge (the record becomes active), then run the hook; `acknowledged` marks both done. A failed
- * ack is retried by the next run; the hook runs anyway, the credentials being valid and written.
- */
-async function finish(
-  o: JoinOptions,
-  files: NodeFiles,
-  key: KeyObject,
-  bundle: Bundle,
-  client?: JoinClient,
-): Promise<void> {
-  const cert = new X509Certificate(bundle.certificate);
-  const serial = serialOf(cert);
-  const clock = o.clock ?? nodeClock;
-  let own: JoinClient | undefined = client;
-  let acked = false;
-  try {
-    own ??= await RegistrarClient.connect(bundle.registrar.url, { localCa: bundle.ca });
-    const ts = Math.floor(clock.now() / 1000);
-    const sig = signNode(key, nodeSignedPayload('ack', bundle.node, serial, ts));
-    const res = await own.call('POST', `/v1/join/${bundle.node}/ack`, {
+/** The CA pin in force and where it came from; both given and different is a usage error. */
+function pinOf(
+  flag: string | undefined,
+  token: ParsedToken | undefined,
+): { fp: string; from: string } | undefined {
+  if (flag !== undefined && token?.ca !== undefined && flag !== token.ca) {
+    throw new MusterError(
+      'MUSTER_ERR_USAGE',
+      `the join token pins CA ${token.ca} but --ca-fingerprint is ${flag}: give one of them, or both the same`,
+    );
+  }
+  if (flag !== undefined) return { fp: flag, from: 'pinned (--ca-fingerprint)' };
+  // After kubeadm's discovery hash: the token that admits the node also names the registrar it trusts.
+  if (token?.ca !== undefined) return { fp: token.ca, from: 'pinned (by the join token)' };
+  return undefined;
+}
+
+/** POST /v1/join/:name/ack, signed with the node key over ('ack', name, serial, ts). */
+function ackRequest(key: KeyObject, bundle: Bundle, clock: Clock): { path: string; body: unknown } {
+  const serial = serialOf(new X509Certificate(bundle.certificate));
+  const ts = Math.floor(clock.now() / 1000);
+  return {
+    path: `/v1/join/${bundle.node}/ack`,
+    body: {
       key: keyFingerprint(createPublicKey(key)),
       serial,
       ts,
-      sig,
+      sig: signNode(key, nodeSignedPayload('ack', bundle.node, serial, ts)),
+    },
+  };
+}
+
+/**
+ * A registered node whose ack did not go through (a registrar down, or a crash before it): ack now, at
+ * the registrar of its bundle, trusted by the CA the node holds; retried as in the join loop.
+ */
+async function ackAgain(
+  o: JoinOptions,
+  key: KeyObject,
+  bundle: Bundle,
+  clock: Clock,
+  startedAt: number,
+): Promise<boolean> {
+  let client: RegistrarClient | undefined;
+  const left = o.timeoutMs === undefined ? Infinity : startedAt + o.timeoutMs - clock.now();
+  try {
+    return await acknowledge({
+      send: async (timeoutMs, signal) => {
+        client ??= await RegistrarClient.connect(bundle.registrar.url, {
+          localCa: bundle.ca,
+          timeoutMs,
+          ...(signal ? { signal } : {}),
+        });
+        const { path, body } = ackRequest(key, bundle, clock);
+        return client.call('POST', path, body, timeoutMs, signal);
+      },
+      clock,
+      random: o.random ?? Math.random,
+      log: o.log,
+      logFields: { node: bundle.node },
+      budgetMs: Math.max(0, Math.min(ACK_BUDGET_MS, left)),
+      ...(o.backoff ? { backoff: o.backoff } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
     });
-    if (res.status !== 204) throw apiError(res);
-    acked = true;
-    o.log.info({ node: bundle.node, serial }, 'acknowledged');
-  } catch (err) {
-    // The credentials are valid and written; the next run retries the ack.
-    o.log.warn(
-      { err: (err as Error).message },
-      'could not acknowledge the credentials; will retry on the next run',
-    );
   } finally {
-    if (own !== client) own?.close();
+    client?.close();
   }
+}
+
+/**
+ * Runs the hook once the credentials are written (acknowledged or not: they are valid); the
+ * `acknowledged` file marks both done, so a run whose ack failed is finished by the next run.
+ */
+async function finish(o: JoinOptions, files: NodeFiles, bundle: Bundle, acked: boolean): Promise<void> {
+  const clock = o.clock ?? nodeClock;
   if (o.onRegistered) {
     await runHook(o.onRegistered, hookEnvironment(process.env, files, bundle));
     o.log.info({ node: bundle.node }, 'on-registered command done');

@@ -1,7 +1,11 @@
 /**
  * A node finds its registrar on the LAN (DESIGN "Discovery"): browse `_muster._tcp`, keep the
- * advertisements that validate, match the wanted cluster and the pinned CA; several candidates with
- * different CAs and nothing pinned is an error that lists them, never a silent pick.
+ * advertisements that validate, match the wanted cluster and the CA the node trusts (its pin, or the
+ * CA it holds from an earlier registration); several candidates with different CAs and nothing pinned
+ * is an error that lists them, never a silent pick.
+ *
+ * What it returns are hints (issue 8, hole 4): anyone on the link can advertise anything, so the
+ * caller tries each candidate, checks it by TLS against the CA, and skips one that fails.
  */
 import { validateRegistrarTxt, type Discovered, type Mdns } from '../advertiser/index.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
@@ -23,7 +27,13 @@ export interface DiscoverOptions {
   mdns: Mdns;
   log: Logger;
   cluster?: string;
+  /** The CA fingerprint the operator pinned (--ca-fingerprint, or the join token's). */
   pin?: string;
+  /**
+   * The CA this node holds from an earlier registration (its ca.crt), used like a pin when there is
+   * none: after its first registration a node keeps its CA and refuses any other (README).
+   */
+  held?: string;
   timeoutMs: number;
   /**
    * After the first match, how long to listen for others before deciding (ambiguity check). Responders
@@ -34,6 +44,9 @@ export interface DiscoverOptions {
   /** Time for the timeout and the settle delay (default: the real clock). */
   clock?: Clock;
 }
+
+/** Candidates named in the ambiguity message at most. */
+const MAX_LISTED = 8;
 
 function toCandidate(s: Discovered): Candidate | { reason: string } {
   const v = validateRegistrarTxt(s.txt);
@@ -52,10 +65,12 @@ function toCandidate(s: Discovered): Candidate | { reason: string } {
 }
 
 /**
- * Resolves with the registrar to use, or undefined when none matched within the timeout. Throws
- * MUSTER_ERR_AMBIGUOUS when registrars with different CAs match and no CA is pinned.
+ * Resolves with the matching registrars in the order they were heard (empty when none matched within
+ * the timeout), all advertising one CA. Throws MUSTER_ERR_AMBIGUOUS when registrars with different CAs
+ * match and no CA is pinned or held: the caller logs it and tries again later (DESIGN "Discovery":
+ * never a silent pick; issue 8: never a reason to stop either).
  */
-export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undefined> {
+export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
   return new Promise((resolve, reject) => {
     const found = new Map<string, Candidate>();
     const ignored = new Set<string>();
@@ -68,11 +83,16 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
       o.signal?.removeEventListener('abort', onAbort);
       fn();
     };
+    const trusted = o.pin ?? o.held;
     const decide = (): void => {
       const list = [...found.values()];
       const cas = new Set(list.map((c) => c.ca));
-      if (cas.size > 1 && !o.pin) {
-        const lines = list.map((c) => `${c.id} at ${c.url} (cluster ${c.cluster}, CA ${c.ca})`).join('; ');
+      if (cas.size > 1 && !trusted) {
+        // Bounded: the list comes from packets anyone can send.
+        const shown = list.slice(0, MAX_LISTED);
+        const lines =
+          shown.map((c) => `${c.id} at ${c.url} (cluster ${c.cluster}, CA ${c.ca})`).join('; ') +
+          (list.length > shown.length ? `; and ${list.length - shown.length} more` : '');
         return finish(() =>
           reject(
             new MusterError(
@@ -83,7 +103,7 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
           ),
         );
       }
-      finish(() => resolve(list[0]));
+      finish(() => resolve(list));
     };
     const seen = (s: Discovered): void => {
       const c = toCandidate(s);
@@ -102,22 +122,29 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate | undef
         ignored.add(c.id);
         return;
       }
-      if (o.pin && c.ca !== o.pin) {
-        if (!ignored.has(c.id))
-          o.log.info({ registrar: c.id, ca: c.ca }, 'ignoring a registrar whose CA is not the pinned one');
+      if (trusted && c.ca !== trusted) {
+        if (!ignored.has(c.id)) {
+          if (o.pin)
+            o.log.info({ registrar: c.id, ca: c.ca }, 'ignoring a registrar whose CA is not the pinned one');
+          else
+            o.log.warn(
+              { registrar: c.id, ca: c.ca, held: o.held },
+              'ignoring a registrar whose CA is not the one this node holds from an earlier registration ' +
+                '(to register with another registrar, move the state directory away first)',
+            );
+        }
         ignored.add(c.id);
         return;
       }
-      found.set(c.id, c);
+      // Keyed by id and address: a forged advertisement that reuses a registrar's id must not push
+      // the real one out of the list (both are tried; TLS tells them apart).
+      found.set(`${c.id} ${c.url}`, c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
       settleTimer ??= clock.setTimeout(decide, o.settleMs ?? 150);
     };
     const onAbort = (): void => finish(() => reject(o.signal!.reason));
     o.signal?.addEventListener('abort', onAbort, { once: true });
-    const deadline = clock.setTimeout(
-      () => (found.size ? decide() : finish(() => resolve(undefined))),
-      o.timeoutMs,
-    );
+    const deadline = clock.setTimeout(() => (found.size ? decide() : finish(() => resolve([]))), o.timeoutMs);
     let browser: ReturnType<Mdns['browse']>;
     try {
       browser = o.mdns.browse('muster', { up: seen, update: seen });

@@ -3,9 +3,9 @@
  * validate, write, acknowledge, run the hook) as a small state machine:
  *
  *   discover ─▶ connect ─▶ request ─▶ wait ◀──┐     (POST /v1/join, then GET /v1/join/:name long polls)
- *       ▲          │          │   202 │  202 ─┘
- *       │          ▼          ▼       ▼
- *       └──────── pause ◀── (errors)  validate ─▶ write ─▶ finish (ack, hook) ─▶ done
+ *       ▲        │  ▲ │       │   202 │  202 ─┘
+ *       │  skip  └──┘ ▼       ▼       ▼
+ *       └──────── pause ◀── (errors)  validate ─▶ write ─▶ ack ─▶ finish (hook) ─▶ done
  *
  * Everything outside the decisions comes in through narrow interfaces (CONVENTIONS 2): the clock and
  * `random()` for back-off, `JoinIo` for discovery, the HTTPS client, the bundle checks and the files.
@@ -16,14 +16,23 @@
  * - an unreachable registrar, one that is busy, rate limiting, closed for now, or failing: wait with
  *   full jitter (a herd of nodes never retries in step), or Retry-After plus up to 20 % (at most 5 s)
  *   when the registrar gave it; an unreachable one is forgotten and looked for again;
+ * - registrars found by mDNS are hints (issue 8, hole 4: anyone on the link can advertise anything):
+ *   one that fails its check (TLS, CA, cluster, unreachable) is skipped for the next candidate, and
+ *   when none is left the node backs off and looks again; so is an ambiguity (registrars with
+ *   different CAs and nothing pinned). Only a mismatch from the --registrar URL ends the run (exit 5);
  * - 202 pending goes straight to the long poll; only a 202 that came back quickly (a registrar that did
  *   not hold the poll) makes the node pause, as long as it asks;
  * - 404 during the long poll: the registrar forgot the node (a restored store), so it asks again;
- * - anything else (refused, name taken, a CA or bundle mismatch) ends the run: retrying cannot fix it.
+ * - 409 for a name whose holder only waits (pending): asked again with back-off, as a token or install
+ *   mode admits this node over it, or the operator rejects the other (issue 8, hole 2);
+ * - 401 bad_signature on the long poll (the node clock, most often): logged as such, retried;
+ * - anything else (refused, name taken by an admitted node, a CA or bundle mismatch) ends the run:
+ *   retrying cannot fix it.
  *
  * The --timeout deadline bounds the whole run up to the written credentials: a long poll never asks
  * the registrar to hold it past the deadline, and whatever is in flight at the deadline is aborted
- * with MUSTER_ERR_TIMEOUT.
+ * with MUSTER_ERR_TIMEOUT. The acknowledgement is then retried for up to ACK_BUDGET_MS, never past the
+ * deadline; if it still fails, the run ends well (the credentials are valid) and the next run acks.
  */
 import type { Clock } from '../common/clock.js';
 import { isMusterError, MusterError, type ErrorCode } from '../common/errors.js';
@@ -58,12 +67,21 @@ export interface JoinClient {
 export interface RegistrarTarget {
   url: string;
   advertisedCa?: string;
+  /**
+   * Set when mDNS found it (the registrar id it advertised): a hint, which the loop skips when it
+   * fails its checks. Unset for the --registrar URL, whose mismatch ends the run.
+   */
+  discovered?: string;
 }
 
 /** The I/O the loop drives; agent.ts wires the real ones, tests pass fakes. */
 export interface JoinIo {
-  /** mDNS first when it is on, else --registrar; undefined when neither gives a registrar yet. */
-  discover(signal: AbortSignal): Promise<RegistrarTarget | undefined>;
+  /**
+   * The registrars to try, in order: those mDNS found (hints), then the --registrar URL; empty when
+   * neither gives one yet. Throws MUSTER_ERR_AMBIGUOUS when mDNS found registrars with different CAs
+   * and nothing pinned them (and no URL is set): the loop logs it and looks again later.
+   */
+  discover(signal: AbortSignal): Promise<RegistrarTarget[]>;
   /** Connects and verifies the registrar (pin, local CA, TLS name, wanted cluster). */
   connect(target: RegistrarTarget, signal: AbortSignal): Promise<JoinClient>;
   /** The body of POST /v1/join, made per attempt (a token proof carries the time). */
@@ -73,8 +91,10 @@ export interface JoinIo {
   /** Checks all of the bundle (bundle-check.ts); throws MUSTER_ERR_BUNDLE and nothing is written. */
   validate(body: unknown, client: JoinClient): Bundle;
   write(bundle: Bundle): Promise<void>;
-  /** Acknowledges, then runs the hook (agent.ts `finish`). */
-  finish(bundle: Bundle, client: JoinClient): Promise<void>;
+  /** POST path and body of the acknowledgement, signed per attempt (the signature covers the time). */
+  ack(bundle: Bundle): { path: string; body: unknown };
+  /** Runs the hook, and records the run as complete when the registrar took the ack (agent.ts). */
+  finish(bundle: Bundle, acked: boolean): Promise<void>;
 }
 
 export interface Backoff {
@@ -93,10 +113,17 @@ export const QUICK_POLL_MS = 1000;
 export const QUICK_POLL_PAUSE_MS = 5000;
 /** No retry sooner than this (full jitter can draw 0). */
 export const MIN_RETRY_MS = 100;
+/**
+ * How long a failed acknowledgement is retried within the run (never past --timeout), and in how many
+ * attempts at most. Under a oneshot unit "the next run" is the next boot, so a registrar that is
+ * briefly down or busy must not leave the record `issued` until then.
+ */
+export const ACK_BUDGET_MS = 60_000;
+export const ACK_MAX_ATTEMPTS = 6;
 
 export type JoinState =
   | { kind: 'discover' }
-  | { kind: 'connect'; target: RegistrarTarget }
+  | { kind: 'connect'; target: RegistrarTarget; rest: RegistrarTarget[] }
   | { kind: 'request' }
   | { kind: 'wait' }
   | {
@@ -107,7 +134,8 @@ export type JoinState =
     }
   | { kind: 'validate'; body: unknown }
   | { kind: 'write'; bundle: Bundle }
-  | { kind: 'finish'; bundle: Bundle }
+  | { kind: 'ack'; bundle: Bundle }
+  | { kind: 'finish'; bundle: Bundle; acked: boolean }
   | { kind: 'done'; bundle: Bundle };
 
 export interface JoinLoopOptions {
@@ -131,15 +159,22 @@ export interface JoinLoopOptions {
 
 // ---- decisions (pure) -------------------------------------------------------------------------------
 
-/** Errors worth retrying: the registrar is unreachable, busy, rate limiting, closed for now, or failing. */
+/**
+ * Errors worth retrying: the registrar is unreachable, busy, rate limiting, closed for now, or failing;
+ * mDNS found no usable registrar (none, or an ambiguity: DESIGN "Discovery" forbids a silent pick, and
+ * issue 8 forbids a forged packet to stop a boot job); the long poll's signature was refused (the
+ * node clock, which NTP may set right at any moment).
+ */
 const RETRYABLE: readonly ErrorCode[] = [
   'MUSTER_ERR_UNREACHABLE',
   'MUSTER_ERR_NO_REGISTRAR',
+  'MUSTER_ERR_AMBIGUOUS',
   'busy',
   'rate_limited',
   'closed',
   'internal',
   'not_found',
+  'bad_signature',
 ];
 
 export function retryable(err: unknown): boolean {
@@ -151,11 +186,20 @@ export function forgetsRegistrar(err: unknown): boolean {
   return isMusterError(err, 'MUSTER_ERR_UNREACHABLE') || isMusterError(err, 'MUSTER_ERR_NO_REGISTRAR');
 }
 
+/**
+ * A registrar found by mDNS that fails a TLS or CA check is one that anyone on the link can fake: it
+ * is forgotten and looked for again, never a reason to end the run (issue 8, hole 4).
+ */
+export function failsTrust(err: unknown): boolean {
+  return isMusterError(err, 'MUSTER_ERR_TLS') || isMusterError(err, 'MUSTER_ERR_CA_PIN');
+}
+
 /** The API codes the node acts on; any other code a registrar sends counts as `internal` (retried). */
 export const UNDERSTOOD_CODES: readonly ErrorCode[] = [
   'rejected',
   'removed',
   'bad_proof',
+  'bad_signature',
   'token_scope',
   'wrong_cluster',
   'invalid_csr',
@@ -167,6 +211,31 @@ export const UNDERSTOOD_CODES: readonly ErrorCode[] = [
   'closed',
   'busy',
   'rate_limited',
+];
+
+/** The answers to an acknowledgement the node tells apart; anything else counts as `internal`. */
+export const ACK_CODES: readonly ErrorCode[] = [
+  'bad_request',
+  'bad_signature',
+  'not_found',
+  'invalid_state',
+  'rejected',
+  'removed',
+  'busy',
+  'rate_limited',
+];
+
+/**
+ * Acknowledgements worth trying again within the run: the registrar unreachable, busy, failing, or
+ * refusing the signature (a node clock that NTP has not set yet). A refusal that names the record
+ * (not found, removed, not in a state to ack) would only be refused again.
+ */
+const ACK_RETRYABLE: readonly ErrorCode[] = [
+  'MUSTER_ERR_UNREACHABLE',
+  'busy',
+  'rate_limited',
+  'internal',
+  'bad_signature',
 ];
 
 /**
@@ -197,6 +266,90 @@ export function isQuickPoll(waitS: number, elapsedMs: number): boolean {
   return waitS === 0 || elapsedMs < QUICK_POLL_MS;
 }
 
+/** The difference between this node's clock and the HTTP Date of an answer, in seconds (rounded). */
+export function clockSkewS(res: HttpResult, now: number): number | undefined {
+  const h = res.headers['date'];
+  const date = Date.parse(Array.isArray(h) ? (h[0] ?? '') : (h ?? ''));
+  return Number.isFinite(date) ? Math.round((now - date) / 1000) : undefined;
+}
+
+// ---- the acknowledgement ------------------------------------------------------------------------------
+
+export interface AckOptions {
+  /** Sends one acknowledgement (a fresh signature each time) and returns the registrar's answer. */
+  send(timeoutMs: number, signal: AbortSignal | undefined): Promise<HttpResult>;
+  clock: Clock;
+  random: () => number;
+  log: Logger;
+  logFields?: Record<string, unknown>;
+  /** Retries stop when the next one would start later than this from now (the first is always made). */
+  budgetMs: number;
+  backoff?: Backoff;
+  /** SIGTERM: no more retries (the credentials are valid and written; the next run acks). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Acknowledges the credentials (the record becomes `active`), retrying within `budgetMs` and at most
+ * ACK_MAX_ATTEMPTS times. Resolves true once the registrar took it, false when it gave up: the
+ * credentials are valid and written either way, and the next run acknowledges them.
+ */
+export async function acknowledge(o: AckOptions): Promise<boolean> {
+  const until = o.clock.now() + Math.max(0, o.budgetMs);
+  const backoff = o.backoff ?? DEFAULT_BACKOFF;
+  for (let attempt = 0; ; attempt++) {
+    let err: unknown;
+    let hint: number | undefined;
+    try {
+      const timeoutMs =
+        attempt === 0 ? REQUEST_SLACK_MS : Math.max(1, Math.min(REQUEST_SLACK_MS, until - o.clock.now()));
+      const res = await o.send(timeoutMs, o.signal);
+      if (res.status === 204) {
+        o.log.info({ ...o.logFields, attempts: attempt + 1 }, 'acknowledged');
+        return true;
+      }
+      err = apiError(res, ACK_CODES);
+      hint = retryAfterMs(res);
+    } catch (e) {
+      err = e;
+    }
+    const fields = {
+      ...o.logFields,
+      err: (err as Error).message,
+      code: isMusterError(err) ? err.code : undefined,
+      attempts: attempt + 1,
+    };
+    if (o.signal?.aborted) {
+      o.log.warn(fields, 'stopped before the registrar took the acknowledgement; the next run sends it');
+      return false;
+    }
+    const again = isMusterError(err) && ACK_RETRYABLE.includes(err.code);
+    const ms =
+      hint !== undefined ? retryAfterDelay(hint, o.random) : backoffDelay(attempt, backoff, o.random);
+    if (!again) {
+      o.log.warn(
+        fields,
+        'the registrar refused the acknowledgement; the credentials are valid and written (see muster nodes show on the registrar)',
+      );
+      return false;
+    }
+    if (attempt + 1 >= ACK_MAX_ATTEMPTS || o.clock.now() + ms > until) {
+      o.log.warn(
+        fields,
+        'could not acknowledge the credentials (they are valid and written); giving up for this run: the next run of muster join acknowledges them',
+      );
+      return false;
+    }
+    o.log.warn({ ...fields, retryInMs: Math.round(ms) }, 'could not acknowledge the credentials; retrying');
+    try {
+      await sleep(o.clock, ms, o.signal);
+    } catch {
+      o.log.warn(fields, 'stopped before the registrar took the acknowledgement; the next run sends it');
+      return false;
+    }
+  }
+}
+
 // ---- the loop -----------------------------------------------------------------------------------------
 
 export class JoinLoop {
@@ -206,6 +359,8 @@ export class JoinLoop {
   private readonly waitS: number;
   private readonly backoff: Backoff;
   private client: JoinClient | undefined;
+  /** What `client` is connected to. */
+  private target: RegistrarTarget | undefined;
   /** Failures since the last progress (a 202), for the back-off. */
   private attempt = 0;
   /** The registrar knows this node: go on with long polls rather than asking again. */
@@ -245,10 +400,10 @@ export class JoinLoop {
         this.o.observe?.(state);
         if (state.kind === 'done') return state.bundle;
         if (state.kind === 'validate') {
-          // The credentials arrived: what is left is local (checks, files) and the ack, which has its
-          // own timeout and may fail without harm (the next run repeats it).
+          // The credentials arrived: what is left is local (checks, files) and the ack, which is
+          // bounded on its own (ACK_BUDGET_MS, never past the deadline) and may fail without harm.
           stopDeadline();
-        } else if (state.kind !== 'write' && state.kind !== 'finish') {
+        } else if (state.kind !== 'write' && state.kind !== 'ack' && state.kind !== 'finish') {
           if (ctl.signal.aborted) throw ctl.signal.reason;
           if (this.clock.now() >= this.deadline) throw this.timeoutError();
         }
@@ -282,6 +437,8 @@ export class JoinLoop {
         try {
           return await this.exchange(state, signal);
         } catch (err) {
+          if (state.kind === 'connect' && state.target.discovered !== undefined && !signal.aborted)
+            return this.skip(state, err);
           return this.failed(err, undefined);
         }
       case 'pause':
@@ -291,32 +448,50 @@ export class JoinLoop {
         return { kind: 'write', bundle: this.io.validate(state.body, this.client!) };
       case 'write':
         await this.io.write(state.bundle);
-        return { kind: 'finish', bundle: state.bundle };
+        return { kind: 'ack', bundle: state.bundle };
+      case 'ack': {
+        const client = this.client!;
+        const acked = await acknowledge({
+          send: (timeoutMs, s) => {
+            const { path, body } = this.io.ack(state.bundle);
+            return client.call('POST', path, body, timeoutMs, s);
+          },
+          clock: this.clock,
+          random: this.o.random,
+          log: this.log,
+          ...(this.o.logFields ? { logFields: this.o.logFields } : {}),
+          budgetMs: Math.min(ACK_BUDGET_MS, this.left()),
+          backoff: this.backoff,
+          signal,
+        });
+        return { kind: 'finish', bundle: state.bundle, acked };
+      }
       case 'finish':
-        await this.io.finish(state.bundle, this.client!);
+        await this.io.finish(state.bundle, state.acked);
         return { kind: 'done', bundle: state.bundle };
       case 'done':
         return state;
     }
   }
 
-  /** The network steps; an error thrown here goes to `failed`. */
+  /** The network steps; an error thrown here goes to `skip` or `failed`. */
   private async exchange(
     state: Extract<JoinState, { kind: 'discover' | 'connect' | 'request' | 'wait' }>,
     signal: AbortSignal,
   ): Promise<JoinState> {
     if (state.kind === 'discover') {
-      const target = await this.io.discover(signal);
-      if (!target) {
+      const [first, ...rest] = await this.io.discover(signal);
+      if (!first) {
         throw new MusterError(
           'MUSTER_ERR_NO_REGISTRAR',
           'no registrar found on the LAN by mDNS yet, and no --registrar URL is set',
         );
       }
-      return { kind: 'connect', target };
+      return { kind: 'connect', target: first, rest };
     }
     if (state.kind === 'connect') {
       this.client = await this.io.connect(state.target, signal);
+      this.target = state.target;
       return { kind: this.waiting ? 'wait' : 'request' };
     }
     const client = this.client!;
@@ -363,18 +538,71 @@ export class JoinLoop {
       return { kind: 'request' };
     }
     if (err.code === 'name_taken') {
-      const holder = (res.body as { holder?: { key?: string } } | undefined)?.holder?.key;
-      this.log.error({ ...this.o.logFields, holder }, err.message);
+      const holder = (res.body as { holder?: { key?: unknown; state?: unknown } } | undefined)?.holder;
+      if (holder?.state === 'pending') {
+        // Only a claim (issue 8, hole 2: anyone can make one with a throwaway key): the registrar lets
+        // a token or install mode on the link admit this node over it, and the operator may reject it.
+        this.log.warn(
+          { ...this.o.logFields, holder: holder.key, holderState: holder.state, reason: err.message },
+          'the name is claimed by another key that only waits for approval: asking again',
+        );
+        return this.failed(err, retryAfterMs(res), true);
+      }
+      this.log.error({ ...this.o.logFields, holder: holder?.key, holderState: holder?.state }, err.message);
+    }
+    if (err.code === 'bad_signature') {
+      const skewS = clockSkewS(res, this.clock.now());
+      this.log.error(
+        {
+          ...this.o.logFields,
+          asked: asked === 'wait' ? 'long poll' : 'join request',
+          reason: err.message,
+          nodeTime: new Date(this.clock.now()).toISOString(),
+          ...(skewS !== undefined ? { clockSkewS: skewS } : {}),
+        },
+        `the registrar refused this node's signature on the ${asked === 'wait' ? 'long poll' : 'join request'}: ` +
+          "check this node's clock (a signature is valid for 5 minutes around the registrar's clock; " +
+          'NTP: timedatectl); retrying',
+      );
     }
     return this.failed(err, retryAfterMs(res));
   }
 
-  /** A failed step: pause and retry, or end the run. */
-  private failed(err: unknown, retryAfter: number | undefined): JoinState {
-    if (!retryable(err)) throw err;
-    if (forgetsRegistrar(err)) {
+  /**
+   * A registrar found by mDNS failed its check on connecting (TLS, CA, cluster, or unreachable): it is
+   * a hint that did not hold (issue 8, hole 4). Try the next candidate; when none is left, back off
+   * and look again. Never a reason to end the run.
+   */
+  private skip(state: Extract<JoinState, { kind: 'connect' }>, err: unknown): JoinState {
+    this.log.warn(
+      {
+        ...this.o.logFields,
+        registrar: state.target.discovered,
+        url: state.target.url,
+        advertisedCa: state.target.advertisedCa,
+        code: isMusterError(err) ? err.code : undefined,
+        err: (err as Error).message,
+      },
+      'skipping a registrar found by mDNS: it failed its check (an advertisement is only a hint)',
+    );
+    const [next, ...rest] = state.rest;
+    if (next) return { kind: 'connect', target: next, rest };
+    const ms = backoffDelay(this.attempt++, this.backoff, this.o.random);
+    this.log.warn(
+      { ...this.o.logFields, retryInMs: Math.round(ms) },
+      'no registrar found by mDNS passed its checks; looking again',
+    );
+    return { kind: 'pause', ms, why: 'backoff', then: 'discover' };
+  }
+
+  /** A failed step: pause and retry, or end the run. `retry` forces a retry (a pending name holder). */
+  private failed(err: unknown, retryAfter: number | undefined, retry = false): JoinState {
+    const lostHint = this.target?.discovered !== undefined && failsTrust(err);
+    if (!retry && !lostHint && !retryable(err)) throw err;
+    if (forgetsRegistrar(err) || lostHint) {
       this.client?.close();
       this.client = undefined;
+      this.target = undefined;
     }
     const ms =
       retryAfter !== undefined
@@ -382,8 +610,10 @@ export class JoinLoop {
         : backoffDelay(this.attempt, this.backoff, this.o.random);
     this.attempt++;
     this.log.warn(
-      { err: (err as Error).message, retryInMs: Math.round(ms) },
-      'join attempt failed; retrying',
+      { ...this.o.logFields, err: (err as Error).message, retryInMs: Math.round(ms) },
+      isMusterError(err, 'MUSTER_ERR_AMBIGUOUS')
+        ? 'skipping the registrars found by mDNS: several with different CAs and none pinned; looking again'
+        : 'join attempt failed; retrying',
     );
     return {
       kind: 'pause',

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { isMusterError, MusterError } from '../../src/common/errors.js';
@@ -109,6 +110,22 @@ describe('httpsJson', () => {
     expect((bad as Error).message).toMatch(/malformed JSON/);
     const closed = await rejection(httpsJson('https://127.0.0.1:1/', { insecure: true }));
     expect(isMusterError(closed, 'MUSTER_ERR_UNREACHABLE')).toBe(true);
+  });
+
+  it('a connection reset during the TLS handshake is the network (MUSTER_ERR_UNREACHABLE), not a trust failure', async () => {
+    // A registrar restarting, or anything on the path, can drop a connection before TLS is set up;
+    // Node then says "socket disconnected before secure TLS connection was established". Taken for a
+    // TLS mismatch, that ended `muster join` with exit 5, which its unit never retries.
+    const dropper = net.createServer((s) => s.destroy());
+    await new Promise<void>((r) => dropper.listen(0, '127.0.0.1', r));
+    try {
+      const url = `https://127.0.0.1:${(dropper.address() as AddressInfo).port}/`;
+      const err = await rejection(httpsJson(url, { ca: certPem }));
+      expect((err as Error).message).toMatch(/disconnected|reset|hang up/i);
+      expect(isMusterError(err, 'MUSTER_ERR_UNREACHABLE'), String(err)).toBe(true);
+    } finally {
+      await new Promise((r) => dropper.close(r));
+    }
   });
 
   it("rejects with the caller's own reason when its signal aborts, and fails an idle request after timeoutMs", async () => {

@@ -11,6 +11,8 @@ import { memoryLogger } from '../../src/common/log.js';
 import type { Bundle } from '../../src/common/proof.js';
 import type { HttpResult } from '../../src/fallback/client.js';
 import {
+  ACK_BUDGET_MS,
+  ACK_MAX_ATTEMPTS,
   backoffDelay,
   JoinLoop,
   MIN_RETRY_MS,
@@ -20,6 +22,7 @@ import {
   type JoinIo,
   type JoinLoopOptions,
   type JoinState,
+  type RegistrarTarget,
 } from '../../src/node/join-loop.js';
 
 /** A ManualClock that can say when its next timer is due, so a test can run "until idle". */
@@ -73,12 +76,21 @@ const BUNDLE = { v: 1, node: 'n1' } as unknown as Bundle;
  */
 function harness(
   answer: (c: Call, n: number) => Reply,
-  over: Partial<JoinLoopOptions> & { connect?: () => MusterError | undefined } = {},
+  over: Partial<JoinLoopOptions> & {
+    /** What each discovery finds (default: the --registrar URL alone), or the error it throws. */
+    discover?: (n: number) => RegistrarTarget[] | MusterError;
+    connect?: (target: RegistrarTarget) => MusterError | undefined;
+    /** The answer to each acknowledgement (default 204). */
+    ack?: (n: number) => Reply;
+  } = {},
 ) {
   const clock = new SteppingClock(0);
   const calls: Call[] = [];
+  const acks: Call[] = [];
   const states: JoinState[] = [];
   const done: string[] = [];
+  const connected: string[] = [];
+  let acked: boolean | undefined;
   let discovers = 0;
   let connects = 0;
   const logs = memoryLogger('node');
@@ -89,8 +101,9 @@ function harness(
     trust: 'pinned',
     call(method, path, _body, timeoutMs, signal) {
       const c: Call = { at: clock.now(), method, path, timeoutMs };
-      calls.push(c);
-      const r = answer(c, calls.length);
+      if (path.endsWith('/ack')) acks.push(c);
+      else calls.push(c);
+      const r = path.endsWith('/ack') ? (over.ack?.(acks.length) ?? reply(204)) : answer(c, calls.length);
       if (r instanceof MusterError) return Promise.reject(r);
       if (r !== 'hold') return Promise.resolve(r);
       const wait = Number(new URL(path, 'https://x').searchParams.get('wait'));
@@ -107,11 +120,14 @@ function harness(
   const io: JoinIo = {
     discover: async () => {
       discovers++;
-      return { url: 'https://registrar.test:8443' };
+      const found = over.discover?.(discovers) ?? [{ url: 'https://registrar.test:8443' }];
+      if (found instanceof MusterError) throw found;
+      return found;
     },
-    connect: async () => {
+    connect: async (target) => {
       connects++;
-      const err = over.connect?.();
+      connected.push(target.url);
+      const err = over.connect?.(target);
       if (err) throw err;
       return client;
     },
@@ -123,7 +139,11 @@ function harness(
       return body as Bundle;
     },
     write: async () => void done.push('write'),
-    finish: async () => void done.push('finish'),
+    ack: (b) => ({ path: `/v1/join/${b.node}/ack`, body: { sig: 'test' } }),
+    finish: async (_b, a) => {
+      done.push('finish');
+      acked = a;
+    },
   };
   const random = over.random ?? (() => 0.5);
   const loop = new JoinLoop({
@@ -154,8 +174,11 @@ function harness(
   return {
     clock,
     calls,
+    acks,
     states,
     done,
+    connected,
+    acked: () => acked,
     logs,
     drive,
     running,
@@ -260,9 +283,12 @@ describe('the join loop', () => {
       'wait',
       'validate',
       'write',
+      'ack',
       'finish',
       'done',
     ]);
+    expect(h.acks).toHaveLength(1);
+    expect(h.acked()).toBe(true);
   });
 
   it('polls again at once after a held long poll, but pauses after a quick 202 as the registrar asks', async () => {
@@ -380,5 +406,240 @@ describe('the join loop', () => {
     expect((h.result() as { err: Error }).err.message).toBe('stopped by SIGTERM');
     expect(h.clock.now()).toBe(0);
     expect(h.clock.next()).toBeUndefined();
+  });
+});
+
+const REAL: RegistrarTarget = { url: 'https://198.18.0.2:8443', advertisedCa: 'CA-real', discovered: 'r1' };
+const FORGED: RegistrarTarget = {
+  url: 'https://198.18.0.66:8443',
+  advertisedCa: 'CA-real',
+  discovered: 'r1',
+};
+const caMismatch = (): MusterError =>
+  new MusterError('MUSTER_ERR_CA_PIN', 'advertised CA CA-real over mDNS but serves CA CA-rogue (test)');
+const errOf = (r: ReturnType<ReturnType<typeof harness>['result']>): unknown =>
+  (r as { ok: false; err: unknown } | undefined)?.err;
+
+describe('registrars found by mDNS are hints (issue 8, hole 4)', () => {
+  it('a forged advertisement (right ca=, another address) is skipped for the next candidate, at once', async () => {
+    const h = harness(() => reply(201, BUNDLE), {
+      discover: () => [FORGED, REAL],
+      connect: (t) => (t === FORGED ? caMismatch() : undefined),
+    });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.connected).toEqual([FORGED.url, REAL.url]);
+    expect(h.pauses()).toEqual([]); // no back-off between candidates
+    expect(h.calls.map((c) => c.method)).toEqual(['POST']); // the join went to the real one only
+    const skipped = h.logs.lines().find((l) => /skipping a registrar found by mDNS/.test(String(l.msg)));
+    expect(skipped).toMatchObject({ url: FORGED.url, code: 'MUSTER_ERR_CA_PIN', level: 40 });
+  });
+
+  it.each([
+    ['a CA mismatch', caMismatch],
+    ['a TLS mismatch', () => new MusterError('MUSTER_ERR_TLS', 'not issued by the CA it serves (test)')],
+    ['another cluster', () => new MusterError('wrong_cluster', 'serves cluster b, not a (test)')],
+    ['an unreachable address', unreachable],
+  ])('%s with every candidate backs off and looks again, never ends the run', async (_what, fail) => {
+    // The forged advertisement is all there is at first; the real registrar appears on the third look.
+    const h = harness(() => reply(201, BUNDLE), {
+      discover: (n) => (n < 3 ? [FORGED] : [FORGED, REAL]),
+      connect: (t) => (t === FORGED ? fail() : undefined),
+      random: () => 1 - 1e-12,
+    });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.pauses().map((p) => [Math.round(p.ms), p.then])).toEqual([
+      [1000, 'discover'],
+      [2000, 'discover'],
+    ]);
+    expect(h.counts().discovers).toBe(3);
+    expect(h.connected).toEqual([FORGED.url, FORGED.url, FORGED.url, REAL.url]);
+  });
+
+  it('an ambiguity (different CAs, nothing pinned) is logged with the registrars and retried with back-off', async () => {
+    const ambiguous = new MusterError(
+      'MUSTER_ERR_AMBIGUOUS',
+      'found 2 registrars with different CAs and no CA is pinned: r1 at https://198.18.0.2:8443 (cluster c, CA CA-real); ' +
+        'r9 at https://198.18.0.66:8443 (cluster c, CA CA-rogue). Pin the right one with --ca-fingerprint, or choose with --cluster.',
+    );
+    const h = harness(() => reply(201, BUNDLE), {
+      discover: (n) => (n <= 3 ? ambiguous : [REAL]),
+      random: () => 1 - 1e-12,
+    });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.pauses().map((p) => [Math.round(p.ms), p.then])).toEqual([
+      [1000, 'discover'],
+      [2000, 'discover'],
+      [4000, 'discover'],
+    ]);
+    expect(h.connected).toEqual([REAL.url]); // neither was picked while they were ambiguous
+    const lines = h.logs.lines().filter((l) => /several with different CAs/.test(String(l.msg)));
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatchObject({ level: 40 });
+    expect(String(lines[0]!.err)).toContain('different CAs');
+    expect(String(lines[0]!.err)).toContain('CA-rogue');
+  });
+
+  it('a registrar found by mDNS that fails TLS later (a request) is forgotten and looked for again', async () => {
+    let n = 0;
+    const h = harness(
+      () =>
+        ++n === 1 ? new MusterError('MUSTER_ERR_TLS', 'certificate changed (test)') : reply(201, BUNDLE),
+      { discover: () => [REAL] },
+    );
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.counts()).toEqual({ discovers: 2, connects: 2 });
+    expect(h.pauses().map((p) => p.then)).toEqual(['discover']);
+  });
+
+  it.each([
+    ['MUSTER_ERR_CA_PIN', caMismatch],
+    ['MUSTER_ERR_TLS', () => new MusterError('MUSTER_ERR_TLS', 'not issued by the CA it serves (test)')],
+  ] as const)('%s from the --registrar URL (after skipped hints) still ends the run', async (code, fail) => {
+    const URL_TARGET: RegistrarTarget = { url: 'https://registrar.example:8443' };
+    const h = harness(() => reply(201, BUNDLE), {
+      discover: () => [FORGED, URL_TARGET],
+      connect: (t) => (t === FORGED ? caMismatch() : fail()),
+    });
+    await h.drive();
+    expect(isMusterError(errOf(h.result()), code)).toBe(true);
+    expect(h.connected).toEqual([FORGED.url, URL_TARGET.url]);
+    expect(h.calls).toHaveLength(0);
+    expect(h.done).toEqual([]);
+  });
+});
+
+describe('a name claimed by a key that only waits (issue 8, hole 2)', () => {
+  const taken = (state: string): HttpResult =>
+    reply(409, {
+      error: 'name_taken',
+      message: `node name n1 is held by key K (test, ${state})`,
+      holder: { key: 'K', state, since: '2026-01-01T00:00:00.000Z' },
+    });
+
+  it('409 with a pending holder is asked again with back-off until the name is free', async () => {
+    const h = harness((c, n) => (n <= 3 ? taken('pending') : reply(201, BUNDLE)), {
+      random: () => 1 - 1e-12,
+    });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.calls.map((c) => [c.method, Math.round(c.at)])).toEqual([
+      ['POST', 0],
+      ['POST', 1000],
+      ['POST', 3000],
+      ['POST', 7000],
+    ]);
+    expect(h.pauses().every((p) => p.then === 'request')).toBe(true);
+    expect(h.counts().connects).toBe(1); // the registrar is not forgotten
+    const warned = h.logs.lines().filter((l) => /only waits for approval/.test(String(l.msg)));
+    expect(warned).toHaveLength(3);
+    expect(warned[0]).toMatchObject({ holder: 'K', holderState: 'pending' });
+  });
+
+  it.each(['active', 'issued', 'accepted'])(
+    '409 with an admitted (%s) holder ends the run: name_taken',
+    async (state) => {
+      const h = harness(() => taken(state));
+      await h.drive();
+      expect(isMusterError(errOf(h.result()), 'name_taken')).toBe(true);
+      expect(h.calls).toHaveLength(1);
+      expect(h.pauses()).toEqual([]);
+    },
+  );
+});
+
+describe('the acknowledgement is retried within the run', () => {
+  it('a registrar that refuses the first acks (503, then down) gets the ack on a later attempt', async () => {
+    const h = harness(() => reply(201, BUNDLE), {
+      random: () => 1 - 1e-12,
+      ack: (n) => (n === 1 ? apiErr(503, 'busy') : n === 2 ? unreachable() : reply(204)),
+    });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.acks.map((a) => Math.round(a.at))).toEqual([0, 1000, 3000]);
+    expect(h.acked()).toBe(true);
+    expect(h.done).toEqual(['write', 'finish']);
+  });
+
+  it('honours Retry-After on a busy ack', async () => {
+    const h = harness(() => reply(201, BUNDLE), {
+      random: () => 0,
+      ack: (n) => (n === 1 ? apiErr(503, 'busy', { 'retry-after': '4' }) : reply(204)),
+    });
+    await h.drive();
+    expect(h.acks.map((a) => a.at)).toEqual([0, 4000]);
+    expect(h.acked()).toBe(true);
+  });
+
+  it('gives up after a bounded number of attempts within the budget: the run still ends well, not acked', async () => {
+    const h = harness(() => reply(201, BUNDLE), { random: () => 1 - 1e-12, ack: () => unreachable() });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE }); // exit 0: the credentials are valid
+    expect(h.acked()).toBe(false);
+    // 1, 2, 4, 8, 16 s apart: six attempts in 31 s, within ACK_BUDGET_MS, never more.
+    expect(h.acks.map((a) => Math.round(a.at))).toEqual([0, 1000, 3000, 7000, 15_000, 31_000]);
+    expect(h.acks).toHaveLength(ACK_MAX_ATTEMPTS);
+    expect(h.clock.now()).toBeLessThanOrEqual(ACK_BUDGET_MS);
+    const gaveUp = h.logs.lines().find((l) => /giving up for this run/.test(String(l.msg)));
+    expect(gaveUp).toMatchObject({ level: 40, attempts: ACK_MAX_ATTEMPTS });
+  });
+
+  it('never retries past --timeout', async () => {
+    let polls = 0;
+    // The bundle comes at 6 s (after one held poll): 4 s are left for the ack.
+    const h = harness(
+      (c) =>
+        c.method === 'POST' ? reply(202, { state: 'pending' }) : ++polls === 1 ? 'hold' : reply(200, BUNDLE),
+      { random: () => 1 - 1e-12, timeoutMs: 10_000, waitS: 6, ack: () => unreachable() },
+    );
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.acked()).toBe(false);
+    // 1 s and 2 s later; the next (4 s later) would pass the deadline.
+    expect(h.acks.map((a) => Math.round(a.at))).toEqual([6000, 7000, 9000]);
+    expect(h.clock.next()).toBeUndefined();
+  });
+
+  it('does not retry an ack the registrar refuses for good (not found)', async () => {
+    const h = harness(() => reply(201, BUNDLE), { ack: () => apiErr(404, 'not_found') });
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.acks).toHaveLength(1);
+    expect(h.acked()).toBe(false);
+  });
+});
+
+describe('a refused signature on the long poll', () => {
+  it('is logged as such, with the clock named and the skew measured, and retried with back-off', async () => {
+    const date = new Date(Date.UTC(1969, 11, 31, 23, 50)).toUTCString(); // 10 min before the node's 0
+    let polls = 0;
+    const h = harness(
+      (c) => {
+        if (c.method === 'POST') return reply(202, { state: 'pending' });
+        if (++polls <= 2)
+          return reply(
+            401,
+            { error: 'bad_signature', message: 'the poll signature does not verify with the key of n1' },
+            { date },
+          );
+        return reply(200, BUNDLE);
+      },
+      { random: () => 1 - 1e-12 },
+    );
+    await h.drive();
+    expect(h.result()).toEqual({ ok: true, value: BUNDLE });
+    expect(h.pauses().map((p) => [Math.round(p.ms), p.then])).toEqual([
+      [1000, 'wait'],
+      [2000, 'wait'],
+    ]);
+    const refused = h.logs
+      .lines()
+      .filter((l) => /refused this node's signature on the long poll/.test(String(l.msg)));
+    expect(refused).toHaveLength(2);
+    expect(refused[0]).toMatchObject({ level: 50, clockSkewS: 600 });
+    expect(String(refused[0]!.msg)).toMatch(/clock/);
   });
 });
