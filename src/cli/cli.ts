@@ -10,6 +10,7 @@ import {
   closest,
   configFileFrom,
   DEFAULT_CONFIG_FILE,
+  redactTokens,
   SETTINGS,
   settingsOf,
   type Scope,
@@ -259,7 +260,8 @@ export async function runCli(rawArgs: string[]): Promise<number> {
     return (await spec.run(parsed.values as never, parsed.ctx)) ?? EXIT.ok;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`muster: ${message.split('\n').join(' ')}\n`);
+    // A join token is never echoed, whatever put it in a message (issue 8: secrets never in messages).
+    process.stderr.write(`muster: ${redactTokens(message).split('\n').join(' ')}\n`);
     if (spec?.name === 'join') {
       // Stopped by a signal: 130/143, as set by the signal handler.
       if (typeof process.exitCode === 'number' && process.exitCode >= 128) return process.exitCode;

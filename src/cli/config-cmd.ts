@@ -12,6 +12,8 @@ import {
   FILE_SECTIONS,
   OTHER_VARIABLES,
   readConfigFile,
+  redactTokens,
+  redactValue,
   resolveSettings,
   settingsOf,
   type Resolved,
@@ -70,8 +72,10 @@ const configCheck = command({
       FILE_SECTIONS.map((section) => {
         const r = report[section];
         const entries = Object.keys(r.sources).map((name) => {
+          // A secret setting (the join token) shows only that it is set, and where from; a token pasted
+          // into any other setting (a hook command, a mistaken MUSTER_TOKEN_FILE) is blanked out too.
           const secret = settingsOf(section)[name]!.secret;
-          return [name, { value: secret ? '(secret)' : r.raw[name], source: r.sources[name]! }];
+          return [name, { value: secret ? '(secret)' : redactValue(r.raw[name]), source: r.sources[name]! }];
         });
         return [section, Object.fromEntries(entries)];
       }),
@@ -94,7 +98,7 @@ const configCheck = command({
 /** A value that fails its check is this command's finding: exit 1, one line. */
 function failed(err: unknown): number {
   if (!isMusterError(err)) throw err;
-  process.stderr.write(`muster: ${err.message}\n`);
+  process.stderr.write(`muster: ${redactTokens(err.message)}\n`);
   return 1;
 }
 

@@ -9,8 +9,11 @@ import {
   type WireEvent,
   type WireInstallMode,
   type WireNode,
+  type WireStatus,
   type WireToken,
 } from '../admin/client.js';
+import { MusterError } from '../common/errors.js';
+import { formatToken, parseToken } from '../common/proof.js';
 import { command } from './command.js';
 import { ago, installModeJson, out, printJson, printList, table, tokenJson } from './output.js';
 
@@ -76,21 +79,75 @@ const installModeStatus = command({
   },
 });
 
+/**
+ * What `tokens create` tells the person (on stderr: stdout holds the token alone, for `$(...)`): how a
+ * node joins with it, and which CA the token pins. Never the token: it is shown once, on stdout.
+ */
+export function joinLine(ca: string | undefined): string {
+  const pin = ca ? `it pins this registrar's CA ${ca}` : 'it pins no CA';
+  return `join with: ${JOIN_COMMAND}   (FILE: the token above, mode 0600; ${pin})`;
+}
+
+const JOIN_COMMAND = 'muster join --token-file FILE';
+
+/**
+ * The risk of a token that pins no CA (issue 8, hole 6): whoever holds a copy (anyone who can read
+ * the image it is baked into) can run a registrar of their own that accepts it, and a node that pins
+ * no CA by other means trusts that registrar. A single-use token is spent by its first node.
+ */
+export function unpinnedWarning(t: { id: string; maxUses: number | null }): string | undefined {
+  if (t.maxUses === 1) return undefined;
+  const admits = t.maxUses === null ? 'any number of nodes (no --uses)' : `up to ${t.maxUses} nodes`;
+  return (
+    `token ${t.id} pins no CA and admits ${admits}: anyone who holds a copy (anyone who can read an image ` +
+    `it is baked into) can stand up a registrar that nodes without a CA pin of their own will trust. ` +
+    `Unless the image must outlive this registrar's CA, create the token without --no-pin; otherwise ` +
+    `keep the image private, keep --ttl short and revoke the token once its nodes have joined ` +
+    `(muster tokens revoke ${t.id})`
+  );
+}
+
 const tokensCreate = command({
   name: 'tokens create',
-  describe: 'create a join token and print it (alone, on stdout)',
+  describe:
+    "create a join token and print it (alone, on stdout); it carries the registrar's CA pin unless --no-pin",
   scopes: ['tokens create', 'admin', 'output'],
-  examples: [['$0 tokens create --ttl 30d --uses 100 --role worker', 'a token for an image of 100 workers']],
+  examples: [
+    ['$0 tokens create --ttl 30d --uses 100 --role worker', 'a token for an image of 100 workers'],
+    ['(umask 077; $0 tokens create --uses 1 > token)', 'straight into a token file (mode 0600) for one node'],
+  ],
   async run(o) {
-    const t = await client(o).request<WireToken & { token: string }>('POST', '/v1/admin/tokens', {
+    const c = client(o);
+    const t = await c.request<WireToken & { token: string }>('POST', '/v1/admin/tokens', {
       ttlMs: o.ttl,
       ...(o.uses !== undefined ? { uses: o.uses } : {}),
       roles: o.role,
       clusters: o.cluster,
       ...(o.description ? { description: o.description } : {}),
     });
-    if (o.json) printJson(tokenJson(t));
-    else out(t.token + '\n');
+    const parsed = parseToken(t.token);
+    if (!parsed) {
+      throw new MusterError(
+        'MUSTER_ERR_ADMIN_REPLY',
+        `the registrar answered a malformed token (id ${t.id}): revoke it with muster tokens revoke ${t.id}`,
+      );
+    }
+    // The registrar puts its CA pin in the token; one that does not (an older one) gets it added here.
+    const ca = parsed.ca ?? (await c.request<WireStatus>('GET', '/v1/admin/status')).ca;
+    const token = formatToken({ id: parsed.id, secret: parsed.secret, ...(o.pin ? { ca } : {}) });
+    const warning = o.pin ? undefined : unpinnedWarning(t);
+    if (o.json) {
+      printJson({
+        ...tokenJson(t),
+        token,
+        ca: o.pin ? ca : null,
+        join: JOIN_COMMAND,
+        warnings: warning ? [warning] : [],
+      });
+    } else out(token + '\n');
+    // For the person, also with --json and when stderr is not a terminal (a script's log keeps it).
+    process.stderr.write(`${joinLine(o.pin ? ca : undefined)}\n`);
+    if (warning) process.stderr.write(`muster: warning: ${warning}\n`);
   },
 });
 

@@ -40,6 +40,35 @@ export class Invalid extends Error {
 
 type Parser<T> = (v: unknown) => T;
 
+/**
+ * A join token anywhere in a text: `<id>.<secret>` with or without the CA pin (common/proof.ts). Values
+ * of other settings are echoed in messages and shown by `config check`; a token pasted into one of
+ * them (MUSTER_TOKEN_FILE=<the token>, a hook command that carries one) must not be (issue 8: secrets
+ * never in messages).
+ */
+const TOKEN_IN_TEXT = /[a-z0-9]{6,16}\.[A-Za-z0-9_-]{32,128}(?:\.[A-Za-z0-9_-]{43})?/g;
+
+export const TOKEN_REDACTED = '<join token, not shown>';
+
+/** True when `v` (a string, or any JSON value) holds something shaped like a join token. */
+export function holdsToken(v: unknown): boolean {
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  return typeof s === 'string' && new RegExp(TOKEN_IN_TEXT.source).test(s);
+}
+
+/** `text` with every join token in it replaced by TOKEN_REDACTED. */
+export function redactTokens(text: string): string {
+  return text.replace(TOKEN_IN_TEXT, TOKEN_REDACTED);
+}
+
+/** A value to show (a string or JSON value) with every join token in it replaced. */
+export function redactValue<T>(v: T): T {
+  if (typeof v === 'string') return redactTokens(v) as T;
+  if (v === null || typeof v !== 'object' || !holdsToken(v)) return v;
+  // The replacement holds no quote or backslash, so the JSON stays valid.
+  return JSON.parse(redactTokens(JSON.stringify(v))) as T;
+}
+
 const list = (xs: readonly string[]): string =>
   xs.length <= 1 ? (xs[0] ?? '') : `${xs.slice(0, -1).join(', ')} or ${xs[xs.length - 1]}`;
 const n = (x: number): string => x.toLocaleString('en-US');
@@ -190,6 +219,12 @@ export function fingerprintHex(fp: string): string {
 /** `--token-file`: a regular file that only its owner can read (it holds a secret). */
 export const tokenFile: Parser<string> = (v) => {
   const file = filePath(v);
+  // The token itself given where its file belongs: say so without echoing it (nor stat-ing it).
+  if (holdsToken(file))
+    throw new Invalid(
+      'holds a join token, not the name of a file: write the token to a file (mode 0600) and name that file, or set MUSTER_TOKEN',
+      false,
+    );
   let st;
   try {
     st = statSync(file);
@@ -346,7 +381,8 @@ export const SETTINGS = {
       default: '90d',
     },
     'rate-limit': {
-      describe: 'refused requests per minute per client (IPv4 address or IPv6 /64) before it gets 429; successful joins are not limited',
+      describe:
+        'refused requests per minute per client (IPv4 address or IPv6 /64) before it gets 429; successful joins are not counted',
       parse: int(1, 1_000_000),
       default: '60',
     },
@@ -436,6 +472,13 @@ export const SETTINGS = {
     role: { describe: 'a role it admits (repeat the flag; default: any)', parse: label, kind: 'list' },
     cluster: { describe: 'a cluster it admits (repeat the flag; default: any)', parse: label, kind: 'list' },
     description: { describe: 'a note for the operator', parse: text(L.TOKEN_DESCRIPTION_MAX) },
+    pin: {
+      describe:
+        "put the registrar's CA fingerprint in the token: nodes that hold it trust this CA only (--no-pin: leave it out, for an image that must keep joining after the registrar's CA is replaced; a multi-use token without it lets whoever copies it run a registrar those nodes trust)",
+      parse: flag,
+      kind: 'boolean',
+      default: true,
+    },
   },
   'tokens revoke': {
     id: {
@@ -587,9 +630,14 @@ export function parseSetting<T>(
   } catch (err) {
     const reason = err instanceof Invalid ? err : new Invalid(`is not valid (${(err as Error).message})`);
     const empty = v === '' || v === false;
-    const echo = reason.showValue && !s.secret && !empty ? `, not ${shown(v)}` : '';
+    // A join token pasted into another setting is a secret all the same: never echoed.
+    const token = !s.secret && holdsToken(v);
+    const echo = reason.showValue && !s.secret && !empty && !token ? `, not ${shown(v)}` : '';
+    const why = token
+      ? `${redactTokens(reason.message)}${reason.message.includes('join token') ? '' : ' (the value holds a join token: not shown)'}`
+      : reason.message;
     const needs = empty && where.startsWith('-') ? ' needs a value: it' : '';
-    throw new MusterError(code, `${where}${needs} ${reason.message}${echo}`);
+    throw new MusterError(code, `${where}${needs} ${why}${echo}`);
   }
 }
 

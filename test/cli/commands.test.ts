@@ -188,7 +188,9 @@ describe('the CA pin', () => {
     });
     const printed = o.stdout.trim(); // "sha256 Fingerprint=AB:CD:..." (OpenSSL 3) or "SHA256 Fingerprint=..."
     expect(printed).toMatch(/^sha256 Fingerprint=([0-9A-F]{2}:){31}[0-9A-F]{2}$/i);
-    const token = op(['tokens', 'create']).stdout.trim();
+    // A token without a pin, so that --ca-fingerprint alone decides (a token's own pin that differs
+    // from --ca-fingerprint is a usage error of its own).
+    const token = op(['tokens', 'create', '--no-pin', '--uses', '3']).stdout.trim();
     const join = (name: string, pin: string) =>
       cli(
         [
