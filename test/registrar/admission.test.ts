@@ -321,12 +321,14 @@ describe('install-mode provisioner', () => {
     expect(await s.authorizer.decide(req())).toMatchObject({ kind: 'accept', since: s.clock.now() });
   });
 
-  it('a heard advertisement is a hint: same key counts as on the LAN, another key waits for the operator', async () => {
+  it('a heard advertisement is a hint: it never makes a far peer local (issue 8, hole 1); another key waits for the operator', async () => {
     const { authorizer } = setup({ install: {} });
     const far = { onLink: false, address: '203.0.113.9' };
+    // A forged (or real) advertisement of this very key, heard on the LAN: the TCP peer is far, so no.
     expect(
       await authorizer.decide(req({ ...far, heard: { key: KEY, addresses: ['198.18.0.10'] } })),
-    ).toMatchObject({
+    ).toMatchObject({ kind: 'pending', reason: expect.stringContaining('203.0.113.9 is not on it') });
+    expect(await authorizer.decide(req({ heard: { key: KEY, addresses: ['198.18.0.10'] } }))).toMatchObject({
       kind: 'accept',
       detail: expect.stringContaining('mdns'),
     });

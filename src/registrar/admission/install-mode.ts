@@ -3,9 +3,9 @@
  * its scope are accepted without a token: those on the local link (the TCP peer's subnet), and with
  * --remote (or autoregister any) those from anywhere. Counts acceptances in flight against --max.
  *
- * A heard advertisement is a hint: a node whose CSR carries the key it advertised over mDNS counts as
- * heard on the LAN; one whose CSR carries another key than the advertised one is not admitted by
- * install mode (it waits for the operator).
+ * A heard advertisement is a hint, never a credential: locality comes from the TCP peer address
+ * alone, and a node whose CSR carries another key than the one it advertised over mDNS is not
+ * admitted by install mode (it waits for the operator).
  */
 import type { InstallModeState } from '../../store/types.js';
 import { effectiveInstallMode, type Autoregister } from '../policy.js';
@@ -42,8 +42,10 @@ export class InstallModeProvisioner implements Provisioner {
         reason: `the key differs from the one ${req.name} advertised over mDNS (${req.heard.key}): waiting for approval`,
       };
     }
+    // Locality comes from the TCP peer alone (issue 8, hole 1): an advertisement anyone can forge,
+    // even one with this very key, never makes a far peer local.
     const heardSame = req.heard?.key === req.key;
-    const onLink = req.onLink || heardSame;
+    const onLink = req.onLink;
     if (!onLink && !s.remote && auto !== 'any') {
       return {
         kind: 'pending',
