@@ -5,12 +5,9 @@
  * - announce(): unsolicited responses now, then 1 s, 2 s, ... apart (§8.3: at least two, one second
  *   apart, the interval at least doubling). Each carries the records *current at that moment*, so an
  *   update made during a series is never followed by a stale repeat.
- * - update(delayMs): a changed record is announced the same way (§8.4). The unique records carry the
+ * - update(): a changed record is announced the same way (§8.4). The unique records carry the
  *   cache-flush bit (records.ts, §10.2), so caches replace the old TXT; no goodbye is sent first, so
- *   browsers see one change instead of the service leaving and coming back. A cache flushes only what
- *   it received more than one second before the flushing record (§10.2), so the caller delays the
- *   update until the old data was last sent more than a second ago (publication.ts); `lastSentAt`
- *   says when this announcer last sent.
+ *   browsers see one change instead of the service leaving and coming back.
  * - goodbye(): the given records once with TTL 0 (§10.1); any running series is cancelled first.
  */
 import type { Clock, TimerHandle } from '../common/clock.js';
@@ -27,18 +24,12 @@ export const ANNOUNCE_FIRST_INTERVAL_MS = 1000;
 export class Announcer {
   private timer: TimerHandle | undefined;
   private withdrawn = false;
-  private last: number | undefined;
 
   constructor(
     private readonly deps: { clock: Clock; sink: PacketSink },
     /** The records to announce, read at each send. */
     private readonly records: () => DnsRecord[],
   ) {}
-
-  /** When this announcer last sent a packet (Clock time), if ever. */
-  get lastSentAt(): number | undefined {
-    return this.last;
-  }
 
   /** Whether announcements of a series are still due. */
   get running(): boolean {
@@ -49,14 +40,13 @@ export class Announcer {
    * Starts a series of `count` announcements, the first at once; replaces a series still running.
    * Resolves when the first has been sent.
    */
-  announce(count = ANNOUNCE_COUNT, delayMs = 0): Promise<void> {
+  announce(count = ANNOUNCE_COUNT): Promise<void> {
     this.cancel();
     if (this.withdrawn) return Promise.resolve();
     let sent = 0;
     let interval = ANNOUNCE_FIRST_INTERVAL_MS;
     const send = (): Promise<void> => {
       this.timer = undefined;
-      this.last = this.deps.clock.now();
       const done = this.deps.sink.send({ type: 'response', answers: this.records() }, 'announcement');
       if (++sent < count) {
         this.timer = this.deps.clock.setTimeout(() => void send(), interval);
@@ -64,18 +54,12 @@ export class Announcer {
       }
       return done;
     };
-    if (delayMs <= 0) return send();
-    return new Promise((resolve) => {
-      this.timer = this.deps.clock.setTimeout(() => void send().then(resolve), delayMs);
-    });
+    return send();
   }
 
-  /**
-   * §8.4: re-announce after a record changed (the cache-flush bit replaces it; no goodbye), the first
-   * announcement after `delayMs`.
-   */
-  update(delayMs = 0): Promise<void> {
-    return this.announce(UPDATE_ANNOUNCE_COUNT, delayMs);
+  /** §8.4: re-announce after a record changed (the cache-flush bit replaces it; no goodbye). */
+  update(): Promise<void> {
+    return this.announce(UPDATE_ANNOUNCE_COUNT);
   }
 
   /** Cancels what is still due of a series. */

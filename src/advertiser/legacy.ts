@@ -27,8 +27,9 @@ export function legacyResponse(query: DnsPacket, records: readonly DnsRecord[]):
   const questions: DnsQuestion[] = (query.questions ?? [])
     .filter((q) => q && typeof q.name === 'string' && typeof q.type === 'string')
     .slice(0, LEGACY_MAX_QUESTIONS);
+  // Goodbyes (TTL 0) are for mDNS caches (publication.ts); a one-shot resolver gets the live records.
   const find = (name: string, type: string): DnsRecord[] =>
-    records.filter((r) => (type === 'ANY' || r.type === type) && sameName(r.name, name));
+    records.filter((r) => r.ttl !== 0 && (type === 'ANY' || r.type === type) && sameName(r.name, name));
 
   const answers = new Map<string, DnsRecord>();
   for (const q of questions) for (const r of find(q.name, q.type)) answers.set(key(r), r);

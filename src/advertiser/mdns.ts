@@ -137,7 +137,6 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   private readonly pubs = new Set<PublicationMachine>();
   private readonly browserSet = new Set<Browser>();
   private registered: DnsRecord[] = [];
-  private answeredAt: number | undefined;
   private readonly link: LinkWatch;
   private readonly receiver: Receiver;
   private closing: Promise<void> | undefined;
@@ -265,7 +264,7 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
    * Server.unregister removes by name, so we remove all we ever put there and add back what is live.
    */
   syncRegistry(): void {
-    const current = this.livePublications().flatMap((p) => p.allRecords());
+    const current = this.livePublications().flatMap((p) => p.answerRecords());
     if (this.registered.length > 0) this.server.unregister(this.registered);
     if (current.length > 0) this.server.register(current);
     this.registered = current;
@@ -327,12 +326,7 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   }
 
   answer(query: DnsPacket): void {
-    if (this.registered.length > 0) this.answeredAt = this.clock.now(); // may carry our records
     this.server.respondToQuery(query);
-  }
-
-  lastAnswerAt(): number | undefined {
-    return this.answeredAt;
   }
 
   publishedRecords(): readonly DnsRecord[] {

@@ -19,6 +19,7 @@ import {
   conflictsWith,
   goodbye,
   txtEqual,
+  withoutFlush,
   rdataKey,
   sameName,
   type DnsRecord,
@@ -56,19 +57,8 @@ export interface PublicationHost {
   forget(p: PublicationMachine): void;
   /** A conflict or another failure for the operator (MdnsOptions.onError). */
   report(err: Error): void;
-  /** When the responder last answered a query from the published records (Clock time), if ever. */
-  lastAnswerAt?(): number | undefined;
 }
 
-/**
- * A changed record is announced no sooner than this after the old data was last sent (by an
- * announcement or an answer). RFC 6762 §10.2: a cache-flush record flushes only what the cache received
- * more than one second earlier, so an update sent sooner leaves the old TXT beside the new one in other
- * caches for its whole TTL (75 minutes): python-zeroconf then never reports the next change back to
- * the old value (`install-mode off` unannounced, issue 8). Half a second of margin covers a receiver
- * that processes the old packet late. It also keeps updates under §8.4's "ten times per minute" in bursts.
- */
-export const CHANGE_MIN_GAP_MS = 1500;
 /** Old TXT rdata given a goodbye in each update (muster's TXT takes a handful of values: its modes). */
 const MAX_RETIRED_TXT = 4;
 
@@ -97,7 +87,7 @@ export class PublicationMachine implements Publication {
       deferred: (name, from) =>
         core.log.info({ name, from }, 'mdns: simultaneous probe, deferring one second (RFC 6762 §8.2)'),
     });
-    this.announcer = new Announcer(core, () => this.announcementRecords());
+    this.announcer = new Announcer(core, () => this.answerRecords());
   }
 
   get state(): PublicationState {
@@ -154,21 +144,26 @@ export class PublicationMachine implements Publication {
     if (this.st === 'waiting') this.begin();
     else if (this.st === 'announced') {
       this.core.syncRegistry();
-      this.announceChange();
+      void this.announcer.update();
     }
   }
 
   /**
-   * What an announcement carries: the records, and a goodbye (TTL 0) for each TXT rdata this
-   * publication announced before and no longer has. The cache-flush bit alone should replace an old
-   * TXT (§10.2), but a cache may keep a flushed record a while: python-zeroconf marks it to expire in a
-   * second and purges it only every ten seconds, and revives it, reporting no change, if the same
-   * rdata comes back meanwhile (install mode off within seconds of on). A goodbye for that exact rdata
-   * (§10.1) removes it outright. It names only the old TXT data: the service itself stays, and
-   * browsers see one update, never the service leaving.
+   * What we announce and answer queries with (the responder's registry, mdns.ts): the records, and a
+   * goodbye (TTL 0, RFC 6762 §10.1) for each TXT rdata this publication announced before and no longer
+   * has. The cache-flush bit alone does not always replace an old TXT (§10.2): a cache keeps what it
+   * received less than a second before the flushing record, so an update soon after an announcement
+   * or an answer leaves both TXTs in it for 75 minutes; and python-zeroconf keeps a flushed record a
+   * while and revives it, reporting no change, when the same rdata comes back (`install-mode off`
+   * unannounced, issue 8). A goodbye for that exact rdata removes it wherever it is, and names only the
+   * old TXT data: the service itself stays, browsers see one update, never the service leaving. Sent
+   * in answers too, so that a cache that missed the announcements still drops it.
    */
-  private announcementRecords(): DnsRecord[] {
-    const stale = this.retiredTxt.filter((r) => !txtEqual(r.data, this.recs.txt.data)).map(goodbye);
+  answerRecords(): DnsRecord[] {
+    // Without the cache-flush bit: this goodbye removes one rdata and must flush nothing else (§10.2).
+    const stale = this.retiredTxt
+      .filter((r) => !txtEqual(r.data, this.recs.txt.data))
+      .map((r) => withoutFlush(goodbye(r)));
     return [...this.allRecords(), ...stale];
   }
 
@@ -219,17 +214,11 @@ export class PublicationMachine implements Publication {
     }
     if (this.st !== 'announced') return; // the remaining probes and the first announcement use the new TXT
     this.core.syncRegistry();
-    // §8.4: announce the changed record with cache-flush (§10.2) so caches replace it; no goodbye, so
-    // browsers see an update, not the service leaving and coming back. The PTR, SRV and A go along so
-    // browsers that only build services from complete packets (bonjour-service's) see it too.
-    this.announceChange();
-  }
-
-  /** The re-announcement of a change, once the old data was last sent CHANGE_MIN_GAP_MS ago. */
-  private announceChange(): void {
-    const last = Math.max(this.announcer.lastSentAt ?? -Infinity, this.core.lastAnswerAt?.() ?? -Infinity);
-    const wait = Math.max(0, last + CHANGE_MIN_GAP_MS - this.core.clock.now());
-    void this.announcer.update(wait);
+    // §8.4: announce the changed record with cache-flush (§10.2) so caches replace it, and a goodbye
+    // for the old TXT data only (answerRecords); never for the service, so browsers see an update, not
+    // the service leaving and coming back. The PTR, SRV and A go along so browsers that only build
+    // services from complete packets (bonjour-service's) see it too.
+    void this.announcer.update();
   }
 
   whenAnnounced(): Promise<void> {

@@ -60,8 +60,6 @@ export class FakePublicationHost implements PublicationHost {
   /** What the responder would answer queries from, after each syncRegistry(). */
   registry: DnsRecord[] = [];
   syncs = 0;
-  /** When the (fake) responder last answered a query; tests set it. */
-  answeredAt: number | undefined;
 
   constructor(readonly random: () => number = () => 0) {}
 
@@ -71,7 +69,7 @@ export class FakePublicationHost implements PublicationHost {
   }
   syncRegistry(): void {
     this.syncs++;
-    this.registry = this.livePublications().flatMap((p) => p.allRecords());
+    this.registry = this.livePublications().flatMap((p) => p.answerRecords());
   }
   livePublications(): PublicationMachine[] {
     return [...this.pubs].filter((p) => p.state === 'announced');
@@ -81,9 +79,6 @@ export class FakePublicationHost implements PublicationHost {
   }
   report(err: Error): void {
     this.errors.push(err);
-  }
-  lastAnswerAt(): number | undefined {
-    return this.answeredAt;
   }
 }
 
