@@ -125,7 +125,7 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
     if (pinned && held !== pinned.fp) {
       throw new MusterError(
         'MUSTER_ERR_CA_PIN',
-        `this node is registered with CA ${held} (${files.path('ca')}), not the ${pinned.from} ${pinned.fp}; ` +
+        `this node is registered with CA ${held} (${files.path('ca')}), not the pinned ${pinned.fp} (${pinned.from}); ` +
           `to register it with another registrar, move ${o.stateDir} away first`,
       );
     }
@@ -395,9 +395,9 @@ function pinOf(
       `the join token pins CA ${token.ca} but --ca-fingerprint is ${flag}: give one of them, or both the same`,
     );
   }
-  if (flag !== undefined) return { fp: flag, from: 'pinned (--ca-fingerprint)' };
+  if (flag !== undefined) return { fp: flag, from: '--ca-fingerprint' };
   // After kubeadm's discovery hash: the token that admits the node also names the registrar it trusts.
-  if (token?.ca !== undefined) return { fp: token.ca, from: 'pinned (by the join token)' };
+  if (token?.ca !== undefined) return { fp: token.ca, from: 'the join token' };
   return undefined;
 }
 

@@ -105,7 +105,7 @@ describe("the token's CA pin (issue 8, hole 6)", () => {
     const ok = await joinNode(real, path.join(t.dir, 'node-2'), { name: 'pin-2', token });
     expect(ok.status).toBe('registered');
     const verified = ok.logs.lines().find((l) => l.msg === 'registrar verified');
-    expect(verified).toMatchObject({ trust: 'pinned', pinnedBy: 'pinned (by the join token)' });
+    expect(verified).toMatchObject({ trust: 'pinned', pinnedBy: 'the join token' });
     expect(ok.logs.text()).not.toContain('TRUST ON FIRST USE');
   });
 
@@ -122,6 +122,17 @@ describe("the token's CA pin (issue 8, hole 6)", () => {
     expect(await sentToRogue()).toEqual({ join: 0, info: 0 });
     expect(await nodesOf(rogue)).toEqual([]);
     expect(readdirSync(dir)).toEqual(['node.key']);
+  });
+
+  it("a registered node given a token that pins another CA says so (exit 5) instead of 'already registered'", async () => {
+    const dir = path.join(t.dir, 'node');
+    await joinNode(real, dir, { name: 'pin-6', token: await tokenOf(real) });
+    const before = readdirSync(dir).sort();
+    const err = await failure(joinNode(real, dir, { name: 'pin-6', token: await tokenOf(rogue) }));
+    expect(isMusterError(err, 'MUSTER_ERR_CA_PIN'), String(err)).toBe(true);
+    expect(err.message).toContain(`not the pinned ${rogue.caFingerprint} (the join token)`);
+    expect(readdirSync(dir).sort()).toEqual(before);
+    expect(await sentToRogue()).toEqual({ join: 0, info: 0 });
   });
 
   it('a token pin and --ca-fingerprint that differ are a usage error (exit 2): nothing is made or sent', async () => {
