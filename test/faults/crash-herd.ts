@@ -138,6 +138,8 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
     let failedRequests = 0;
     let inFlight = 0;
     let stop = false;
+    /** Told whenever a request starts (the kill trigger listens). */
+    let onRequest: (() => void) | undefined;
     const runNode = async (n: HerdNode, startAt: number): Promise<void> => {
       await sleep(startAt);
       while (!stop) {
@@ -165,6 +167,7 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
         };
         requests++;
         inFlight++;
+        onRequest?.();
         try {
           const r = await api({ url }, 'POST', '/v1/join', body).finally(() => inFlight--);
           if (r.status === 200 || r.status === 201) {
@@ -189,25 +192,58 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
       }
     };
     // The nodes come in waves, one before each kill and one after the last. Each kill comes at a
-    // random instant inside its wave: once a random share of the wave has been answered, at the next
-    // moment a request is in flight.
+    // random instant inside its wave: a random few milliseconds after the R-th request since the wave
+    // came (R uniform in 1..wave size - 1), if a request is still in flight then, else at the next
+    // request (the wave's last node has yet to ask).
+    // Event-driven, not polled, so that a loaded machine cannot make the kills miss the herd.
     const waves = o.kills + 1;
     const running: Promise<void>[] = [];
+    const released: HerdNode[] = [];
     const release = (w: number): HerdNode[] => {
       const wave = nodes.filter((_, i) => i % waves === w);
       for (const n of wave) running.push(runNode(n, Math.random() * 200));
+      released.push(...wave);
       return wave;
     };
+    const killInWave = (wave: HerdNode[]): Promise<number> =>
+      new Promise((resolve) => {
+        const target = 1 + Math.floor(Math.random() * Math.max(1, wave.length - 1));
+        let started = 0;
+        let timer: NodeJS.Timeout | undefined;
+        /** The delay passed with nothing in flight: kill as the next request starts. */
+        let armed = false;
+        let fired = false;
+        const fire = (): void => {
+          if (fired) return;
+          fired = true;
+          onRequest = undefined;
+          clearTimeout(timer);
+          clearInterval(idle);
+          const during = inFlight;
+          reg!.child.kill('SIGKILL');
+          resolve(during);
+        };
+        const check = (): void => {
+          if (++started < target) return;
+          if (armed) return fire();
+          if (timer) return;
+          timer = setTimeout(() => {
+            timer = undefined;
+            if (inFlight > 0) fire();
+            else armed = true;
+          }, Math.random() * 20);
+        };
+        // Nothing left to ask (every node released so far is answered): kill now all the same.
+        const idle = setInterval(() => {
+          if (stop || (inFlight === 0 && released.every((n) => n.done))) fire();
+        }, 50);
+        onRequest = check;
+      });
     const deadline = setTimeout(() => (stop = true), o.deadlineMs);
     let kills = 0;
     let killsDuringHerd = 0;
     for (let k = 0; k < o.kills && !stop; k++) {
-      const wave = release(k);
-      const target = 1 + Math.floor(Math.random() * Math.max(1, Math.floor(wave.length * 0.8)));
-      const waveDone = (): boolean => wave.every((n) => n.done);
-      while (!stop && wave.filter((n) => n.done).length < target) await sleep(1);
-      while (!stop && inFlight === 0 && !waveDone()) await sleep(1);
-      const during = inFlight;
+      const during = await killInWave(release(k));
       const unanswered = nodes.filter((n) => !n.done).length;
       await reg.stop('SIGKILL');
       reg = undefined;
