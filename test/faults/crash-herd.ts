@@ -139,7 +139,7 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
     let inFlight = 0;
     let stop = false;
     /** Told whenever a request starts (the kill trigger listens). */
-    let onRequest: (() => void) | undefined;
+    let onRequest: ((n: HerdNode) => void) | undefined;
     const runNode = async (n: HerdNode, startAt: number): Promise<void> => {
       await sleep(startAt);
       while (!stop) {
@@ -167,7 +167,7 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
         };
         requests++;
         inFlight++;
-        onRequest?.();
+        onRequest?.(n);
         try {
           const r = await api({ url }, 'POST', '/v1/join', body).finally(() => inFlight--);
           if (r.status === 200 || r.status === 201) {
@@ -192,9 +192,9 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
       }
     };
     // The nodes come in waves, one before each kill and one after the last. Each kill comes at a
-    // random instant inside its wave: a random few milliseconds after the R-th request since the wave
-    // came (R uniform in 1..wave size - 1), if a request is still in flight then, else at the next
-    // request (the wave's last node has yet to ask).
+    // random instant inside its wave: a random few milliseconds after the R-th request of the wave's
+    // nodes (R uniform in 1..wave size - 1), if a request is still in flight then, else at the wave's
+    // next request (its last node has yet to ask).
     // Event-driven, not polled, so that a loaded machine cannot make the kills miss the herd.
     const waves = o.kills + 1;
     const running: Promise<void>[] = [];
@@ -223,8 +223,9 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
           reg!.child.kill('SIGKILL');
           resolve(during);
         };
-        const check = (): void => {
-          if (++started < target) return;
+        const members = new Set(wave);
+        const check = (n: HerdNode): void => {
+          if (!members.has(n) || ++started < target) return;
           if (armed) return fire();
           if (timer) return;
           timer = setTimeout(() => {
