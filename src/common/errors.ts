@@ -41,7 +41,7 @@ export const ErrorCodes = {
   MUSTER_ERR_MDNS: { status: 0, summary: 'mDNS cannot be used (socket error or name conflict).' },
   // Advertiser (src/advertiser): reported through Mdns onError, or thrown by publish()
   MUSTER_ERR_MDNS_NAME_CONFLICT: { status: 0, summary: 'Another responder on the link owns this service instance name or host name (RFC 6762 §9).' },
-  MUSTER_ERR_MDNS_SOCKET: { status: 0, summary: 'The mDNS socket failed: UDP 5353 cannot be bound, a packet cannot be sent, or there is no IPv4 address.' },
+  MUSTER_ERR_MDNS_SOCKET: { status: 0, summary: 'The mDNS socket failed: UDP 5353 cannot be bound, or a packet cannot be sent.' },
   MUSTER_ERR_MDNS_CLOSED: { status: 0, summary: 'The mDNS advertiser or this advertisement was closed or stopped.' },
   MUSTER_ERR_MDNS_HANDLER: { status: 0, summary: 'A browse handler threw; the browser goes on.' },
   MUSTER_ERR_TXT_ENCODE: { status: 0, summary: 'A TXT record cannot be encoded (bad key, duplicate key, or too long; RFC 6763 §6).' },

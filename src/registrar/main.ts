@@ -119,7 +119,10 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     ];
     const identity = issueServerIdentity(ca, id, ips, now);
 
-    let url = '';
+    let port0 = 0;
+    // Computed when asked: a registrar started before the network (no --interface) learns its
+    // address once one appears, instead of handing out https://127.0.0.1 in every bundle.
+    const currentUrl = (): string => `https://${urlHost(host, opts.interface)}:${port0}`;
     const service = await RegistrarService.create({
       registry,
       ca,
@@ -128,7 +131,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       registrarId: id,
       cluster: opts.cluster,
       role: 'main',
-      url: () => url,
+      url: () => currentUrl(),
       autoregister: opts.autoregister,
       isOnLink: onLinkChecker({
         ...(opts.interface ? { interface: opts.interface } : {}),
@@ -159,7 +162,8 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       await api.close();
     });
     const bound = api.server.address() as net.AddressInfo;
-    url = `https://${urlHost(host, opts.interface)}:${bound.port}`;
+    port0 = bound.port;
+    const url = currentUrl();
 
     if (opts.mdns) {
       // The mDNS stack loads only when it is used.
