@@ -44,7 +44,14 @@ export const registrarCommand = command({
           }
         : {}),
     });
+    let fatal: Error | undefined;
     await new Promise<void>((resolve) => {
+      // A store that failed a write (disk full) cannot decide anything more: stop with exit 1 so that
+      // the unit's Restart= brings the registrar back once the disk has room (issue 8, faults).
+      void reg.fatal.then((err) => {
+        fatal = err;
+        stop('store failure');
+      });
       stop = (sig: string): void => {
         log.info({ signal: sig }, 'stopping: draining requests');
         process.off('SIGTERM', onSignal);
@@ -57,5 +64,6 @@ export const registrarCommand = command({
       if (stopRequested) stop(stopRequested);
     });
     log.info('stopped');
+    if (fatal) throw fatal;
   },
 });

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { systemClock, type Clock } from '../common/clock.js';
+import { MusterError } from '../common/errors.js';
 import { ensureDir } from '../common/files.js';
 import type { Logger } from '../common/log.js';
 import { buildApi } from '../fallback/api.js';
@@ -49,6 +50,11 @@ export interface RunningRegistrar {
   service: RegistrarService;
   api: FastifyInstance;
   metrics: Metrics;
+  /**
+   * Resolves if the store fails a write (disk full, I/O error): the registrar can serve no more
+   * decisions and must be restarted (its unit's Restart= does it; a fresh start reads what is durable).
+   */
+  fatal: Promise<Error>;
   close(): Promise<void>;
 }
 
@@ -89,15 +95,34 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
   await ensureDir(opts.stateDir, 0o700);
 
   let registry: Registry;
+  let failed!: (err: Error) => void;
+  const fatal = new Promise<Error>((resolve) => (failed = resolve));
   try {
     registry = await openRegistry(
       { kind: 'level', dir: path.join(opts.stateDir, 'registry') },
-      { now: () => clock.now() },
+      {
+        now: () => clock.now(),
+        onFatal: (err) => {
+          const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+          log.error(
+            { err: cause, stateDir: opts.stateDir },
+            'the store failed a write; the registrar stops to be restarted',
+          );
+          failed(
+            new MusterError(
+              'MUSTER_ERR_STATE_DIR',
+              `the store in ${opts.stateDir} failed a write (${cause})`,
+            ),
+          );
+        },
+      },
     );
   } catch (err) {
     const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
-    throw new Error(
-      `cannot open the registry in ${opts.stateDir} (${cause}); is another registrar using it?`,
+    const locked = /LOCK|lock/.test(cause);
+    throw new MusterError(
+      'MUSTER_ERR_STATE_DIR',
+      `cannot open the registry in ${opts.stateDir} (${cause})${locked ? '; is another registrar using it?' : ''}`,
       { cause: err },
     );
   }
@@ -217,6 +242,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       service,
       api,
       metrics,
+      fatal,
       async close() {
         for (const step of cleanup.splice(0)) await step();
       },

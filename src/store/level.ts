@@ -144,6 +144,7 @@ export class LevelRegistry implements Registry {
   private queue: Batch[] = [];
   private writing: Promise<void> | undefined;
   private failed: unknown;
+  private readonly onFatal: ((err: unknown) => void) | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
   private readonly delivery = new EventDelivery();
@@ -151,6 +152,7 @@ export class LevelRegistry implements Registry {
   private constructor(dir: string, opts: RegistryOptions) {
     this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
     this.now = opts.now ?? Date.now;
+    this.onFatal = opts.onFatal;
     this.db = new Level<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
   }
 
@@ -561,9 +563,11 @@ export class LevelRegistry implements Registry {
         // classic-level honours `sync` (fsync before the callback); abstract-level's types omit it.
         await this.db.batch(ops as never, { sync: true } as never);
       } catch (err) {
-        // The queued state is now ahead of the disk: refuse every further write (fail stop).
+        // The queued state is now ahead of the disk: refuse every further write (fail stop), and
+        // tell the owner, which restarts from what is durable (a reopen reads the disk's truth).
         this.failed = err;
         for (const b of [...batches, ...this.queue.splice(0)]) b.reject(err);
+        this.onFatal?.(err);
         return;
       }
       this.landedBatches++;

@@ -137,6 +137,12 @@ export interface RegistryOptions {
   eventRetention?: number;
   /** Time for event stamps (an injected clock in tests). */
   now?: () => number;
+  /**
+   * Called once when the store can take no more writes (a write failed: disk full, I/O error, and
+   * the state in memory is ahead of the disk). The owner should stop and be restarted: a fresh open
+   * reads what is durable.
+   */
+  onFatal?: (err: unknown) => void;
 }
 
 /** About 60 MB of events; a node's record keeps its own transition times and admission decision. */

@@ -269,11 +269,10 @@ describe.skipIf(gate.skip)('state directory faults (tmpfs)', () => {
     await checkStore(answered, tok.id);
   });
 
-  // KNOWN BUG, reported to the lead: once a write fails with ENOSPC, level keeps failing every write
-  // after the disk has room again (LevelDB's background error is sticky), and the registrar goes on
-  // answering 500 without exiting, so nothing restarts it: it never recovers by itself. When fixed
-  // (exit with a clear error so that the unit restarts it, or reopen the store), turn it.fails into it.
-  it.fails('full while running: it recovers once there is room, without an operator', async () => {
+  // Once a write fails with ENOSPC, LevelDB's background error is sticky: the registrar stops with
+  // exit 1 (MUSTER_ERR_STATE_DIR) so that its unit's Restart= brings it back, and a fresh start reads
+  // what is durable. Here the test restarts it as the unit would.
+  it('full while running: it recovers once there is room, without an operator', async () => {
     const { tok, answered } = await seeded();
     rmSync(await joinsWhileFull(tok, answered));
     // By itself, or, when it chose to exit with a clear error, once restarted (as its unit's Restart=).
