@@ -4,46 +4,23 @@
  * openssl's colon hex), the documented --json shapes, `install-units --prefix`. The real compiled CLI
  * against a real registrar (--mdns off, 127.0.0.1, port 0).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { AdminClient } from '../../src/admin/client.js';
 import { DEFAULT_CONFIG_FILE } from '../../src/common/config.js';
 import { isMusterError } from '../../src/common/errors.js';
 import { INSTALL_MODE_FOR_MAX_MS, TOKEN_DESCRIPTION_MAX } from '../../src/common/limits.js';
-import { spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
-import { api, tempDir } from '../helpers/registrar.js';
-import { cli, filesUnder, registrarState, seed } from './helpers.js';
+import { api } from '../helpers/registrar.js';
+import { cli, filesUnder, registrarFixture, registrarState, seed } from './helpers.js';
 
-let t: ReturnType<typeof tempDir>;
-let reg: SpawnedRegistrar;
-let sock: string;
-let admin: AdminClient;
+const fx = registrarFixture({ each: 'file', prefix: 'muster-commands-', cluster: 'lab' });
 
 beforeAll(async () => {
-  t = tempDir('muster-commands-');
-  sock = path.join(t.dir, 'admin.sock');
-  reg = await spawnRegistrar([
-    '--state-dir',
-    path.join(t.dir, 'reg'),
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-socket',
-    sock,
-    '--cluster',
-    'lab',
-  ]);
-  admin = new AdminClient(sock);
-  await seed(reg, sock, { pending: 'pend-1', issued: 'node-1' });
+  await seed(fx.reg, fx.sock, { pending: 'pend-1', issued: 'node-1' });
 });
 
-afterAll(async () => {
-  await reg?.stop('SIGKILL');
-  t?.cleanup();
-});
-
-const op = (args: string[], env: NodeJS.ProcessEnv = {}) => cli([...args, '--admin-socket', sock], env);
+const op = (args: string[], env: NodeJS.ProcessEnv = {}) => cli([...args, '--admin-socket', fx.sock], env);
 
 describe("messages in the operator's words, with the admin API's limits", () => {
   it.each([
@@ -71,7 +48,7 @@ describe("messages in the operator's words, with the admin API's limits", () => 
     const on = op(['install-mode', 'on', '--for', '365d', '--json']);
     expect(on.code, on.stderr).toBe(0);
     expect(op(['install-mode', 'off']).code).toBe(0);
-    const past = await admin
+    const past = await fx.admin
       .request('POST', '/v1/admin/install-mode', { on: true, forMs: INSTALL_MODE_FOR_MAX_MS + 1000 })
       .then(
         () => undefined,
@@ -102,9 +79,9 @@ describe('exit codes as documented', () => {
     expect(cli([]).code).toBe(2);
     expect(cli(['config']).code).toBe(2);
     expect(
-      cli(['registrar', '--listen', '8443', '--mdns', 'off', '--state-dir', path.join(t.dir, 'no')]).code,
+      cli(['registrar', '--listen', '8443', '--mdns', 'off', '--state-dir', path.join(fx.dir, 'no')]).code,
     ).toBe(2);
-    const down = cli(['nodes', 'list', '--admin-socket', path.join(t.dir, 'none.sock')]);
+    const down = cli(['nodes', 'list', '--admin-socket', path.join(fx.dir, 'none.sock')]);
     expect(down.code).toBe(1);
     expect(down.stderr.trim().split('\n')).toEqual([
       expect.stringMatching(/^muster: cannot reach the registrar/),
@@ -130,7 +107,7 @@ describe('muster config check', () => {
   );
 
   it('validates as the commands do: a port over 65535 fails the check (exit 1) and the registrar (exit 2)', () => {
-    const file = path.join(t.dir, 'muster.json');
+    const file = path.join(fx.dir, 'muster.json');
     writeFileSync(file, JSON.stringify({ registrar: { listen: '127.0.0.1:99999' } }));
     const check = cli(['config', 'check', file]);
     expect(check.code).toBe(1);
@@ -145,11 +122,11 @@ describe('muster config check', () => {
       '--mdns',
       'off',
       '--state-dir',
-      path.join(t.dir, 'no'),
+      path.join(fx.dir, 'no'),
     ]);
     expect(start.code).toBe(2);
     expect(start.stderr).toMatch(/registrar\.listen must have a port from 0 to 65535/);
-    expect(filesUnder(path.join(t.dir, 'no'))).toBeNull();
+    expect(filesUnder(path.join(fx.dir, 'no'))).toBeNull();
   });
 
   it('warns about MUSTER_* variables that no setting reads', () => {
@@ -162,26 +139,26 @@ describe('the CA pin', () => {
   it('muster ca prints the fingerprint and exactly how to pin it', () => {
     const r = op(['ca']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain(reg.ca);
-    expect(r.stdout).toContain(`muster join --ca-fingerprint ${reg.ca}`);
-    expect(r.stdout).toContain(`MUSTER_CA_FINGERPRINT=${reg.ca}`);
+    expect(r.stdout).toContain(fx.reg.ca);
+    expect(r.stdout).toContain(`muster join --ca-fingerprint ${fx.reg.ca}`);
+    expect(r.stdout).toContain(`MUSTER_CA_FINGERPRINT=${fx.reg.ca}`);
     const j = JSON.parse(op(['ca', '--json']).stdout);
-    expect(j).toMatchObject({ ca: reg.ca, cluster: 'lab', verified: true });
+    expect(j).toMatchObject({ ca: fx.reg.ca, cluster: 'lab', verified: true });
   });
 
   it('muster ca --url fetches it over HTTPS, unverified, and says so', () => {
-    const r = cli(['ca', '--url', reg.url]);
+    const r = cli(['ca', '--url', fx.reg.url]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain(reg.ca);
+    expect(r.stdout).toContain(fx.reg.ca);
     expect(r.stdout).toMatch(/WITHOUT verification/);
-    expect(JSON.parse(cli(['ca', '--url', reg.url, '--json']).stdout)).toMatchObject({
-      ca: reg.ca,
+    expect(JSON.parse(cli(['ca', '--url', fx.reg.url, '--json']).stdout)).toMatchObject({
+      ca: fx.reg.ca,
       verified: false,
     });
   });
 
   it('--ca-fingerprint takes what openssl prints; a node pinned that way joins, a wrong pin aborts (exit 5)', async () => {
-    const pem = (await api(reg, 'GET', '/v1/ca')).body as string;
+    const pem = (await api(fx.reg, 'GET', '/v1/ca')).body as string;
     const o = spawnSync('openssl', ['x509', '-noout', '-fingerprint', '-sha256'], {
       input: pem,
       encoding: 'utf8',
@@ -196,11 +173,11 @@ describe('the CA pin', () => {
         [
           'join',
           '--registrar',
-          reg.url,
+          fx.reg.url,
           '--name',
           name,
           '--state-dir',
-          path.join(t.dir, name),
+          path.join(fx.dir, name),
           '--mdns',
           'off',
           '--ca-fingerprint',
@@ -218,7 +195,7 @@ describe('the CA pin', () => {
     const wrong = (hex.startsWith('00') ? 'FF' : '00') + hex.slice(2);
     const refused = join('pin-3', wrong);
     expect(refused.code).toBe(5);
-    expect(filesUnder(path.join(t.dir, 'pin-3')) ?? []).not.toContain('node.crt');
+    expect(filesUnder(path.join(fx.dir, 'pin-3')) ?? []).not.toContain('node.crt');
   });
 });
 
@@ -268,13 +245,13 @@ describe('--json: one documented shape per kind (docs/cli-json.md)', () => {
     expect(first.next).toBe(String(first.items[1].seq));
     const rest = JSON.parse(op(['events', '--json', '--after', first.next]).stdout);
     expect(rest.items[0].seq).toBe(all.items[2].seq);
-    expect(await registrarState(sock)).toBeDefined();
+    expect(await registrarState(fx.sock)).toBeDefined();
   });
 });
 
 describe('muster install-units --prefix', () => {
   it('installs into the image tree and suggests systemctl --root=DIR enable', () => {
-    const prefix = path.join(t.dir, 'image');
+    const prefix = path.join(fx.dir, 'image');
     const r = cli(['install-units', '--prefix', prefix, '--binary', process.execPath, '--no-reload']);
     expect(r.code, r.stderr).toBe(0);
     expect(filesUnder(prefix)).toContain(path.join('etc', 'systemd', 'system', 'muster-join.service'));

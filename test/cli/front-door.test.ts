@@ -5,45 +5,20 @@
  * whether it comes from MUSTER_TOKEN or was pasted into another setting. The real compiled CLI against
  * a real registrar (--mdns off, 127.0.0.1, port 0).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { AdminClient, type WireToken } from '../../src/admin/client.js';
+import { type WireToken } from '../../src/admin/client.js';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
-import { spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
-import { api, csrFor, tempDir } from '../helpers/registrar.js';
-import { cli, filesUnder } from './helpers.js';
+import { api, csrFor } from '../helpers/registrar.js';
+import { cli, filesUnder, registrarFixture } from './helpers.js';
 
-let t: ReturnType<typeof tempDir>;
-let reg: SpawnedRegistrar;
-let sock: string;
-let admin: AdminClient;
+const fx = registrarFixture({ each: 'file', prefix: 'muster-front-door-', cluster: 'lab' });
 
-beforeAll(async () => {
-  t = tempDir('muster-front-door-');
-  sock = path.join(t.dir, 'admin.sock');
-  reg = await spawnRegistrar([
-    '--state-dir',
-    path.join(t.dir, 'reg'),
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-socket',
-    sock,
-    '--cluster',
-    'lab',
-  ]);
-  admin = new AdminClient(sock);
-});
-
-afterAll(async () => {
-  await reg?.stop('SIGKILL');
-  t?.cleanup();
-});
-
-const op = (args: string[], env: NodeJS.ProcessEnv = {}) => cli([...args, '--admin-socket', sock], env);
+const op = (args: string[], env: NodeJS.ProcessEnv = {}) => cli([...args, '--admin-socket', fx.sock], env);
 
 const tokens = async (): Promise<WireToken[]> =>
-  (await admin.request<{ tokens: WireToken[] }>('GET', '/v1/admin/tokens')).tokens;
+  (await fx.admin.request<{ tokens: WireToken[] }>('GET', '/v1/admin/tokens')).tokens;
 
 /** A join by token proof over HTTPS, as a node makes it: the token admits (201) or not. */
 async function joinWith(token: string, name: string): Promise<number> {
@@ -51,7 +26,7 @@ async function joinWith(token: string, name: string): Promise<number> {
   const n = csrFor(name);
   const ts = Math.floor(Date.now() / 1000);
   const hmac = joinProofMac(tok.secret, { name, role: 'node', cluster: '', key: n.fp, ts });
-  const r = await api(reg, 'POST', '/v1/join', {
+  const r = await api(fx.reg, 'POST', '/v1/join', {
     name,
     role: 'node',
     cluster: '',
@@ -69,10 +44,10 @@ describe('muster tokens create prints a join line that names the CA the token pi
     expect(r.stdout).toMatch(/^\S+\n$/);
     const tok = parseToken(r.stdout)!;
     expect(tok).toBeDefined();
-    expect(tok.ca).toBe(reg.ca);
+    expect(tok.ca).toBe(fx.reg.ca);
     const lines = r.stderr.trim().split('\n');
     expect(lines).toEqual([expect.stringMatching(/^join with: muster join --token-file FILE\b/)]);
-    expect(lines[0]).toContain(`pins this registrar's CA ${reg.ca}`);
+    expect(lines[0]).toContain(`pins this registrar's CA ${fx.reg.ca}`);
     expect(r.stderr).not.toContain(tok.secret);
     expect(r.stderr).not.toMatch(/warning/);
     expect((await tokens()).map((x) => x.id)).toContain(tok.id);
@@ -83,10 +58,10 @@ describe('muster tokens create prints a join line that names the CA the token pi
     const r = op(['tokens', 'create', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j).toMatchObject({ ca: reg.ca, join: 'muster join --token-file FILE', warnings: [] });
+    expect(j).toMatchObject({ ca: fx.reg.ca, join: 'muster join --token-file FILE', warnings: [] });
     const tok = parseToken(j.token)!;
-    expect(tok).toMatchObject({ id: j.id, ca: reg.ca });
-    expect(r.stderr).toContain(reg.ca);
+    expect(tok).toMatchObject({ id: j.id, ca: fx.reg.ca });
+    expect(r.stderr).toContain(fx.reg.ca);
     expect(r.stderr).not.toContain(tok.secret);
   });
 });
@@ -145,7 +120,7 @@ describe('muster config check never shows a join token', () => {
   });
   // A config file of its own (the machine's /etc/muster/muster.json is none of these tests' business).
   const empty = (): string => {
-    const f = path.join(t.dir, 'empty.json');
+    const f = path.join(fx.dir, 'empty.json');
     writeFileSync(f, '{}');
     return f;
   };
@@ -194,7 +169,7 @@ describe('muster config check never shows a join token', () => {
   });
 
   it('a token in a config file key is not echoed either', () => {
-    const file = path.join(t.dir, 'token-in-file.json');
+    const file = path.join(fx.dir, 'token-in-file.json');
     writeFileSync(file, JSON.stringify({ join: { tokenFile: token } }));
     const r = cli(['config', 'check', file, '--json']);
     expect(r.stdout + r.stderr).not.toContain(secret);
@@ -203,13 +178,13 @@ describe('muster config check never shows a join token', () => {
   });
 
   it('muster join --token-file <the token itself>: a usage error that does not echo it, nothing written', () => {
-    const dir = path.join(t.dir, 'node-token-as-file');
+    const dir = path.join(fx.dir, 'node-token-as-file');
     const r = cli([
       'join',
       '--token-file',
       token,
       '--registrar',
-      reg.url,
+      fx.reg.url,
       '--state-dir',
       dir,
       '--mdns',

@@ -6,10 +6,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { AdminClient } from '../../src/admin/client.js';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
-import { BIN } from '../helpers/cli.js';
-import { api, csrFor } from '../helpers/registrar.js';
+import { BIN, localRegistrarArgs, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
+import { api, csrFor, tempDir } from '../helpers/registrar.js';
 
 export interface Run {
   code: number;
@@ -29,6 +31,50 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_
     timeout: timeoutMs,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A registrar started by registrarFixture, and its admin client. */
+export interface CliRegistrar {
+  /** Its temporary directory: the registrar's state is in <dir>/reg. */
+  dir: string;
+  /** Its admin socket, <dir>/admin.sock. */
+  sock: string;
+  reg: SpawnedRegistrar;
+  admin: AdminClient;
+}
+
+/**
+ * The real registrar (localRegistrarArgs: --mdns off, 127.0.0.1, port 0) in a fresh temporary directory,
+ * started before the file's tests (`each: 'file'`) or before each test (`each: 'test'`), killed and its
+ * directory removed after. The fields are set by the hook: read them inside tests and hooks.
+ */
+export function registrarFixture(opts: {
+  each: 'file' | 'test';
+  prefix?: string;
+  cluster?: string;
+}): CliRegistrar {
+  const fx = {} as CliRegistrar;
+  let cleanup: (() => void) | undefined;
+  const start = async (): Promise<void> => {
+    const t = tempDir(opts.prefix);
+    cleanup = t.cleanup;
+    fx.dir = t.dir;
+    fx.sock = path.join(t.dir, 'admin.sock');
+    fx.reg = await spawnRegistrar(localRegistrarArgs(t.dir, fx.sock, opts.cluster));
+    fx.admin = new AdminClient(fx.sock);
+  };
+  const stop = async (): Promise<void> => {
+    await fx.reg?.stop('SIGKILL');
+    cleanup?.();
+  };
+  if (opts.each === 'file') {
+    beforeAll(start);
+    afterAll(stop);
+  } else {
+    beforeEach(start);
+    afterEach(stop);
+  }
+  return fx;
 }
 
 /** What the registrar's store shows through the admin API: events, nodes, tokens, install mode. */

@@ -5,48 +5,30 @@
  * is written in a state directory or an install prefix, no registrar is left listening, no key is made.
  * The real compiled CLI against a real registrar (--mdns off, 127.0.0.1, port 0).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { freePort, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
-import { tempDir } from '../helpers/registrar.js';
-import { cli, filesUnder, listening, registrarState, seed } from './helpers.js';
+import { freePort } from '../helpers/cli.js';
+import { cli, filesUnder, listening, registrarFixture, registrarState, seed } from './helpers.js';
 
-let t: ReturnType<typeof tempDir>;
-let reg: SpawnedRegistrar;
-let sock: string;
+const fx = registrarFixture({ each: 'file', prefix: 'muster-usage-' });
 let tokenId: string;
 const PENDING = 'waiting-1';
 const ISSUED = 'held-1';
 
 beforeAll(async () => {
-  t = tempDir('muster-usage-');
-  sock = path.join(t.dir, 'admin.sock');
-  reg = await spawnRegistrar([
-    '--state-dir',
-    path.join(t.dir, 'reg'),
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-socket',
-    sock,
-  ]);
-  ({ tokenId } = await seed(reg, sock, { pending: PENDING, issued: ISSUED }));
-});
-
-afterAll(async () => {
-  await reg?.stop('SIGKILL');
-  t?.cleanup();
+  ({ tokenId } = await seed(fx.reg, fx.sock, { pending: PENDING, issued: ISSUED }));
 });
 
 /** Runs an operator command that must be refused; the registrar's state must not change. */
 async function refusedByOperatorCli(args: string[], message: RegExp): Promise<void> {
-  const before = await registrarState(sock);
-  const r = cli([...args, '--admin-socket', sock]);
+  const before = await registrarState(fx.sock);
+  const r = cli([...args, '--admin-socket', fx.sock]);
   expect(r.code, r.stderr).toBe(2);
   expect(r.stderr).toMatch(message);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
   expect(r.stdout).toBe('');
-  expect(await registrarState(sock)).toEqual(before);
+  expect(await registrarState(fx.sock)).toEqual(before);
 }
 
 describe('operator commands: a misspelt flag, a bad value or a missing argument changes nothing', () => {
@@ -133,10 +115,10 @@ describe('operator commands: a misspelt flag, a bad value or a missing argument 
       ['install-mode', 'off'],
     ];
     for (const args of steps) {
-      const before = await registrarState(sock);
-      const r = cli([...args, '--admin-socket', sock]);
+      const before = await registrarState(fx.sock);
+      const r = cli([...args, '--admin-socket', fx.sock]);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-      expect(await registrarState(sock), args.join(' ')).not.toEqual(before);
+      expect(await registrarState(fx.sock), args.join(' ')).not.toEqual(before);
     }
   });
 });
@@ -151,8 +133,8 @@ describe('muster registrar: refused before anything starts', () => {
     ['--rate-limit 0', ['--rate-limit', '0'], /--rate-limit must be a whole number from 1/],
   ];
   it.each(cases)('%s: exit 2, no state dir, no socket, nothing listening', async (_name, extra, message) => {
-    const dir = path.join(t.dir, 'reg-refused');
-    const s = path.join(t.dir, 'refused.sock');
+    const dir = path.join(fx.dir, 'reg-refused');
+    const s = path.join(fx.dir, 'refused.sock');
     const port = await freePort();
     // mDNS off by the environment: a run that ignored the flags would still send nothing on the LAN.
     const r = cli(
@@ -173,7 +155,7 @@ describe('muster registrar: refused before anything starts', () => {
     ['--listn (the address stays the default)', ['--listn'], /--listn \(did you mean --listen\?\)/],
     ['--listen with no host', ['--listen'], /--listen must be HOST:PORT/],
   ])('%s: exit 2, nothing listening', async (_name, [flag], message) => {
-    const dir = path.join(t.dir, 'reg-refused');
+    const dir = path.join(fx.dir, 'reg-refused');
     const port = await freePort();
     const value = flag === '--listen' ? String(port) : `127.0.0.1:${port}`;
     const r = cli([
@@ -181,7 +163,7 @@ describe('muster registrar: refused before anything starts', () => {
       '--state-dir',
       dir,
       '--admin-socket',
-      path.join(t.dir, 'r.sock'),
+      path.join(fx.dir, 'r.sock'),
       '--mdns',
       'off',
       flag!,
@@ -197,7 +179,7 @@ describe('muster registrar: refused before anything starts', () => {
     const r = cli([
       'registrar',
       '--state-dir',
-      path.join(t.dir, 'reg-refused'),
+      path.join(fx.dir, 'reg-refused'),
       '--mdns',
       'off',
       '--listen',
@@ -205,15 +187,15 @@ describe('muster registrar: refused before anything starts', () => {
     ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--listen must have a port from 0 to 65535/);
-    expect(filesUnder(path.join(t.dir, 'reg-refused'))).toBeNull();
+    expect(filesUnder(path.join(fx.dir, 'reg-refused'))).toBeNull();
   });
 });
 
 describe('muster join: refused before a key is made', () => {
-  const nodeDir = (): string => path.join(t.dir, 'node-refused');
-  const fromEnv = (): string => path.join(t.dir, 'node-from-env');
+  const nodeDir = (): string => path.join(fx.dir, 'node-refused');
+  const fromEnv = (): string => path.join(fx.dir, 'node-from-env');
   const openTokenFile = (): string => {
-    const f = path.join(t.dir, 'token-0644');
+    const f = path.join(fx.dir, 'token-0644');
     writeFileSync(f, 'abcdef123456.' + 'x'.repeat(43) + '\n');
     chmodSync(f, 0o644);
     return f;
@@ -221,49 +203,49 @@ describe('muster join: refused before a key is made', () => {
   const cases: [string, () => string[], RegExp][] = [
     [
       '--statedir (a typo)',
-      () => ['--registrar', reg.url, '--statedir', nodeDir()],
+      () => ['--registrar', fx.reg.url, '--statedir', nodeDir()],
       /no flag --statedir \(did you mean --state-dir\?\)/,
     ],
     [
       '--registrar http://',
-      () => ['--registrar', reg.url.replace('https:', 'http:'), '--state-dir', nodeDir()],
+      () => ['--registrar', fx.reg.url.replace('https:', 'http:'), '--state-dir', nodeDir()],
       /--registrar must be an https:\/\/ URL/,
     ],
     [
       '--token-file readable by others',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--token-file', openTokenFile()],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--token-file', openTokenFile()],
       /--token-file names a file that group or others may open \(.*mode 0644\).*chmod 600/,
     ],
     [
       '--token-file missing',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--token-file', path.join(t.dir, 'nope')],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--token-file', path.join(fx.dir, 'nope')],
       /--token-file names a file that cannot be read: .*nope \(ENOENT\)/,
     ],
     [
       '--ca-fingerprint nonsense',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--ca-fingerprint', 'nope'],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--ca-fingerprint', 'nope'],
       /--ca-fingerprint must be the CA's SHA-256 fingerprint/,
     ],
     [
       '--name Bad_Name',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--name', 'Bad_Name'],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--name', 'Bad_Name'],
       /--name must be a DNS label/,
     ],
     [
       '--discovery-timout',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--discovery-timout', '1s'],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--discovery-timout', '1s'],
       /did you mean --discovery-timeout\?/,
     ],
     [
       '--timeout soon',
-      () => ['--registrar', reg.url, '--state-dir', nodeDir(), '--timeout', 'soon'],
+      () => ['--registrar', fx.reg.url, '--state-dir', nodeDir(), '--timeout', 'soon'],
       /--timeout must be a duration/,
     ],
   ];
   it.each(cases)(
     '%s: exit 2, no state dir, no key, nothing at the registrar',
     async (_name, args, message) => {
-      const before = await registrarState(sock);
+      const before = await registrarState(fx.sock);
       // MUSTER_STATE_DIR: where a run that ignored a misspelt --state-dir would write.
       const r = cli(['join', ...args()], {
         MUSTER_NAME: 'typo-1',
@@ -275,19 +257,19 @@ describe('muster join: refused before a key is made', () => {
       expect(r.stderr).toMatch(message);
       expect(filesUnder(nodeDir())).toBeNull();
       expect(filesUnder(fromEnv())).toBeNull();
-      expect(await registrarState(sock)).toEqual(before);
+      expect(await registrarState(fx.sock)).toEqual(before);
     },
   );
 
   it('a token file of mode 0600 is taken (the refusal above is about the mode)', async () => {
-    const f = path.join(t.dir, 'token-0600');
-    const token = cli(['tokens', 'create', '--admin-socket', sock]).stdout.trim();
+    const f = path.join(fx.dir, 'token-0600');
+    const token = cli(['tokens', 'create', '--admin-socket', fx.sock]).stdout.trim();
     writeFileSync(f, token + '\n', { mode: 0o600 });
-    const dir = path.join(t.dir, 'node-0600');
+    const dir = path.join(fx.dir, 'node-0600');
     const r = cli([
       'join',
       '--registrar',
-      reg.url,
+      fx.reg.url,
       '--name',
       'mode-1',
       '--state-dir',
@@ -309,7 +291,7 @@ describe('muster install-units: refused before anything is written', () => {
     ['--unit-dir relative', ['--unit-dir', 'lib/systemd'], /--unit-dir must be an absolute path/],
     ['--no-reloadd', ['--no-reloadd'], /no flag --reloadd \(did you mean --reload\?\)/],
   ])('%s: exit 2, the prefix stays empty', (_name, extra, message) => {
-    const prefix = path.join(t.dir, 'image');
+    const prefix = path.join(fx.dir, 'image');
     mkdirSync(prefix, { recursive: true });
     const r = cli(['install-units', '--prefix', prefix, '--binary', process.execPath, ...extra]);
     expect(r.code, r.stderr).toBe(2);
@@ -333,7 +315,7 @@ describe('commands without side effects exit 2 the same way', () => {
     ],
     ['no command at all', [], /muster needs a command/],
   ])('%s', (_name, args, message) => {
-    const r = cli([...args, '--admin-socket', sock]);
+    const r = cli([...args, '--admin-socket', fx.sock]);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(message);
   });

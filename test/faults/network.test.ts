@@ -15,7 +15,7 @@ import { AdminClient } from '../../src/admin/client.js';
 import { memoryLogger } from '../../src/common/log.js';
 import { runJoin, type JoinResult } from '../../src/node/agent.js';
 import { MIN_RETRY_MS } from '../../src/node/join-loop.js';
-import { muster, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
+import { localRegistrarArgs, muster, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
 import { tempDir } from '../helpers/registrar.js';
 import { FaultProxy } from './proxy.js';
 
@@ -39,18 +39,8 @@ afterEach(async () => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const BACKOFF = { baseMs: 100, maxMs: 800 };
 
-async function startRegistrar(): Promise<SpawnedRegistrar> {
-  const r = await spawnRegistrar([
-    '--state-dir',
-    path.join(t.dir, 'reg'),
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-socket',
-    sock,
-    '--cluster',
-    'faults',
-  ]);
-  return r;
+function startRegistrar(): Promise<SpawnedRegistrar> {
+  return spawnRegistrar(localRegistrarArgs(t.dir, sock, 'faults'));
 }
 const portOf = (r: SpawnedRegistrar): number => Number(new URL(r.url).port);
 

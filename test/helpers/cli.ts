@@ -42,6 +42,22 @@ export interface SpawnedRegistrar {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/**
+ * The arguments of a test registrar: its state in <dir>/reg, HTTPS on 127.0.0.1 at a free port, the
+ * admin API on sock, and the cluster when one is given.
+ */
+export function localRegistrarArgs(dir: string, sock: string, cluster?: string): string[] {
+  return [
+    '--state-dir',
+    path.join(dir, 'reg'),
+    '--listen',
+    '127.0.0.1:0',
+    '--admin-socket',
+    sock,
+    ...(cluster === undefined ? [] : ['--cluster', cluster]),
+  ];
+}
+
 /** Starts `muster registrar --mdns off` and resolves once it logs "registrar ready". */
 export function spawnRegistrar(args: string[], env: NodeJS.ProcessEnv = {}): Promise<SpawnedRegistrar> {
   // Loopback is the "local link" of these tests only because they say so (issue 8: never by default).

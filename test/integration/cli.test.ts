@@ -2,52 +2,31 @@
  * The README flow with real processes of the real CLI: a registrar, a token, `muster join`,
  * `openssl verify`, a second join; operator commands and their exit codes; SIGTERM.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { muster, musterAsync, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
-import { opensslVerify, tempDir } from '../helpers/registrar.js';
-import { filesUnder, registrarState } from '../cli/helpers.js';
+import { muster, musterAsync } from '../helpers/cli.js';
+import { opensslVerify } from '../helpers/registrar.js';
+import { filesUnder, registrarFixture, registrarState } from '../cli/helpers.js';
 
-let t: ReturnType<typeof tempDir>;
-let reg: SpawnedRegistrar | undefined;
-let sock: string;
-
-beforeEach(async () => {
-  t = tempDir();
-  sock = path.join(t.dir, 'admin.sock');
-  reg = await spawnRegistrar([
-    '--state-dir',
-    path.join(t.dir, 'reg'),
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-socket',
-    sock,
-    '--cluster',
-    'lab',
-  ]);
-});
-afterEach(async () => {
-  await reg?.stop('SIGKILL');
-  t.cleanup();
-});
+const fx = registrarFixture({ each: 'test', cluster: 'lab' });
 
 describe('muster CLI', () => {
   it('registrar + token + join: openssl verifies the certificate, a second join exits 0 and keeps it', async () => {
-    const tok = muster(['tokens', 'create', '--admin-socket', sock, '--ttl', '1h']);
+    const tok = muster(['tokens', 'create', '--admin-socket', fx.sock, '--ttl', '1h']);
     expect(tok.code).toBe(0);
     const token = tok.stdout.trim();
     expect(token).toMatch(/^[a-z0-9]+\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]{43})?$/); // the token alone on stdout, for $(...)
-    writeFileSync(path.join(t.dir, 'token'), token + '\n', { mode: 0o600 });
+    writeFileSync(path.join(fx.dir, 'token'), token + '\n', { mode: 0o600 });
 
-    const node = path.join(t.dir, 'node');
-    const hookOut = path.join(t.dir, 'hook.out');
+    const node = path.join(fx.dir, 'node');
+    const hookOut = path.join(fx.dir, 'hook.out');
     const j1 = await musterAsync([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--token-file',
-      path.join(t.dir, 'token'),
+      path.join(fx.dir, 'token'),
       '--name',
       'web-1',
       '--role',
@@ -66,15 +45,15 @@ describe('muster CLI', () => {
     expect(opensslVerify(path.join(node, 'ca.crt'), path.join(node, 'node.crt'))).toMatchObject({ ok: true });
     expect(readFileSync(hookOut, 'utf8').trim()).toBe('web-1 lab');
     expect(statSync(path.join(node, 'node.key')).mode & 0o777).toBe(0o600);
-    expect(statSync(sock).mode & 0o777).toBe(0o600);
-    expect(statSync(path.join(t.dir, 'reg', 'ca', 'ca.key')).mode & 0o777).toBe(0o600);
-    expect(j1.stderr + reg!.output()).not.toContain(token.split('.')[1]);
+    expect(statSync(fx.sock).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(fx.dir, 'reg', 'ca', 'ca.key')).mode & 0o777).toBe(0o600);
+    expect(j1.stderr + fx.reg.output()).not.toContain(token.split('.')[1]);
     const cert = readFileSync(path.join(node, 'node.crt'), 'utf8');
 
     const j2 = await musterAsync([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--name',
       'web-1',
       '--role',
@@ -88,14 +67,14 @@ describe('muster CLI', () => {
     expect(j2.stdout).toContain('already registered');
     expect(readFileSync(path.join(node, 'node.crt'), 'utf8')).toBe(cert);
 
-    const list = muster(['nodes', 'list', '--json', '--admin-socket', sock]);
+    const list = muster(['nodes', 'list', '--json', '--admin-socket', fx.sock]);
     expect(list.code).toBe(0);
     const nodes = JSON.parse(list.stdout).items;
     expect(nodes).toHaveLength(1);
     expect(nodes[0]).toMatchObject({ name: 'web-1', state: 'active', role: 'web' });
-    const show = muster(['nodes', 'show', 'web-1', '--admin-socket', sock]);
+    const show = muster(['nodes', 'show', 'web-1', '--admin-socket', fx.sock]);
     expect(show.stdout).toMatch(/decision:\s+token: join token/);
-    const events = muster(['events', '--json', '--admin-socket', sock]);
+    const events = muster(['events', '--json', '--admin-socket', fx.sock]);
     expect(JSON.parse(events.stdout).items.map((e: { type: string }) => e.type)).toEqual([
       'token',
       'accepted',
@@ -106,68 +85,68 @@ describe('muster CLI', () => {
 
   it('install mode on/status/off and approvals from the command line', async () => {
     expect(
-      muster(['install-mode', 'on', '--for', '10m', '--max', '1', '--admin-socket', sock]).stdout,
+      muster(['install-mode', 'on', '--for', '10m', '--max', '1', '--admin-socket', fx.sock]).stdout,
     ).toMatch(/install mode on for/);
-    const st = muster(['install-mode', 'status', '--json', '--admin-socket', sock]);
+    const st = muster(['install-mode', 'status', '--json', '--admin-socket', fx.sock]);
     expect(JSON.parse(st.stdout)).toMatchObject({ on: true, max: 1 });
     const a = await musterAsync([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--name',
       'a',
       '--state-dir',
-      path.join(t.dir, 'a'),
+      path.join(fx.dir, 'a'),
       '--mdns',
       'off',
     ]);
     expect(a.code, a.stderr).toBe(0);
-    expect(JSON.parse(muster(['install-mode', 'status', '--json', '--admin-socket', sock]).stdout).on).toBe(
-      false,
-    );
+    expect(
+      JSON.parse(muster(['install-mode', 'status', '--json', '--admin-socket', fx.sock]).stdout).on,
+    ).toBe(false);
 
     // Next node waits; the operator approves it from another shell.
     const b = musterAsync([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--name',
       'b',
       '--state-dir',
-      path.join(t.dir, 'b'),
+      path.join(fx.dir, 'b'),
       '--mdns',
       'off',
     ]);
     let pending = '';
     for (let i = 0; i < 100 && !pending.includes('"b"'); i++) {
       await new Promise((r) => setTimeout(r, 100));
-      pending = muster(['nodes', 'list', '--state', 'pending', '--json', '--admin-socket', sock]).stdout;
+      pending = muster(['nodes', 'list', '--state', 'pending', '--json', '--admin-socket', fx.sock]).stdout;
     }
     expect(JSON.parse(pending).items[0]).toMatchObject({ name: 'b', state: 'pending' });
-    const ap = muster(['nodes', 'approve', 'b', '--admin-socket', sock]);
+    const ap = muster(['nodes', 'approve', 'b', '--admin-socket', fx.sock]);
     expect(ap.code).toBe(0);
     expect(ap.stdout).toMatch(/approved b \(key [A-Za-z0-9_-]{43}\)/);
     const joined = await b;
     expect(joined.code, joined.stderr).toBe(0);
-    expect(muster(['install-mode', 'off', '--admin-socket', sock]).code).toBe(0);
+    expect(muster(['install-mode', 'off', '--admin-socket', fx.sock]).code).toBe(0);
   });
 
   it('usage errors exit 2 and change nothing; failures exit 1 with one line on stderr', async () => {
-    const before = await registrarState(sock);
-    const bad = muster(['nodes', 'frobnicate', '--admin-socket', sock]);
+    const before = await registrarState(fx.sock);
+    const bad = muster(['nodes', 'frobnicate', '--admin-socket', fx.sock]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/unknown command "frobnicate"/);
-    const badDur = muster(['install-mode', 'on', '--for', 'soon', '--admin-socket', sock]);
+    const badDur = muster(['install-mode', 'on', '--for', 'soon', '--admin-socket', fx.sock]);
     expect(badDur.code).toBe(2);
     expect(badDur.stderr).toMatch(/--for must be a duration such as 90s.*, not "soon"/);
-    const typo = muster(['install-mode', 'on', '--for', '15m', '--maxx', '3', '--admin-socket', sock]);
+    const typo = muster(['install-mode', 'on', '--for', '15m', '--maxx', '3', '--admin-socket', fx.sock]);
     expect(typo.code).toBe(2);
     expect(typo.stderr).toMatch(/--maxx \(did you mean --max\?\)/);
-    const node = path.join(t.dir, 'bad-name');
+    const node = path.join(fx.dir, 'bad-name');
     const badName = muster([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--name',
       'Bad_Name',
       '--mdns',
@@ -178,29 +157,29 @@ describe('muster CLI', () => {
     expect(badName.code).toBe(2);
     expect(badName.stderr).toContain('--name must be a DNS label');
     expect(filesUnder(node)).toBeNull(); // no key was made
-    expect(await registrarState(sock)).toEqual(before); // install mode still off, no node, no event
+    expect(await registrarState(fx.sock)).toEqual(before); // install mode still off, no node, no event
 
-    const missing = muster(['nodes', 'approve', 'ghost', '--admin-socket', sock]);
+    const missing = muster(['nodes', 'approve', 'ghost', '--admin-socket', fx.sock]);
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
     expect(missing.stderr).toContain('no node named ghost');
-    const noSock = muster(['nodes', 'list', '--admin-socket', path.join(t.dir, 'nope.sock')]);
+    const noSock = muster(['nodes', 'list', '--admin-socket', path.join(fx.dir, 'nope.sock')]);
     expect(noSock.code).toBe(1);
     expect(noSock.stderr).toMatch(/is the registrar running/);
   });
 
   it('a name held by another key exits 4; after removal the new key joins and the old one is refused (exit 3)', async () => {
-    const token = muster(['tokens', 'create', '--admin-socket', sock]).stdout.trim();
+    const token = muster(['tokens', 'create', '--admin-socket', fx.sock]).stdout.trim();
     const env = { MUSTER_TOKEN: token };
     const j = await musterAsync(
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x1'),
+        path.join(fx.dir, 'x1'),
         '--mdns',
         'off',
       ],
@@ -211,11 +190,11 @@ describe('muster CLI', () => {
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x2'),
+        path.join(fx.dir, 'x2'),
         '--mdns',
         'off',
       ],
@@ -223,16 +202,16 @@ describe('muster CLI', () => {
     );
     expect(clone.code).toBe(4);
     expect(clone.stderr).toMatch(/held by key/);
-    expect(muster(['nodes', 'remove', 'x', '--admin-socket', sock]).code).toBe(0);
+    expect(muster(['nodes', 'remove', 'x', '--admin-socket', fx.sock]).code).toBe(0);
     const again = await musterAsync(
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x2'),
+        path.join(fx.dir, 'x2'),
         '--mdns',
         'off',
       ],
@@ -240,16 +219,16 @@ describe('muster CLI', () => {
     );
     expect(again.code, again.stderr).toBe(0); // the clone's key now holds the name
     // The removed machine, asked to join again with its old key, is told it is taken (409 -> 4) ...
-    rmSync(path.join(t.dir, 'x1', 'bundle.json'));
+    rmSync(path.join(fx.dir, 'x1', 'bundle.json'));
     const old = await musterAsync(
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x1'),
+        path.join(fx.dir, 'x1'),
         '--mdns',
         'off',
       ],
@@ -257,32 +236,32 @@ describe('muster CLI', () => {
     );
     expect(old.code).toBe(4);
     // ... and once the name is free again, its removed key stays refused (410 -> 3).
-    expect(muster(['nodes', 'remove', 'x', '--admin-socket', sock]).code).toBe(0);
+    expect(muster(['nodes', 'remove', 'x', '--admin-socket', fx.sock]).code).toBe(0);
     const refused = await musterAsync(
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x2'),
+        path.join(fx.dir, 'x2'),
         '--mdns',
         'off',
       ],
       env,
     );
     expect(refused.code).toBe(0); // x2 still holds valid local files: exits 0 at once
-    rmSync(path.join(t.dir, 'x2', 'bundle.json'));
+    rmSync(path.join(fx.dir, 'x2', 'bundle.json'));
     const refused2 = await musterAsync(
       [
         'join',
         '--registrar',
-        reg!.url,
+        fx.reg.url,
         '--name',
         'x',
         '--state-dir',
-        path.join(t.dir, 'x2'),
+        path.join(fx.dir, 'x2'),
         '--mdns',
         'off',
       ],
@@ -297,26 +276,25 @@ describe('muster CLI', () => {
     const r = await musterAsync([
       'join',
       '--registrar',
-      reg!.url,
+      fx.reg.url,
       '--name',
       'p',
       '--ca-fingerprint',
       pin,
       '--state-dir',
-      path.join(t.dir, 'p'),
+      path.join(fx.dir, 'p'),
       '--mdns',
       'off',
     ]);
     expect(r.code).toBe(5);
     expect(r.stderr).toContain(`not the pinned ${pin}`);
-    const empty = muster(['join', '--registrar', reg!.url, '--ca-fingerprint', '--mdns', 'off']);
+    const empty = muster(['join', '--registrar', fx.reg.url, '--ca-fingerprint', '--mdns', 'off']);
     expect(empty.code).toBe(2); // never silently unpinned
   });
 
   it('SIGTERM stops the registrar cleanly (exit 0) and removes its admin socket', async () => {
-    const r = await reg!.stop('SIGTERM');
+    const r = await fx.reg.stop('SIGTERM');
     expect(r.code).toBe(0);
-    expect(() => statSync(sock)).toThrow();
-    reg = undefined;
+    expect(() => statSync(fx.sock)).toThrow();
   });
 });
