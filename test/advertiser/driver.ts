@@ -3,7 +3,7 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killChild, type LanHost } from '../helpers/netlan.js';
+import { killChild, onJsonLines, type LanHost } from '../helpers/netlan.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -90,16 +90,9 @@ export class MdnsProc {
     readonly host: LanHost,
     readonly child: ChildProcess,
   ) {
-    let buf = '';
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        this.events.push(JSON.parse(line) as RunnerEvent);
-        for (const w of [...this.waiters]) w();
-      }
+    onJsonLines(child.stdout, (msg) => {
+      this.events.push(msg as RunnerEvent);
+      for (const w of [...this.waiters]) w();
     });
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
   }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   createTestLan,
-  netnsGate,
+  netnsSuite,
   startMulticastSniffer,
   type LanHost,
   type TestLan,
@@ -12,15 +12,9 @@ import {
 import { nodeTxt, registrarTxt, validateNodeTxt, decodeTxt } from '../../src/advertiser/txt.js';
 import { ensureAdvertiserBuilt, MdnsProc } from './driver.js';
 
-const gate = netnsGate('test/advertiser/mdns.test.ts');
+const gate = netnsSuite('test/advertiser/mdns.test.ts', 'mdns');
 const fp = (seed: string): string => createHash('sha256').update(seed).digest('base64url');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-describe.skipIf(!gate.mustFail)('mdns prerequisites (CI)', () => {
-  it('network namespaces are available in CI', () => {
-    throw new Error(`CI=true but network namespaces are unavailable: ${gate.reason}`);
-  });
-});
 
 describe.skipIf(gate.skip)('mdns publish/browse on a netns LAN', () => {
   let lan: TestLan;

@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killChild, type LanHost } from '../helpers/netlan.js';
+import { killChild, onJsonLines, type LanHost } from '../helpers/netlan.js';
 import { MdnsProc, ensureAdvertiserBuilt } from './driver.js';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'zeroconf-browser.py');
@@ -127,25 +127,18 @@ export async function startIndependentBrowser(
   const child = host.spawn(py, ['-u', SCRIPT, host.ip, TYPES[type]]);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  let buf = '';
   let ready!: () => void;
   const isReady = new Promise<void>((resolve) => (ready = resolve));
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      const msg = JSON.parse(line) as Omit<BrowserEvent, 't'> | { ev: 'ready' };
-      if (msg.ev === 'ready') ready();
-      else
-        events.push({
-          ...msg,
-          // python-zeroconf names the whole service: `<instance>.<type>.`
-          name: msg.name.endsWith(`.${TYPES[type]}`) ? msg.name.slice(0, -TYPES[type].length - 1) : msg.name,
-          t: Date.now(),
-        });
-    }
+  onJsonLines(child.stdout, (m) => {
+    const msg = m as Omit<BrowserEvent, 't'> | { ev: 'ready' };
+    if (msg.ev === 'ready') ready();
+    else
+      events.push({
+        ...msg,
+        // python-zeroconf names the whole service: `<instance>.<type>.`
+        name: msg.name.endsWith(`.${TYPES[type]}`) ? msg.name.slice(0, -TYPES[type].length - 1) : msg.name,
+        t: Date.now(),
+      });
   });
   const exited = new Promise<never>((_, reject) =>
     child.once('exit', (code) => reject(new Error(`zeroconf browser exited (${code}): ${stderr.trim()}`))),

@@ -4,9 +4,13 @@
  *
  *   netnsGate(suite): { skip, mustFail, reason? }       the decision for a suite: run; skip with a loud
  *                                                       console.warn; or, when CI=true, fail
+ *   netnsSuite(suite, what?): the same, plus the test that fails when CI=true and namespaces are missing
+ *   onJsonLines(stream, fn): fn for each JSON line a helper process writes
  *   startMulticastSniffer(host, { group?, port? }): Promise<MulticastSniffer>
  *     sniffer.packets(), sniffer.waitFor(pred, ms), sniffer.stop()
  */
+import type { Readable } from 'node:stream';
+import { describe, it } from 'vitest';
 import { killChild, netnsAvailable, type LanHost } from '../../src/testnet/netlan.js';
 
 export * from '../../src/testnet/netlan.js';
@@ -24,6 +28,34 @@ export function netnsGate(suite: string): { skip: boolean; mustFail: boolean; re
     `They need root and iproute2 (DESIGN "Testing the network for real"). ***\n`;
   console.warn(msg);
   return { skip: true, mustFail: ci, reason: a.reason };
+}
+
+/**
+ * netnsGate for a test file, with the test that makes CI fail (never skip) where namespaces are
+ * missing. Call at the top level; `describe.skipIf(gate.skip)(...)` the suites that need the LAN.
+ */
+export function netnsSuite(suite: string, what = 'LAN'): ReturnType<typeof netnsGate> {
+  const gate = netnsGate(suite);
+  describe.skipIf(!gate.mustFail)(`${what} prerequisites (CI)`, () => {
+    it('network namespaces are available in CI', () => {
+      throw new Error(`CI=true but network namespaces are unavailable: ${gate.reason}`);
+    });
+  });
+  return gate;
+}
+
+/** Calls fn with each line (parsed as JSON) that a helper process writes, one object a line, to stream. */
+export function onJsonLines(stream: Readable | null | undefined, fn: (msg: unknown) => void): void {
+  let buf = '';
+  stream?.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      fn(JSON.parse(line));
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -78,24 +110,17 @@ export async function startMulticastSniffer(
   const seen: SniffedPacket[] = [];
   const waiters = new Set<() => void>();
   let stderr = '';
-  let buf = '';
   const ready = new Promise<void>((resolve, reject) => {
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.once('exit', (code) =>
       reject(new Error(`sniffer in ${host.ns} exited (${code}): ${stderr.trim()}`)),
     );
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const msg = JSON.parse(line) as SniffedPacket | { ready: true };
-        if ('ready' in msg) resolve();
-        else {
-          seen.push(msg);
-          for (const w of [...waiters]) w();
-        }
+    onJsonLines(child.stdout, (m) => {
+      const msg = m as SniffedPacket | { ready: true };
+      if ('ready' in msg) resolve();
+      else {
+        seen.push(msg);
+        for (const w of [...waiters]) w();
       }
     });
   });

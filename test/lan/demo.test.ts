@@ -8,17 +8,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { netnsGate } from '../helpers/netlan.js';
+import { netnsSuite } from '../helpers/netlan.js';
 
-const gate = netnsGate('test/lan/demo.test.ts');
+const gate = netnsSuite('test/lan/demo.test.ts', 'LAN demo');
 const MAIN = path.resolve(import.meta.dirname, '../../dist/demo/main.js');
 const NODES = ['db-1', 'web-1', 'web-2', 'edge-1'];
-
-describe.skipIf(!gate.mustFail)('LAN demo prerequisites (CI)', () => {
-  it('network namespaces are available in CI', () => {
-    throw new Error(`CI=true but network namespaces are unavailable: ${gate.reason}`);
-  });
-});
 
 interface Run {
   child: ChildProcess;
@@ -28,7 +22,10 @@ interface Run {
 
 function startDemo(env: NodeJS.ProcessEnv = {}): Run {
   // A pipe, not a terminal: the demo appends plain lines instead of redrawing in place.
-  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -42,7 +39,8 @@ async function waitForOutput(run: Run, re: RegExp, ms: number): Promise<void> {
   const t0 = Date.now();
   while (!re.test(run.output())) {
     if (Date.now() - t0 > ms) throw new Error(`no ${re} within ${ms} ms:\n${run.output()}`);
-    if (run.child.exitCode !== null) throw new Error(`the demo exited (${run.child.exitCode}) before ${re}:\n${run.output()}`);
+    if (run.child.exitCode !== null)
+      throw new Error(`the demo exited (${run.child.exitCode}) before ${re}:\n${run.output()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -97,7 +95,9 @@ describe.skipIf(gate.skip)('npm run demo on a test LAN', () => {
     const rows = out.split('\n').filter((l) => /^ {2}(db-1|web-1|web-2|edge-1) +(LAN|far) /.test(l));
     expect(rows.map((r) => r.trim().split(/\s+/)[0])).toEqual(NODES);
     for (const r of rows) expect(r, r).toMatch(/\s[0-9A-F]{6,}\s+\d+\.\d s(?: \*)?\s+OK$/);
-    expect(rows.find((r) => r.includes('edge-1'))).toMatch(/far +198\.18\.1\.\d+\/24 +--registrar +join token /);
+    expect(rows.find((r) => r.includes('edge-1'))).toMatch(
+      /far +198\.18\.1\.\d+\/24 +--registrar +join token /,
+    );
     expect(rows.find((r) => r.includes('web-1'))).toMatch(/LAN +198\.18\.0\.\d+\/24 +mDNS +install mode /);
     expect(rows.find((r) => r.includes('db-1'))).toMatch(/mDNS +install mode /);
     // The story, as the registrar's events told it: db-1 was heard, waited, and was admitted when

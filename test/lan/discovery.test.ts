@@ -7,18 +7,19 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, muster } from '../helpers/cli.js';
-import { createTestLan, netnsGate, startMulticastSniffer, killChild, type LanHost, type TestLan } from '../helpers/netlan.js';
+import {
+  createTestLan,
+  netnsSuite,
+  startMulticastSniffer,
+  killChild,
+  type LanHost,
+  type TestLan,
+} from '../helpers/netlan.js';
 import { opensslVerify, tempDir } from '../helpers/registrar.js';
 import { MdnsProc } from '../advertiser/driver.js';
 import type { ChildProcess } from 'node:child_process';
 
-const gate = netnsGate('test/lan/discovery.test.ts');
-
-describe.skipIf(!gate.mustFail)('LAN prerequisites (CI)', () => {
-  it('network namespaces are available in CI', () => {
-    throw new Error(`CI=true but network namespaces are unavailable: ${gate.reason}`);
-  });
-});
+const gate = netnsSuite('test/lan/discovery.test.ts');
 
 interface Reg {
   host: LanHost;
@@ -56,11 +57,28 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
   async function startReg(h: LanHost, cluster: string, extra: string[] = []): Promise<Reg> {
     const dir = path.join(t.dir, `reg-${h.name}`);
     const sock = path.join(t.dir, `${h.name}.sock`);
-    const args = [BIN, 'registrar', '--listen', '0.0.0.0:8443', '--interface', h.ip, '--cluster', cluster, '--state-dir', dir, '--admin-socket', sock, ...extra];
+    const args = [
+      BIN,
+      'registrar',
+      '--listen',
+      '0.0.0.0:8443',
+      '--interface',
+      h.ip,
+      '--cluster',
+      cluster,
+      '--state-dir',
+      dir,
+      '--admin-socket',
+      sock,
+      ...extra,
+    ];
     const child = h.spawn(process.execPath, args, { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } });
     let out = '';
     const ready = await new Promise<{ url: string; ca: string }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`registrar in ${h.name} did not start:\n${out}`)), 20_000);
+      const timer = setTimeout(
+        () => reject(new Error(`registrar in ${h.name} did not start:\n${out}`)),
+        20_000,
+      );
       child.stdout!.on('data', (c: Buffer) => {
         out += c;
         const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
@@ -91,7 +109,11 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     return reg;
   }
 
-  function join(h: LanHost, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string; ms: number; dir: string }> {
+  function join(
+    h: LanHost,
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<{ code: number; stdout: string; stderr: string; ms: number; dir: string }> {
     const dir = path.join(t.dir, `node-${h.name}-${n++}`);
     const t0 = Date.now();
     const child = h.spawn(process.execPath, [BIN, 'join', '--state-dir', dir, '--interface', h.ip, ...args], {
@@ -101,7 +123,11 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     let stderr = '';
     child.stdout!.on('data', (c: Buffer) => (stdout += c));
     child.stderr!.on('data', (c: Buffer) => (stderr += c));
-    return new Promise((resolve) => child.on('exit', (code, sig) => resolve({ code: code ?? (sig ? 128 : -1), stdout, stderr, ms: Date.now() - t0, dir })));
+    return new Promise((resolve) =>
+      child.on('exit', (code, sig) =>
+        resolve({ code: code ?? (sig ? 128 : -1), stdout, stderr, ms: Date.now() - t0, dir }),
+      ),
+    );
   }
 
   const admin = (r: Reg, args: string[]) => muster([...args, '--admin-socket', r.sock]);
@@ -135,13 +161,26 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     const reg = await startReg(await host(), 'gamma');
     expect(admin(reg, ['install-mode', 'on', '--for', '10m']).code).toBe(0);
     const far = await host('far');
-    const lost = await join(far, ['--cluster', 'gamma', '--name', 'far-1', '--discovery-timeout', '2s', '--timeout', '5s']);
+    const lost = await join(far, [
+      '--cluster',
+      'gamma',
+      '--name',
+      'far-1',
+      '--discovery-timeout',
+      '2s',
+      '--timeout',
+      '5s',
+    ]);
     expect(lost.code).toBe(7);
     expect(lost.stderr).toMatch(/no registrar found/);
     expect(nodes(reg).find((x) => x.name === 'far-1')).toBeUndefined(); // never heard
     const token = admin(reg, ['tokens', 'create']).stdout.trim();
     const url = `https://${reg.host.ip}:8443`;
-    const r = await join(far, ['--cluster', 'gamma', '--name', 'far-1', '--discovery-timeout', '1s', '--registrar', url], { MUSTER_TOKEN: token });
+    const r = await join(
+      far,
+      ['--cluster', 'gamma', '--name', 'far-1', '--discovery-timeout', '1s', '--registrar', url],
+      { MUSTER_TOKEN: token },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(verified(r.dir)).toBe(true);
     const rec = nodes(reg).find((x) => x.name === 'far-1');
@@ -153,7 +192,10 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     const a = await startReg(await host(), 'red');
     const b = await startReg(await host(), 'blue');
     for (const r of [a, b]) admin(r, ['install-mode', 'on', '--for', '10m']);
-    const [ra, rb] = await Promise.all([join(await host(), ['--cluster', 'red', '--name', 'red-1']), join(await host(), ['--cluster', 'blue', '--name', 'blue-1'])]);
+    const [ra, rb] = await Promise.all([
+      join(await host(), ['--cluster', 'red', '--name', 'red-1']),
+      join(await host(), ['--cluster', 'blue', '--name', 'blue-1']),
+    ]);
     expect(ra.code, ra.stderr).toBe(0);
     expect(rb.code, rb.stderr).toBe(0);
     expect(nodes(a).map((x) => x.name)).toEqual(['red-1']);
@@ -170,14 +212,26 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     expect(unpinned.code).toBe(7);
     expect(unpinned.stderr).toMatch(/different CAs/);
     // It asked neither (at most its advertisement was heard): no certificate was issued to it.
-    for (const r of [c1, c2]) expect(['accepted', 'issued', 'active']).not.toContain(nodes(r).find((x) => x.name === 'green-1')?.state);
+    for (const r of [c1, c2])
+      expect(['accepted', 'issued', 'active']).not.toContain(
+        nodes(r).find((x) => x.name === 'green-1')?.state,
+      );
     expect(unpinned.stderr).toContain(c1.ca);
     expect(unpinned.stderr).toContain(c2.ca);
-    const pinned = await join(await host(), ['--cluster', 'green', '--name', 'green-2', '--ca-fingerprint', c2.ca]);
+    const pinned = await join(await host(), [
+      '--cluster',
+      'green',
+      '--name',
+      'green-2',
+      '--ca-fingerprint',
+      c2.ca,
+    ]);
     expect(pinned.code, pinned.stderr).toBe(0);
     expect(nodes(c2).map((x) => x.name)).toContain('green-2');
     // c1 may have heard green-2's advertisement (a hint), but never admitted it.
-    expect(['pending', 'accepted', 'issued', 'active']).not.toContain(nodes(c1).find((x) => x.name === 'green-2')?.state);
+    expect(['pending', 'accepted', 'issued', 'active']).not.toContain(
+      nodes(c1).find((x) => x.name === 'green-2')?.state,
+    );
   });
 
   it('e. install mode toggled on the registrar reaches a running browser in its TXT', async () => {
@@ -185,14 +239,22 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     const browser = await MdnsProc.start(await host());
     procs.add(browser);
     await browser.call('browse', { browse: 'r', type: 'muster' });
-    const seen = await browser.waitFor((e) => (e.ev === 'up' || e.ev === 'update') && e.service.txt.cluster === 'delta', 5000, 'registrar advertisement');
+    const seen = await browser.waitFor(
+      (e) => (e.ev === 'up' || e.ev === 'update') && e.service.txt.cluster === 'delta',
+      5000,
+      'registrar advertisement',
+    );
     expect((seen as any).service.txt.mode).toBe('closed');
     const t0 = Date.now();
     admin(reg, ['install-mode', 'on', '--for', '10m']);
     await browser.waitFor((e) => e.ev === 'update' && e.service.txt.mode === 'open', 5000, 'TXT mode=open');
     console.log(`[bench] install mode -> TXT seen by a running browser: ${Date.now() - t0} ms`);
     admin(reg, ['install-mode', 'off']);
-    await browser.waitFor((e) => e.ev === 'update' && e.service.txt.mode === 'closed', 5000, 'TXT mode=closed');
+    await browser.waitFor(
+      (e) => e.ev === 'update' && e.service.txt.mode === 'closed',
+      5000,
+      'TXT mode=closed',
+    );
     expect(browser.serviceEvents('r').filter((e) => e.ev === 'down')).toHaveLength(0); // an update, not a goodbye
   });
 
@@ -204,7 +266,8 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     expect(first.code, first.stderr).toBe(0);
     const waitingHost = await host();
     const waiting = join(waitingHost, ['--cluster', 'epsilon', '--name', 'eps-2']);
-    for (let i = 0; i < 100 && !nodes(reg).some((x) => x.name === 'eps-2' && x.state === 'pending'); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && !nodes(reg).some((x) => x.name === 'eps-2' && x.state === 'pending'); i++)
+      await new Promise((r) => setTimeout(r, 100));
     await reg.stop('SIGTERM');
     reg = await startReg(regHost, 'epsilon');
     expect(nodes(reg).find((x) => x.name === 'eps-1')).toMatchObject({ state: 'active' });
@@ -221,20 +284,44 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     await browser.call('browse', { browse: 'j', type: 'muster-join' });
     await browser.call('browse', { browse: 'r', type: 'muster' });
     const nodeHost = await host();
-    const child = nodeHost.spawn(process.execPath, [BIN, 'join', '--cluster', 'zeta', '--name', 'zeta-1', '--state-dir', path.join(t.dir, 'zeta-1'), '--interface', nodeHost.ip], {
-      env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
-    });
-    await browser.waitFor((e) => e.ev === 'up' && e.browse === 'j' && e.service.name === 'zeta-1', 8000, 'join advertisement');
+    const child = nodeHost.spawn(
+      process.execPath,
+      [
+        BIN,
+        'join',
+        '--cluster',
+        'zeta',
+        '--name',
+        'zeta-1',
+        '--state-dir',
+        path.join(t.dir, 'zeta-1'),
+        '--interface',
+        nodeHost.ip,
+      ],
+      {
+        env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
+      },
+    );
+    await browser.waitFor(
+      (e) => e.ev === 'up' && e.browse === 'j' && e.service.name === 'zeta-1',
+      8000,
+      'join advertisement',
+    );
     // The registrar heard it and shows it with its key fingerprint.
     const up = browser.serviceEvents('j').find((e) => e.service.name === 'zeta-1')!;
     expect(up.service.host).toBe('zeta-1.local');
-    for (let i = 0; i < 50 && !nodes(reg).some((x) => x.name === 'zeta-1'); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 50 && !nodes(reg).some((x) => x.name === 'zeta-1'); i++)
+      await new Promise((r) => setTimeout(r, 100));
     const rec = nodes(reg).find((x) => x.name === 'zeta-1');
     expect(rec.key).toBe(up.service.txt.key);
     const exit = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     child.kill('SIGTERM');
     expect(await exit).toBe(143);
-    await browser.waitFor((e) => e.ev === 'down' && e.browse === 'j' && e.service.name === 'zeta-1', 5000, 'node goodbye');
+    await browser.waitFor(
+      (e) => e.ev === 'down' && e.browse === 'j' && e.service.name === 'zeta-1',
+      5000,
+      'node goodbye',
+    );
     await reg.stop('SIGTERM');
     await browser.waitFor((e) => e.ev === 'down' && e.browse === 'r', 5000, 'registrar goodbye');
     void killChild;
@@ -246,21 +333,60 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     const rogue = await MdnsProc.start(await host());
     procs.add(rogue);
     const fake = 'A'.repeat(42) + 'E'; // a well-formed fingerprint of no key this node holds
-    await rogue.call('publish', { pub: 'g', spec: { type: 'muster-join', name: 'garbage', port: 9, txt: { v: '1', name: 'Bad_Name', role: 'worker', cluster: '', key: 'nope', state: 'ready' } } });
-    await rogue.call('publish', { pub: 's', spec: { type: 'muster-join', name: 'theta-1', port: 9, txt: { v: '1', name: 'theta-1', role: 'worker', cluster: '', key: fake, state: 'ready' } } });
-    for (let i = 0; i < 80 && !nodes(reg).some((x) => x.name === 'theta-1'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(nodes(reg).find((x) => x.name === 'theta-1')).toMatchObject({ state: 'heard', channel: 'mdns', key: fake });
+    await rogue.call('publish', {
+      pub: 'g',
+      spec: {
+        type: 'muster-join',
+        name: 'garbage',
+        port: 9,
+        txt: { v: '1', name: 'Bad_Name', role: 'worker', cluster: '', key: 'nope', state: 'ready' },
+      },
+    });
+    await rogue.call('publish', {
+      pub: 's',
+      spec: {
+        type: 'muster-join',
+        name: 'theta-1',
+        port: 9,
+        txt: { v: '1', name: 'theta-1', role: 'worker', cluster: '', key: fake, state: 'ready' },
+      },
+    });
+    for (let i = 0; i < 80 && !nodes(reg).some((x) => x.name === 'theta-1'); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(nodes(reg).find((x) => x.name === 'theta-1')).toMatchObject({
+      state: 'heard',
+      channel: 'mdns',
+      key: fake,
+    });
     await new Promise((r) => setTimeout(r, 2500)); // the rogue's announcements repeat; the log must not
-    const garbageLines = reg.out().split('\n').filter((l) => l.includes('ignoring an invalid join advertisement'));
+    const garbageLines = reg
+      .out()
+      .split('\n')
+      .filter((l) => l.includes('ignoring an invalid join advertisement'));
     expect(garbageLines).toHaveLength(1);
     expect(garbageLines[0]).toContain('name=');
     expect(nodes(reg).map((x) => x.name)).not.toContain('garbage');
 
     // The real theta-1 asks with its own key: heard with another key, so install mode does not admit it.
     const nodeHost = await host();
-    const child = nodeHost.spawn(process.execPath, [BIN, 'join', '--cluster', 'theta', '--name', 'theta-1', '--state-dir', path.join(t.dir, 'theta-1'), '--interface', nodeHost.ip], {
-      env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
-    });
+    const child = nodeHost.spawn(
+      process.execPath,
+      [
+        BIN,
+        'join',
+        '--cluster',
+        'theta',
+        '--name',
+        'theta-1',
+        '--state-dir',
+        path.join(t.dir, 'theta-1'),
+        '--interface',
+        nodeHost.ip,
+      ],
+      {
+        env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
+      },
+    );
     let rec: any;
     for (let i = 0; i < 80; i++) {
       rec = nodes(reg).find((x) => x.name === 'theta-1');
@@ -278,7 +404,11 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     const sniffer = await startMulticastSniffer(await host());
     const reg = await startReg(await host(), 'quiet', ['--mdns', 'off']);
     const token = admin(reg, ['tokens', 'create']).stdout.trim();
-    const r = await join(await host(), ['--mdns', 'off', '--name', 'quiet-1', '--registrar', `https://${reg.host.ip}:8443`], { MUSTER_TOKEN: token });
+    const r = await join(
+      await host(),
+      ['--mdns', 'off', '--name', 'quiet-1', '--registrar', `https://${reg.host.ip}:8443`],
+      { MUSTER_TOKEN: token },
+    );
     expect(r.code, r.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 1500));
     expect(sniffer.packets()).toHaveLength(0);

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { BIN } from '../helpers/cli.js';
-import { createTestLan, netnsGate, type LanHost, type TestLan } from '../helpers/netlan.js';
+import { createTestLan, netnsSuite, type LanHost, type TestLan } from '../helpers/netlan.js';
 import { tempDir } from '../helpers/registrar.js';
 import { buildRecords, type DnsPacket } from '../../src/advertiser/records.js';
 import { nodeTxt } from '../../src/advertiser/txt.js';
@@ -32,13 +32,7 @@ const dnsPacket = createRequire(import.meta.url)('dns-packet') as {
   encode(p: DnsPacket): Buffer;
   decode(b: Buffer): DnsPacket;
 };
-const gate = netnsGate('test/lan/mdns-front-door.test.ts');
-
-describe.skipIf(!gate.mustFail)('LAN prerequisites (CI)', () => {
-  it('network namespaces are available in CI', () => {
-    throw new Error(`CI=true but network namespaces are unavailable: ${gate.reason}`);
-  });
-});
+const gate = netnsSuite('test/lan/mdns-front-door.test.ts');
 
 interface Reg {
   host: LanHost;

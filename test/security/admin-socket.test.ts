@@ -6,26 +6,16 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { spawn } from 'node:child_process';
-import { accessSync, chmodSync, constants, existsSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { which } from '../helpers/which.js';
 import { BIN } from '../helpers/cli.js';
 import { startTestRegistrar, tempDir, type TestRegistrar } from '../helpers/registrar.js';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
 
-function which(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    try {
-      accessSync(path.join(dir || '.', cmd), constants.X_OK);
-      return path.join(dir || '.', cmd);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 const setpriv = which('setpriv');
 
 /** Runs a command as nobody; asynchronous, since the registrar answering it runs in this process. */

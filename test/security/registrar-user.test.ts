@@ -7,8 +7,9 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, chownSync, constants, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { which } from '../helpers/which.js';
 import { BIN, muster } from '../helpers/cli.js';
 import { tempDir } from '../helpers/registrar.js';
 
@@ -17,17 +18,6 @@ const isRoot = process.getuid?.() === 0;
 const REGISTRAR_UID = 65534;
 const OTHER_UID = 65533;
 
-function which(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    try {
-      accessSync(path.join(dir || '.', cmd), constants.X_OK);
-      return path.join(dir || '.', cmd);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 const setpriv = which('setpriv');
 
 const as = (uid: number): string[] => [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
