@@ -5,38 +5,15 @@
  */
 import http from 'node:http';
 import { ErrorCodes, MusterError, type ErrorCode } from '../common/errors.js';
+import type { InstallModeState, TokenRecord } from '../store/types.js';
 
 // ---- the wire format of the admin API (its answers, as sent) ----
 
-export interface WireInstallMode {
-  on: boolean;
-  /** ms since epoch. */
-  since?: number;
-  /** ms since epoch. */
-  until?: number;
-  max: number | null;
-  accepted: number;
-  role?: string;
-  cluster?: string;
-  remote: boolean;
-  offReason?: string;
-  description: string;
-}
+/** Install mode as the registrar reports it: the stored state and a sentence for a person. */
+export type WireInstallMode = InstallModeState & { description: string };
 
-export interface WireToken {
-  id: string;
-  createdAt: string;
-  /** ms since epoch; null: never. */
-  expiresAt: number | null;
-  maxUses: number | null;
-  used: number;
-  roles: string[];
-  clusters: string[];
-  revoked: boolean;
-  revokedAt?: string;
-  description?: string;
-  state: string;
-}
+/** A token as the admin API lists it: the record without its secret, and its state (valid, expired, ...). */
+export type WireToken = Omit<TokenRecord, 'secret'> & { state: string };
 
 export interface WireNode {
   name: string;

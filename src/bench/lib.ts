@@ -11,6 +11,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AdminClient } from '../admin/client.js';
 import { joinProofMac, parseToken } from '../common/proof.js';
 import { buildCsr, keyFingerprint } from '../common/x509.js';
 
@@ -269,32 +270,10 @@ export async function pool(
 
 // ---- admin socket client ----
 
+/** An admin API call through the CLI's own client; a refusal names the call. */
 export function admin<T>(socketPath: string, method: string, urlPath: string, body?: unknown): Promise<T> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        socketPath,
-        path: urlPath,
-        method,
-        headers: payload
-          ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
-          : {},
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          if ((res.statusCode ?? 500) >= 400)
-            return reject(new Error(`admin ${method} ${urlPath}: ${res.statusCode} ${text}`));
-          resolve((text ? JSON.parse(text) : undefined) as T);
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
+  return new AdminClient(socketPath).request<T>(method, urlPath, body).catch((err: Error) => {
+    throw new Error(`admin ${method} ${urlPath}: ${err.message}`, { cause: err });
   });
 }
 

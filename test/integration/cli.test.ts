@@ -11,6 +11,24 @@ import { filesUnder, registrarFixture, registrarState } from '../cli/helpers.js'
 
 const fx = registrarFixture({ each: 'test', cluster: 'lab' });
 
+/** `muster join` against the test registrar, mDNS off: the node's name and its state in <dir>/<stateDir>. */
+const join = (name: string, stateDir: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) =>
+  musterAsync(
+    [
+      'join',
+      '--registrar',
+      fx.reg.url,
+      '--name',
+      name,
+      ...flags,
+      '--state-dir',
+      path.join(fx.dir, stateDir),
+      '--mdns',
+      'off',
+    ],
+    env,
+  );
+
 describe('muster CLI', () => {
   it('registrar + token + join: openssl verifies the certificate, a second join exits 0 and keeps it', async () => {
     const tok = muster(['tokens', 'create', '--admin-socket', fx.sock, '--ttl', '1h']);
@@ -21,22 +39,13 @@ describe('muster CLI', () => {
 
     const node = path.join(fx.dir, 'node');
     const hookOut = path.join(fx.dir, 'hook.out');
-    const j1 = await musterAsync([
-      'join',
-      '--registrar',
-      fx.reg.url,
+    const j1 = await join('web-1', 'node', [
       '--token-file',
       path.join(fx.dir, 'token'),
-      '--name',
-      'web-1',
       '--role',
       'web',
       '--cluster',
       'lab',
-      '--state-dir',
-      node,
-      '--mdns',
-      'off',
       '--on-registered',
       `echo "$MUSTER_NODE_NAME $MUSTER_NODE_CLUSTER" > ${hookOut}`,
     ]);
@@ -50,19 +59,7 @@ describe('muster CLI', () => {
     expect(j1.stderr + fx.reg.output()).not.toContain(token.split('.')[1]);
     const cert = readFileSync(path.join(node, 'node.crt'), 'utf8');
 
-    const j2 = await musterAsync([
-      'join',
-      '--registrar',
-      fx.reg.url,
-      '--name',
-      'web-1',
-      '--role',
-      'web',
-      '--state-dir',
-      node,
-      '--mdns',
-      'off',
-    ]);
+    const j2 = await join('web-1', 'node', ['--role', 'web']);
     expect(j2.code).toBe(0);
     expect(j2.stdout).toContain('already registered');
     expect(readFileSync(path.join(node, 'node.crt'), 'utf8')).toBe(cert);
@@ -89,34 +86,14 @@ describe('muster CLI', () => {
     ).toMatch(/install mode on for/);
     const st = muster(['install-mode', 'status', '--json', '--admin-socket', fx.sock]);
     expect(JSON.parse(st.stdout)).toMatchObject({ on: true, max: 1 });
-    const a = await musterAsync([
-      'join',
-      '--registrar',
-      fx.reg.url,
-      '--name',
-      'a',
-      '--state-dir',
-      path.join(fx.dir, 'a'),
-      '--mdns',
-      'off',
-    ]);
+    const a = await join('a', 'a');
     expect(a.code, a.stderr).toBe(0);
     expect(
       JSON.parse(muster(['install-mode', 'status', '--json', '--admin-socket', fx.sock]).stdout).on,
     ).toBe(false);
 
     // Next node waits; the operator approves it from another shell.
-    const b = musterAsync([
-      'join',
-      '--registrar',
-      fx.reg.url,
-      '--name',
-      'b',
-      '--state-dir',
-      path.join(fx.dir, 'b'),
-      '--mdns',
-      'off',
-    ]);
+    const b = join('b', 'b');
     let pending = '';
     for (let i = 0; i < 100 && !pending.includes('"b"'); i++) {
       await new Promise((r) => setTimeout(r, 100));
@@ -171,121 +148,31 @@ describe('muster CLI', () => {
   it('a name held by another key exits 4; after removal the new key joins and the old one is refused (exit 3)', async () => {
     const token = muster(['tokens', 'create', '--admin-socket', fx.sock]).stdout.trim();
     const env = { MUSTER_TOKEN: token };
-    const j = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x1'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const j = await join('x', 'x1', [], env);
     expect(j.code, j.stderr).toBe(0);
-    const clone = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x2'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const clone = await join('x', 'x2', [], env);
     expect(clone.code).toBe(4);
     expect(clone.stderr).toMatch(/held by key/);
     expect(muster(['nodes', 'remove', 'x', '--admin-socket', fx.sock]).code).toBe(0);
-    const again = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x2'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const again = await join('x', 'x2', [], env);
     expect(again.code, again.stderr).toBe(0); // the clone's key now holds the name
     // The removed machine, asked to join again with its old key, is told it is taken (409 -> 4) ...
     rmSync(path.join(fx.dir, 'x1', 'bundle.json'));
-    const old = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x1'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const old = await join('x', 'x1', [], env);
     expect(old.code).toBe(4);
     // ... and once the name is free again, its removed key stays refused (410 -> 3).
     expect(muster(['nodes', 'remove', 'x', '--admin-socket', fx.sock]).code).toBe(0);
-    const refused = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x2'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const refused = await join('x', 'x2', [], env);
     expect(refused.code).toBe(0); // x2 still holds valid local files: exits 0 at once
     rmSync(path.join(fx.dir, 'x2', 'bundle.json'));
-    const refused2 = await musterAsync(
-      [
-        'join',
-        '--registrar',
-        fx.reg.url,
-        '--name',
-        'x',
-        '--state-dir',
-        path.join(fx.dir, 'x2'),
-        '--mdns',
-        'off',
-      ],
-      env,
-    );
+    const refused2 = await join('x', 'x2', [], env);
     expect(refused2.code).toBe(3);
     expect(refused2.stderr).toMatch(/removed by the operator/);
   });
 
   it("a pinned CA fingerprint that begins with '-' is read as the pin, not as flags", async () => {
     const pin = '-' + 'A'.repeat(42);
-    const r = await musterAsync([
-      'join',
-      '--registrar',
-      fx.reg.url,
-      '--name',
-      'p',
-      '--ca-fingerprint',
-      pin,
-      '--state-dir',
-      path.join(fx.dir, 'p'),
-      '--mdns',
-      'off',
-    ]);
+    const r = await join('p', 'p', ['--ca-fingerprint', pin]);
     expect(r.code).toBe(5);
     expect(r.stderr).toContain(`not the pinned ${pin}`);
     const empty = muster(['join', '--registrar', fx.reg.url, '--ca-fingerprint', '--mdns', 'off']);
