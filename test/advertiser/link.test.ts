@@ -20,6 +20,19 @@ const eth1 = { address: '10.1.2.3', family: 'IPv4', internal: false, cidr: '10.1
 const v6 = { address: 'fe80::1', family: 'IPv6', internal: false, cidr: 'fe80::1/64' };
 const table: InterfaceTable = { lo: [lo], eth0: [eth0, v6], eth1: [eth1] };
 
+/** A registrar's publication (r-1) on a fake host, with these addresses. */
+const publication = (host: FakePublicationHost, addresses: string[]): PublicationMachine =>
+  host.add(
+    new PublicationMachine(host, {
+      kind: 'muster',
+      name: 'r-1',
+      host: 'r-1.local',
+      port: 8443,
+      txt: { v: '1' },
+      addresses,
+    }),
+  );
+
 describe('the link of an mDNS socket', () => {
   it('parses dotted quads only', () => {
     expect(parseIPv4('198.18.0.10')).toBe(((198 * 256 + 18) * 256 + 0) * 256 + 10);
@@ -167,16 +180,7 @@ describe('no address at boot (issue 8: `muster registrar` must not exit when the
       (a) => pub.setAddresses(a),
     );
     w.start();
-    const pub = host.add(
-      new PublicationMachine(host, {
-        kind: 'muster',
-        name: 'r-1',
-        host: 'r-1.local',
-        port: 8443,
-        txt: { v: '1' },
-        addresses: [...w.addresses],
-      }),
-    );
+    const pub = publication(host, [...w.addresses]);
     pub.start(true);
     expect(pub.state).toBe('waiting');
     clock.advance(30_000);
@@ -201,16 +205,7 @@ describe('no address at boot (issue 8: `muster registrar` must not exit when the
 
   it('an announced publication whose address changes re-announces its A record with cache-flush', () => {
     const host = new FakePublicationHost();
-    const pub = host.add(
-      new PublicationMachine(host, {
-        kind: 'muster',
-        name: 'r-1',
-        host: 'r-1.local',
-        port: 8443,
-        txt: { v: '1' },
-        addresses: ['198.18.0.10'],
-      }),
-    );
+    const pub = publication(host, ['198.18.0.10']);
     pub.start(false);
     host.clock.advance(10_000);
     const before = host.sink.sent.length;
@@ -227,16 +222,7 @@ describe('no address at boot (issue 8: `muster registrar` must not exit when the
 
   it('stop() while waiting sends nothing and rejects whenAnnounced', async () => {
     const host = new FakePublicationHost();
-    const pub = host.add(
-      new PublicationMachine(host, {
-        kind: 'muster',
-        name: 'r-1',
-        host: 'r-1.local',
-        port: 8443,
-        txt: { v: '1' },
-        addresses: [],
-      }),
-    );
+    const pub = publication(host, []);
     pub.start(true);
     const settled = pub.whenAnnounced().then(
       () => 'resolved',
