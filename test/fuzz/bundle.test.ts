@@ -63,12 +63,7 @@ beforeAll(async () => {
     dnsNames: ['node-1'],
     usage: 'client-server' as const,
   };
-  const otherSpki = createPublicKey(
-    generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey,
-  ).export({
-    type: 'spki',
-    format: 'der',
-  }) as Buffer;
+  const otherSpki = newSpki();
   const pem = (der: Buffer): string => toPem(der, 'CERTIFICATE');
   others.push(
     ca.certPem,
@@ -99,6 +94,14 @@ afterAll(async () => {
 /** The node's SPKI DER: what it compares the certificate's key with. */
 function spkiOf(n: ReturnType<typeof node>): Buffer {
   return createPublicKey(n.key).export({ type: 'spki', format: 'der' }) as Buffer;
+}
+
+/** The public key (SPKI, DER) of a fresh P-256 key pair: a key no node in these tests holds. */
+function newSpki(): Buffer {
+  return createPublicKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey).export({
+    type: 'spki',
+    format: 'der',
+  }) as Buffer;
 }
 
 function expectations(mode: 'token' | 'pinned' | 'tofu'): Expectations {
@@ -351,12 +354,7 @@ describe('bundle check under hostile bundles', () => {
 
   it('the same bundle is refused by a node with another key, name, cluster, pin, local CA or token', () => {
     const base = expectations('token');
-    const otherKey = createPublicKey(
-      generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey,
-    ).export({
-      type: 'spki',
-      format: 'der',
-    }) as Buffer;
+    const otherKey = newSpki();
     const wrong: Partial<Expectations>[] = [
       { spki: otherKey },
       { name: 'node-2' },
