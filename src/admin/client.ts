@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import { ErrorCodes, MusterError, type ErrorCode } from '../common/errors.js';
+import type { RegistrarInfo } from '../fallback/client.js';
 import type { InstallModeState, TokenRecord } from '../store/types.js';
 
 // ---- the wire format of the admin API (its answers, as sent) ----
@@ -43,14 +44,8 @@ export interface WireEvent {
   detail?: Record<string, unknown>;
 }
 
-export interface WireStatus {
-  id: string;
-  cluster: string;
-  role: string;
-  /** The CA fingerprint (the pin). */
-  ca: string;
-  mode: string;
-  version: string;
+/** The registrar's status: what GET /v1/info says of it (`ca` is the pin), with counts and install mode. */
+export interface WireStatus extends RegistrarInfo {
   [k: string]: unknown;
 }
 
