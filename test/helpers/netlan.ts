@@ -5,13 +5,23 @@
  *   netnsGate(suite): { skip, mustFail, reason? }       the decision for a suite: run; skip with a loud
  *                                                       console.warn; or, when CI=true, fail
  *   netnsSuite(suite, what?): the same, plus the test that fails when CI=true and namespaces are missing
+ *   testLanFixture(prefix): { lan, dir }: a LAN and a temporary directory for a suite (beforeAll/afterAll)
  *   onJsonLines(stream, fn): fn for each JSON line a helper process writes
  *   startMulticastSniffer(host, { group?, port? }): Promise<MulticastSniffer>
  *     sniffer.packets(), sniffer.waitFor(pred, ms), sniffer.stop()
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { describe, it } from 'vitest';
-import { killChild, netnsAvailable, type LanHost } from '../../src/testnet/netlan.js';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import {
+  createTestLan,
+  killChild,
+  netnsAvailable,
+  type LanHost,
+  type TestLan,
+} from '../../src/testnet/netlan.js';
 
 export * from '../../src/testnet/netlan.js';
 
@@ -42,6 +52,24 @@ export function netnsSuite(suite: string, what = 'LAN'): ReturnType<typeof netns
     });
   });
   return gate;
+}
+
+/**
+ * A test LAN and a temporary directory (named from prefix) for the suite it is called in: made in
+ * beforeAll, the LAN destroyed and the directory removed in afterAll (after the suite's own afterAll
+ * hooks, which may still need them). The fields are set by the hook: read them inside tests and hooks.
+ */
+export function testLanFixture(prefix: string): { lan: TestLan; dir: string } {
+  const fx = {} as { lan: TestLan; dir: string };
+  beforeAll(async () => {
+    fx.lan = await createTestLan();
+    fx.dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  });
+  afterAll(async () => {
+    await fx.lan?.destroy();
+    if (fx.dir) rmSync(fx.dir, { recursive: true, force: true });
+  });
+  return fx;
 }
 
 /** Calls fn with each line (parsed as JSON) that a helper process writes, one object a line, to stream. */

@@ -3,19 +3,18 @@
  * real"): real processes of the real CLI in network namespaces on 198.18.0.0/24, a second subnet
  * behind a router where no multicast crosses. Nothing here sends a packet outside those namespaces.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, muster } from '../helpers/cli.js';
 import {
-  createTestLan,
   netnsSuite,
   startMulticastSniffer,
   killChild,
+  testLanFixture,
   type LanHost,
-  type TestLan,
 } from '../helpers/netlan.js';
-import { opensslVerify, tempDir } from '../helpers/registrar.js';
+import { opensslVerify } from '../helpers/registrar.js';
 import { MdnsProc } from '../advertiser/driver.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -32,31 +31,22 @@ interface Reg {
 }
 
 describe.skipIf(gate.skip)('muster on a test LAN', () => {
-  let lan: TestLan;
-  let t: ReturnType<typeof tempDir>;
+  const fx = testLanFixture('muster-lan-');
   let n = 0;
   const running = new Set<Reg>();
   const procs = new Set<MdnsProc>();
 
-  beforeAll(async () => {
-    lan = await createTestLan();
-    t = tempDir('muster-lan-');
-  });
   afterEach(async () => {
     for (const r of running) await r.stop('SIGKILL');
     for (const p of procs) await p.terminate();
     procs.clear();
   });
-  afterAll(async () => {
-    await lan?.destroy();
-    t?.cleanup();
-  });
 
-  const host = (where: 'lan' | 'far' = 'lan'): Promise<LanHost> => lan.addHost(`h${++n}`, where);
+  const host = (where: 'lan' | 'far' = 'lan'): Promise<LanHost> => fx.lan.addHost(`h${++n}`, where);
 
   async function startReg(h: LanHost, cluster: string, extra: string[] = []): Promise<Reg> {
-    const dir = path.join(t.dir, `reg-${h.name}`);
-    const sock = path.join(t.dir, `${h.name}.sock`);
+    const dir = path.join(fx.dir, `reg-${h.name}`);
+    const sock = path.join(fx.dir, `${h.name}.sock`);
     const args = [
       BIN,
       'registrar',
@@ -114,7 +104,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     args: string[],
     env: NodeJS.ProcessEnv = {},
   ): Promise<{ code: number; stdout: string; stderr: string; ms: number; dir: string }> {
-    const dir = path.join(t.dir, `node-${h.name}-${n++}`);
+    const dir = path.join(fx.dir, `node-${h.name}-${n++}`);
     const t0 = Date.now();
     const child = h.spawn(process.execPath, [BIN, 'join', '--state-dir', dir, '--interface', h.ip, ...args], {
       env: { ...process.env, MUSTER_LOG_FORMAT: 'json', ...env },
@@ -129,6 +119,25 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
       ),
     );
   }
+
+  /** `muster join --cluster <cluster> --name <name>` left running in h (state in <dir>/<name>). */
+  const startJoin = (h: LanHost, cluster: string, name: string): ChildProcess =>
+    h.spawn(
+      process.execPath,
+      [
+        BIN,
+        'join',
+        '--cluster',
+        cluster,
+        '--name',
+        name,
+        '--state-dir',
+        path.join(fx.dir, name),
+        '--interface',
+        h.ip,
+      ],
+      { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } },
+    );
 
   const admin = (r: Reg, args: string[]) => muster([...args, '--admin-socket', r.sock]);
   const nodes = (r: Reg) => JSON.parse(admin(r, ['nodes', 'list', '--json']).stdout).items as any[];
@@ -284,24 +293,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
     await browser.call('browse', { browse: 'j', type: 'muster-join' });
     await browser.call('browse', { browse: 'r', type: 'muster' });
     const nodeHost = await host();
-    const child = nodeHost.spawn(
-      process.execPath,
-      [
-        BIN,
-        'join',
-        '--cluster',
-        'zeta',
-        '--name',
-        'zeta-1',
-        '--state-dir',
-        path.join(t.dir, 'zeta-1'),
-        '--interface',
-        nodeHost.ip,
-      ],
-      {
-        env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
-      },
-    );
+    const child = startJoin(nodeHost, 'zeta', 'zeta-1');
     await browser.waitFor(
       (e) => e.ev === 'up' && e.browse === 'j' && e.service.name === 'zeta-1',
       8000,
@@ -369,24 +361,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
 
     // The real theta-1 asks with its own key: heard with another key, so install mode does not admit it.
     const nodeHost = await host();
-    const child = nodeHost.spawn(
-      process.execPath,
-      [
-        BIN,
-        'join',
-        '--cluster',
-        'theta',
-        '--name',
-        'theta-1',
-        '--state-dir',
-        path.join(t.dir, 'theta-1'),
-        '--interface',
-        nodeHost.ip,
-      ],
-      {
-        env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
-      },
-    );
+    const child = startJoin(nodeHost, 'theta', 'theta-1');
     let rec: any;
     for (let i = 0; i < 80; i++) {
       rec = nodes(reg).find((x) => x.name === 'theta-1');

@@ -18,11 +18,10 @@
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { BIN } from '../helpers/cli.js';
-import { createTestLan, netnsSuite, type LanHost, type TestLan } from '../helpers/netlan.js';
-import { tempDir } from '../helpers/registrar.js';
+import { netnsSuite, testLanFixture, type LanHost } from '../helpers/netlan.js';
 import { buildRecords, type DnsPacket } from '../../src/advertiser/records.js';
 import { nodeTxt } from '../../src/advertiser/txt.js';
 import { startIndependentBrowser, type IndependentBrowser } from '../advertiser/zeroconf.js';
@@ -112,16 +111,11 @@ function joinAnnouncement(name: string, address: string): DnsPacket {
 }
 
 describe.skipIf(gate.skip)('the mDNS side of the front door on a test LAN (issue 8)', () => {
-  let lan: TestLan;
-  let t: ReturnType<typeof tempDir>;
+  const fx = testLanFixture('muster-lan-door-');
   let n = 0;
   const children = new Set<ChildProcess>();
   const browsers = new Set<IndependentBrowser>();
 
-  beforeAll(async () => {
-    lan = await createTestLan();
-    t = tempDir('muster-lan-door-');
-  });
   afterEach(async () => {
     for (const b of browsers) await b.stop();
     browsers.clear();
@@ -134,17 +128,13 @@ describe.skipIf(gate.skip)('the mDNS side of the front door on a test LAN (issue
     }
     children.clear();
   });
-  afterAll(async () => {
-    await lan?.destroy();
-    t?.cleanup();
-  });
 
-  const host = (where: 'lan' | 'far' = 'lan'): Promise<LanHost> => lan.addHost(`d${++n}`, where);
+  const host = (where: 'lan' | 'far' = 'lan'): Promise<LanHost> => fx.lan.addHost(`d${++n}`, where);
 
   /** Starts `muster registrar` in `h`; resolves at "registrar ready" (or rejects with its output). */
   async function startReg(h: LanHost, cluster: string, opts: { iface?: boolean } = {}): Promise<Reg> {
-    const dir = path.join(t.dir, `reg-${h.name}`);
-    const sock = path.join(t.dir, `${h.name}.sock`);
+    const dir = path.join(fx.dir, `reg-${h.name}`);
+    const sock = path.join(fx.dir, `${h.name}.sock`);
     const args = [CLI, 'registrar', '--listen', '0.0.0.0:8443', '--cluster', cluster];
     if (opts.iface !== false) args.push('--interface', h.ip);
     args.push('--state-dir', dir, '--admin-socket', sock);

@@ -11,13 +11,13 @@
  *
  * MUSTER_LAN_BIN runs this against another build of the CLI (e.g. the old main, to see it fail).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { BIN, muster } from '../helpers/cli.js';
-import { createTestLan, killChild, netnsSuite, type LanHost, type TestLan } from '../helpers/netlan.js';
-import { opensslVerify, tempDir } from '../helpers/registrar.js';
+import { killChild, netnsSuite, testLanFixture, type LanHost } from '../helpers/netlan.js';
+import { opensslVerify } from '../helpers/registrar.js';
 import { MdnsProc } from '../advertiser/driver.js';
 
 const CLI = process.env.MUSTER_LAN_BIN ?? BIN;
@@ -31,24 +31,17 @@ interface Reg {
 }
 
 describe.skipIf(gate.skip)('a forged registrar advertisement on the LAN', () => {
-  let lan: TestLan;
-  let t: ReturnType<typeof tempDir>;
+  const fx = testLanFixture('muster-lan-forged-');
   const cleanup: (() => Promise<void>)[] = [];
 
-  beforeAll(async () => {
-    lan = await createTestLan();
-    t = tempDir('muster-lan-forged-');
-  });
   afterAll(async () => {
     for (const c of cleanup.reverse()) await c().catch(() => undefined);
-    await lan?.destroy();
-    t?.cleanup();
   });
 
   /** `muster registrar` in `h`, resolved once it logs "registrar ready". */
   async function startReg(h: LanHost, name: string, extra: string[] = []): Promise<Reg> {
-    const dir = path.join(t.dir, `reg-${name}`);
-    const sock = path.join(t.dir, `${name}.sock`);
+    const dir = path.join(fx.dir, `reg-${name}`);
+    const sock = path.join(fx.dir, `${name}.sock`);
     const args = [CLI, 'registrar', '--listen', '0.0.0.0:8443', '--interface', h.ip, '--cluster', 'omega'];
     const child = h.spawn(process.execPath, [...args, '--state-dir', dir, '--admin-socket', sock, ...extra], {
       env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
@@ -95,9 +88,9 @@ describe.skipIf(gate.skip)('a forged registrar advertisement on the LAN', () => 
 
   it('the node skips it, keeps looking, and registers with the real registrar; the rogue gets nothing', async () => {
     const [realHost, rogueHost, nodeHost] = [
-      await lan.addHost('real', 'lan'),
-      await lan.addHost('rogue', 'lan'),
-      await lan.addHost('node', 'lan'),
+      await fx.lan.addHost('real', 'lan'),
+      await fx.lan.addHost('rogue', 'lan'),
+      await fx.lan.addHost('node', 'lan'),
     ];
     let real = await startReg(realHost, 'real');
     const token = muster(['tokens', 'create', '--admin-socket', real.sock]).stdout.trim();
@@ -119,7 +112,7 @@ describe.skipIf(gate.skip)('a forged registrar advertisement on the LAN', () => 
       },
     });
 
-    const dir = path.join(t.dir, 'node');
+    const dir = path.join(fx.dir, 'node');
     const node = nodeHost.spawn(
       process.execPath,
       [
