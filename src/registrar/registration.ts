@@ -114,11 +114,18 @@ export class Registration {
     const rec = await this.o.registry.getNode(req.name);
     const sameKey = rec?.key === csr.fingerprint;
 
+    // A certificate that has expired (and was not revoked: a revoked node is `removed`) does not brick
+    // the node: the same key re-enters admission (token, install mode, approval) and gets a new one.
+    let expired: NodeRecord | undefined;
     if (rec && sameKey) {
       // The same (name, key): the registrar answers what it decided before (exactly once).
       switch (rec.state) {
         case 'issued':
         case 'active':
+          if (rec.notAfter !== undefined && Date.parse(rec.notAfter) <= now) {
+            expired = rec;
+            break;
+          }
           return { status: 200, bundle: await this.o.issuer.bundle(rec) };
         case 'accepted':
           return { status: 201, bundle: await this.o.issuer.bundle(await this.issueLocked(rec)) };
@@ -160,7 +167,12 @@ export class Registration {
       ...(heard ? { heard } : {}),
       alreadyPending: rec?.state === 'pending' && sameKey,
     };
-    const verdict = await this.o.authorizer.decide(areq);
+    let verdict = await this.o.authorizer.decide(areq);
+    if (verdict.kind === 'deny' && expired && verdict.code === 'bad_proof') {
+      // A known key whose token has run out since it was admitted: it waits for the operator
+      // instead of being refused for good (a refused node's unit stops retrying).
+      verdict = { kind: 'pending', reason: 'its join token is no longer valid: waiting for approval' };
+    }
     if (verdict.kind === 'deny') return refuse(denial(verdict), verdict.cause);
     if (squatted && !(verdict.kind === 'accept' && (verdict.rule === 'token' || areq.onLink))) {
       throw this.nameTaken(squatted, csr.fingerprint, address);
@@ -168,6 +180,21 @@ export class Registration {
 
     const heardSame = heard?.key === csr.fingerprint;
     const nowIso = iso(now);
+    const expiredEvent: EventInput[] = expired
+      ? [
+          {
+            type: 'expired',
+            name: req.name,
+            detail: { serial: expired.serial, notAfter: expired.notAfter, key: expired.key },
+          },
+        ]
+      : [];
+    if (expired && verdict.kind === 'pending') {
+      verdict = {
+        kind: 'pending',
+        reason: `its certificate expired at ${expired.notAfter}; ${verdict.reason}`,
+      };
+    }
     const base: NodeRecord = {
       name: req.name,
       rev: 0,
@@ -206,6 +233,7 @@ export class Registration {
       await this.o.registry.apply({
         nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev }],
         events: [
+          ...expiredEvent,
           {
             type: 'pending',
             name: req.name,
@@ -220,20 +248,22 @@ export class Registration {
       return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
     }
 
-    const conflict: EventInput[] = squatted
-      ? [
-          {
-            type: 'conflict',
-            name: req.name,
-            detail: {
-              reason: `admitted by ${verdict.rule === 'token' ? 'a join token' : 'install mode on the link'}; the pending claim of another key is archived`,
-              archivedKey: squatted.key,
-              archivedAddress: squatted.addresses[0],
-              key: csr.fingerprint,
+    const conflict: EventInput[] = expiredEvent.length
+      ? expiredEvent
+      : squatted
+        ? [
+            {
+              type: 'conflict',
+              name: req.name,
+              detail: {
+                reason: `admitted by ${verdict.rule === 'token' ? 'a join token' : 'install mode on the link'}; the pending claim of another key is archived`,
+                archivedKey: squatted.key,
+                archivedAddress: squatted.addresses[0],
+                key: csr.fingerprint,
+              },
             },
-          },
-        ]
-      : [];
+          ]
+        : [];
     const ctx = { key: csr.fingerprint, address, channel };
     const issued = await this.admitLocked(rec, base, verdict, archivePrev, ctx, conflict);
     if (squatted) {

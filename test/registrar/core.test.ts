@@ -489,3 +489,58 @@ describe('the front door (issue 8)', () => {
     expect(await storeState(c.registry)).toEqual(before);
   });
 });
+
+describe('expiry (issue 9: a fleet must not brick on day 90)', () => {
+  const DAY = 86_400_000;
+
+  it('an expired, unrevoked node re-enters admission with its key: a valid token or install mode issues a new certificate', async () => {
+    c = await core();
+    const tok = await c.token({ uses: 5 });
+    const n = node('n1');
+    const first = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    expect(first.status).toBe(201);
+    const old = (await c.registry.getNode('n1'))!;
+    // Before expiry the same key gets the same certificate.
+    c.clock.advance(89 * DAY);
+    const before = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    expect(before).toMatchObject({ status: 200, bundle: { certificate: old.certificate } });
+    c.clock.advance(2 * DAY); // day 91: expired
+    const tok2 = await c.token();
+    const again = await c.svc.join(n.request({ token: tok2, clock: c.clock }), FAR);
+    expect(again.status).toBe(201);
+    const rec = (await c.registry.getNode('n1'))!;
+    expect(rec.serial).not.toBe(old.serial);
+    expect(Date.parse(rec.notAfter!)).toBeGreaterThan(c.clock.now());
+    expect((await c.registry.listEvents(0, 100)).map((e) => e.type)).toContain('expired');
+    // Install mode on the link does the same for a node without a token.
+    const m = node('m1');
+    await c.svc.join(m.request({ token: tok2, clock: c.clock }), FAR);
+    c.clock.advance(91 * DAY);
+    await c.svc.operator.installModeOn({ forMs: 60_000, max: null, remote: false });
+    expect((await c.svc.join(m.request(), ON_LINK)).status).toBe(201);
+  });
+
+  it('an expired node whose token ran out waits for the operator instead of being refused; approval issues a new certificate', async () => {
+    c = await core();
+    const tok = await c.token();
+    const n = node('n1');
+    await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    c.clock.advance(91 * DAY); // the 1-hour token expired long ago, and so did the certificate
+    const out = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    expect(out).toMatchObject({ status: 202, reason: expect.stringContaining('expired') });
+    const approved = await c.svc.operator.approve('n1', 'alice');
+    expect(approved.state).toBe('issued');
+    expect(Date.parse(approved.notAfter!)).toBeGreaterThan(c.clock.now());
+  });
+
+  it('a removed (revoked) node does not re-enter, expired or not', async () => {
+    c = await core();
+    const tok = await c.token();
+    const n = node('n1');
+    await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    await c.svc.operator.remove('n1', 'op');
+    c.clock.advance(91 * DAY);
+    const tok2 = await c.token();
+    expect(await code(c.svc.join(n.request({ token: tok2, clock: c.clock }), FAR))).toBe('removed');
+  });
+});
