@@ -7,9 +7,11 @@
  *   netnsSuite(suite, what?): the same, plus the test that fails when CI=true and namespaces are missing
  *   testLanFixture(prefix): { lan, dir }: a LAN and a temporary directory for a suite (beforeAll/afterAll)
  *   onJsonLines(stream, fn): fn for each JSON line a helper process writes
+ *   registrarReady(child, what): the "registrar ready" record of `muster registrar` in a LAN host
  *   startMulticastSniffer(host, { group?, port? }): Promise<MulticastSniffer>
  *     sniffer.packets(), sniffer.waitFor(pred, ms), sniffer.stop()
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,6 +72,36 @@ export function testLanFixture(prefix: string): { lan: TestLan; dir: string } {
     if (fx.dir) rmSync(fx.dir, { recursive: true, force: true });
   });
   return fx;
+}
+
+/**
+ * Waits for `muster registrar` (child, with MUSTER_LOG_FORMAT=json) to log "registrar ready": that
+ * record, and its output (stdout and stderr) as it grows. Rejects, with the output, when it exits
+ * first or is not ready within timeoutMs; `what` names it in that error.
+ */
+export async function registrarReady<T>(
+  child: ChildProcess,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<{ ready: T; out: () => string }> {
+  let out = '';
+  const ready = await new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${out}`)), timeoutMs);
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c;
+      const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve(JSON.parse(line) as T);
+      }
+    });
+    child.stderr!.on('data', (c: Buffer) => (out += c));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${code}) before it was ready:\n${out}`));
+    });
+  });
+  return { ready, out: () => out };
 }
 
 /** Calls fn with each line (parsed as JSON) that a helper process writes, one object a line, to stream. */

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { BIN, muster } from '../helpers/cli.js';
 import {
   netnsSuite,
+  registrarReady,
   startMulticastSniffer,
   killChild,
   testLanFixture,
@@ -63,30 +64,14 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
       ...extra,
     ];
     const child = h.spawn(process.execPath, args, { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } });
-    let out = '';
-    const ready = await new Promise<{ url: string; ca: string }>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`registrar in ${h.name} did not start:\n${out}`)),
-        20_000,
-      );
-      child.stdout!.on('data', (c: Buffer) => {
-        out += c;
-        const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
-        if (line) {
-          clearTimeout(timer);
-          resolve(JSON.parse(line) as { url: string; ca: string });
-        }
-      });
-      child.stderr!.on('data', (c: Buffer) => (out += c));
-      child.on('exit', () => reject(new Error(`registrar in ${h.name} exited:\n${out}`)));
-    });
+    const { ready, out } = await registrarReady<{ url: string; ca: string }>(child, `registrar in ${h.name}`);
     const reg: Reg = {
       host: h,
       child,
       url: ready.url,
       ca: ready.ca,
       sock,
-      out: () => out,
+      out,
       async stop(sig: NodeJS.Signals = 'SIGTERM') {
         running.delete(reg);
         if (child.exitCode !== null || child.signalCode !== null) return;

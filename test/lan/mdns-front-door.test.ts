@@ -21,7 +21,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { BIN } from '../helpers/cli.js';
-import { netnsSuite, testLanFixture, type LanHost } from '../helpers/netlan.js';
+import { netnsSuite, registrarReady, testLanFixture, type LanHost } from '../helpers/netlan.js';
 import { buildRecords, type DnsPacket } from '../../src/advertiser/records.js';
 import { nodeTxt } from '../../src/advertiser/txt.js';
 import { startIndependentBrowser, type IndependentBrowser } from '../advertiser/zeroconf.js';
@@ -142,32 +142,13 @@ describe.skipIf(gate.skip)('the mDNS side of the front door on a test LAN (issue
       env: { ...process.env, MUSTER_LOG_FORMAT: 'json', MUSTER_LOG_LEVEL: 'info' },
     });
     children.add(child);
-    let out = '';
-    const ready = await new Promise<{ id: string }>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`registrar in ${h.name} did not start:\n${out}`)),
-        20_000,
-      );
-      child.stdout!.on('data', (c: Buffer) => {
-        out += c;
-        const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
-        if (line) {
-          clearTimeout(timer);
-          resolve(JSON.parse(line) as { id: string });
-        }
-      });
-      child.stderr!.on('data', (c: Buffer) => (out += c));
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`registrar in ${h.name} exited (${code}) before it was ready:\n${out}`));
-      });
-    });
+    const { ready, out } = await registrarReady<{ id: string }>(child, `registrar in ${h.name}`);
     const logs = (): { msg?: string }[] =>
-      out
+      out()
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as { msg?: string });
-    return { host: h, child, id: ready.id, sock, out: () => out, logs };
+    return { host: h, child, id: ready.id, sock, out, logs };
   }
 
   const admin = async (r: Reg, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {

@@ -16,7 +16,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { BIN, muster } from '../helpers/cli.js';
-import { killChild, netnsSuite, testLanFixture, type LanHost } from '../helpers/netlan.js';
+import { killChild, netnsSuite, registrarReady, testLanFixture, type LanHost } from '../helpers/netlan.js';
 import { opensslVerify } from '../helpers/registrar.js';
 import { MdnsProc } from '../advertiser/driver.js';
 
@@ -46,20 +46,7 @@ describe.skipIf(gate.skip)('a forged registrar advertisement on the LAN', () => 
     const child = h.spawn(process.execPath, [...args, '--state-dir', dir, '--admin-socket', sock, ...extra], {
       env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
     });
-    let out = '';
-    const ready = await new Promise<{ ca: string }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`registrar ${name} did not start:\n${out}`)), 20_000);
-      child.stdout!.on('data', (c: Buffer) => {
-        out += c;
-        const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
-        if (line) {
-          clearTimeout(timer);
-          resolve(JSON.parse(line) as { ca: string });
-        }
-      });
-      child.stderr!.on('data', (c: Buffer) => (out += c));
-      child.on('exit', () => reject(new Error(`registrar ${name} exited:\n${out}`)));
-    });
+    const { ready } = await registrarReady<{ ca: string }>(child, `registrar ${name}`);
     const reg: Reg = { child, ca: ready.ca, sock, stop: () => killChild(child, 5000) };
     cleanup.push(reg.stop);
     return reg;
