@@ -44,6 +44,9 @@ export const OID = {
   basicConstraints: '2.5.29.19',
   authorityKeyIdentifier: '2.5.29.35',
   extKeyUsage: '2.5.29.37',
+  cRLNumber: '2.5.29.20',
+  cRLReason: '2.5.29.21',
+  cRLDistributionPoints: '2.5.29.31',
   serverAuth: '1.3.6.1.5.5.7.3.1',
   clientAuth: '1.3.6.1.5.5.7.3.2',
 } as const;
@@ -305,16 +308,19 @@ export interface CertificateSpec {
   dnsNames?: string[];
   ipAddresses?: string[];
   usage: 'client-server' | 'server' | 'client';
+  /** Where relying parties fetch the issuer's CRL (RFC 5280 §4.2.1.13), e.g. `<registrar>/v1/crl`. */
+  crlUrl?: string;
 }
 
-interface IssuerInfo {
+/** What a certificate or CRL says about its issuer: its subject Name, key identifier, signature algorithm. */
+export interface IssuerInfo {
   subject: Buffer;
   ski: Buffer | undefined;
   alg: Buffer;
 }
 const issuerCache = new WeakMap<Buffer, IssuerInfo>();
 
-function issuerInfo(issuer: IssuerKey): IssuerInfo {
+export function issuerInfo(issuer: IssuerKey): IssuerInfo {
   let info = issuerCache.get(issuer.certDer);
   if (info) return info;
   const der = issuer.certDer;
@@ -340,7 +346,7 @@ function issuerInfo(issuer: IssuerKey): IssuerInfo {
   return info;
 }
 
-function extension(oidDer: Buffer, critical: boolean, content: Buffer): Buffer {
+export function extension(oidDer: Buffer, critical: boolean, content: Buffer): Buffer {
   return critical ? seq(oidDer, bool(true), octets(content)) : seq(oidDer, octets(content));
 }
 
@@ -384,6 +390,12 @@ function buildTbs(issuer: IssuerKey, spec: CertificateSpec): { tbs: Buffer; alg:
   if (san.length) exts.push(extension(OID_DER.subjectAltName, false, seq(...san)));
   exts.push(extension(OID_DER.subjectKeyIdentifier, false, octets(createHash('sha1').update(spec.spki).digest())));
   if (info.ski) exts.push(extension(OID_DER.authorityKeyIdentifier, false, seq(implicit(0, info.ski))));
+  if (spec.crlUrl !== undefined) {
+    // CRLDistributionPoints: one DistributionPoint whose distributionPoint [0] is a fullName [0]
+    // (GeneralNames, IMPLICIT) holding one uniformResourceIdentifier [6] (RFC 5280 §4.2.1.13).
+    const uri = implicit(6, Buffer.from(spec.crlUrl, 'ascii'));
+    exts.push(extension(OID_DER.cRLDistributionPoints, false, seq(seq(explicit(0, explicit(0, uri))))));
+  }
 
   const tbs = seq(
     explicit(0, smallInt(2)),

@@ -5,10 +5,11 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
-import type { Static } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { normaliseAddress, sourceKey } from '../common/net.js';
+import { toPem } from '../common/x509.js';
 import { FailureLimiter } from './failure-limit.js';
 import { frameworkErrors, installErrorHandling } from './http-errors.js';
 import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schemas.js';
@@ -24,6 +25,12 @@ export type ResponseObserver = (r: {
   status: number;
   seconds: number;
 }) => void;
+
+/** GET /v1/crl?format=der|pem (the Accept header chooses when the query does not). */
+const CrlQuery = Type.Object(
+  { format: Type.Optional(Type.Union([Type.Literal('der'), Type.Literal('pem')])) },
+  { additionalProperties: false },
+);
 
 export interface ApiOptions {
   service: RegistrationEndpoint;
@@ -132,6 +139,18 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.get('/v1/info', async () => svc.info());
 
   app.get('/v1/ca', async (_req, reply) => reply.type('application/x-pem-file').send(svc.caPem()));
+
+  // RFC 5280 §4.2.1.13 / RFC 2585 §4.2: a CRL distribution point serves DER as
+  // application/pkix-crl; PEM on request, for tools and people that want text.
+  app.get('/v1/crl', { schema: { querystring: CrlQuery } }, async (req, reply) => {
+    const { format } = req.query as Static<typeof CrlQuery>;
+    const der = await svc.crl();
+    const pem =
+      format === 'pem' || (format === undefined && /application\/x-pem-file/i.test(req.headers.accept ?? ''));
+    void reply.header('cache-control', 'no-cache');
+    if (pem) return reply.type('application/x-pem-file').send(toPem(der, 'X509 CRL'));
+    return reply.type('application/pkix-crl').send(der);
+  });
 
   app.post('/v1/join', { schema: { body: JoinBody } }, async (req, reply) => {
     if (inFlight >= maxInFlight) {

@@ -59,4 +59,6 @@ export interface RegistrationEndpoint {
   poll(name: string, key: string, waitMs: number, proof: PollProof): Promise<JoinOutcome>;
   ack(name: string, body: SignedRequest): Promise<void>;
   leave(name: string, body: SignedRequest): Promise<void>;
+  /** The CA's current CRL (RFC 5280 §5), DER. */
+  crl(): Promise<Buffer>;
 }

@@ -51,6 +51,8 @@ export class Issuer {
       notAfter,
       dnsNames: [rec.name],
       usage: 'client-server',
+      // Where `openssl verify -crl_check` and other relying parties find this CA's revocations.
+      crlUrl: `${this.o.url()}/v1/crl`,
     });
     const nowIso = new Date(now).toISOString();
     const { pendingReason: _p, ...rest } = rec;

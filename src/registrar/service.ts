@@ -26,6 +26,7 @@ import { PendingSources } from './admission/pending-sources.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from './admission/reservations.js';
 import { TokenProvisioner } from './admission/token.js';
 import type { CertificateAuthority } from './ca.js';
+import { CrlPublisher } from './crl.js';
 import { Delivery, MAX_WAIT_MS } from './delivery.js';
 import { Issuer } from './issuer.js';
 import { Operator } from './operator.js';
@@ -66,6 +67,7 @@ export class RegistrarService implements RegistrationEndpoint {
   readonly delivery: Delivery;
   readonly issuer: Issuer;
   readonly authorizer: Authorizer;
+  private readonly crls: CrlPublisher;
   private pendingSources!: PendingSources;
 
   private constructor(private readonly o: RegistrarServiceOptions) {
@@ -121,6 +123,7 @@ export class RegistrarService implements RegistrationEndpoint {
       ...(o.fault ? { fault: o.fault } : {}),
     });
     this.delivery = new Delivery(o.registry, o.clock);
+    this.crls = new CrlPublisher({ ca: o.ca, registry: o.registry, clock: o.clock, log: o.log });
   }
 
   static async create(o: RegistrarServiceOptions): Promise<RegistrarService> {
@@ -138,6 +141,7 @@ export class RegistrarService implements RegistrationEndpoint {
     });
     // Finish what a crash interrupted: nodes accepted but not yet issued get their certificate now.
     for (const name of await o.registry.namesInState('accepted')) await s.registration.ensureIssued(name);
+    s.crls.start();
     return s;
   }
 
@@ -153,6 +157,7 @@ export class RegistrarService implements RegistrationEndpoint {
     this.pendingSources.close();
     this.operator.close();
     this.delivery.close();
+    this.crls.close();
   }
 
   // ---- what the registrar says about itself ----
@@ -247,5 +252,10 @@ export class RegistrarService implements RegistrationEndpoint {
 
   leave(name: string, body: SignedRequest): Promise<void> {
     return this.registration.leave(name, body);
+  }
+
+  /** The CA's CRL, DER: re-signed on every removal and before its nextUpdate (registrar/crl.ts). */
+  async crl(): Promise<Buffer> {
+    return (await this.crls.get()).der;
   }
 }

@@ -25,6 +25,7 @@ import {
   type CertificateSpec,
 } from '../../src/common/x509.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../src/registrar/ca.js';
+import { buildCrl, buildCrlAsync, type CrlSpec } from '../../src/common/crl.js';
 
 const NOW = new Date();
 let dir: string;
@@ -286,6 +287,17 @@ describe('issueCertificate', () => {
     expect(openssl('x509', '-in', writeTemp(pem), '-noout', '-serial').out.trim()).toBe('serial=80112233445566778899AABBCCDDEEFF');
   });
 
+  it('carries a CRL distribution point when asked, and openssl verify still accepts it', () => {
+    const pem = toPem(issueCertificate(ca.issuer, spec(ecKey, { crlUrl: 'https://192.0.2.1:8443/v1/crl' })), 'CERTIFICATE');
+    const f = writeTemp(pem);
+    const text = openssl('x509', '-in', f, '-noout', '-text').out;
+    expect(text).toMatch(/X509v3 CRL Distribution Points:\s*\n\s*Full Name:\s*\n\s*URI:https:\/\/192\.0\.2\.1:8443\/v1\/crl/);
+    const r = openssl('verify', '-x509_strict', '-CAfile', path.join(dir, 'ca.pem'), f);
+    expect(r.status, r.out).toBe(0);
+    // Without crlUrl there is none (the registrar's own TLS certificate).
+    expect(openssl('x509', '-in', writeTemp(toPem(issueCertificate(ca.issuer, spec(ecKey)), 'CERTIFICATE')), '-noout', '-text').out).not.toContain('CRL Distribution');
+  });
+
   it('a certificate from another CA with the same name does not verify against this CA', () => {
     const pem = toPem(issueCertificate(otherCa.issuer, spec(ecKey)), 'CERTIFICATE');
     const r = openssl('verify', '-CAfile', path.join(dir, 'ca.pem'), writeTemp(pem));
@@ -394,5 +406,63 @@ describe('fingerprints', () => {
     const pub = createPublicKey(rsaKey);
     expect(keyFingerprint(pub)).toBe(sha256b64url(spkiOf(rsaKey)));
     expect(keyFingerprint(pub)).not.toBe(keyFingerprint(createPublicKey(ecKey)));
+  });
+});
+
+describe('buildCrl (RFC 5280 §5)', () => {
+  const base = (over: Partial<CrlSpec> = {}): CrlSpec => ({
+    number: 7,
+    thisUpdate: new Date(NOW.getTime() - 60_000),
+    nextUpdate: new Date(NOW.getTime() + 7 * 86_400_000),
+    revoked: [],
+    ...over,
+  });
+  const crlText = (der: Buffer): { status: number | null; out: string } => {
+    const f = path.join(dir, `crl${++fileNo}.der`);
+    writeFileSync(f, der);
+    return openssl('crl', '-inform', 'DER', '-in', f, '-noout', '-text', '-CAfile', path.join(dir, 'ca.pem'));
+  };
+
+  it('an empty CRL: v2, the CA as issuer, its AKI and number, no revoked list; the signature verifies', () => {
+    const r = crlText(buildCrl(ca.issuer, base()));
+    expect(r.status, r.out).toBe(0);
+    expect(r.out).toContain('verify OK');
+    expect(r.out).toMatch(/Version 2 \(0x1\)/);
+    expect(r.out).toMatch(/Issuer: CN ?= ?muster-test-ca, O ?= ?muster/);
+    expect(r.out).toMatch(/X509v3 CRL Number:\s*\n\s*7\s*\n/);
+    expect(r.out).toContain('No Revoked Certificates');
+    const caText = openssl('x509', '-in', path.join(dir, 'ca.pem'), '-noout', '-text').out;
+    const ski = /Subject Key Identifier:\s*\n\s*([0-9A-F:]+)/.exec(caText)?.[1];
+    expect(/Authority Key Identifier:\s*\n\s*(?:keyid:)?([0-9A-F:]+)/.exec(r.out)?.[1]).toBe(ski);
+  });
+
+  it('lists serials with their dates and reasons; a CRL number beyond 32 bits; the async signer agrees', async () => {
+    const at = new Date(Date.UTC(2026, 5, 1, 12, 0, 0));
+    const spec = base({
+      number: 1_764_460_800_123,
+      revoked: [
+        { serial: '80112233445566778899AABBCCDDEEFF', revokedAt: at },
+        { serial: 'ABC', revokedAt: at, reason: 'cessationOfOperation' },
+      ],
+    });
+    for (const der of [buildCrl(ca.issuer, spec), await buildCrlAsync(ca.issuer, spec)]) {
+      const r = crlText(der);
+      expect(r.status, r.out).toBe(0);
+      expect(r.out).toContain('verify OK');
+      expect(r.out).toMatch(/X509v3 CRL Number:\s*\n\s*1764460800123\s*\n/);
+      expect(r.out).toMatch(/Serial Number: 80112233445566778899AABBCCDDEEFF\s*\n\s*Revocation Date: Jun {2}1 12:00:00 2026 GMT/);
+      expect(r.out).toMatch(/Serial Number: 0ABC\s*\n\s*Revocation Date: Jun {2}1 12:00:00 2026 GMT\s*\n\s*CRL entry extensions:\s*\n\s*X509v3 CRL Reason Code:\s*\n\s*Cessation Of Operation/);
+    }
+  });
+
+  it('a CRL signed by another CA with the same name does not verify against this CA', () => {
+    const r = crlText(buildCrl(otherCa.issuer, base()));
+    expect(r.out).toContain('verify failure');
+    expect(r.out).not.toContain('verify OK');
+  });
+
+  it('refuses a serial that is not hex and a number that is not a safe integer', () => {
+    expect(() => buildCrl(ca.issuer, base({ revoked: [{ serial: 'zz', revokedAt: NOW }] }))).toThrow(/serial/);
+    expect(() => buildCrl(ca.issuer, base({ number: -1 }))).toThrow(/CRL number/);
   });
 });
