@@ -24,6 +24,7 @@ import { configCommands } from './config-cmd.js';
 import { EXIT, exitCodeFor, exitCodeForCommand } from './exit-codes.js';
 import { installUnitsCommand } from './install-units.js';
 import { joinCommand } from './join-cmd.js';
+import { leaveCommand } from './leave-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
 import {
@@ -39,6 +40,7 @@ import {
 export const COMMANDS: CommandSpec[] = [
   registrarCommand,
   joinCommand,
+  leaveCommand,
   ...operatorCommands,
   caCommand,
   ...configCommands,

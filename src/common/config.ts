@@ -441,6 +441,23 @@ export const SETTINGS = {
   admin: {
     'admin-socket': adminSocket,
   },
+  leave: {
+    'state-dir': {
+      describe: "the node's key and credentials (as for muster join)",
+      parse: filePath,
+      default: defaultNodeStateDir,
+    },
+    registrar: {
+      describe: 'registrar URL to tell (default: the one in bundle.json; trusted by the CA the node holds)',
+      parse: httpsUrl,
+    },
+    'keep-key': {
+      describe: 'keep node.key (to join again with the same key); the credentials are removed all the same',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+  },
   output: {
     json: {
       describe: 'machine-readable output (docs/cli-json.md)',
