@@ -21,8 +21,11 @@ import type { Channel, EventInput, NodeRecord } from '../store/types.js';
 import type { AdmissionRequest, Authorizer, Verdict } from './admission/authorizer.js';
 import { INSTALL_MODE_KEY, tokenKey, type Reservations } from './admission/reservations.js';
 import type { Issuer } from './issuer.js';
+import { expiredByGc } from './steward.js';
 
 export const PENDING_RETRY_S = 5;
+/** lastSeen is written at most this often per node (issue 9, item 5: polls stay cheap). */
+export const LAST_SEEN_EVERY_MS = 60_000;
 /** Decisions retried after losing a compare-and-set race, before giving up with "busy". */
 const MAX_ATTEMPTS = 4;
 
@@ -126,10 +129,13 @@ export class Registration {
             expired = rec;
             break;
           }
-          return { status: 200, bundle: await this.o.issuer.bundle(rec) };
+          // A known node checking in at boot: one authenticated contact (issue 9, item 5).
+          return { status: 200, bundle: await this.o.issuer.bundle(await this.touchLocked(rec)) };
         case 'accepted':
           return { status: 201, bundle: await this.o.issuer.bundle(await this.issueLocked(rec)) };
         case 'rejected':
+          // A heard or pending record the steward expired was not the operator's decision: decide again.
+          if (expiredByGc(rec)) break;
           return refuse(new MusterError('rejected', `node ${rec.name} was rejected by the operator`));
         case 'removed':
           return refuse(
@@ -465,6 +471,29 @@ export class Registration {
       );
       throw new MusterError('bad_signature', `the poll signature does not verify with the key of ${name}`);
     }
+    await this.locks.run(name, async () => {
+      const cur = await this.o.registry.getNode(name);
+      if (cur && cur.key === key) await this.touchLocked(cur);
+    });
+  }
+
+  /**
+   * Records an authenticated contact (issue 9, item 5): lastSeen, written at most once a minute per
+   * node so that long polls stay cheap, compare-and-set and with no event (a contact is not a
+   * transition; the event log keeps decisions). A lost race is left: the winner saw the node too.
+   * Caller holds the node's lock.
+   */
+  async touchLocked(rec: NodeRecord): Promise<NodeRecord> {
+    const now = this.o.clock.now();
+    if (now - Date.parse(rec.lastSeen) < LAST_SEEN_EVERY_MS) return rec;
+    const next: NodeRecord = { ...rec, lastSeen: iso(now) };
+    try {
+      await this.o.registry.apply({ nodes: [{ expectRev: rec.rev, next }] });
+    } catch (err) {
+      if (isStoreConflict(err)) return rec;
+      throw err;
+    }
+    return { ...next, rev: rec.rev + 1 };
   }
 
   /** A node-signed request (ack, leave): checks key, serial, time window and signature. */
@@ -499,7 +528,10 @@ export class Registration {
     assertLabel('node name', name);
     await this.locks.run(name, async () => {
       const rec = this.checkSigned(await this.o.registry.getNode(name), name, 'ack', body);
-      if (rec.state === 'active') return;
+      if (rec.state === 'active') {
+        await this.touchLocked(rec);
+        return;
+      }
       if (rec.state !== 'issued')
         throw new MusterError('invalid_state', `node ${name} is ${rec.state}, not issued`);
       const nowIso = iso(this.o.clock.now());

@@ -30,6 +30,7 @@ import { CrlPublisher } from './crl.js';
 import { Delivery, MAX_WAIT_MS } from './delivery.js';
 import { Issuer } from './issuer.js';
 import { Operator } from './operator.js';
+import { Steward } from './steward.js';
 import { effectiveInstallMode, tokenState, type Autoregister } from './policy.js';
 import { PENDING_RETRY_S, Registration, type FaultPoint } from './registration.js';
 
@@ -58,6 +59,10 @@ export interface RegistrarServiceOptions {
   /** Pending records from one source (IPv4 address, IPv6 /64) at most. */
   maxPendingPerSource?: number;
   nodeConfig?: Record<string, Record<string, string>>;
+  /** Garbage collection TTLs (registrar/steward.ts); 0: never. */
+  heardTtlMs?: number;
+  pendingTtlMs?: number;
+  unackedTtlMs?: number;
   fault?: (point: FaultPoint) => void;
 }
 
@@ -68,6 +73,7 @@ export class RegistrarService implements RegistrationEndpoint {
   readonly issuer: Issuer;
   readonly authorizer: Authorizer;
   private readonly crls: CrlPublisher;
+  readonly steward: Steward;
   private pendingSources!: PendingSources;
 
   private constructor(private readonly o: RegistrarServiceOptions) {
@@ -123,6 +129,15 @@ export class RegistrarService implements RegistrationEndpoint {
       ...(o.fault ? { fault: o.fault } : {}),
     });
     this.delivery = new Delivery(o.registry, o.clock);
+    this.steward = new Steward({
+      registry: o.registry,
+      registration: this.registration,
+      clock: o.clock,
+      log: o.log,
+      ...(o.heardTtlMs !== undefined ? { heardTtlMs: o.heardTtlMs } : {}),
+      ...(o.pendingTtlMs !== undefined ? { pendingTtlMs: o.pendingTtlMs } : {}),
+      ...(o.unackedTtlMs !== undefined ? { unackedTtlMs: o.unackedTtlMs } : {}),
+    });
     this.crls = new CrlPublisher({ ca: o.ca, registry: o.registry, clock: o.clock, log: o.log });
   }
 
@@ -142,6 +157,7 @@ export class RegistrarService implements RegistrationEndpoint {
     // Finish what a crash interrupted: nodes accepted but not yet issued get their certificate now.
     for (const name of await o.registry.namesInState('accepted')) await s.registration.ensureIssued(name);
     s.crls.start();
+    s.steward.start(); // once now, then every 10 minutes
     return s;
   }
 
@@ -158,6 +174,7 @@ export class RegistrarService implements RegistrationEndpoint {
     this.operator.close();
     this.delivery.close();
     this.crls.close();
+    this.steward.close();
   }
 
   // ---- what the registrar says about itself ----

@@ -94,7 +94,7 @@ export interface InstallModeState {
 
 export const INSTALL_MODE_OFF: InstallModeState = { on: false, max: null, accepted: 0, remote: false };
 
-export type EventType = NodeState | 'conflict' | 'expired' | 'install-mode' | 'token' | 'group';
+export type EventType = NodeState | 'conflict' | 'expired' | 'gc' | 'install-mode' | 'token' | 'group';
 
 export interface MusterEvent {
   seq: number;

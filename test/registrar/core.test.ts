@@ -500,6 +500,7 @@ describe('expiry (issue 9: a fleet must not brick on day 90)', () => {
     const first = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
     expect(first.status).toBe(201);
     const old = (await c.registry.getNode('n1'))!;
+    await c.svc.ack('n1', n.signed('ack', old.serial!, c.clock)); // acknowledged: garbage collection leaves it
     // Before expiry the same key gets the same certificate.
     c.clock.advance(89 * DAY);
     const before = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
@@ -515,6 +516,7 @@ describe('expiry (issue 9: a fleet must not brick on day 90)', () => {
     // Install mode on the link does the same for a node without a token.
     const m = node('m1');
     await c.svc.join(m.request({ token: tok2, clock: c.clock }), FAR);
+    await c.svc.ack('m1', m.signed('ack', (await c.registry.getNode('m1'))!.serial!, c.clock));
     c.clock.advance(91 * DAY);
     await c.svc.operator.installModeOn({ forMs: 60_000, max: null, remote: false });
     expect((await c.svc.join(m.request(), ON_LINK)).status).toBe(201);
@@ -525,6 +527,7 @@ describe('expiry (issue 9: a fleet must not brick on day 90)', () => {
     const tok = await c.token();
     const n = node('n1');
     await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    await c.svc.ack('n1', n.signed('ack', (await c.registry.getNode('n1'))!.serial!, c.clock));
     c.clock.advance(91 * DAY); // the 1-hour token expired long ago, and so did the certificate
     const out = await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
     expect(out).toMatchObject({ status: 202, reason: expect.stringContaining('expired') });
