@@ -42,6 +42,8 @@ export const ListNodesQuery = Type.Object(
     state: Type.Optional(NodeStateSchema),
     after: Type.Optional(Type.String({ maxLength: 63 })),
     limit: Type.Optional(DigitString(upTo(NODES_PAGE_MAX))),
+    /** Only nodes not seen for this many seconds (1 to 10^10). */
+    stale: Type.Optional(DigitString('^[1-9][0-9]{0,9}$')),
   },
   { additionalProperties: false },
 );

@@ -194,11 +194,12 @@ const nodesList = command({
     const q = new URLSearchParams({ limit: String(o.limit) });
     if (o.state) q.set('state', o.state);
     if (o.after) q.set('after', o.after);
+    if (o.stale !== undefined) q.set('stale', String(Math.max(1, Math.floor(o.stale / 1000))));
     const r = await client(o).request<{ nodes: WireNode[]; next?: string }>('GET', `/v1/admin/nodes?${q}`);
     if (o.json) return printList(r.nodes, r.next);
     out(
       table(
-        ['NAME', 'STATE', 'ROLE', 'CHANNEL', 'ADDRESS', 'KEY', 'SINCE', 'WHY'],
+        ['NAME', 'STATE', 'ROLE', 'CHANNEL', 'ADDRESS', 'KEY', 'SINCE', 'LAST SEEN', 'EXPIRES', 'WHY'],
         r.nodes.map((n) => [
           n.name,
           n.state,
@@ -207,6 +208,8 @@ const nodesList = command({
           n.addresses[0],
           n.key,
           ago(n.times[n.state]),
+          ago(n.lastSeen),
+          n.notAfter ?? '-',
           n.state === 'pending' ? n.pendingReason : n.decision?.detail,
         ]),
       ),

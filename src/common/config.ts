@@ -390,6 +390,28 @@ export const SETTINGS = {
       describe: 'config values for nodes: a JSON file (or inline JSON) {"*": {...}, "<role>": {...}}',
       parse: nodeConfig,
     },
+    // Garbage collection (issue 9, item 6; registrar/steward.ts): 0s keeps such records for good.
+    'heard-ttl': {
+      describe: 'a node heard over mDNS that never asks to join is dropped (rejected, name freed) after this',
+      parse: duration(),
+      default: '1d',
+    },
+    'pending-ttl': {
+      describe:
+        'a request nobody approves is dropped (rejected, name freed; the key may ask again) after this',
+      parse: duration(),
+      default: '7d',
+    },
+    'unacked-ttl': {
+      describe: 'a certificate the node never acknowledged is revoked and its node removed after this',
+      parse: duration(),
+      default: '7d',
+    },
+    'event-retention': {
+      describe: 'events kept in the event log (the oldest go first)',
+      parse: int(1000, 100_000_000),
+      default: '200000',
+    },
   },
   join: {
     registrar: {
@@ -509,6 +531,11 @@ export const SETTINGS = {
     state: { describe: 'only nodes in this state', parse: choice(...NODE_STATES), choices: NODE_STATES },
     limit: { describe: 'nodes per page', parse: int(1, L.NODES_PAGE_MAX), default: '100' },
     after: { describe: 'start after this node name (paging)', parse: label },
+    stale: {
+      describe:
+        'only nodes not seen for this long (no authenticated contact: check-in, poll, ack, renewal); certificate expiry is not a filter here, see EXPIRES',
+      parse: duration(1000),
+    },
   },
   node: {
     name: nodeName,

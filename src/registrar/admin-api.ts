@@ -17,7 +17,7 @@ import {
   TokenIdParams,
 } from '../admin/schemas.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
-import type { MusterEvent, NodeState } from '../store/types.js';
+import type { MusterEvent, NodeRecord, NodeState } from '../store/types.js';
 import type { Metrics } from './metrics.js';
 import type { RegistrarService } from './service.js';
 
@@ -83,16 +83,23 @@ export async function buildAdminApi(
   app.get('/v1/admin/nodes', { schema: { querystring: ListNodesQuery } }, async (req) => {
     const q = req.query as Static<typeof ListNodesQuery>;
     const limit = Math.min(Math.max(Number(q.limit ?? 100), 1), 1000);
-    const nodes = await op.listNodes({
+    const opts = {
       limit,
       ...(q.state ? { state: q.state as NodeState } : {}),
       ...(q.after ? { after: q.after } : {}),
-    });
-    const last = nodes[nodes.length - 1];
+    };
+    let nodes: NodeRecord[];
+    let next: string | undefined;
+    if (q.stale !== undefined) {
+      ({ nodes, next } = await op.listStaleNodes({ ...opts, staleMs: Number(q.stale) * 1000 }));
+    } else {
+      nodes = await op.listNodes(opts);
+      if (nodes.length === limit) next = nodes[nodes.length - 1]?.name;
+    }
     return {
       nodes: nodes.map(({ certificate: _c, spki: _s, ...n }) => n),
       counts: await op.counts(),
-      ...(nodes.length === limit && last ? { next: last.name } : {}),
+      ...(next !== undefined ? { next } : {}),
     };
   });
   app.get('/v1/admin/nodes/:name', { schema: { params: NameParams } }, async (req) =>

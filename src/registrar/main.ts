@@ -36,6 +36,12 @@ export interface RegistrarOptions {
   log: Logger;
   clock?: Clock;
   certLifetimeMs?: number;
+  /** Garbage collection TTLs (registrar/steward.ts); 0: never. */
+  heardTtlMs?: number;
+  pendingTtlMs?: number;
+  unackedTtlMs?: number;
+  /** Events kept in the event log (store default: DEFAULT_EVENT_RETENTION). */
+  eventRetention?: number;
   rateLimit?: number;
   maxInFlightJoins?: number;
   nodeConfig?: Record<string, Record<string, string>>;
@@ -102,6 +108,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       { kind: 'level', dir: path.join(opts.stateDir, 'registry') },
       {
         now: () => clock.now(),
+        ...(opts.eventRetention !== undefined ? { eventRetention: opts.eventRetention } : {}),
         onFatal: (err) => {
           const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
           log.error(
@@ -163,6 +170,9 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
         advertising: opts.mdns === true,
       }),
       ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
+      ...(opts.heardTtlMs !== undefined ? { heardTtlMs: opts.heardTtlMs } : {}),
+      ...(opts.pendingTtlMs !== undefined ? { pendingTtlMs: opts.pendingTtlMs } : {}),
+      ...(opts.unackedTtlMs !== undefined ? { unackedTtlMs: opts.unackedTtlMs } : {}),
       ...(opts.nodeConfig ? { nodeConfig: opts.nodeConfig } : {}),
       ...(opts.fault ? { fault: opts.fault } : {}),
     });

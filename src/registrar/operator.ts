@@ -30,6 +30,8 @@ export interface OperatorOptions {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Records one `nodes list --stale` request reads at most before it answers with `next`. */
+export const STALE_SCAN_BUDGET = 10_000;
 
 export class Operator {
   private installTimer: TimerHandle | undefined;
@@ -156,6 +158,36 @@ export class Operator {
 
   listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
     return this.o.registry.listNodes(opts);
+  }
+
+  /**
+   * One page of the nodes not seen for `staleMs` (no authenticated contact since; issue 9, item 5).
+   * The filter runs within the index walk, so paging holds: `next` is the last name this page
+   * looked at when it stopped with more to read (a page may hold fewer than `limit` nodes when the
+   * walk reached its budget), and absent once the index is exhausted.
+   */
+  async listStaleNodes(
+    opts: ListNodesOptions & { staleMs: number },
+  ): Promise<{ nodes: NodeRecord[]; next?: string }> {
+    const cutoff = this.o.clock.now() - opts.staleMs;
+    const nodes: NodeRecord[] = [];
+    let after = opts.after;
+    let scanned = 0;
+    for (;;) {
+      const page = await this.o.registry.listNodes({
+        limit: opts.limit,
+        ...(opts.state ? { state: opts.state } : {}),
+        ...(after !== undefined ? { after } : {}),
+      });
+      for (const rec of page) {
+        scanned++;
+        after = rec.name;
+        if (Date.parse(rec.lastSeen) <= cutoff) nodes.push(rec);
+        if (nodes.length === opts.limit) return { nodes, next: rec.name };
+      }
+      if (page.length < opts.limit) return { nodes };
+      if (scanned >= STALE_SCAN_BUDGET) return { nodes, ...(after !== undefined ? { next: after } : {}) };
+    }
   }
 
   counts(): Promise<Record<NodeState, number>> {

@@ -313,6 +313,8 @@ describe('commands without side effects exit 2 the same way', () => {
       ['nodes', 'list', '--limit', '0'],
       /--limit must be a whole number from 1 to 1,000/,
     ],
+    ['nodes list --stal', ['nodes', 'list', '--stal', '1d'], /no flag --stal \(did you mean --stale\?\)/],
+    ['nodes list --stale 0s', ['nodes', 'list', '--stale', '0s'], /--stale must be between 1s and/],
     ['no command at all', [], /muster needs a command/],
   ])('%s', (_name, args, message) => {
     const r = cli([...args, '--admin-socket', fx.sock]);

@@ -3,6 +3,8 @@
 // records after their TTLs, on a ManualClock over the in-memory registry.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isMusterError } from '../../src/common/errors.js';
+import { memoryLogger } from '../../src/common/log.js';
+import { buildAdminApi } from '../../src/registrar/admin-api.js';
 import {
   DEFAULT_HEARD_TTL_MS,
   DEFAULT_PENDING_TTL_MS,
@@ -190,6 +192,55 @@ describe('garbage collection: each TTL at its time, with a gc event', () => {
       expect(gc.sort()).toEqual(names);
     } finally {
       steward.close();
+    }
+  });
+});
+
+describe('GET /v1/admin/nodes?stale=SECONDS: the nodes not seen for that long, page by page', () => {
+  it('filters within the index walk, and next pages through all of them', async () => {
+    c = await core();
+    const stale = ['s1', 's3', 's5'];
+    const fresh = ['s2', 's4'];
+    const keys = new Map<string, ReturnType<typeof node>>();
+    for (const name of [...stale, ...fresh].sort()) keys.set(name, (await admitted(name)).n);
+    c.clock.advance(2 * 3600_000);
+    for (const name of fresh)
+      await c.svc.poll(name, keys.get(name)!.fp, 0, keys.get(name)!.pollProof(c.clock));
+    c.clock.advance(30 * MIN);
+
+    const admin = await buildAdminApi(c.svc, memoryLogger('admin').log);
+    try {
+      const seen: string[] = [];
+      let after: string | undefined;
+      for (let i = 0; i < 10; i++) {
+        const r = await admin.inject({
+          method: 'GET',
+          url: `/v1/admin/nodes?stale=3600&limit=2${after ? `&after=${after}` : ''}`,
+        });
+        expect(r.statusCode, r.body).toBe(200);
+        const body = r.json() as {
+          nodes: { name: string; lastSeen: string; notAfter: string }[];
+          next?: string;
+        };
+        for (const n of body.nodes) {
+          expect(Date.parse(n.lastSeen)).toBeLessThanOrEqual(c.clock.now() - 3600_000);
+          expect(n.notAfter).toEqual(expect.any(String));
+        }
+        seen.push(...body.nodes.map((n) => n.name));
+        if (!body.next) break;
+        after = body.next;
+      }
+      expect(seen).toEqual(stale);
+
+      // Seen 30 minutes ago: stale for 20 minutes, not for an hour.
+      const all = await admin.inject({ method: 'GET', url: '/v1/admin/nodes?stale=1200' });
+      expect((all.json() as { nodes: unknown[] }).nodes).toHaveLength(5);
+      for (const bad of ['0', 'abc', '-5', '1.5'])
+        expect((await admin.inject({ method: 'GET', url: `/v1/admin/nodes?stale=${bad}` })).statusCode).toBe(
+          400,
+        );
+    } finally {
+      await admin.close();
     }
   });
 });
