@@ -18,6 +18,7 @@ export const joinCommand = command({
       'MUSTER_TOKEN=ID.SECRET $0 join --registrar https://10.0.0.1:8443 --ca-fingerprint FP',
       'join a remote registrar with a token',
     ],
+    ['$0 join --name-from machine-id', 'join as <host>-<6 chars of /etc/machine-id> (cloned images)'],
   ],
   async run(o, ctx) {
     // Checks that need the filesystem, still before anything is made: no key, no state dir, no packet.
@@ -60,8 +61,12 @@ export const joinCommand = command({
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
     const { runJoin } = await loadAgent();
+    // --name (flag, MUSTER_NAME or the file) wins over --name-from; the default is the host name.
+    const nameFrom =
+      ctx.sources.name === 'default' && o['name-from'] !== 'hostname' ? o['name-from'] : undefined;
     const result = await runJoin({
       name: o.name,
+      ...(nameFrom ? { nameFrom } : {}),
       role: o.role,
       cluster: o.cluster,
       stateDir: o['state-dir'],

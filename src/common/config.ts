@@ -432,6 +432,13 @@ export const SETTINGS = {
       default: defaultNodeName,
       defaultDescription: 'short host name',
     },
+    'name-from': {
+      describe:
+        'derive the name when --name is not set: the short host name, <host>-<6 chars of /etc/machine-id>, or <host>-<6 chars of the key fingerprint> (machines that share a host name)',
+      parse: choice('hostname', 'machine-id', 'key'),
+      choices: ['hostname', 'machine-id', 'key'],
+      default: 'hostname',
+    },
     role: { describe: 'role to register as', parse: label, default: 'node' },
     cluster: { describe: 'cluster wanted (empty: any)', parse: labelOrEmpty, default: '' },
     'ca-fingerprint': {

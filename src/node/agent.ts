@@ -6,9 +6,10 @@
  * documented exit codes.
  */
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import os from 'node:os';
 import type { Clock } from '../common/clock.js';
 import { isMusterError, MusterError } from '../common/errors.js';
-import { ensureDir, writeFileAtomic } from '../common/files.js';
+import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
 import type { Logger } from '../common/log.js';
 import {
   joinProofMac,
@@ -35,6 +36,7 @@ import {
   type RegistrarTarget,
 } from './join-loop.js';
 import { localRegistration, loadOrCreateKey, NodeFiles, serialOf, writeBundle } from './node-files.js';
+import { deriveNodeName, type NameFrom } from './node-name.js';
 
 export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
 
@@ -74,6 +76,14 @@ export interface JoinOptions {
   random?: () => number;
   /** The mDNS stack (tests); default the advertiser's. */
   createMdns?: (o: MdnsOptions) => Mdns;
+  /**
+   * Derive the name instead of `name` (--name-from, when --name is not set; node-name.ts): from the
+   * host name, /etc/machine-id or the node key (created first when missing).
+   */
+  nameFrom?: NameFrom;
+  /** The host name and machine-id file the name is derived from (tests); default the machine's. */
+  hostName?: string;
+  machineIdFile?: string;
 }
 
 export interface JoinResult {
@@ -85,15 +95,15 @@ export interface JoinResult {
   fingerprint: string;
 }
 
-export async function runJoin(o: JoinOptions): Promise<JoinResult> {
-  const log = o.log;
-  const clock = o.clock ?? nodeClock;
+export async function runJoin(given: JoinOptions): Promise<JoinResult> {
+  const log = given.log;
+  const clock = given.clock ?? nodeClock;
   const startedAt = clock.now(); // --timeout counts from here: key, mDNS start and all
-  const files = new NodeFiles(o.stateDir);
+  const files = new NodeFiles(given.stateDir);
   // Usage errors first: nothing is made, written or sent before the options hold together.
   let token: ParsedToken | undefined;
-  if (o.token !== undefined) {
-    token = parseToken(o.token);
+  if (given.token !== undefined) {
+    token = parseToken(given.token);
     if (!token) {
       throw new MusterError(
         'MUSTER_ERR_USAGE',
@@ -101,13 +111,17 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
       );
     }
   }
-  const pinned = pinOf(o.caFingerprint, token);
+  const pinned = pinOf(given.caFingerprint, token);
   const pin = pinned?.fp;
   try {
-    await ensureDir(o.stateDir, 0o700);
+    await ensureDir(given.stateDir, 0o700);
   } catch (err) {
-    throw new MusterError('MUSTER_ERR_STATE_DIR', `cannot create ${o.stateDir}: ${(err as Error).message}`);
+    throw new MusterError(
+      'MUSTER_ERR_STATE_DIR',
+      `cannot create ${given.stateDir}: ${(err as Error).message}`,
+    );
   }
+  const o = given.nameFrom ? { ...given, name: await derivedName(given, given.nameFrom, files) } : given;
 
   const existingKeyPem = await files.read('key');
   const existingKey = existingKeyPem ? createPrivateKey(existingKeyPem) : undefined;
@@ -340,6 +354,21 @@ export async function runJoin(o: JoinOptions): Promise<JoinResult> {
     // The join advertisement is withdrawn (goodbye, awaited) whether registered, refused or stopped.
     await mdns?.close();
   }
+}
+
+/** The name --name-from derives, logged (the operator sees it in `nodes list`, the node in its log). */
+async function derivedName(o: JoinOptions, from: NameFrom, files: NodeFiles): Promise<string> {
+  const host = o.hostName ?? os.hostname();
+  let machineId: string | undefined;
+  let fingerprint: string | undefined;
+  if (from === 'machine-id') machineId = await readIfExists(o.machineIdFile ?? '/etc/machine-id');
+  if (from === 'key') {
+    const key = await loadOrCreateKey(files, o.keyType ?? 'ec', o.log);
+    fingerprint = keyFingerprint(createPublicKey(key));
+  }
+  const name = deriveNodeName(from, { host, machineId, keyFingerprint: fingerprint });
+  o.log.info({ node: name, nameFrom: from, host }, 'node name derived');
+  return name;
 }
 
 /**
