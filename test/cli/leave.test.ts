@@ -81,6 +81,14 @@ describe('muster leave', () => {
     expect(show('leaver-2').state).toBe('removed');
     expect(filesUnder(dir)).toEqual(['node.key']);
     expect(readFileSync(path.join(dir, 'node.key'), 'utf8')).toBe(key);
+    // A key and no credentials is not registered: exit 1, the key stays, the registrar is not told.
+    const before = await registrarState(fx.sock);
+    const again = cli(['leave', '--state-dir', dir]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/this node is not registered .*nothing was changed/);
+    expect(filesUnder(dir)).toEqual(['node.key']);
+    expect(readFileSync(path.join(dir, 'node.key'), 'utf8')).toBe(key);
+    expect(await registrarState(fx.sock)).toEqual(before);
   });
 
   it('a misspelt flag exits 2 and changes nothing, on the node or at the registrar', async () => {
