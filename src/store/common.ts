@@ -10,6 +10,7 @@ import {
   type InstallModeState,
   type MusterEvent,
   type NodeRecord,
+  type Preapproval,
   type Revocation,
   type TokenRecord,
 } from './registry.js';
@@ -23,6 +24,17 @@ export function useTokenOnce(t: TokenRecord | undefined, id: string): TokenRecor
   }
   return { ...t, used: t.used + 1 };
 }
+
+/** Checks that a pre-approval may be consumed, or StoreConflict('preapproval') (nothing changes). */
+export function usePreapprovalOnce(p: Preapproval | undefined, name: string, now?: number): void {
+  if (!p) throw new StoreConflict('preapproval', `no pre-approval for ${name}`);
+  if (now !== undefined && p.expiresAt !== null && p.expiresAt <= now) {
+    throw new StoreConflict('preapproval', `the pre-approval for ${name} has expired`);
+  }
+}
+
+/** A ban's key in a map: kind first, so that sorting lists by kind, then value. */
+export const banId = (kind: string, value: string): string => `${kind}!${value}`;
 
 /**
  * Install mode after one more acceptance in the window that began at `since`, and the event that

@@ -12,13 +12,15 @@
  *   sn!<counter:16 hex>             serial issued -> {name, serial}
  *   rv!<serial>                     revoked serial -> {serial, name, at, reason}
  *   t!<id>                          join token
+ *   pa!<name>                       pre-approval of a name
+ *   b!<kind>!<value>                ban of a name or a key
  *   m!counts                        number of current records in each state
  *   m!install-mode                  install mode state
  *   m!id                            registrar id
  *   m!serial-lease                  serial counters up to here may have been handed out
  *
- * What makes a precondition decidable without a read stays in memory: tokens and install mode (small:
- * loaded at open), the state counts, the event sequence and the serial counter (loaded at open with
+ * What makes a precondition decidable without a read stays in memory: tokens, install mode,
+ * pre-approvals and bans (small: loaded at open), the state counts, the event sequence and the serial counter (loaded at open with
  * one-key reverse reads: never a full scan, so a cold start on a million records stays fast). A node
  * write is checked against the latest record of its name, including writes queued but not yet
  * durable (the pending map).
@@ -36,6 +38,9 @@
  */
 import { Level } from 'level';
 import {
+  type Ban,
+  type BanKind,
+  type Preapproval,
   DEFAULT_EVENT_RETENTION,
   INSTALL_MODE_OFF,
   NODE_STATES,
@@ -53,10 +58,12 @@ import {
   type TokenRecord,
 } from './registry.js';
 import {
+  banId,
   EventDelivery,
   normaliseNode,
   normaliseRevocation,
   useInstallModeOnce,
+  usePreapprovalOnce,
   useTokenOnce,
 } from './common.js';
 
@@ -76,6 +83,9 @@ const K = {
   serial: (counter: number) => 'sn!' + hex16(counter),
   revocation: (serial: string) => 'rv!' + serial,
   token: (id: string) => 't!' + id,
+  preapproval: (name: string) => 'pa!' + name,
+  /** `id`: banId(kind, value). */
+  ban: (id: string) => 'b!' + id,
   counts: 'm!counts',
   installMode: 'm!install-mode',
   id: 'm!id',
@@ -122,6 +132,7 @@ export class LevelRegistry implements Registry {
   private queuedSeq = 0;
   private readonly queuedTokens = new Map<string, TokenRecord>();
   private queuedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
+  private queuedPreapprovals = new Map<string, Preapproval>();
   /** Node records queued but not yet durable, by name. */
   private readonly pending = new Map<string, Current>();
 
@@ -130,6 +141,9 @@ export class LevelRegistry implements Registry {
   private landedSeq = 0;
   private readonly landedTokens = new Map<string, TokenRecord>();
   private landedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
+  private landedPreapprovals = new Map<string, Preapproval>();
+  /** Bans are never a precondition: only their durable state is kept. */
+  private landedBans = new Map<string, Ban>();
 
   private serialCounter = 0;
   private serialCeiling = 0;
@@ -183,6 +197,15 @@ export class LevelRegistry implements Registry {
       const t = JSON.parse(v) as TokenRecord;
       this.landedTokens.set(t.id, t);
       this.queuedTokens.set(t.id, t);
+    }
+    for await (const v of this.db.values({ gt: 'pa!', lt: 'pa!' + END })) {
+      const p = JSON.parse(v) as Preapproval;
+      this.landedPreapprovals.set(p.name, p);
+    }
+    this.queuedPreapprovals = new Map(this.landedPreapprovals);
+    for await (const v of this.db.values({ gt: 'b!', lt: 'b!' + END })) {
+      const b = JSON.parse(v) as Ban;
+      this.landedBans.set(banId(b.kind, b.value), b);
     }
     this.queuedCounts = { ...this.landedCounts };
     this.queuedInstallMode = this.landedInstallMode;
@@ -298,6 +321,26 @@ export class LevelRegistry implements Registry {
 
   async getInstallMode(): Promise<InstallModeState> {
     return structuredClone(this.landedInstallMode);
+  }
+
+  async getPreapproval(name: string): Promise<Preapproval | undefined> {
+    const p = this.landedPreapprovals.get(name);
+    return p && structuredClone(p);
+  }
+
+  async listPreapprovals(): Promise<Preapproval[]> {
+    return [...this.landedPreapprovals.keys()]
+      .sort()
+      .map((n) => structuredClone(this.landedPreapprovals.get(n)!));
+  }
+
+  async getBan(kind: BanKind, value: string): Promise<Ban | undefined> {
+    const b = this.landedBans.get(banId(kind, value));
+    return b && structuredClone(b);
+  }
+
+  async listBans(): Promise<Ban[]> {
+    return [...this.landedBans.keys()].sort().map((k) => structuredClone(this.landedBans.get(k)!));
   }
 
   /**
@@ -440,6 +483,10 @@ export class LevelRegistry implements Registry {
       const usedInstallMode = change.useInstallMode
         ? useInstallModeOnce(this.queuedInstallMode, change.useInstallMode.since)
         : undefined;
+      if (change.usePreapproval) {
+        const { name, now } = change.usePreapproval;
+        usePreapprovalOnce(this.queuedPreapprovals.get(name), name, now);
+      }
       return this.build(change, nodes, usedToken, usedInstallMode);
     } finally {
       // Read-aheads started at or before this change's are all used: forget the batches before it.
@@ -492,6 +539,31 @@ export class LevelRegistry implements Registry {
       this.queuedInstallMode = installMode;
       state.set(K.installMode, JSON.stringify(installMode));
     }
+    // Pre-approvals and bans: plain puts and deletes in the batch's own order (never merged across
+    // queued changes, so a delete after a put of the same key stays a delete).
+    const preapprovals: [string, Preapproval | undefined][] = [];
+    if (change.usePreapproval) preapprovals.push([change.usePreapproval.name, undefined]);
+    if (change.deletePreapproval !== undefined) preapprovals.push([change.deletePreapproval, undefined]);
+    if (change.putPreapproval)
+      preapprovals.push([change.putPreapproval.name, structuredClone(change.putPreapproval)]);
+    for (const [name, p] of preapprovals) {
+      if (p) {
+        this.queuedPreapprovals.set(name, p);
+        ops.push({ type: 'put', key: K.preapproval(name), value: JSON.stringify(p) });
+      } else {
+        this.queuedPreapprovals.delete(name);
+        ops.push({ type: 'del', key: K.preapproval(name) });
+      }
+    }
+    const bans: [string, Ban | undefined][] = [];
+    if (change.deleteBan) bans.push([banId(change.deleteBan.kind, change.deleteBan.value), undefined]);
+    if (change.putBan)
+      bans.push([banId(change.putBan.kind, change.putBan.value), structuredClone(change.putBan)]);
+    for (const [id, b] of bans) {
+      ops.push(
+        b ? { type: 'put', key: K.ban(id), value: JSON.stringify(b) } : { type: 'del', key: K.ban(id) },
+      );
+    }
     if (change.serial) {
       const { counter, name, serial } = change.serial;
       ops.push({ type: 'put', key: K.serial(counter), value: JSON.stringify({ name, serial }) });
@@ -522,6 +594,14 @@ export class LevelRegistry implements Registry {
       this.landedSeq = seq;
       for (const t of tokens) this.landedTokens.set(t.id, t);
       if (installMode) this.landedInstallMode = installMode;
+      for (const [name, p] of preapprovals) {
+        if (p) this.landedPreapprovals.set(name, p);
+        else this.landedPreapprovals.delete(name);
+      }
+      for (const [id, b] of bans) {
+        if (b) this.landedBans.set(id, b);
+        else this.landedBans.delete(id);
+      }
       for (const [name, cur] of pendingHere) if (this.pending.get(name) === cur) this.pending.delete(name);
     };
     let resolve!: () => void;

@@ -5,6 +5,9 @@
  * change leaves no trace. Nothing survives close().
  */
 import {
+  type Ban,
+  type BanKind,
+  type Preapproval,
   DEFAULT_EVENT_RETENTION,
   INSTALL_MODE_OFF,
   NODE_STATES,
@@ -21,7 +24,7 @@ import {
   type SerialRecord,
   type TokenRecord,
 } from './registry.js';
-import { EventDelivery, useInstallModeOnce, useTokenOnce } from './common.js';
+import { banId, EventDelivery, useInstallModeOnce, usePreapprovalOnce, useTokenOnce } from './common.js';
 
 const copy = <T>(v: T): T => structuredClone(v);
 
@@ -34,6 +37,8 @@ export class MemoryRegistry implements Registry {
   private readonly archived = new Map<string, NodeRecord[]>();
   private readonly tokens = new Map<string, TokenRecord>();
   private installMode: InstallModeState = copy(INSTALL_MODE_OFF);
+  private readonly preapprovals = new Map<string, Preapproval>();
+  private readonly bans = new Map<string, Ban>();
   private serialCounter = 0;
   private readonly serials = new Map<number, SerialRecord>();
   private readonly revocations = new Map<string, Revocation>();
@@ -100,6 +105,24 @@ export class MemoryRegistry implements Registry {
     return copy(this.installMode);
   }
 
+  async getPreapproval(name: string): Promise<Preapproval | undefined> {
+    const p = this.preapprovals.get(name);
+    return p && copy(p);
+  }
+
+  async listPreapprovals(): Promise<Preapproval[]> {
+    return [...this.preapprovals.keys()].sort().map((n) => copy(this.preapprovals.get(n)!));
+  }
+
+  async getBan(kind: BanKind, value: string): Promise<Ban | undefined> {
+    const b = this.bans.get(banId(kind, value));
+    return b && copy(b);
+  }
+
+  async listBans(): Promise<Ban[]> {
+    return [...this.bans.keys()].sort().map((k) => copy(this.bans.get(k)!));
+  }
+
   async allocateSerial(): Promise<number> {
     this.assertOpen();
     return ++this.serialCounter;
@@ -140,6 +163,10 @@ export class MemoryRegistry implements Registry {
     const usedInstallMode = change.useInstallMode
       ? useInstallModeOnce(this.installMode, change.useInstallMode.since)
       : undefined;
+    if (change.usePreapproval) {
+      const { name, now } = change.usePreapproval;
+      usePreapprovalOnce(this.preapprovals.get(name), name, now);
+    }
 
     for (const w of change.nodes ?? []) {
       const name = w.next.name;
@@ -151,6 +178,11 @@ export class MemoryRegistry implements Registry {
     if (change.putToken) this.tokens.set(change.putToken.id, copy(change.putToken));
     if (usedInstallMode) this.installMode = usedInstallMode.next;
     if (change.setInstallMode) this.installMode = copy(change.setInstallMode);
+    if (change.usePreapproval) this.preapprovals.delete(change.usePreapproval.name);
+    if (change.deletePreapproval !== undefined) this.preapprovals.delete(change.deletePreapproval);
+    if (change.putPreapproval) this.preapprovals.set(change.putPreapproval.name, copy(change.putPreapproval));
+    if (change.deleteBan) this.bans.delete(banId(change.deleteBan.kind, change.deleteBan.value));
+    if (change.putBan) this.bans.set(banId(change.putBan.kind, change.putBan.value), copy(change.putBan));
     if (change.serial) {
       this.serials.set(change.serial.counter, copy(change.serial));
       this.serialCounter = Math.max(this.serialCounter, change.serial.counter);

@@ -8,11 +8,14 @@
  * Every backend passes the contract suite in test/store/contract.ts.
  */
 import type {
+  Ban,
+  BanKind,
   EventInput,
   InstallModeState,
   MusterEvent,
   NodeRecord,
   NodeState,
+  Preapproval,
   Revocation,
   SerialRecord,
   TokenRecord,
@@ -47,6 +50,20 @@ export interface Change {
    * switches install mode off, and the store adds the `install-mode` event that says so.
    */
   useInstallMode?: { since: number };
+  /**
+   * Consume the name's pre-approval with this acceptance (exactly once, like useToken). Refused
+   * (StoreConflict 'preapproval') unless it exists and, when `now` is given, has not expired by then:
+   * the store has no clock, expiry is the caller's time.
+   */
+  usePreapproval?: { name: string; now?: number };
+  /** Create or replace the name's pre-approval. */
+  putPreapproval?: Preapproval;
+  /** Delete the name's pre-approval, if any. */
+  deletePreapproval?: string;
+  /** Create or replace a ban. */
+  putBan?: Ban;
+  /** Lift a ban, if any. */
+  deleteBan?: { kind: BanKind; value: string };
   /** Create or replace a token (revocation is a replacement). */
   putToken?: TokenRecord;
   /** Replace the install-mode state. */
@@ -59,7 +76,7 @@ export interface Change {
   events?: EventInput[];
 }
 
-export type ConflictOn = 'node' | 'token' | 'install-mode';
+export type ConflictOn = 'node' | 'token' | 'install-mode' | 'preapproval';
 
 /** A precondition of a Change no longer held; nothing was written. The caller re-reads and decides again. */
 export class StoreConflict extends Error {
@@ -103,6 +120,14 @@ export interface Registry {
   getToken(id: string): Promise<TokenRecord | undefined>;
   listTokens(): Promise<TokenRecord[]>;
   getInstallMode(): Promise<InstallModeState>;
+
+  // ---- pre-approvals and bans ----
+  getPreapproval(name: string): Promise<Preapproval | undefined>;
+  /** By name. */
+  listPreapprovals(): Promise<Preapproval[]>;
+  getBan(kind: BanKind, value: string): Promise<Ban | undefined>;
+  /** By kind, then value. */
+  listBans(): Promise<Ban[]>;
 
   // ---- serials and revocations ----
   /** A serial counter value never handed out before by this store (gaps are allowed). */

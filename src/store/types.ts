@@ -94,7 +94,8 @@ export interface InstallModeState {
 
 export const INSTALL_MODE_OFF: InstallModeState = { on: false, max: null, accepted: 0, remote: false };
 
-export type EventType = NodeState | 'conflict' | 'expired' | 'gc' | 'install-mode' | 'token' | 'group';
+export type EventType =
+  NodeState | 'conflict' | 'expired' | 'gc' | 'install-mode' | 'token' | 'group' | 'renewed';
 
 export interface MusterEvent {
   seq: number;
@@ -118,4 +119,33 @@ export interface Revocation {
   name: string;
   at: string;
   reason: string;
+}
+
+/**
+ * The operator's word that one name may join once with no token and no install mode (issue 9: after
+ * Tailscale's pre-approved keys): at most one per name, consumed by the acceptance it admits.
+ */
+export interface Preapproval {
+  name: string;
+  /** Only this key fingerprint, when set (a rebuild leaves it unset: the next key is not known yet). */
+  key?: string;
+  /** Only this role, when set. */
+  role?: string;
+  /** ms since epoch; null: never expires. */
+  expiresAt: number | null;
+  createdAt: string;
+  /** Who pre-approved (the operator, or "rebuild"). */
+  by: string;
+}
+
+export type BanKind = 'name' | 'key';
+
+/** A name or a key refused for good, until the operator lifts it (SPIRE's ban, not its evict). */
+export interface Ban {
+  kind: BanKind;
+  /** The name, or the key fingerprint. */
+  value: string;
+  createdAt: string;
+  by: string;
+  reason?: string;
 }

@@ -12,11 +12,13 @@ import {
   INSTALL_MODE_OFF,
   NODE_STATES,
   isStoreConflict,
+  type Ban,
   type Change,
   type InstallModeState,
   type MusterEvent,
   type NodeRecord,
   type NodeState,
+  type Preapproval,
   type Registry,
   type RegistryOptions,
   type TokenRecord,
@@ -94,6 +96,8 @@ async function snapshot(reg: Registry) {
     installMode: await reg.getInstallMode(),
     serials: await reg.listSerials(),
     revocations: await reg.listRevocations(),
+    preapprovals: await reg.listPreapprovals(),
+    bans: await reg.listBans(),
     lastEventSeq: await reg.lastEventSeq(),
     events: await reg.listEvents(0, 1000),
   };
@@ -596,6 +600,105 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
           r2,
           r1,
         ]);
+      });
+    });
+
+    describe('pre-approvals and bans', () => {
+      const pa = (name: string, over: Partial<Preapproval> = {}): Preapproval => ({
+        name,
+        expiresAt: null,
+        createdAt: '2026-01-01T00:00:00.000Z',
+        by: 'operator',
+        ...over,
+      });
+
+      it('keeps one pre-approval per name, replaced by a put and gone after a delete', async () => {
+        const { registry: reg } = await open();
+        expect(await reg.getPreapproval('a')).toBeUndefined();
+        await reg.apply({ putPreapproval: pa('b', { key: 'k1' }) });
+        await reg.apply({ putPreapproval: pa('a', { role: 'db', expiresAt: 5 }) });
+        await reg.apply({ putPreapproval: pa('b', { key: 'k2' }) });
+        expect(await reg.getPreapproval('b')).toEqual(pa('b', { key: 'k2' }));
+        expect((await reg.listPreapprovals()).map((p) => p.name)).toEqual(['a', 'b']);
+        await reg.apply({ deletePreapproval: 'a' });
+        expect(await reg.getPreapproval('a')).toBeUndefined();
+        expect(await reg.listPreapprovals()).toEqual([pa('b', { key: 'k2' })]);
+      });
+
+      it('consumes a pre-approval with the acceptance it admits, exactly once under concurrency', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ putPreapproval: pa('a') });
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, i) =>
+            reg.apply({
+              nodes: [{ expectRev: 0, next: rec(`a-${i}`, 'accepted') }],
+              usePreapproval: { name: 'a' },
+              events: [{ type: 'accepted', name: `a-${i}` }],
+            }),
+          ),
+        );
+        const { ok, errors } = outcomes(results);
+        expect(ok).toHaveLength(1);
+        expect(errors).toHaveLength(7);
+        for (const e of errors) expect(isStoreConflict(e, 'preapproval')).toBe(true);
+        expect(await reg.getPreapproval('a')).toBeUndefined();
+        expect((await reg.counts()).accepted).toBe(1);
+        expect(await reg.lastEventSeq()).toBe(1);
+      });
+
+      it('refuses to consume a missing or expired pre-approval and changes nothing', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ putPreapproval: pa('a', { expiresAt: 1000 }) });
+        const before = await snapshot(reg);
+        for (const change of [
+          { usePreapproval: { name: 'other' } },
+          { usePreapproval: { name: 'a', now: 1000 } },
+        ] satisfies Change[]) {
+          await expect(
+            reg.apply({ ...change, nodes: [{ expectRev: 0, next: rec('x', 'accepted') }] }),
+          ).rejects.toSatisfy((e: unknown) => isStoreConflict(e, 'preapproval'));
+        }
+        expect(await snapshot(reg)).toEqual(before);
+        expect(await reg.getPreapproval('a')).toEqual(pa('a', { expiresAt: 1000 }));
+        await reg.apply({ usePreapproval: { name: 'a', now: 999 } });
+        expect(await reg.getPreapproval('a')).toBeUndefined();
+      });
+
+      it('keeps bans by kind and value until lifted, also after a restart', async () => {
+        const h = await open();
+        const byName: Ban = { kind: 'name', value: 'a', createdAt: '2026-01-01T00:00:00.000Z', by: 'op' };
+        const byKey: Ban = { ...byName, kind: 'key', value: 'a', reason: 'stolen' };
+        await h.registry.apply({ putBan: byKey });
+        await h.registry.apply({ putBan: byName, putPreapproval: pa('p') });
+        expect(await h.registry.getBan('name', 'a')).toEqual(byName);
+        expect(await h.registry.getBan('key', 'a')).toEqual(byKey);
+        expect(await h.registry.getBan('name', 'b')).toBeUndefined();
+        expect(await h.registry.listBans()).toEqual([byKey, byName]);
+        let reg = h.registry;
+        if (h.reopen) {
+          reg = await h.reopen();
+          expect(await reg.listBans()).toEqual([byKey, byName]);
+          expect(await reg.getPreapproval('p')).toEqual(pa('p'));
+        }
+        await reg.apply({ deleteBan: { kind: 'key', value: 'a' } });
+        expect(await reg.getBan('key', 'a')).toBeUndefined();
+        expect(await reg.listBans()).toEqual([byName]);
+        if (h.reopen) {
+          reg = await h.reopen();
+          expect(await reg.listBans()).toEqual([byName]);
+        }
+      });
+
+      it('a put after a delete in queued changes leaves the put, a delete after a put leaves nothing', async () => {
+        const { registry: reg } = await open();
+        await Promise.all([
+          reg.apply({ putPreapproval: pa('a') }),
+          reg.apply({ deletePreapproval: 'a' }),
+          reg.apply({ putPreapproval: pa('b') }),
+          reg.apply({ deletePreapproval: 'b' }),
+          reg.apply({ putPreapproval: pa('b', { by: 'again' }) }),
+        ]);
+        expect(await reg.listPreapprovals()).toEqual([pa('b', { by: 'again' })]);
       });
     });
 
