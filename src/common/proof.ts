@@ -95,10 +95,21 @@ export function bundleMac(secret: string, bundle: Omit<Bundle, 'mac'> | Bundle):
 /**
  * What a node signs to acknowledge its bundle, to leave, or to pick up its bundle (DESIGN "HTTPS
  * API": the long poll proves possession of the key; a fingerprint alone is public). `ref` is the
- * certificate serial (ack, leave) or the key fingerprint (poll).
+ * certificate serial (ack, leave), the key fingerprint (poll), or for a renewal the serial, and with a
+ * new key `<serial>|<new key fingerprint>` (renewRef) so that the old key vouches for the new one.
  */
-export function nodeSignedPayload(kind: 'ack' | 'leave' | 'poll', name: string, ref: string, ts: number): Buffer {
+export function nodeSignedPayload(
+  kind: 'ack' | 'leave' | 'poll' | 'renew',
+  name: string,
+  ref: string,
+  ts: number,
+): Buffer {
   return Buffer.from(`muster-${kind}-v1|${name}|${ref}|${ts}`);
+}
+
+/** What the current key signs to renew: the serial, and the new key's fingerprint when it rotates. */
+export function renewRef(serial: string, newKey?: string): string {
+  return newKey ? `${serial}|${newKey}` : serial;
 }
 
 export function signNode(key: KeyObject, payload: Buffer): string {

@@ -12,7 +12,7 @@ import { normaliseAddress, sourceKey } from '../common/net.js';
 import { toPem } from '../common/x509.js';
 import { FailureLimiter } from './failure-limit.js';
 import { frameworkErrors, installErrorHandling } from './http-errors.js';
-import { JoinBody, LeaveBody, NameParams, SignedBody, WaitQuery } from './schemas.js';
+import { JoinBody, LeaveBody, NameParams, RenewBody, SignedBody, WaitQuery } from './schemas.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
@@ -202,6 +202,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     const { name, ...signed } = req.body as Static<typeof LeaveBody>;
     await svc.leave(name, signed);
     return reply.code(204).send();
+  });
+
+  // DESIGN "HTTPS API": a registered node renews (and checks in); 200 with the bundle, 410 if removed.
+  app.post('/v1/renew', { schema: { body: RenewBody } }, async (req, reply) => {
+    const { name, ...signed } = req.body as Static<typeof RenewBody>;
+    return reply.code(200).send(await svc.renew(name, signed));
   });
 
   return app;

@@ -69,6 +69,12 @@ export const LeaveBody = Type.Object(
   { additionalProperties: false },
 );
 
+/** POST /v1/renew: a leave-shaped signed body, and a CSR for the new key when the node rotates it. */
+export const RenewBody = Type.Object(
+  { name: Label, ...SignedBody.properties, newCsr: Type.Optional(JoinBody.properties.csr) },
+  { additionalProperties: false },
+);
+
 export const ErrorReply = Type.Object(
   { error: Type.String(), message: Type.String() },
   { additionalProperties: true },

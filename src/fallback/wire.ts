@@ -37,6 +37,15 @@ export interface SignedRequest {
   sig: string;
 }
 
+/**
+ * A renewal (POST /v1/renew, DESIGN "HTTPS API"): signed by the current key over
+ * ('renew', name, renewRef(serial, newKey?), ts); with `newCsr` the node rotates to the CSR's key,
+ * which the CSR's own signature proves.
+ */
+export interface RenewRequest extends SignedRequest {
+  newCsr?: string;
+}
+
 export interface RegistrarInfoReply {
   v: 1;
   id: string;
@@ -59,6 +68,8 @@ export interface RegistrationEndpoint {
   poll(name: string, key: string, waitMs: number, proof: PollProof): Promise<JoinOutcome>;
   ack(name: string, body: SignedRequest): Promise<void>;
   leave(name: string, body: SignedRequest): Promise<void>;
+  /** A registered node renews (and checks in): a new certificate and the current config. */
+  renew(name: string, body: RenewRequest): Promise<Bundle>;
   /** The CA's current CRL (RFC 5280 §5), DER. */
   crl(): Promise<Buffer>;
 }

@@ -13,9 +13,9 @@ import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { KeyedMutex } from '../common/mutex.js';
 import { assertLabel } from '../common/names.js';
-import { nodeSignedPayload, PROOF_WINDOW_S, verifyNode } from '../common/proof.js';
+import { nodeSignedPayload, PROOF_WINDOW_S, renewRef, verifyNode, type Bundle } from '../common/proof.js';
 import { importNodeKey, parseCsrAsync, type ParsedCsr } from '../common/x509.js';
-import type { JoinOutcome, JoinRequest, PollProof, SignedRequest } from '../fallback/wire.js';
+import type { JoinOutcome, JoinRequest, PollProof, RenewRequest, SignedRequest } from '../fallback/wire.js';
 import { isStoreConflict, type Change, type Registry } from '../store/registry.js';
 import type { Channel, EventInput, NodeRecord } from '../store/types.js';
 import type { AdmissionRequest, Authorizer, Verdict } from './admission/authorizer.js';
@@ -500,8 +500,9 @@ export class Registration {
   private checkSigned(
     rec: NodeRecord | undefined,
     name: string,
-    kind: 'ack' | 'leave',
+    kind: 'ack' | 'leave' | 'renew',
     body: SignedRequest,
+    ref: string = body.serial,
   ): NodeRecord {
     if (!rec || rec.key !== body.key)
       throw new MusterError('not_found', `no node ${name} with this key is known`);
@@ -518,7 +519,7 @@ export class Registration {
       );
     }
     const pub = importNodeKey(Buffer.from(rec.spki, 'base64'));
-    if (!verifyNode(pub, nodeSignedPayload(kind, name, body.serial, body.ts), body.sig)) {
+    if (!verifyNode(pub, nodeSignedPayload(kind, name, ref, body.ts), body.sig)) {
       throw new MusterError('bad_signature', `the ${kind} signature does not verify with the key of ${name}`);
     }
     return rec;
@@ -555,6 +556,102 @@ export class Registration {
       if (rec.state === 'removed') return;
       await this.removeLocked(rec, 'the node left (deprovisioned itself)');
     });
+  }
+
+  /**
+   * A registered node renews (issue 9, item 1; DESIGN "Renewal"): authenticated by its current key and
+   * serial, only while its record is live (issued or active, certificate unexpired and not revoked). The
+   * new certificate, its serial, lastSeen and a `renewed` event land as ONE change; a lost
+   * compare-and-set is decided again, like a join. With `newCsr` the node rotates its key: the old key
+   * signs the new key's fingerprint, the CSR's signature proves the new key.
+   */
+  async renew(name: string, body: RenewRequest): Promise<Bundle> {
+    assertLabel('node name', name);
+    let csr: ParsedCsr | undefined;
+    if (body.newCsr !== undefined) {
+      try {
+        csr = await parseCsrAsync(body.newCsr);
+      } catch (err) {
+        throw new MusterError('invalid_csr', `the CSR is not acceptable: ${(err as Error).message}`);
+      }
+      if (csr.commonName !== name) {
+        throw new MusterError(
+          'csr_mismatch',
+          `the CSR names ${JSON.stringify(csr.commonName.slice(0, 64))}, not ${name}`,
+        );
+      }
+    }
+    return this.locks.run(name, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.renewLocked(name, body, csr);
+        } catch (err) {
+          if (!isStoreConflict(err) || attempt >= MAX_ATTEMPTS) {
+            if (isStoreConflict(err))
+              throw new MusterError('busy', 'the registrar is busy with this node: retry shortly', {
+                retryAfter: 1,
+              });
+            throw err;
+          }
+          this.log.debug({ node: name, on: err.on }, 'lost a race in the store; renewing again');
+        }
+      }
+    });
+  }
+
+  private async renewLocked(name: string, body: RenewRequest, csr: ParsedCsr | undefined): Promise<Bundle> {
+    const rec = this.checkSigned(
+      await this.o.registry.getNode(name),
+      name,
+      'renew',
+      body,
+      renewRef(body.serial, csr?.fingerprint),
+    );
+    const now = this.o.clock.now();
+    if (rec.state === 'removed' || (rec.serial && (await this.o.registry.isRevoked(rec.serial)))) {
+      this.log.warn({ node: name, serial: rec.serial }, 'renewal refused: the node was removed');
+      throw new MusterError(
+        'removed',
+        `node ${name} was removed by the operator; its certificate is revoked`,
+      );
+    }
+    if (rec.state !== 'issued' && rec.state !== 'active')
+      throw new MusterError('invalid_state', `node ${name} is ${rec.state}, not issued or active`);
+    if (rec.notAfter !== undefined && Date.parse(rec.notAfter) <= now) {
+      // DESIGN "Renewal": an expired but unrevoked node re-enters admission with `muster join`.
+      throw new MusterError(
+        'invalid_state',
+        `the certificate of ${name} expired at ${rec.notAfter}: join again with the same key`,
+      );
+    }
+    const nowIso = iso(now);
+    const subject: NodeRecord = csr
+      ? { ...rec, key: csr.fingerprint, spki: csr.spki.toString('base64') }
+      : rec;
+    const { next: certified, serial } = await this.o.issuer.certify(subject);
+    // The node stays in its state and keeps its history; only the certificate changes.
+    const next: NodeRecord = { ...certified, state: rec.state, times: rec.times, lastSeen: nowIso };
+    await this.o.registry.apply({
+      nodes: [{ expectRev: rec.rev, next }],
+      serial,
+      events: [
+        {
+          type: 'renewed',
+          name,
+          detail: {
+            previousSerial: rec.serial,
+            serial: next.serial,
+            notAfter: next.notAfter,
+            ...(csr ? { previousKey: rec.key, key: csr.fingerprint } : {}),
+          },
+        },
+      ],
+    });
+    this.log.info(
+      { node: name, serial: next.serial, notAfter: next.notAfter, ...(csr ? { key: csr.fingerprint } : {}) },
+      csr ? 'node renewed with a new key' : 'node renewed',
+    );
+    return this.o.issuer.bundle({ ...next, rev: rec.rev + 1 });
   }
 
   /** Removes a node and revokes its certificate, in one change. Caller holds the node's lock. */

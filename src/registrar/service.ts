@@ -8,6 +8,7 @@ import type { Clock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
+import type { Bundle } from '../common/proof.js';
 import { VERSION } from '../common/version.js';
 import type {
   JoinOutcome,
@@ -15,6 +16,7 @@ import type {
   PollProof,
   RegistrarInfoReply,
   RegistrationEndpoint,
+  RenewRequest,
   SignedRequest,
 } from '../fallback/wire.js';
 import type { Registry } from '../store/registry.js';
@@ -269,6 +271,10 @@ export class RegistrarService implements RegistrationEndpoint {
 
   leave(name: string, body: SignedRequest): Promise<void> {
     return this.registration.leave(name, body);
+  }
+
+  renew(name: string, body: RenewRequest): Promise<Bundle> {
+    return this.registration.renew(name, body);
   }
 
   /** The CA's CRL, DER: re-signed on every removal and before its nextUpdate (registrar/crl.ts). */

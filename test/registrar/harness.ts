@@ -133,7 +133,7 @@ export function node(
       const p = this.pollProof(clock);
       return `key=${c.fp}&ts=${p.ts}&sig=${p.sig}${wait !== undefined ? `&wait=${wait}` : ''}`;
     },
-    signed(kind: 'ack' | 'leave', serial: string, clock: ManualClock) {
+    signed(kind: 'ack' | 'leave' | 'renew', serial: string, clock: ManualClock) {
       const ts = Math.floor(clock.now() / 1000);
       return { key: c.fp, serial, ts, sig: signNode(c.key, nodeSignedPayload(kind, name, serial, ts)) };
     },
