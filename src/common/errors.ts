@@ -17,6 +17,7 @@ export const ErrorCodes = {
   closed: { status: 403, summary: 'The registrar accepts no new join requests now.' },
   wrong_cluster: { status: 403, summary: 'The node asked for a cluster this registrar does not serve.' },
   token_scope: { status: 403, summary: 'The join token does not allow this role or cluster.' },
+  banned: { status: 403, summary: 'The operator banned this node name or key.' },
   not_found: { status: 404, summary: 'No such node (or not with this key).' },
   token_not_found: { status: 404, summary: 'No such join token.' },
   name_taken: { status: 409, summary: 'The name is held by another key.' },

@@ -10,7 +10,15 @@ import type { Logger } from '../common/log.js';
 import { assertLabel } from '../common/names.js';
 import { formatToken } from '../common/proof.js';
 import { isStoreConflict, type ListNodesOptions, type Registry } from '../store/registry.js';
-import type { InstallModeState, MusterEvent, NodeRecord, NodeState } from '../store/types.js';
+import type {
+  Ban,
+  BanKind,
+  InstallModeState,
+  MusterEvent,
+  NodeRecord,
+  NodeState,
+  Preapproval,
+} from '../store/types.js';
 import type { Authorizer } from './admission/authorizer.js';
 import { describeInstallMode, effectiveInstallMode, newToken, tokenView, type TokenView } from './policy.js';
 import type { Registration } from './registration.js';
@@ -149,6 +157,172 @@ export class Operator {
       if (rec.state === 'removed') return rec;
       return this.o.registration.removeLocked(rec, `removed by ${operator}`);
     });
+  }
+
+  // ---- pre-approval, rebuild, ban (issue 9, item 3) ----
+
+  /**
+   * Lets `name` (with `key` and `role`, when given) join once with no token and no install mode
+   * (Tailscale's pre-approved keys). Replaces an earlier pre-approval of the name.
+   */
+  async preapprove(
+    name: string,
+    opts: { key?: string; role?: string; ttlMs: number | null },
+    operator: string,
+  ): Promise<Preapproval> {
+    assertLabel('node name', name);
+    if (opts.role !== undefined) assertLabel('role', opts.role);
+    if (opts.key !== undefined) assertFingerprint(opts.key);
+    if (opts.ttlMs !== null && !(opts.ttlMs >= 1000))
+      throw new MusterError('bad_request', 'a pre-approval needs a lifetime of at least 1s (--ttl)');
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.o.registry.getNode(name);
+      if (rec && ['accepted', 'issued', 'active'].includes(rec.state) && rec.key !== opts.key) {
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} is ${rec.state} with key ${rec.key}; to let another machine take the name, use 'muster nodes rebuild ${name}'`,
+        );
+      }
+      return this.putPreapproval(name, opts, operator, 'preapproved');
+    });
+  }
+
+  private async putPreapproval(
+    name: string,
+    opts: { key?: string; role?: string; ttlMs: number | null },
+    by: string,
+    action: 'preapproved' | 'rebuild',
+  ): Promise<Preapproval> {
+    const now = this.o.clock.now();
+    const p: Preapproval = {
+      name,
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      ...(opts.role !== undefined ? { role: opts.role } : {}),
+      expiresAt: opts.ttlMs === null ? null : now + opts.ttlMs,
+      createdAt: new Date(now).toISOString(),
+      by,
+    };
+    await this.o.registry.apply({
+      putPreapproval: p,
+      events: [
+        {
+          type: 'preapproval',
+          name,
+          detail: { action, key: p.key, role: p.role, expiresAt: p.expiresAt, by },
+        },
+      ],
+    });
+    this.log.info({ node: name, key: p.key, role: p.role, by, action }, 'name pre-approved');
+    return p;
+  }
+
+  listPreapprovals(): Promise<Preapproval[]> {
+    return this.o.registry.listPreapprovals();
+  }
+
+  /**
+   * A machine rebuilt with a new key (SPIRE's evict): the old record is removed and its certificate
+   * revoked, then the name is pre-approved for the next key, in that order, so the old key can never
+   * use the pre-approval (its record says removed).
+   */
+  async rebuild(
+    name: string,
+    opts: { key?: string; role?: string; ttlMs: number | null },
+    operator: string,
+  ): Promise<{ removed?: NodeRecord; preapproval: Preapproval }> {
+    assertLabel('node name', name);
+    if (opts.role !== undefined) assertLabel('role', opts.role);
+    if (opts.key !== undefined) assertFingerprint(opts.key);
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.existing(name);
+      if (opts.key !== undefined && opts.key === rec.key) {
+        throw new MusterError('bad_request', `--key ${opts.key} is the key being replaced`);
+      }
+      const removed =
+        rec.state === 'removed'
+          ? undefined
+          : await this.o.registration.removeLocked(rec, `rebuilt by ${operator}`);
+      const preapproval = await this.putPreapproval(name, opts, operator, 'rebuild');
+      return { ...(removed ? { removed } : {}), preapproval };
+    });
+  }
+
+  /**
+   * Refuses a name or a key for good, until unban (SPIRE's ban). A node that holds it now is removed
+   * and its certificate revoked; a pre-approval of a banned name is dropped.
+   */
+  async ban(
+    target: { kind: BanKind; value: string },
+    operator: string,
+    reason?: string,
+  ): Promise<{ ban: Ban; removed: string[] }> {
+    if (target.kind === 'name') assertLabel('node name', target.value);
+    else assertFingerprint(target.value);
+    const b: Ban = {
+      ...target,
+      createdAt: this.nowIso(),
+      by: operator,
+      ...(reason ? { reason } : {}),
+    };
+    // The ban lands first: from then on no join of it is admitted, so the removals below are final.
+    await this.o.registry.apply({
+      putBan: b,
+      ...(target.kind === 'name' ? { deletePreapproval: target.value } : {}),
+      events: [
+        {
+          type: 'ban',
+          ...(target.kind === 'name' ? { name: target.value } : {}),
+          detail: { action: 'banned', ...target, by: operator, reason },
+        },
+      ],
+    });
+    this.log.warn({ ...target, by: operator, reason }, 'banned');
+    const names = target.kind === 'name' ? [target.value] : await this.namesWithKey(target.value);
+    const removed: string[] = [];
+    for (const name of names) {
+      const done = await this.o.registration.locks.run(name, async () => {
+        const rec = await this.o.registry.getNode(name);
+        if (!rec || rec.state === 'removed' || rec.state === 'rejected') return false;
+        if (target.kind === 'key' && rec.key !== target.value) return false;
+        await this.o.registration.removeLocked(rec, `banned by ${operator}`);
+        return true;
+      });
+      if (done) removed.push(name);
+    }
+    return { ban: b, removed };
+  }
+
+  async unban(target: { kind: BanKind; value: string }, operator: string): Promise<Ban> {
+    const b = await this.o.registry.getBan(target.kind, target.value);
+    if (!b) throw new MusterError('not_found', `no ban of ${target.kind} ${target.value}`);
+    await this.o.registry.apply({
+      deleteBan: target,
+      events: [
+        {
+          type: 'ban',
+          ...(target.kind === 'name' ? { name: target.value } : {}),
+          detail: { action: 'unbanned', ...target, by: operator },
+        },
+      ],
+    });
+    this.log.info({ ...target, by: operator }, 'ban lifted');
+    return b;
+  }
+
+  listBans(): Promise<Ban[]> {
+    return this.o.registry.listBans();
+  }
+
+  /** The names whose current record holds this key (an operator action: a walk of the records). */
+  private async namesWithKey(key: string): Promise<string[]> {
+    const out: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.o.registry.listNodes({ limit: 500, ...(after ? { after } : {}) });
+      for (const r of page) if (r.key === key) out.push(r.name);
+      if (page.length < 500) return out;
+      after = page[page.length - 1]!.name;
+    }
   }
 
   async showNode(name: string): Promise<{ node: NodeRecord; history: NodeRecord[] }> {
@@ -406,5 +580,15 @@ export class Operator {
   private disarmInstallTimer(): void {
     if (this.installTimer) this.o.clock.clearTimeout(this.installTimer);
     this.installTimer = undefined;
+  }
+}
+
+/** A key fingerprint: base64url SHA-256 of the SPKI (43 characters). */
+function assertFingerprint(fp: string): void {
+  if (!/^[A-Za-z0-9_-]{43}$/.test(fp)) {
+    throw new MusterError(
+      'bad_request',
+      `${JSON.stringify(fp.slice(0, 64))} is not a key fingerprint (43 base64url characters)`,
+    );
   }
 }

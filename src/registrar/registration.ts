@@ -316,7 +316,11 @@ export class Registration {
   ): Promise<NodeRecord> {
     const nowIso = iso(this.o.clock.now());
     const release = this.o.reservations.hold(
-      verdict.rule === 'token' ? tokenKey(verdict.tokenId!) : INSTALL_MODE_KEY,
+      verdict.rule === 'token'
+        ? tokenKey(verdict.tokenId!)
+        : verdict.rule === 'approval'
+          ? `preapproval:${base.name}`
+          : INSTALL_MODE_KEY,
     );
     try {
       const { pendingReason: _p, advertisedKey: _a, ...rest } = base;
@@ -342,6 +346,9 @@ export class Registration {
         ],
       };
       if (verdict.rule === 'token') change.useToken = verdict.tokenId!;
+      // The operator's pre-approval is consumed by this acceptance, exactly once (issue 9, item 3).
+      else if (verdict.rule === 'approval')
+        change.usePreapproval = { name: base.name, now: this.o.clock.now() };
       else change.useInstallMode = { since: verdict.since ?? 0 };
       await this.o.registry.apply(change);
       this.log.info(

@@ -24,6 +24,7 @@ import type { Channel } from '../store/types.js';
 import { Authorizer } from './admission/authorizer.js';
 import { ClusterRule } from './admission/cluster.js';
 import { InstallModeProvisioner } from './admission/install-mode.js';
+import { BanRule, PreapprovalProvisioner } from './admission/preapproval.js';
 import { PendingSources } from './admission/pending-sources.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from './admission/reservations.js';
 import { TokenProvisioner } from './admission/token.js';
@@ -83,6 +84,8 @@ export class RegistrarService implements RegistrationEndpoint {
     this.authorizer = new Authorizer(
       [
         new ClusterRule(o.cluster),
+        new BanRule((kind, value) => o.registry.getBan(kind, value)),
+        new PreapprovalProvisioner((name) => o.registry.getPreapproval(name)),
         new TokenProvisioner({
           token: (id) => o.registry.getToken(id),
           inflight: (id) => reservations.count(tokenKey(id)),

@@ -95,7 +95,16 @@ export interface InstallModeState {
 export const INSTALL_MODE_OFF: InstallModeState = { on: false, max: null, accepted: 0, remote: false };
 
 export type EventType =
-  NodeState | 'conflict' | 'expired' | 'gc' | 'install-mode' | 'token' | 'group' | 'renewed';
+  | NodeState
+  | 'conflict'
+  | 'expired'
+  | 'gc'
+  | 'install-mode'
+  | 'token'
+  | 'group'
+  | 'renewed'
+  | 'preapproval'
+  | 'ban';
 
 export interface MusterEvent {
   seq: number;

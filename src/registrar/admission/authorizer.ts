@@ -34,7 +34,8 @@ export interface AdmissionRequest {
   alreadyPending?: boolean;
 }
 
-export type AcceptRule = 'token' | 'install-mode';
+/** 'approval': the operator's pre-approval of the name (admission/preapproval.ts). */
+export type AcceptRule = 'token' | 'install-mode' | 'approval';
 
 export type Verdict =
   | {
