@@ -31,6 +31,7 @@ export const registrarCommand = command({
       adminSocket: o['admin-socket'],
       log,
       certLifetimeMs: o['cert-lifetime'],
+      ...(o['role-lifetime'] ? { roleLifetimesMs: o['role-lifetime'] } : {}),
       rateLimit: o['rate-limit'],
       heardTtlMs: o['heard-ttl'],
       pendingTtlMs: o['pending-ttl'],

@@ -243,6 +243,39 @@ export const tokenFile: Parser<string> = (v) => {
   return file;
 };
 
+/**
+ * Certificate lifetimes by role (issue 9, item 1): `gpu=24h,worker=30d` as a flag or variable, or an
+ * object {"gpu": "24h"} in the file. Each role a DNS label, each lifetime within --cert-lifetime's range.
+ */
+export const roleLifetimes: Parser<Record<string, number>> = (v) => {
+  const entries: [string, unknown][] =
+    typeof v === 'string'
+      ? v
+          .split(',')
+          .filter((p) => p.trim() !== '')
+          .map((p) => {
+            const i = p.indexOf('=');
+            if (i < 0)
+              throw new Invalid('must be ROLE=DURATION pairs separated by commas, e.g. gpu=24h,worker=30d');
+            return [p.slice(0, i).trim(), p.slice(i + 1).trim()];
+          })
+      : typeof v === 'object' && v !== null && !Array.isArray(v)
+        ? Object.entries(v)
+        : (() => {
+            throw new Invalid('must be ROLE=DURATION pairs (gpu=24h,worker=30d) or an object {"gpu": "24h"}');
+          })();
+  const out: Record<string, number> = {};
+  for (const [role, d] of entries) {
+    if (!isLabel(role)) throw new Invalid(`names a role that is not a DNS label: ${JSON.stringify(role)}`);
+    try {
+      out[role] = duration(1000, L.TOKEN_TTL_MAX_MS)(d);
+    } catch (err) {
+      throw new Invalid(`role ${role}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+};
+
 export type NodeConfig = Record<string, Record<string, string>>;
 
 /**
@@ -379,6 +412,10 @@ export const SETTINGS = {
       describe: 'lifetime of node certificates',
       parse: duration(1000, L.TOKEN_TTL_MAX_MS),
       default: '90d',
+    },
+    'role-lifetime': {
+      describe: 'lifetimes of node certificates by role, over --cert-lifetime: ROLE=DUR,... (e.g. gpu=24h)',
+      parse: roleLifetimes,
     },
     'rate-limit': {
       describe:

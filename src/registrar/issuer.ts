@@ -21,6 +21,8 @@ export interface IssuerOptions {
   /** The registrar's own URL (known once it listens). */
   url: () => string;
   certLifetimeMs?: number;
+  /** Lifetimes by role, over certLifetimeMs (issue 9, item 1: e.g. a short-lived 24 h mode for one role). */
+  roleLifetimesMs?: Record<string, number>;
   /** String values written to nodes' config, for every node ('*') and per role. */
   nodeConfig?: Record<string, Record<string, string>>;
 }
@@ -36,13 +38,18 @@ export class Issuer {
     return this.o.ca.fingerprint;
   }
 
+  /** The certificate lifetime of a role: its own, else the registrar's (DESIGN "Renewal"). */
+  lifetimeMs(role: string): number {
+    return this.o.roleLifetimesMs?.[role] ?? this.o.certLifetimeMs ?? DEFAULT_CERT_LIFETIME_MS;
+  }
+
   /** Signs the certificate of an accepted node; returns the issued record and the serial to store with it. */
   async certify(rec: NodeRecord): Promise<{ next: NodeRecord; serial: SerialRecord }> {
     const now = this.o.clock.now();
     const counter = await this.o.registry.allocateSerial();
     const serial = makeSerial(counter);
     const hex = serialHex(serial);
-    const notAfter = new Date(now + (this.o.certLifetimeMs ?? DEFAULT_CERT_LIFETIME_MS));
+    const notAfter = new Date(now + this.lifetimeMs(rec.role));
     const der = await issueCertificateAsync(this.o.ca.issuer, {
       serial,
       subject: { cn: rec.name, o: this.o.cluster, ou: rec.role },

@@ -36,6 +36,8 @@ export interface RegistrarOptions {
   log: Logger;
   clock?: Clock;
   certLifetimeMs?: number;
+  /** Certificate lifetimes by role (--role-lifetime). */
+  roleLifetimesMs?: Record<string, number>;
   /** Garbage collection TTLs (registrar/steward.ts); 0: never. */
   heardTtlMs?: number;
   pendingTtlMs?: number;
@@ -170,6 +172,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
         advertising: opts.mdns === true,
       }),
       ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
+      ...(opts.roleLifetimesMs ? { roleLifetimesMs: opts.roleLifetimesMs } : {}),
       ...(opts.heardTtlMs !== undefined ? { heardTtlMs: opts.heardTtlMs } : {}),
       ...(opts.pendingTtlMs !== undefined ? { pendingTtlMs: opts.pendingTtlMs } : {}),
       ...(opts.unackedTtlMs !== undefined ? { unackedTtlMs: opts.unackedTtlMs } : {}),

@@ -57,6 +57,7 @@ export interface RegistrarServiceOptions {
   /** Is this client address on the local link (subnet of an advertised interface)? */
   isOnLink: (address: string) => boolean;
   certLifetimeMs?: number;
+  roleLifetimesMs?: Record<string, number>;
   /** Pending (and heard) records kept at most. */
   maxPending?: number;
   /** Pending records from one source (IPv4 address, IPv6 /64) at most. */
@@ -119,6 +120,7 @@ export class RegistrarService implements RegistrationEndpoint {
       registrarId: o.registrarId,
       url: o.url,
       ...(o.certLifetimeMs ? { certLifetimeMs: o.certLifetimeMs } : {}),
+      ...(o.roleLifetimesMs ? { roleLifetimesMs: o.roleLifetimesMs } : {}),
       ...(o.nodeConfig ? { nodeConfig: o.nodeConfig } : {}),
     });
     this.registration = new Registration({

@@ -47,7 +47,14 @@ export interface Core {
 }
 
 export async function core(
-  opts: { autoregister?: Autoregister; registry?: Registry; clock?: ManualClock; maxPending?: number } = {},
+  opts: {
+    autoregister?: Autoregister;
+    registry?: Registry;
+    clock?: ManualClock;
+    maxPending?: number;
+    certLifetimeMs?: number;
+    roleLifetimesMs?: Record<string, number>;
+  } = {},
 ): Promise<Core> {
   const clock = opts.clock ?? new ManualClock(Date.UTC(2026, 10, 30));
   const registry = opts.registry ?? (await MemoryRegistry.create({ now: () => clock.now() }));
@@ -64,6 +71,8 @@ export async function core(
     autoregister: opts.autoregister ?? 'local',
     isOnLink: (a) => a.startsWith('198.18.0.'),
     ...(opts.maxPending !== undefined ? { maxPending: opts.maxPending } : {}),
+    ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
+    ...(opts.roleLifetimesMs ? { roleLifetimesMs: opts.roleLifetimesMs } : {}),
   });
   return {
     svc,
