@@ -249,6 +249,10 @@ describe.skipIf(gate.skip)('state directory faults (tmpfs)', () => {
       }
     }
     expect(refused, 'no write failed on a full state directory').toBeGreaterThan(0);
+    // The log line is written before the answer, but reaches us through a pipe: give it a moment.
+    for (let i = 0; i < 50 && !/no space left on device/i.test(reg!.output()); i++) {
+      await new Promise((res) => setTimeout(res, 100));
+    }
     expect(reg!.output()).toMatch(/no space left on device/i);
     return filler;
   }
