@@ -98,3 +98,40 @@ export const EventsQuery = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A key fingerprint: base64url SHA-256 of the SPKI. */
+const Fingerprint = Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' });
+
+/** `nodes preapprove` and `nodes rebuild` (issue 9, item 3). */
+export const PreapproveBody = Type.Object(
+  {
+    operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })),
+    key: Type.Optional(Fingerprint),
+    role: Type.Optional(Label),
+    /** null: never expires. */
+    ttlMs: Type.Optional(
+      Type.Union([Type.Null(), Type.Integer({ minimum: TOKEN_TTL_MIN_MS, maximum: TOKEN_TTL_MAX_MS })]),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** `nodes ban` and `nodes unban`: a name or a key. */
+export const BanBody = Type.Union([
+  Type.Object(
+    {
+      operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })),
+      name: Label,
+      reason: Type.Optional(Type.String({ maxLength: TOKEN_DESCRIPTION_MAX })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })),
+      key: Fingerprint,
+      reason: Type.Optional(Type.String({ maxLength: TOKEN_DESCRIPTION_MAX })),
+    },
+    { additionalProperties: false },
+  ),
+]);

@@ -31,6 +31,7 @@ export function exitCodeFor(err: unknown): number {
     case 'bad_proof':
     case 'token_scope':
     case 'wrong_cluster':
+    case 'banned':
     case 'invalid_csr':
     case 'csr_mismatch':
     case 'invalid_name':

@@ -276,6 +276,103 @@ const nodesRemove = nodeAction(
   (n) => `removed ${n.name}${n.serial ? `; certificate ${n.serial} revoked` : ''}`,
 );
 
+// ---- pre-approval, rebuild, ban (issue 9, item 3) ----
+
+interface WirePreapproval {
+  name: string;
+  key?: string;
+  role?: string;
+  expiresAt: number | null;
+  by: string;
+}
+
+const preapprovalBody = (o: { key?: string; role?: string; ttl: number | null }) => ({
+  operator: operator(),
+  ttlMs: o.ttl,
+  ...(o.key ? { key: o.key } : {}),
+  ...(o.role ? { role: o.role } : {}),
+});
+
+const describePreapproval = (p: WirePreapproval): string =>
+  `${p.name} may join once with ${p.key ? `key ${p.key}` : 'any key'}${p.role ? ` as ${p.role}` : ''}, ` +
+  `no token needed${p.expiresAt === null ? '' : `, until ${new Date(p.expiresAt).toISOString()}`}`;
+
+const nodesPreapprove = command({
+  name: 'nodes preapprove',
+  describe: 'let a name (and key, and role) join once with no token and no install mode',
+  scopes: ['node', 'preapprove', 'admin', 'output'],
+  examples: [['$0 nodes preapprove web-7 --ttl 24h', 'the next machine named web-7 joins without a token']],
+  async run(o) {
+    const p = await client(o).request<WirePreapproval>(
+      'POST',
+      nodePath(o.name, 'preapprove'),
+      preapprovalBody(o),
+    );
+    if (o.json) printJson(p);
+    else out(`pre-approved: ${describePreapproval(p)}\n`);
+  },
+});
+
+const nodesRebuild = command({
+  name: 'nodes rebuild',
+  describe: 'a machine was rebuilt: revoke the old certificate and pre-approve the next key for the name',
+  scopes: ['node', 'preapprove', 'admin', 'output'],
+  async run(o) {
+    const r = await client(o).request<{ removed?: WireNode; preapproval: WirePreapproval }>(
+      'POST',
+      nodePath(o.name, 'rebuild'),
+      preapprovalBody(o),
+    );
+    if (o.json) return printJson(r);
+    if (r.removed)
+      out(
+        `removed ${r.removed.name} (key ${r.removed.key})${r.removed.serial ? `; certificate ${r.removed.serial} revoked` : ''}\n`,
+      );
+    out(`pre-approved: ${describePreapproval(r.preapproval)}\n`);
+  },
+});
+
+/** NAME or --key FP, exactly one. */
+const banTarget = (o: { name?: string; key?: string }, verb: string): { name: string } | { key: string } => {
+  if ((o.name === undefined) === (o.key === undefined)) {
+    throw new MusterError('MUSTER_ERR_USAGE', `muster nodes ${verb} takes a NAME or --key FP (one of them)`);
+  }
+  return o.name !== undefined ? { name: o.name } : { key: o.key! };
+};
+
+const nodesBan = command({
+  name: 'nodes ban',
+  describe: 'refuse a name or a key (--key) for good, until unban; a node that holds it is removed',
+  scopes: ['ban', 'nodes ban', 'admin', 'output'],
+  async run(o) {
+    const target = banTarget(o, 'ban');
+    const r = await client(o).request<{ ban: { kind: string; value: string }; removed: string[] }>(
+      'POST',
+      '/v1/admin/bans',
+      { operator: operator(), ...target, ...(o.reason ? { reason: o.reason } : {}) },
+    );
+    if (o.json) return printJson(r);
+    out(
+      `banned ${r.ban.kind} ${r.ban.value}${r.removed.length ? `; removed ${r.removed.join(', ')}` : ''}\n`,
+    );
+  },
+});
+
+const nodesUnban = command({
+  name: 'nodes unban',
+  describe: 'lift a ban on a name or a key (--key)',
+  scopes: ['ban', 'admin', 'output'],
+  async run(o) {
+    const target = banTarget(o, 'unban');
+    const b = await client(o).request<{ kind: string; value: string }>('POST', '/v1/admin/bans/lift', {
+      operator: operator(),
+      ...target,
+    });
+    if (o.json) return printJson(b);
+    out(`ban lifted: ${b.kind} ${b.value}\n`);
+  },
+});
+
 const events = command({
   name: 'events',
   describe: 'show the event log (--follow: and stream new events)',
@@ -320,5 +417,9 @@ export const operatorCommands = [
   nodesApprove,
   nodesReject,
   nodesRemove,
+  nodesPreapprove,
+  nodesRebuild,
+  nodesBan,
+  nodesUnban,
   events,
 ];

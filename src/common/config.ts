@@ -379,6 +379,14 @@ const mdns = {
   default: 'on',
 } satisfies Setting;
 
+/** A key fingerprint: base64url SHA-256 of the SPKI, 43 characters. */
+const fingerprint: Parser<string> = (v) => {
+  if (typeof v !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(v)) {
+    throw new Invalid('must be a key fingerprint (43 base64url characters)');
+  }
+  return v;
+};
+
 const nodeName = {
   describe: 'the node name',
   parse: label,
@@ -583,6 +591,27 @@ export const SETTINGS = {
   },
   node: {
     name: nodeName,
+  },
+  /** `nodes preapprove` and `nodes rebuild` (issue 9, item 3). */
+  preapprove: {
+    key: {
+      describe: 'only the key with this fingerprint (as `muster nodes show` or the node prints it)',
+      parse: fingerprint,
+    },
+    role: { describe: 'only this role', parse: label },
+    ttl: {
+      describe: "how long the pre-approval holds, e.g. 24h, 30d, or 'never'",
+      parse: tokenTtl,
+      default: 'never',
+    },
+  },
+  /** `nodes ban` and `nodes unban`: a name, or --key. */
+  ban: {
+    name: { describe: 'the node name', parse: label, positional: true },
+    key: { describe: 'a key fingerprint instead of a name', parse: fingerprint },
+  },
+  'nodes ban': {
+    reason: { describe: 'a note for the operator', parse: text(L.TOKEN_DESCRIPTION_MAX) },
   },
   events: {
     follow: {

@@ -202,6 +202,7 @@ export const UNDERSTOOD_CODES: readonly ErrorCode[] = [
   'bad_signature',
   'token_scope',
   'wrong_cluster',
+  'banned',
   'invalid_csr',
   'csr_mismatch',
   'invalid_name',

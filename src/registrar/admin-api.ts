@@ -8,12 +8,14 @@ import type { Static } from '@sinclair/typebox';
 import type { Logger } from '../common/log.js';
 import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
 import {
+  BanBody,
   CreateTokenBody,
   EventsQuery,
   InstallModeBody,
   ListNodesQuery,
   NameParams,
   OperatorBody,
+  PreapproveBody,
   TokenIdParams,
 } from '../admin/schemas.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
@@ -116,6 +118,45 @@ export async function buildAdminApi(
       },
     );
   }
+
+  // Pre-approval, rebuild and bans (issue 9, item 3).
+  const preapproveOpts = (b: Static<typeof PreapproveBody>) => ({
+    ttlMs: b.ttlMs ?? null,
+    ...(b.key ? { key: b.key } : {}),
+    ...(b.role ? { role: b.role } : {}),
+  });
+  app.post(
+    '/v1/admin/nodes/:name/preapprove',
+    { schema: { params: NameParams, body: PreapproveBody } },
+    async (req, reply) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const b = req.body as Static<typeof PreapproveBody>;
+      return reply.code(201).send(await op.preapprove(name, preapproveOpts(b), operator(b)));
+    },
+  );
+  app.post(
+    '/v1/admin/nodes/:name/rebuild',
+    { schema: { params: NameParams, body: PreapproveBody } },
+    async (req) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const b = req.body as Static<typeof PreapproveBody>;
+      const { removed, preapproval } = await op.rebuild(name, preapproveOpts(b), operator(b));
+      const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
+      return { ...(removed ? { removed: node } : {}), preapproval };
+    },
+  );
+  app.get('/v1/admin/preapprovals', async () => ({ preapprovals: await op.listPreapprovals() }));
+  const banTarget = (b: Static<typeof BanBody>) =>
+    'name' in b ? { kind: 'name' as const, value: b.name } : { kind: 'key' as const, value: b.key };
+  app.post('/v1/admin/bans', { schema: { body: BanBody } }, async (req, reply) => {
+    const b = req.body as Static<typeof BanBody>;
+    return reply.code(201).send(await op.ban(banTarget(b), operator(b), b.reason));
+  });
+  app.post('/v1/admin/bans/lift', { schema: { body: BanBody } }, async (req) => {
+    const b = req.body as Static<typeof BanBody>;
+    return op.unban(banTarget(b), operator(b));
+  });
+  app.get('/v1/admin/bans', async () => ({ bans: await op.listBans() }));
 
   // Streams of `events --follow` end when the registrar stops (or close() would wait for them).
   const followers = new Set<import('node:http').ServerResponse>();
