@@ -25,6 +25,7 @@ import { EXIT, exitCodeFor, exitCodeForCommand } from './exit-codes.js';
 import { installUnitsCommand } from './install-units.js';
 import { joinCommand } from './join-cmd.js';
 import { leaveCommand } from './leave-cmd.js';
+import { renewCommand } from './renew-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
 import {
@@ -41,6 +42,7 @@ export const COMMANDS: CommandSpec[] = [
   registrarCommand,
   joinCommand,
   leaveCommand,
+  renewCommand,
   ...operatorCommands,
   caCommand,
   ...configCommands,

@@ -532,6 +532,28 @@ export const SETTINGS = {
       default: false,
     },
   },
+  renew: {
+    'state-dir': {
+      describe: "the node's key and credentials (as for muster join)",
+      parse: filePath,
+      default: defaultNodeStateDir,
+    },
+    now: {
+      describe:
+        'renew now, not only once two thirds of the lifetime have passed (also fetches a changed config)',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+    'rotate-key': {
+      describe: 'renew with a new node key (the old key signs for it); implies --now',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+    'on-renewed': { describe: 'shell command to run after a renewal (e.g. reload a service)', parse: text() },
+    'on-changed': { describe: 'shell command to run after config.json changed', parse: text() },
+  },
   output: {
     json: {
       describe: 'machine-readable output (docs/cli-json.md)',
