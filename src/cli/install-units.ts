@@ -18,6 +18,8 @@ const SYSTEMD_UNITS = [
   'muster-registrar.service',
   'muster-join.service',
   'muster-registered.target',
+  'muster-renew.service',
+  'muster-renew.timer',
 ] as const;
 const UPSTART_JOB = { source: 'upstart/muster-join.conf', target: 'etc/init/muster-join.conf' } as const;
 /** The system user muster-registrar.service runs as (User=muster), for systemd-sysusers. */

@@ -27,7 +27,13 @@ import {
   renderUpstartJob,
 } from '../../src/cli/install-units.js';
 
-const UNITS = ['muster-registrar.service', 'muster-join.service', 'muster-registered.target'];
+const UNITS = [
+  'muster-registrar.service',
+  'muster-join.service',
+  'muster-registered.target',
+  'muster-renew.service',
+  'muster-renew.timer',
+];
 const UPSTART = path.join(UNITS_SOURCE_DIR, 'upstart/muster-join.conf');
 const SYSUSERS = path.join(UNITS_SOURCE_DIR, 'sysusers.d/muster.conf');
 /** What systemd-sysusers writes into an image root (besides the files install-units installs). */
@@ -381,6 +387,8 @@ describe('muster install-units', () => {
       'etc/systemd/system/muster-join.service',
       'etc/systemd/system/muster-registered.target',
       'etc/systemd/system/muster-registrar.service',
+      'etc/systemd/system/muster-renew.service',
+      'etc/systemd/system/muster-renew.timer',
       'etc/sysusers.d/muster.conf',
     ]);
     const unit = (u: string): string => readFileSync(path.join(root, 'etc/systemd/system', u), 'utf8');
