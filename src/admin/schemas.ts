@@ -135,3 +135,9 @@ export const BanBody = Type.Union([
     { additionalProperties: false },
   ),
 ]);
+
+/** `nodes approve --force --key FP`: the key that is to hold the name. */
+export const ForceApproveBody = Type.Object(
+  { operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })), key: Fingerprint },
+  { additionalProperties: false },
+);

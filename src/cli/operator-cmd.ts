@@ -264,20 +264,6 @@ const nodeAction = (
     },
   });
 
-const nodesApprove = nodeAction(
-  'approve',
-  'accept a pending node (compare its key fingerprint first: nodes show)',
-  (n) => `approved ${n.name} (key ${n.key}): certificate ${n.serial} issued`,
-);
-const nodesReject = nodeAction('reject', 'reject a pending node', (n) => `rejected ${n.name} (key ${n.key})`);
-const nodesRemove = nodeAction(
-  'remove',
-  'remove a node and revoke its certificate (frees the name)',
-  (n) => `removed ${n.name}${n.serial ? `; certificate ${n.serial} revoked` : ''}`,
-);
-
-// ---- pre-approval, rebuild, ban (issue 9, item 3) ----
-
 interface WirePreapproval {
   name: string;
   key?: string;
@@ -296,6 +282,43 @@ const preapprovalBody = (o: { key?: string; role?: string; ttl: number | null })
 const describePreapproval = (p: WirePreapproval): string =>
   `${p.name} may join once with ${p.key ? `key ${p.key}` : 'any key'}${p.role ? ` as ${p.role}` : ''}, ` +
   `no token needed${p.expiresAt === null ? '' : `, until ${new Date(p.expiresAt).toISOString()}`}`;
+
+const nodesApprove = command({
+  name: 'nodes approve',
+  describe:
+    'accept a pending node (compare its key fingerprint first: nodes show); --force --key FP: re-admit a name held by another key',
+  scopes: ['node', 'nodes approve', 'admin', 'output'],
+  async run(o) {
+    if (o.force !== (o.key !== undefined)) {
+      throw new MusterError('MUSTER_ERR_USAGE', 'muster nodes approve takes --force and --key FP together');
+    }
+    const c = client(o);
+    if (o.key !== undefined) {
+      const r = await c.request<{ removed?: WireNode; preapproval: WirePreapproval }>(
+        'POST',
+        nodePath(o.name, 'force-approve'),
+        { operator: operator(), key: o.key },
+      );
+      if (o.json) return printJson(r);
+      if (r.removed)
+        out(
+          `removed ${r.removed.name} (key ${r.removed.key})${r.removed.serial ? `; certificate ${r.removed.serial} revoked` : ''}\n`,
+        );
+      return out(`approved: ${describePreapproval(r.preapproval)}\n`);
+    }
+    const n = await c.request<WireNode>('POST', nodePath(o.name, 'approve'), { operator: operator() });
+    if (o.json) printJson(n);
+    else out(`approved ${n.name} (key ${n.key}): certificate ${n.serial} issued\n`);
+  },
+});
+const nodesReject = nodeAction('reject', 'reject a pending node', (n) => `rejected ${n.name} (key ${n.key})`);
+const nodesRemove = nodeAction(
+  'remove',
+  'remove a node and revoke its certificate (frees the name)',
+  (n) => `removed ${n.name}${n.serial ? `; certificate ${n.serial} revoked` : ''}`,
+);
+
+// ---- pre-approval, rebuild, ban (issue 9, item 3) ----
 
 const nodesPreapprove = command({
   name: 'nodes preapprove',

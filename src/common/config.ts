@@ -632,6 +632,16 @@ export const SETTINGS = {
     name: { describe: 'the node name', parse: label, positional: true },
     key: { describe: 'a key fingerprint instead of a name', parse: fingerprint },
   },
+  'nodes approve': {
+    force: {
+      describe:
+        'the name is held by another key: archive the holder (its certificate revoked) and admit --key instead',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
+    key: { describe: 'with --force: the fingerprint of the key to admit', parse: fingerprint },
+  },
   'nodes ban': {
     reason: { describe: 'a note for the operator', parse: text(L.TOKEN_DESCRIPTION_MAX) },
   },

@@ -11,6 +11,7 @@ import {
   BanBody,
   CreateTokenBody,
   EventsQuery,
+  ForceApproveBody,
   InstallModeBody,
   ListNodesQuery,
   NameParams,
@@ -141,6 +142,17 @@ export async function buildAdminApi(
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof PreapproveBody>;
       const { removed, preapproval } = await op.rebuild(name, preapproveOpts(b), operator(b));
+      const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
+      return { ...(removed ? { removed: node } : {}), preapproval };
+    },
+  );
+  app.post(
+    '/v1/admin/nodes/:name/force-approve',
+    { schema: { params: NameParams, body: ForceApproveBody } },
+    async (req) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const b = req.body as Static<typeof ForceApproveBody>;
+      const { removed, preapproval } = await op.forceApprove(name, b.key, operator(b));
       const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
       return { ...(removed ? { removed: node } : {}), preapproval };
     },

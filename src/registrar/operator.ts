@@ -191,7 +191,7 @@ export class Operator {
     name: string,
     opts: { key?: string; role?: string; ttlMs: number | null },
     by: string,
-    action: 'preapproved' | 'rebuild',
+    action: 'preapproved' | 'rebuild' | 'force',
   ): Promise<Preapproval> {
     const now = this.o.clock.now();
     const p: Preapproval = {
@@ -214,6 +214,39 @@ export class Operator {
     });
     this.log.info({ node: name, key: p.key, role: p.role, by, action }, 'name pre-approved');
     return p;
+  }
+
+  /**
+   * `approve --force` (DESIGN "Exactly once": the same name with another key is a conflict until the
+   * operator removes the node or re-admits it with --force): the holder is archived (removed, its
+   * certificate revoked) and the name is pre-approved for exactly the key that asked, which is
+   * accepted at its next request. The conflict event names both keys.
+   */
+  async forceApprove(
+    name: string,
+    key: string,
+    operator: string,
+  ): Promise<{ removed?: NodeRecord; preapproval: Preapproval }> {
+    assertLabel('node name', name);
+    assertFingerprint(key);
+    return this.o.registration.locks.run(name, async () => {
+      const rec = await this.existing(name);
+      if (rec.key === key) {
+        throw new MusterError(
+          'invalid_state',
+          `node ${name} already has key ${key} (${rec.state}): --force re-admits a name for another key`,
+        );
+      }
+      const why = `replaced by key ${key}: approved with --force by ${operator}`;
+      const removed = rec.state === 'removed' ? undefined : await this.o.registration.removeLocked(rec, why);
+      await this.o.registry.apply({
+        events: [
+          { type: 'conflict', name, detail: { reason: why, archivedKey: rec.key, key, by: operator } },
+        ],
+      });
+      const preapproval = await this.putPreapproval(name, { key, ttlMs: null }, operator, 'force');
+      return { ...(removed ? { removed } : {}), preapproval };
+    });
   }
 
   listPreapprovals(): Promise<Preapproval[]> {

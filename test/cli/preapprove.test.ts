@@ -61,6 +61,8 @@ describe('nodes preapprove', () => {
     ['ban with neither name nor key', ['nodes', 'ban']],
     ['ban with both', ['nodes', 'ban', 'pre-2', '--key', 'k'.repeat(43)]],
     ['rebuild with a misspelt flag', ['nodes', 'rebuild', 'pre-1', '--rol', 'db']],
+    ['approve --force without --key', ['nodes', 'approve', 'pre-1', '--force']],
+    ['approve --key without --force', ['nodes', 'approve', 'pre-1', '--key', 'k'.repeat(43)]],
   ])('%s: exit 2, nothing changed', async (_name, args) => {
     const before = await state();
     const r = op(args);
@@ -123,5 +125,27 @@ describe('nodes ban', () => {
     expect(b.code, b.stderr).toBe(0);
     expect(b.stdout).toMatch(/removed ban-2/);
     expect(show('ban-2').state).toBe('removed');
+  });
+});
+
+describe('nodes approve --force', () => {
+  it('re-admits a name held by another key: the holder is removed, the new key joins', async () => {
+    const token = op(['tokens', 'create', '--uses', '1']).stdout.trim();
+    expect(join('force-1', dirOf('force-1'), { MUSTER_TOKEN: token }).code).toBe(0);
+    const holder = show('force-1');
+    const dir = dirOf('force-1-new');
+    const taken = join('force-1', dir);
+    expect(taken.code).not.toBe(0);
+    expect(taken.stderr).toMatch(/held by key/);
+    const fp = keyFingerprint(createPrivateKey(readFileSync(path.join(dir, 'node.key'))));
+
+    const a = op(['nodes', 'approve', 'force-1', '--force', '--key', fp]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toMatch(/revoked/);
+    const r = join('force-1', dir);
+    expect(r.code, r.stderr).toBe(0);
+    const n = show('force-1');
+    expect(n.key).toBe(fp);
+    expect((n.history as { key: string }[]).map((h) => h.key)).toEqual([holder.key]);
   });
 });

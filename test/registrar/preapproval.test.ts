@@ -163,3 +163,37 @@ describe('ban', () => {
     expect(await code(c.svc.operator.unban({ kind: 'name', value: 'n1' }, 'alice'))).toBe('not_found');
   });
 });
+
+describe('approve --force', () => {
+  it('archives the holder, revokes its certificate and admits exactly the key that asked', async () => {
+    c = await core();
+    const tok = await c.token();
+    const holder = node('n1');
+    await c.svc.join(holder.request({ token: tok, clock: c.clock }), FAR);
+    const serial = (await c.registry.getNode('n1'))!.serial!;
+    const newcomer = node('n1');
+    expect(await code(c.svc.join(newcomer.request({ clock: c.clock }), FAR))).toBe('name_taken');
+
+    await c.svc.operator.forceApprove('n1', newcomer.fp, 'alice');
+    expect(await c.registry.isRevoked(serial)).toBe(true);
+    const conflict = (await c.registry.listEvents(0, 100)).find((e) => e.type === 'conflict');
+    expect(conflict?.detail).toMatchObject({ archivedKey: holder.fp, key: newcomer.fp });
+    // The holder's key hears 410; only the approved key is admitted, once.
+    expect(await code(c.svc.join(holder.request({ clock: c.clock }), FAR))).toBe('removed');
+    expect(await c.svc.join(newcomer.request({ clock: c.clock }), FAR)).toMatchObject({ status: 201 });
+    expect(await c.registry.getNode('n1')).toMatchObject({ key: newcomer.fp, state: 'issued' });
+    expect((await c.registry.history('n1')).map((r) => r.key)).toEqual([holder.fp]);
+    expect(await c.registry.getPreapproval('n1')).toBeUndefined();
+    expect(await code(c.svc.join(node('n1').request({ clock: c.clock }), FAR))).toBe('name_taken');
+  });
+
+  it('for the key that already holds the name is invalid_state and writes nothing', async () => {
+    c = await core();
+    const tok = await c.token();
+    const n = node('n1');
+    await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR);
+    const before = await state(c);
+    expect(await code(c.svc.operator.forceApprove('n1', n.fp, 'alice'))).toBe('invalid_state');
+    expect(await state(c)).toEqual(before);
+  });
+});
