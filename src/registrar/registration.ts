@@ -480,7 +480,9 @@ export class Registration {
     }
     await this.locks.run(name, async () => {
       const cur = await this.o.registry.getNode(name);
-      if (cur && cur.key === key) await this.touchLocked(cur);
+      // A poll that will be refused (410: removed or rejected) changes nothing, lastSeen included.
+      if (cur && cur.key === key && cur.state !== 'removed' && cur.state !== 'rejected')
+        await this.touchLocked(cur);
     });
   }
 

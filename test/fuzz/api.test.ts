@@ -250,6 +250,7 @@ describe('registration API (src/fallback/api.ts) under hostile input', () => {
       '/v1/join/waiting',
       '/v1/join/held/ack',
       '/v1/leave',
+      '/v1/renew',
       '/v1/info',
       '/v1/ca',
       '/v1',

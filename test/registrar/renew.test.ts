@@ -158,6 +158,19 @@ describe('renew', () => {
   });
 });
 
+describe('a removed node at its next contact', () => {
+  it('its renewal and its long poll are refused with 410 and change nothing, lastSeen included', async () => {
+    c = await core();
+    const { n, serial } = await joined();
+    await c.svc.operator.remove('n1', 'carol');
+    c.clock.advance(3_600_000); // lastSeen would be due for an update
+    const before = await storeState(c.registry);
+    expect(await code(c.svc.renew('n1', n.signed('renew', serial, c.clock)))).toBe('removed');
+    expect(await code(c.svc.poll('n1', n.fp, 0, n.pollProof(c.clock)))).toBe('removed');
+    expect(await storeState(c.registry)).toEqual(before);
+  });
+});
+
 describe('POST /v1/renew', () => {
   it('200 with the bundle and current config; 401 for a bad signature; 410 once removed; 400 for extra fields', async () => {
     c = await core();
