@@ -22,6 +22,11 @@ const SYSTEMD_UNITS = [
   'muster-renew.timer',
 ] as const;
 const UPSTART_JOB = { source: 'upstart/muster-join.conf', target: 'etc/init/muster-join.conf' } as const;
+/** The renewal job (the equivalent of muster-renew.timer). */
+const UPSTART_RENEW_JOB = {
+  source: 'upstart/muster-renew.conf',
+  target: 'etc/init/muster-renew.conf',
+} as const;
 /** The system user muster-registrar.service runs as (User=muster), for systemd-sysusers. */
 const SYSUSERS = { source: 'sysusers.d/muster.conf', target: 'etc/sysusers.d/muster.conf' } as const;
 
@@ -259,6 +264,8 @@ export async function installUnits(o: InstallUnitsOptions): Promise<void> {
   if (o.upstart) {
     const text = renderUpstartJob(await readSource(sourceDir, UPSTART_JOB.source), command);
     await writeFile(under(UPSTART_JOB.target), text, 0o644, ` (runs ${command.join(' ')} join)`);
+    const renew = renderUpstartJob(await readSource(sourceDir, UPSTART_RENEW_JOB.source), command);
+    await writeFile(under(UPSTART_RENEW_JOB.target), renew, 0o644, ` (runs ${command.join(' ')} renew)`);
   } else {
     for (const name of SYSTEMD_UNITS) {
       const rendered = renderSystemdUnit(name, await readSource(sourceDir, name), command, o.systemdVersion);

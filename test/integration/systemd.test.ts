@@ -474,7 +474,11 @@ describe('muster install-units', () => {
 
     const root = path.join(tmp, 'upstart');
     const lines = await installUnits(['--prefix', root, '--binary', bin, '--upstart']);
-    expect(listTree(root)).toEqual(['etc/init/muster-join.conf', 'etc/muster/muster.env']);
+    expect(listTree(root)).toEqual([
+      'etc/init/muster-join.conf',
+      'etc/init/muster-renew.conf',
+      'etc/muster/muster.env',
+    ]);
     const job = readFileSync(path.join(root, 'etc/init/muster-join.conf'), 'utf8');
     expect(job).toContain(`MUSTER_BIN="${bin}"`);
     expect(job).not.toMatch(/^\s*MUSTER_BIN=muster$/m);
