@@ -617,14 +617,15 @@ export const SETTINGS = {
   /** `nodes preapprove` and `nodes rebuild` (issue 9, item 3). */
   preapprove: {
     key: {
-      describe: 'only the key with this fingerprint (as `muster nodes show` or the node prints it)',
+      describe:
+        'only the key with this fingerprint (base64url SHA-256 of its public key, as `muster nodes show` shows keys)',
       parse: fingerprint,
     },
     role: { describe: 'only this role', parse: label },
     ttl: {
       describe: "how long the pre-approval holds, e.g. 24h, 30d, or 'never'",
       parse: tokenTtl,
-      default: 'never',
+      default: '24h',
     },
   },
   /** `nodes ban` and `nodes unban`: a name, or --key. */

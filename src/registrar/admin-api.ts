@@ -122,7 +122,8 @@ export async function buildAdminApi(
 
   // Pre-approval, rebuild and bans (issue 9, item 3).
   const preapproveOpts = (b: Static<typeof PreapproveBody>) => ({
-    ttlMs: b.ttlMs ?? null,
+    // Absent: a day, like a join token (a pre-approval without --key admits any key that asks first).
+    ttlMs: b.ttlMs === undefined ? TOKEN_TTL_DEFAULT_MS : b.ttlMs,
     ...(b.key ? { key: b.key } : {}),
     ...(b.role ? { role: b.role } : {}),
   });
