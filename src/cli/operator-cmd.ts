@@ -279,6 +279,17 @@ const preapprovalBody = (o: { key?: string; role?: string; ttl: number | null })
   ...(o.role ? { role: o.role } : {}),
 });
 
+/** The --json shape (docs/cli-json.md): times as ISO 8601, null for never. */
+const preapprovalJson = (p: WirePreapproval) => ({
+  ...p,
+  expiresAt: p.expiresAt === null ? null : new Date(p.expiresAt).toISOString(),
+});
+
+const withPreapprovalJson = <T extends { preapproval: WirePreapproval }>(r: T) => ({
+  ...r,
+  preapproval: preapprovalJson(r.preapproval),
+});
+
 const describePreapproval = (p: WirePreapproval): string =>
   `${p.name} may join once with ${p.key ? `key ${p.key}` : 'any key'}${p.role ? ` as ${p.role}` : ''}, ` +
   `no token needed${p.expiresAt === null ? '' : `, until ${new Date(p.expiresAt).toISOString()}`}`;
@@ -299,7 +310,7 @@ const nodesApprove = command({
         nodePath(o.name, 'force-approve'),
         { operator: operator(), key: o.key },
       );
-      if (o.json) return printJson(r);
+      if (o.json) return printJson(withPreapprovalJson(r));
       if (r.removed)
         out(
           `removed ${r.removed.name} (key ${r.removed.key})${r.removed.serial ? `; certificate ${r.removed.serial} revoked` : ''}\n`,
@@ -331,7 +342,7 @@ const nodesPreapprove = command({
       nodePath(o.name, 'preapprove'),
       preapprovalBody(o),
     );
-    if (o.json) printJson(p);
+    if (o.json) printJson(preapprovalJson(p));
     else out(`pre-approved: ${describePreapproval(p)}\n`);
   },
 });
@@ -346,7 +357,7 @@ const nodesRebuild = command({
       nodePath(o.name, 'rebuild'),
       preapprovalBody(o),
     );
-    if (o.json) return printJson(r);
+    if (o.json) return printJson(withPreapprovalJson(r));
     if (r.removed)
       out(
         `removed ${r.removed.name} (key ${r.removed.key})${r.removed.serial ? `; certificate ${r.removed.serial} revoked` : ''}\n`,

@@ -54,6 +54,21 @@ describe('nodes preapprove', () => {
     });
   });
 
+  it('--json prints the documented Preapproval (docs/cli-json.md), times in ISO 8601', () => {
+    const r = op(['nodes', 'preapprove', 'pre-json', '--role', 'db', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const p = JSON.parse(r.stdout);
+    expect(Object.keys(p).sort()).toEqual(['by', 'createdAt', 'expiresAt', 'name', 'role']);
+    expect(p).toMatchObject({ name: 'pre-json', role: 'db' });
+    // The default lifetime: a day.
+    expect(Date.parse(p.expiresAt) - Date.parse(p.createdAt)).toBe(24 * 3600_000);
+    expect(
+      JSON.parse(op(['nodes', 'preapprove', 'pre-json', '--ttl', 'never', '--json']).stdout),
+    ).toMatchObject({
+      expiresAt: null,
+    });
+  });
+
   it.each([
     ['a misspelt flag', ['nodes', 'preapprove', 'pre-2', '--tll', '1h']],
     ['a bad key', ['nodes', 'preapprove', 'pre-2', '--key', 'nope']],
