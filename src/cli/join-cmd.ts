@@ -75,6 +75,7 @@ export const joinCommand = command({
       ...(token ? { token } : {}),
       ...(o['ca-fingerprint'] ? { caFingerprint: o['ca-fingerprint'] } : {}),
       ...(o['on-registered'] ? { onRegistered: o['on-registered'] } : {}),
+      ...(o['on-changed'] ? { onChanged: o['on-changed'] } : {}),
       ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
       ...(o.interface ? { interface: o.interface } : {}),
       keyType: o['key-type'],

@@ -504,6 +504,10 @@ export const SETTINGS = {
     mdns,
     interface: { describe: 'IPv4 address of the interface for mDNS', parse: ipv4 },
     'on-registered': { describe: 'shell command to run once registered', parse: text() },
+    'on-changed': {
+      describe: 'shell command to run when the boot check-in of a registered node changed config.json',
+      parse: text(),
+    },
     timeout: { describe: 'give up after this long (default: keep trying)', parse: duration(1000) },
     'key-type': {
       describe: 'type of a new node key',

@@ -23,6 +23,7 @@ import { buildCsr, certFingerprint, keyFingerprint } from '../common/x509.js';
 import { RegistrarClient } from '../fallback/client.js';
 import { createMdns, nodeTxt, type Mdns, type MdnsOptions } from '../advertiser/index.js';
 import { checkBundle } from './bundle-check.js';
+import { checkIn } from './checkin.js';
 import { nodeClock } from './clock.js';
 import { discoverRegistrar, type Candidate } from './discovery.js';
 import { hookEnvironment, runHook } from './hook.js';
@@ -53,6 +54,10 @@ export interface JoinOptions {
   caFingerprint?: string;
   stateDir: string;
   onRegistered?: string;
+  /** Run when the boot check-in of a registered node rewrote config.json (checkin.ts). */
+  onChanged?: string;
+  /** Cap of that check-in (default CHECKIN_TIMEOUT_MS). */
+  checkInTimeoutMs?: number;
   log: Logger;
   /**
    * Give up after this long (default: never, as a boot job that retries until registered). Bounds
@@ -149,6 +154,20 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
       const acked = await ackAgain(o, existingKey!, local.bundle, clock, startedAt);
       await finish(o, files, local.bundle, acked);
     }
+    // One cheap authenticated contact with the registrar of the bundle (issue 9, items 4 and 5): a
+    // changed config reaches the node at boot, a removed node learns of it (exit 3), lastSeen moves.
+    // Whatever else happens there is a warning: boot never depends on the registrar.
+    await checkIn({
+      files,
+      key: existingKey!,
+      bundle: local.bundle,
+      caPem: local.caPem,
+      clock,
+      log,
+      ...(o.onChanged ? { onChanged: o.onChanged } : {}),
+      ...(o.checkInTimeoutMs !== undefined ? { timeoutMs: o.checkInTimeoutMs } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     log.info({ node: o.name, serial: result.serial }, 'already registered');
     return result;
   }

@@ -54,11 +54,16 @@ export function hookEnvironment(
 }
 
 /** Runs the command with /bin/sh; its output goes where muster's goes. Non-zero: MUSTER_ERR_HOOK. */
-export async function runHook(command: string, env: Record<string, string>): Promise<void> {
+export async function runHook(
+  command: string,
+  env: Record<string, string>,
+  /** The setting that gave the command, for the error message. */
+  setting = '--on-registered',
+): Promise<void> {
   const code = await new Promise<number>((resolve) => {
     const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'inherit', 'inherit'], env });
     child.on('error', () => resolve(127));
     child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 : 1)));
   });
-  if (code !== 0) throw new MusterError('MUSTER_ERR_HOOK', `the --on-registered command exited with ${code}`);
+  if (code !== 0) throw new MusterError('MUSTER_ERR_HOOK', `the ${setting} command exited with ${code}`);
 }

@@ -181,7 +181,7 @@ export async function runRenew(o: RenewOptions): Promise<RenewResult> {
     'renewed',
   );
   const env = hookEnvironment(process.env, files, bundle);
-  if (configChanged && o.onChanged) await runHook(o.onChanged, env);
-  if (o.onRenewed) await runHook(o.onRenewed, env);
+  if (configChanged && o.onChanged) await runHook(o.onChanged, env, '--on-changed');
+  if (o.onRenewed) await runHook(o.onRenewed, env, '--on-renewed');
   return result;
 }

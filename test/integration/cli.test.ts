@@ -163,7 +163,9 @@ describe('muster CLI', () => {
     // ... and once the name is free again, its removed key stays refused (410 -> 3).
     expect(muster(['nodes', 'remove', 'x', '--admin-socket', fx.sock]).code).toBe(0);
     const refused = await join('x', 'x2', [], env);
-    expect(refused.code).toBe(0); // x2 still holds valid local files: exits 0 at once
+    // x2 still holds valid local files: its boot check-in hears 410 (issue 9, item 4), exit 3
+    expect(refused.code, refused.stderr).toBe(3);
+    expect(refused.stderr).toMatch(/removed this node/);
     rmSync(path.join(fx.dir, 'x2', 'bundle.json'));
     const refused2 = await join('x', 'x2', [], env);
     expect(refused2.code).toBe(3);
