@@ -2,24 +2,14 @@
 // once", "Admission policy") on a ManualClock over the in-memory registry: no sockets, no sleeps.
 import { X509Certificate } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isMusterError } from '../../src/common/errors.js';
 import { parseToken } from '../../src/common/proof.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
 import { StoreConflict, type Change, type Registry } from '../../src/store/registry.js';
 import { core, FAR, node, ON_LINK, settle, storeState, testCa, type Core } from './harness.js';
+import { code } from './harness.js';
 
 let c: Core;
 afterEach(async () => c?.close());
-
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (isMusterError(err)) return err.code;
-    throw err;
-  }
-};
 
 describe('join: decided once, answered the same', () => {
   it('a token join is accepted and issued in one change; asking again returns the same certificate', async () => {

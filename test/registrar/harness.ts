@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { ManualClock } from '../../src/common/clock.js';
+import { isMusterError } from '../../src/common/errors.js';
 import { memoryLogger } from '../../src/common/log.js';
 import { joinProofMac, nodeSignedPayload, signNode } from '../../src/common/proof.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../src/registrar/ca.js';
@@ -168,3 +169,14 @@ export async function storeState(r: Registry): Promise<unknown> {
     events: await r.listEvents(0, 100_000),
   };
 }
+
+/** The outcome of a call: 'ok', or the stable code of the MusterError it threw. */
+export const code = async (p: Promise<unknown>): Promise<string> => {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (isMusterError(err)) return err.code;
+    throw err;
+  }
+};

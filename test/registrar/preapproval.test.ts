@@ -1,20 +1,10 @@
 // Pre-approval, rebuild and ban (issue 9, item 3) on the exactly-once core: ManualClock, memory store.
 import { afterEach, describe, expect, it } from 'vitest';
-import { isMusterError } from '../../src/common/errors.js';
 import { core, FAR, node, storeState, type Core } from './harness.js';
+import { code } from './harness.js';
 
 let c: Core;
 afterEach(async () => c?.close());
-
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (isMusterError(err)) return err.code;
-    throw err;
-  }
-};
 
 /** Everything a refusal must leave as it was, pre-approvals and bans included. */
 const state = async (c: Core) => ({

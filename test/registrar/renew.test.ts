@@ -4,12 +4,12 @@ import { X509Certificate } from 'node:crypto';
 import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isMusterError } from '../../src/common/errors.js';
 import { memoryLogger } from '../../src/common/log.js';
 import { nodeSignedPayload, renewRef, signNode } from '../../src/common/proof.js';
 import { buildCsr, keyFingerprint } from '../../src/common/x509.js';
 import { buildApi } from '../../src/fallback/api.js';
 import { core, FAR, node, storeState, testCa, type Core } from './harness.js';
+import { code } from './harness.js';
 
 let c: Core;
 let app: FastifyInstance | undefined;
@@ -18,16 +18,6 @@ afterEach(async () => {
   app = undefined;
   await c?.close();
 });
-
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (isMusterError(err)) return err.code;
-    throw err;
-  }
-};
 
 /** A node joined with a token and acknowledged: active, with its serial. */
 async function joined(name = 'n1') {
