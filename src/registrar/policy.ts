@@ -13,7 +13,9 @@ export { INSTALL_MODE_OFF, type InstallModeState, type TokenRecord } from '../st
 export type Autoregister = 'local' | 'any' | 'off';
 
 /** A token as the operator sees it: never the secret. */
-export type TokenView = Omit<TokenRecord, 'secret'> & { state: 'valid' | 'expired' | 'used-up' | 'revoked' };
+export type TokenView = Omit<TokenRecord, 'secret'> & {
+  state: 'valid' | 'expired' | 'used-up' | 'revoked' | 'locked';
+};
 
 export function tokenView(t: TokenRecord, now: number): TokenView {
   const { secret: _s, ...rest } = t;
@@ -22,6 +24,8 @@ export function tokenView(t: TokenRecord, now: number): TokenView {
 
 export function tokenState(t: TokenRecord, now: number): TokenView['state'] {
   if (t.revoked) return 'revoked';
+  // Locked after too many bad proofs (DESIGN "Lockout"): refused like a revoked token.
+  if (t.locked) return 'locked';
   if (t.expiresAt !== null && now >= t.expiresAt) return 'expired';
   if (t.maxUses !== null && t.used >= t.maxUses) return 'used-up';
   return 'valid';

@@ -19,10 +19,51 @@ import {
 export function useTokenOnce(t: TokenRecord | undefined, id: string): TokenRecord {
   if (!t) throw new StoreConflict('token', `token ${id} does not exist`);
   if (t.revoked) throw new StoreConflict('token', `token ${id} is revoked`);
+  if (t.locked) throw new StoreConflict('token', `token ${id} is locked (too many bad proofs)`);
   if (t.maxUses !== null && t.used >= t.maxUses) {
     throw new StoreConflict('token', `token ${id} has no uses left (${t.used} of ${t.maxUses})`);
   }
   return { ...t, used: t.used + 1 };
+}
+
+/**
+ * The token after one more bad proof, and the event when this one locks it; undefined when nothing
+ * changes (unknown id, revoked or already locked: DESIGN "Lockout", no record for unknown ids).
+ */
+export function tokenBadProofOnce(
+  t: TokenRecord | undefined,
+  bad: { id: string; max: number; at: string },
+): { next: TokenRecord; event?: EventInput } | undefined {
+  if (!t || t.revoked || t.locked) return undefined;
+  const badProofs = (t.badProofs ?? 0) + 1;
+  if (badProofs >= bad.max) {
+    return {
+      next: { ...t, badProofs, locked: true, lockedAt: bad.at },
+      event: { type: 'token', detail: { action: 'locked', id: t.id, badProofs } },
+    };
+  }
+  return { next: { ...t, badProofs } };
+}
+
+/**
+ * Install mode after one more refused join in the window that began at `since`, and the event when
+ * this one reaches `max` and switches it off (Matter's commissioning window). Undefined when that
+ * window is not on any more: nothing to count.
+ */
+export function installModeFailureOnce(
+  s: InstallModeState,
+  failure: { since: number; max: number },
+): { next: InstallModeState; event?: EventInput } | undefined {
+  if (!s.on || s.since !== failure.since) return undefined;
+  const failures = (s.failures ?? 0) + 1;
+  if (failures >= failure.max) {
+    const reason = `locked: ${failures} refused attempts`;
+    return {
+      next: { ...s, failures, on: false, offReason: reason },
+      event: { type: 'install-mode', detail: { on: false, reason, failures } },
+    };
+  }
+  return { next: { ...s, failures } };
 }
 
 /** Checks that a pre-approval may be consumed, or StoreConflict('preapproval') (nothing changes). */

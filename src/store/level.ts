@@ -5,6 +5,7 @@
  * Key layout (strings; values JSON):
  *   n!<name>                        current node record of a name
  *   s!<state>!<name>                index by state ('' value)
+ *   g!<group>!<name>                index by group ('' value; only records that name a group)
  *   h!<name>!<seq:16 hex>[!<rev:16 hex>]
  *                                   an earlier record of the name (archivePrev), oldest first; seq is
  *                                   the event sequence at the time (older versions wrote no rev part)
@@ -15,12 +16,14 @@
  *   pa!<name>                       pre-approval of a name
  *   b!<kind>!<value>                ban of a name or a key
  *   m!counts                        number of current records in each state
+ *   m!groups                        number of current records in each group (absent: none; stores
+ *                                   written before groups existed have no grouped record)
  *   m!install-mode                  install mode state
  *   m!id                            registrar id
  *   m!serial-lease                  serial counters up to here may have been handed out
  *
  * What makes a precondition decidable without a read stays in memory: tokens, install mode,
- * pre-approvals and bans (small: loaded at open), the state counts, the event sequence and the serial counter (loaded at open with
+ * pre-approvals and bans (small: loaded at open), the state and group counts, the event sequence and the serial counter (loaded at open with
  * one-key reverse reads: never a full scan, so a cold start on a million records stays fast). A node
  * write is checked against the latest record of its name, including writes queued but not yet
  * durable (the pending map).
@@ -46,6 +49,7 @@ import {
   NODE_STATES,
   StoreConflict,
   type Change,
+  type GroupCount,
   type InstallModeState,
   type ListNodesOptions,
   type MusterEvent,
@@ -62,6 +66,8 @@ import {
   EventDelivery,
   normaliseNode,
   normaliseRevocation,
+  installModeFailureOnce,
+  tokenBadProofOnce,
   useInstallModeOnce,
   usePreapprovalOnce,
   useTokenOnce,
@@ -78,6 +84,7 @@ const SERIAL_LEASE = 1024;
 const K = {
   node: (name: string) => 'n!' + name,
   state: (state: NodeState, name: string) => `s!${state}!${name}`,
+  group: (group: string, name: string) => `g!${group}!${name}`,
   history: (name: string, seq: number, rev: number) => `h!${name}!${hex16(seq)}!${hex16(rev)}`,
   event: (seq: number) => 'e!' + hex16(seq),
   serial: (counter: number) => 'sn!' + hex16(counter),
@@ -87,6 +94,7 @@ const K = {
   /** `id`: banId(kind, value). */
   ban: (id: string) => 'b!' + id,
   counts: 'm!counts',
+  groups: 'm!groups',
   installMode: 'm!install-mode',
   id: 'm!id',
   serialLease: 'm!serial-lease',
@@ -96,6 +104,8 @@ const K = {
 interface Current {
   rev: number;
   state: NodeState;
+  /** The group the record names, if any: what its g! index key is. */
+  group: string | undefined;
   /** The record as stored (archived as is, normalised when read back). */
   json: string;
 }
@@ -119,6 +129,10 @@ interface Batch {
 const zeroCounts = (): Record<NodeState, number> =>
   Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<NodeState, number>;
 
+/** The m!groups value: groups by name, each with its count (groups at zero are left out). */
+const groupsJson = (m: Map<string, number>): string =>
+  JSON.stringify(Object.fromEntries([...m.keys()].sort().map((g) => [g, m.get(g)!])));
+
 export class LevelRegistry implements Registry {
   readonly backend = 'level';
   private readonly db: Level<string, string>;
@@ -129,6 +143,7 @@ export class LevelRegistry implements Registry {
 
   // The state as queued: what the next change is checked against and writes on top of.
   private queuedCounts = zeroCounts();
+  private queuedGroups = new Map<string, number>();
   private queuedSeq = 0;
   private readonly queuedTokens = new Map<string, TokenRecord>();
   private queuedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
@@ -138,6 +153,7 @@ export class LevelRegistry implements Registry {
 
   // The state as durable: what reads return.
   private landedCounts = zeroCounts();
+  private landedGroups = new Map<string, number>();
   private landedSeq = 0;
   private readonly landedTokens = new Map<string, TokenRecord>();
   private landedInstallMode: InstallModeState = { ...INSTALL_MODE_OFF };
@@ -184,13 +200,16 @@ export class LevelRegistry implements Registry {
   }
 
   private async load(): Promise<void> {
-    const [counts, installMode, id, lease] = await this.db.getMany([
+    const [counts, installMode, id, lease, groups] = await this.db.getMany([
       K.counts,
       K.installMode,
       K.id,
       K.serialLease,
+      K.groups,
     ]);
     if (counts) this.landedCounts = { ...zeroCounts(), ...(JSON.parse(counts) as Record<NodeState, number>) };
+    if (groups) this.landedGroups = new Map(Object.entries(JSON.parse(groups) as Record<string, number>));
+    this.queuedGroups = new Map(this.landedGroups);
     if (installMode) this.landedInstallMode = JSON.parse(installMode) as InstallModeState;
     this.id = id === undefined ? undefined : (JSON.parse(id) as string);
     for await (const v of this.db.values({ gt: 't!', lt: 't!' + END })) {
@@ -256,6 +275,7 @@ export class LevelRegistry implements Registry {
 
   async listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
     if (opts.limit <= 0) return [];
+    if (opts.group !== undefined) return this.listGroup(opts.group, opts);
     if (opts.state) {
       // Index and records from one snapshot: a node that changes state meanwhile is not listed
       // under its old state.
@@ -286,6 +306,49 @@ export class LevelRegistry implements Registry {
       out.push(normaliseNode(JSON.parse(v)));
     }
     return out;
+  }
+
+  /**
+   * One page of a group's nodes from its index (never a scan of all records), from one snapshot like
+   * the state index. With a state as well, the group's index is read a chunk at a time and filtered.
+   */
+  private async listGroup(group: string, opts: ListNodesOptions): Promise<NodeRecord[]> {
+    const snapshot = this.db.snapshot();
+    try {
+      const prefix = K.group(group, '');
+      const out: NodeRecord[] = [];
+      let after = opts.after ?? '';
+      const chunk = opts.state ? Math.max(opts.limit, 256) : opts.limit;
+      for (;;) {
+        const names: string[] = [];
+        for await (const k of this.db.keys({
+          gt: prefix + after,
+          lt: prefix + END,
+          limit: chunk,
+          snapshot,
+        })) {
+          names.push(k.slice(prefix.length));
+        }
+        const recs = await this.db.getMany(names.map(K.node), { snapshot });
+        for (const v of recs) {
+          if (v === undefined) continue;
+          const r = normaliseNode(JSON.parse(v));
+          if (opts.state && r.state !== opts.state) continue;
+          out.push(r);
+          if (out.length === opts.limit) return out;
+        }
+        if (names.length < chunk) return out;
+        after = names[names.length - 1]!;
+      }
+    } finally {
+      await snapshot.close();
+    }
+  }
+
+  async listGroups(): Promise<GroupCount[]> {
+    return [...this.landedGroups.keys()]
+      .sort()
+      .map((group) => ({ group, count: this.landedGroups.get(group)! }));
   }
 
   async namesInState(state: NodeState, limit = 10_000): Promise<string[]> {
@@ -446,7 +509,7 @@ export class LevelRegistry implements Registry {
     else v = await this.db.get(K.node(name));
     if (v === undefined) return undefined;
     const r = normaliseNode(JSON.parse(v));
-    return { rev: r.rev, state: r.state, json: v };
+    return { rev: r.rev, state: r.state, group: r.group, json: v };
   }
 
   /**
@@ -470,7 +533,7 @@ export class LevelRegistry implements Registry {
           throw new StoreConflict('node', `node ${name} is at rev ${prev?.rev ?? 0}, not ${w.expectRev}`);
         }
         const rec: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
-        const next: Current = { rev: rec.rev, state: rec.state, json: JSON.stringify(rec) };
+        const next: Current = { rev: rec.rev, state: rec.state, group: rec.group, json: JSON.stringify(rec) };
         latest.set(name, next);
         nodes.push({ name, prev, next, archivePrev: w.archivePrev === true });
       }
@@ -504,6 +567,7 @@ export class LevelRegistry implements Registry {
   ): { events: MusterEvent[]; done: Promise<void> } {
     const ops: Op[] = [];
     let countsChanged = false;
+    let groupsChanged = false;
     const pendingHere: [string, Current][] = [];
     for (const { name, prev, next, archivePrev } of nodes) {
       ops.push({ type: 'put', key: K.node(name), value: next.json });
@@ -519,22 +583,48 @@ export class LevelRegistry implements Registry {
         this.queuedCounts[next.state]++;
         countsChanged = true;
       }
+      // The group index follows the record (DESIGN "Groups"): the old group's key goes, the new one's comes.
+      if (prev?.group !== next.group) {
+        if (prev?.group !== undefined) {
+          ops.push({ type: 'del', key: K.group(prev.group, name) });
+          const left = (this.queuedGroups.get(prev.group) ?? 0) - 1;
+          if (left > 0) this.queuedGroups.set(prev.group, left);
+          else this.queuedGroups.delete(prev.group);
+        }
+        if (next.group !== undefined) {
+          ops.push({ type: 'put', key: K.group(next.group, name), value: '' });
+          this.queuedGroups.set(next.group, (this.queuedGroups.get(next.group) ?? 0) + 1);
+        }
+        groupsChanged = true;
+      }
       this.pending.set(name, next);
       pendingHere.push([name, next]);
     }
     const state = new Map<string, string>();
     if (countsChanged) state.set(K.counts, JSON.stringify(this.queuedCounts));
+    if (groupsChanged) state.set(K.groups, groupsJson(this.queuedGroups));
 
     const tokens: TokenRecord[] = [];
     if (usedToken) tokens.push(usedToken);
     if (change.putToken) tokens.push(structuredClone(change.putToken));
-    for (const t of tokens) {
-      this.queuedTokens.set(t.id, t);
-      state.set(K.token(t.id), JSON.stringify(t));
+    for (const t of tokens) this.queuedTokens.set(t.id, t);
+    // Counts of refusals never refuse a change: they apply to the state the change left (no await
+    // since the checks: the count is exact under concurrency, like a use).
+    const badProof = change.tokenBadProof
+      ? tokenBadProofOnce(this.queuedTokens.get(change.tokenBadProof.id), change.tokenBadProof)
+      : undefined;
+    if (badProof) {
+      tokens.push(badProof.next);
+      this.queuedTokens.set(badProof.next.id, badProof.next);
     }
+    for (const t of tokens) state.set(K.token(t.id), JSON.stringify(this.queuedTokens.get(t.id)));
     let installMode: InstallModeState | undefined;
     if (usedInstallMode) installMode = usedInstallMode.next;
     if (change.setInstallMode) installMode = structuredClone(change.setInstallMode);
+    const failure = change.installModeFailure
+      ? installModeFailureOnce(installMode ?? this.queuedInstallMode, change.installModeFailure)
+      : undefined;
+    if (failure) installMode = failure.next;
     if (installMode) {
       this.queuedInstallMode = installMode;
       state.set(K.installMode, JSON.stringify(installMode));
@@ -579,7 +669,12 @@ export class LevelRegistry implements Registry {
       });
     }
     const at = new Date(this.now()).toISOString();
-    const inputs = [...(change.events ?? []), ...(usedInstallMode?.event ? [usedInstallMode.event] : [])];
+    const inputs = [
+      ...(change.events ?? []),
+      ...(usedInstallMode?.event ? [usedInstallMode.event] : []),
+      ...(badProof?.event ? [badProof.event] : []),
+      ...(failure?.event ? [failure.event] : []),
+    ];
     const events = inputs.map((e): MusterEvent => ({ seq: ++this.queuedSeq, at, ...structuredClone(e) }));
     for (const ev of events) {
       ops.push({ type: 'put', key: K.event(ev.seq), value: JSON.stringify(ev) });
@@ -588,9 +683,11 @@ export class LevelRegistry implements Registry {
     }
 
     const counts = countsChanged ? { ...this.queuedCounts } : undefined;
+    const groups = groupsChanged ? new Map(this.queuedGroups) : undefined;
     const seq = this.queuedSeq;
     const land = (): void => {
       if (counts) this.landedCounts = counts;
+      if (groups) this.landedGroups = groups;
       this.landedSeq = seq;
       for (const t of tokens) this.landedTokens.set(t.id, t);
       if (installMode) this.landedInstallMode = installMode;

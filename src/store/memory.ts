@@ -13,6 +13,7 @@ import {
   NODE_STATES,
   StoreConflict,
   type Change,
+  type GroupCount,
   type InstallModeState,
   type ListNodesOptions,
   type MusterEvent,
@@ -24,7 +25,15 @@ import {
   type SerialRecord,
   type TokenRecord,
 } from './registry.js';
-import { banId, EventDelivery, useInstallModeOnce, usePreapprovalOnce, useTokenOnce } from './common.js';
+import {
+  banId,
+  EventDelivery,
+  installModeFailureOnce,
+  tokenBadProofOnce,
+  useInstallModeOnce,
+  usePreapprovalOnce,
+  useTokenOnce,
+} from './common.js';
 
 const copy = <T>(v: T): T => structuredClone(v);
 
@@ -73,7 +82,9 @@ export class MemoryRegistry implements Registry {
       if (out.length >= opts.limit) break;
       if (opts.after !== undefined && name <= opts.after) continue;
       const r = this.nodes.get(name)!;
-      if (opts.state === undefined || r.state === opts.state) out.push(copy(r));
+      if (opts.state !== undefined && r.state !== opts.state) continue;
+      if (opts.group !== undefined && r.group !== opts.group) continue;
+      out.push(copy(r));
     }
     return out;
   }
@@ -90,6 +101,12 @@ export class MemoryRegistry implements Registry {
     const c = Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<NodeState, number>;
     for (const r of this.nodes.values()) c[r.state]++;
     return c;
+  }
+
+  async listGroups(): Promise<GroupCount[]> {
+    const c = new Map<string, number>();
+    for (const r of this.nodes.values()) if (r.group !== undefined) c.set(r.group, (c.get(r.group) ?? 0) + 1);
+    return [...c.keys()].sort().map((group) => ({ group, count: c.get(group)! }));
   }
 
   async getToken(id: string): Promise<TokenRecord | undefined> {
@@ -176,8 +193,17 @@ export class MemoryRegistry implements Registry {
     }
     if (usedToken) this.tokens.set(usedToken.id, usedToken);
     if (change.putToken) this.tokens.set(change.putToken.id, copy(change.putToken));
+    // Counts of refusals never refuse a change: they apply to the state the change left.
+    const badProof = change.tokenBadProof
+      ? tokenBadProofOnce(this.tokens.get(change.tokenBadProof.id), change.tokenBadProof)
+      : undefined;
+    if (badProof) this.tokens.set(badProof.next.id, badProof.next);
     if (usedInstallMode) this.installMode = usedInstallMode.next;
     if (change.setInstallMode) this.installMode = copy(change.setInstallMode);
+    const failure = change.installModeFailure
+      ? installModeFailureOnce(this.installMode, change.installModeFailure)
+      : undefined;
+    if (failure) this.installMode = failure.next;
     if (change.usePreapproval) this.preapprovals.delete(change.usePreapproval.name);
     if (change.deletePreapproval !== undefined) this.preapprovals.delete(change.deletePreapproval);
     if (change.putPreapproval) this.preapprovals.set(change.putPreapproval.name, copy(change.putPreapproval));
@@ -189,7 +215,12 @@ export class MemoryRegistry implements Registry {
     }
     if (change.revoke) this.revocations.set(change.revoke.serial, copy(change.revoke));
     const at = new Date(this.now()).toISOString();
-    const inputs = [...(change.events ?? []), ...(usedInstallMode?.event ? [usedInstallMode.event] : [])];
+    const inputs = [
+      ...(change.events ?? []),
+      ...(usedInstallMode?.event ? [usedInstallMode.event] : []),
+      ...(badProof?.event ? [badProof.event] : []),
+      ...(failure?.event ? [failure.event] : []),
+    ];
     const events = inputs.map((e): MusterEvent => ({ seq: ++this.eventSeq, at, ...copy(e) }));
     for (const ev of events) {
       this.events.set(ev.seq, ev);

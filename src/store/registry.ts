@@ -51,6 +51,20 @@ export interface Change {
    */
   useInstallMode?: { since: number };
   /**
+   * Count one refused join of the install-mode window that began at `since` (DESIGN "Lockout"). A
+   * no-op when that window is no longer on (a refusal is never itself refused); the failure that
+   * reaches `max` switches install mode off (offReason `locked: N refused attempts`), and the store
+   * adds the `install-mode` event that says so, in the same write.
+   */
+  installModeFailure?: { since: number; max: number };
+  /**
+   * Count one bad proof for join token `id` (DESIGN "Lockout"). A no-op for an unknown id (an
+   * attacker cannot grow the store), a revoked or an already locked token; the bad proof that
+   * reaches `max` locks the token (`lockedAt`: the caller's time, the store has no clock) and the
+   * store adds the `token` event {action: 'locked'}.
+   */
+  tokenBadProof?: { id: string; max: number; at: string };
+  /**
    * Consume the name's pre-approval with this acceptance (exactly once, like useToken). Refused
    * (StoreConflict 'preapproval') unless it exists and, when `now` is given, has not expired by then:
    * the store has no clock, expiry is the caller's time.
@@ -95,9 +109,19 @@ export function isStoreConflict(err: unknown, on?: ConflictOn): err is StoreConf
 
 export interface ListNodesOptions {
   state?: NodeState;
+  /**
+   * Only the nodes whose record names this group (DESIGN "Groups"): an index read, never a full scan.
+   * With `state` too, the group's index is walked and filtered by state.
+   */
+  group?: string;
   /** Start after this name (paging). */
   after?: string;
   limit: number;
+}
+
+export interface GroupCount {
+  group: string;
+  count: number;
 }
 
 export interface Registry {
@@ -115,6 +139,11 @@ export interface Registry {
   history(name: string): Promise<NodeRecord[]>;
   /** Number of current records in each state. */
   counts(): Promise<Record<NodeState, number>>;
+  /**
+   * Every group some current record names, by group name, with how many records name it (whatever
+   * their state): kept with the records, never a scan of them.
+   */
+  listGroups(): Promise<GroupCount[]>;
 
   // ---- tokens and install mode ----
   getToken(id: string): Promise<TokenRecord | undefined>;

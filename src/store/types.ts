@@ -15,7 +15,7 @@ export const NODE_STATES: readonly NodeState[] = [
   'removed',
 ];
 
-export type AdmissionRule = 'token' | 'install-mode' | 'approval' | 'refused' | 'removed';
+export type AdmissionRule = 'token' | 'install-mode' | 'approval' | 'policy' | 'refused' | 'removed';
 
 export interface Decision {
   rule: AdmissionRule;
@@ -76,6 +76,14 @@ export interface TokenRecord {
   revoked: boolean;
   revokedAt?: string;
   description?: string;
+  /**
+   * Proofs that named this token and did not verify with its secret (DESIGN "Lockout"): counted by
+   * the store (Change.tokenBadProof), exactly; absent on records written before lockout existed.
+   */
+  badProofs?: number;
+  /** Locked after too many bad proofs: refused like a revoked token until the operator unlocks it. */
+  locked?: boolean;
+  lockedAt?: string;
 }
 
 export interface InstallModeState {
@@ -88,8 +96,13 @@ export interface InstallModeState {
   role?: string;
   cluster?: string;
   remote: boolean;
-  /** Why it is off (deadline, max reached, operator). */
+  /** Why it is off (deadline, max reached, operator, locked). */
   offReason?: string;
+  /**
+   * Joins refused while this window was open (DESIGN "Lockout", Matter's commissioning window):
+   * counted by the store (Change.installModeFailure); absent: none (or written before lockout).
+   */
+  failures?: number;
 }
 
 export const INSTALL_MODE_OFF: InstallModeState = { on: false, max: null, accepted: 0, remote: false };
@@ -104,7 +117,23 @@ export type EventType =
   | 'group'
   | 'renewed'
   | 'preapproval'
-  | 'ban';
+  | 'ban'
+  | 'refused';
+
+/** Every event type, for validating `muster events --type` and the admin API's `type` filter. */
+export const EVENT_TYPES: readonly EventType[] = [
+  ...NODE_STATES,
+  'conflict',
+  'expired',
+  'gc',
+  'install-mode',
+  'token',
+  'group',
+  'renewed',
+  'preapproval',
+  'ban',
+  'refused',
+];
 
 export interface MusterEvent {
   seq: number;

@@ -73,6 +73,14 @@ async function move(reg: Registry, name: string, state: NodeState, archivePrev =
   return (await reg.getNode(name))!;
 }
 
+/** Puts a node into `group` (undefined: out of any group) with compare-and-set, as an operator does. */
+async function regroup(reg: Registry, name: string, group: string | undefined): Promise<NodeRecord> {
+  const { group: _old, ...cur } = (await reg.getNode(name))!;
+  const next = group === undefined ? cur : { ...cur, group };
+  await reg.apply({ nodes: [{ expectRev: cur.rev, next }], events: [{ type: 'group', name }] });
+  return (await reg.getNode(name))!;
+}
+
 /** Outcomes of settled promises: how many landed, and the reasons of the others. */
 function outcomes<T>(results: PromiseSettledResult<T>[]): { ok: T[]; errors: unknown[] } {
   return {
@@ -92,6 +100,7 @@ async function snapshot(reg: Registry) {
   return {
     nodes: await reg.listNodes({ limit: 1000 }),
     counts: await reg.counts(),
+    groups: await reg.listGroups(),
     tokens: await reg.listTokens(),
     installMode: await reg.getInstallMode(),
     serials: await reg.listSerials(),
@@ -391,6 +400,134 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
       });
     });
 
+    describe('groups', () => {
+      const inGroup = async (reg: Registry, group: string, state?: NodeState): Promise<string[]> =>
+        (await reg.listNodes({ group, limit: 1000, ...(state ? { state } : {}) })).map((n) => n.name);
+
+      it('is empty until a record names a group', async () => {
+        const { registry: reg } = await open();
+        await create(reg, 'a');
+        expect(await reg.listGroups()).toEqual([]);
+        expect(await inGroup(reg, 'web')).toEqual([]);
+      });
+
+      it('the index follows the record: created in a group, moved, taken out, through state changes', async () => {
+        const { registry: reg } = await open();
+        await create(reg, 'a', 'active', { group: 'web' });
+        for (const n of ['b', 'c', 'd']) await create(reg, n, 'active');
+        await regroup(reg, 'b', 'web');
+        await regroup(reg, 'c', 'db');
+        expect(await reg.listGroups()).toEqual([
+          { group: 'db', count: 1 },
+          { group: 'web', count: 2 },
+        ]);
+        expect(await inGroup(reg, 'web')).toEqual(['a', 'b']);
+
+        // A move: out of the old group's index, into the new one's; the emptied group is gone.
+        const moved = await regroup(reg, 'c', 'web');
+        expect(moved).toMatchObject({ group: 'web', rev: 3 });
+        expect(await inGroup(reg, 'web')).toEqual(['a', 'b', 'c']);
+        expect(await inGroup(reg, 'db')).toEqual([]);
+        expect(await reg.listGroups()).toEqual([{ group: 'web', count: 3 }]);
+
+        // Out of any group.
+        const out = await regroup(reg, 'a', undefined);
+        expect(out.group).toBeUndefined();
+        expect(await inGroup(reg, 'web')).toEqual(['b', 'c']);
+        expect(await reg.listGroups()).toEqual([{ group: 'web', count: 2 }]);
+
+        // A state change keeps the group (the record carries it), and the listing shows the new state.
+        await move(reg, 'b', 'removed');
+        expect(await inGroup(reg, 'web')).toEqual(['b', 'c']);
+        expect(await inGroup(reg, 'web', 'removed')).toEqual(['b']);
+        expect(await inGroup(reg, 'web', 'active')).toEqual(['c']);
+        expect(await reg.listGroups()).toEqual([{ group: 'web', count: 2 }]);
+        // The same group written again changes nothing in the index.
+        await regroup(reg, 'c', 'web');
+        expect(await reg.listGroups()).toEqual([{ group: 'web', count: 2 }]);
+      });
+
+      it('lists a group by name, a page at a time, with and without a state', async () => {
+        const { registry: reg } = await open();
+        const names = Array.from({ length: 30 }, (_, i) => `n-${String(i).padStart(2, '0')}`);
+        for (const n of [...names].reverse()) await create(reg, n, 'active');
+        const web = names.filter((_, i) => i % 2 === 0);
+        for (const n of web) await regroup(reg, n, 'web');
+        for (const n of names.filter((_, i) => i % 2 === 1)) await regroup(reg, n, 'db');
+        const removed = web.filter((_, i) => i % 3 === 0);
+        for (const n of removed) await move(reg, n, 'removed');
+
+        const pages = async (group: string, limit: number, state?: NodeState): Promise<string[][]> => {
+          const out: string[][] = [];
+          let after: string | undefined;
+          for (;;) {
+            const page = await reg.listNodes({
+              group,
+              limit,
+              ...(state ? { state } : {}),
+              ...(after ? { after } : {}),
+            });
+            if (page.length === 0) return out;
+            expect(page.length).toBeLessThanOrEqual(limit);
+            for (const n of page) expect(n.group).toBe(group);
+            out.push(page.map((n) => n.name));
+            after = page[page.length - 1]!.name;
+          }
+        };
+        const all = await pages('web', 4);
+        expect(all.map((p) => p.length)).toEqual([4, 4, 4, 3]);
+        expect(all.flat()).toEqual(web);
+        const active = await pages('web', 4, 'active');
+        expect(active.flat()).toEqual(web.filter((n) => !removed.includes(n)));
+        expect(active.map((p) => p.length)).toEqual([4, 4, 2]);
+        expect((await pages('web', 100, 'removed')).flat()).toEqual(removed);
+        expect(await reg.listNodes({ group: 'web', limit: 2, after: 'n-03' })).toMatchObject([
+          { name: 'n-04' },
+          { name: 'n-06', state: 'removed' },
+        ]);
+        expect(await reg.listNodes({ group: 'nope', limit: 10 })).toEqual([]);
+        expect(await reg.listNodes({ group: 'web', state: 'pending', limit: 10 })).toEqual([]);
+        expect(await reg.listGroups()).toEqual([
+          { group: 'db', count: 15 },
+          { group: 'web', count: 15 },
+        ]);
+      });
+
+      it('a refused change leaves the index as it was; the index survives a restart', async () => {
+        const h = await open();
+        let reg = h.registry;
+        await create(reg, 'a', 'active', { group: 'web' });
+        await create(reg, 'b', 'active');
+        const a = (await reg.getNode('a'))!;
+        const b = (await reg.getNode('b'))!;
+        // b's write is stale: neither the move of a nor b's new group lands.
+        await expect(
+          reg.apply({
+            nodes: [
+              { expectRev: a.rev, next: { ...a, group: 'db' } },
+              { expectRev: b.rev + 1, next: { ...b, group: 'db' } },
+            ],
+          }),
+        ).rejects.toSatisfy((e) => isStoreConflict(e, 'node'));
+        expect(await reg.listGroups()).toEqual([{ group: 'web', count: 1 }]);
+        expect(await inGroup(reg, 'db')).toEqual([]);
+        // Two writes to one name in one change: the index holds the last one's group only.
+        await reg.apply({
+          nodes: [
+            { expectRev: a.rev, next: { ...a, group: 'db' } },
+            { expectRev: a.rev + 1, next: { ...a, group: 'mq' } },
+          ],
+        });
+        expect(await reg.listGroups()).toEqual([{ group: 'mq', count: 1 }]);
+        if (!h.reopen) return;
+        reg = await h.reopen();
+        expect(await reg.listGroups()).toEqual([{ group: 'mq', count: 1 }]);
+        expect(await inGroup(reg, 'mq')).toEqual(['a']);
+        await regroup(reg, 'b', 'mq');
+        expect(await reg.listGroups()).toEqual([{ group: 'mq', count: 2 }]);
+      });
+    });
+
     describe('tokens', () => {
       it('puts, reads and lists tokens; a put replaces', async () => {
         const { registry: reg } = await open();
@@ -544,6 +681,118 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         await Promise.all(Array.from({ length: 8 }, () => reg.apply({ useInstallMode: { since: 1000 } })));
         expect(await reg.getInstallMode()).toEqual({ ...window(1000, null), accepted: 8 });
         expect(await reg.lastEventSeq()).toBe(0);
+      });
+    });
+
+    describe('lockout (refused attempts)', () => {
+      const open5 = (since: number): InstallModeState => ({
+        on: true,
+        since,
+        until: since + 600_000,
+        max: null,
+        accepted: 0,
+        remote: false,
+      });
+      const AT = '2026-01-01T00:00:00.000Z';
+
+      it('of 30 concurrent failures of a window with max 20, exactly 20 count; the 20th switches it off with its event', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ setInstallMode: open5(1000) });
+        const seqBefore = await reg.lastEventSeq();
+        const results = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            reg.apply({
+              installModeFailure: { since: 1000, max: 20 },
+              events: [{ type: 'refused', name: `n-${i}`, detail: { reason: 'bad_proof' } }],
+            }),
+          ),
+        );
+        // A refusal is never refused: every change lands, with its own event.
+        expect(results.every((evs) => evs[0]!.type === 'refused')).toBe(true);
+        const locking = results.filter((evs) => evs.length === 2);
+        expect(locking).toHaveLength(1);
+        expect(locking[0]![1]).toMatchObject({
+          type: 'install-mode',
+          detail: { on: false, reason: 'locked: 20 refused attempts', failures: 20 },
+        });
+        expect(await reg.getInstallMode()).toEqual({
+          ...open5(1000),
+          on: false,
+          failures: 20,
+          offReason: 'locked: 20 refused attempts',
+        });
+        const types = (await reg.listEvents(seqBefore, 100)).map((e) => e.type);
+        expect(types.filter((t) => t === 'install-mode')).toHaveLength(1);
+        expect(types).toHaveLength(31);
+      });
+
+      it('counts nothing for another window or install mode off; a new window starts at zero', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ installModeFailure: { since: 1000, max: 2 } });
+        expect(await reg.getInstallMode()).toEqual(INSTALL_MODE_OFF);
+        await reg.apply({ setInstallMode: open5(1000) });
+        await reg.apply({ installModeFailure: { since: 1000, max: 3 } });
+        await reg.apply({ installModeFailure: { since: 999, max: 3 } });
+        expect((await reg.getInstallMode()).failures).toBe(1);
+        await reg.apply({ setInstallMode: open5(2000) });
+        await reg.apply({ installModeFailure: { since: 1000, max: 3 } });
+        expect(await reg.getInstallMode()).toEqual(open5(2000));
+        expect(await reg.lastEventSeq()).toBe(0);
+      });
+
+      it('of 12 concurrent bad proofs for a token with max 5, exactly 5 count; the 5th locks it with a token event', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ putToken: token('t1', null) });
+        const results = await Promise.all(
+          Array.from({ length: 12 }, () => reg.apply({ tokenBadProof: { id: 't1', max: 5, at: AT } })),
+        );
+        expect(results.flat()).toHaveLength(1);
+        expect(results.flat()[0]).toMatchObject({
+          type: 'token',
+          detail: { action: 'locked', id: 't1', badProofs: 5 },
+        });
+        expect(await reg.getToken('t1')).toEqual(
+          token('t1', null, { badProofs: 5, locked: true, lockedAt: AT }),
+        );
+        // A locked token is used no more, like a revoked one.
+        const err = await reg
+          .apply({ nodes: [{ expectRev: 0, next: rec('n', 'accepted') }], useToken: 't1' })
+          .catch((e: unknown) => e);
+        expect(isStoreConflict(err, 'token')).toBe(true);
+        expect(await reg.getNode('n')).toBeUndefined();
+      });
+
+      it('creates no record for an unknown token id and counts nothing for a revoked one', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ putToken: token('rev', null, { revoked: true }) });
+        const before = await snapshot(reg);
+        for (let i = 0; i < 3; i++) {
+          await reg.apply({ tokenBadProof: { id: 'nope', max: 2, at: AT } });
+          await reg.apply({ tokenBadProof: { id: 'rev', max: 2, at: AT } });
+        }
+        expect(await snapshot(reg)).toEqual(before);
+        expect(await reg.getToken('nope')).toBeUndefined();
+      });
+
+      it('keeps failure counts and a lock across a restart, and counts on from there', async (ctx) => {
+        const h = await open();
+        if (!h.reopen) return ctx.skip();
+        await h.registry.apply({ setInstallMode: open5(1000) });
+        await h.registry.apply({ putToken: token('a', null) });
+        await h.registry.apply({ putToken: token('b', null) });
+        for (let i = 0; i < 3; i++) {
+          await h.registry.apply({ installModeFailure: { since: 1000, max: 4 } });
+          await h.registry.apply({ tokenBadProof: { id: 'a', max: 4, at: AT } });
+        }
+        for (let i = 0; i < 2; i++) await h.registry.apply({ tokenBadProof: { id: 'b', max: 2, at: AT } });
+        const reg = await h.reopen();
+        expect((await reg.getInstallMode()).failures).toBe(3);
+        expect(await reg.getToken('a')).toMatchObject({ badProofs: 3 });
+        expect(await reg.getToken('b')).toMatchObject({ badProofs: 2, locked: true });
+        await reg.apply({ installModeFailure: { since: 1000, max: 4 } });
+        await reg.apply({ tokenBadProof: { id: 'a', max: 4, at: AT } });
+        expect(await reg.getInstallMode()).toMatchObject({ on: false, failures: 4 });
+        expect(await reg.getToken('a')).toMatchObject({ badProofs: 4, locked: true });
       });
     });
 
