@@ -113,6 +113,14 @@ describe('LevelRegistry', () => {
       expect(await reg.counts()).toMatchObject({ issued: 0, pending: 1 });
       expect((await reg.getToken('tok'))!.used).toBe(2);
       expect((await reg.listEvents(0, 10)).map((e) => e.seq)).toEqual([3, 4]);
+
+      // No group index in an old store: no old record names a group, so empty is right, and the
+      // first group written starts it.
+      expect(await reg.listGroups()).toEqual([]);
+      const cur = (await reg.getNode('old'))!;
+      await reg.apply({ nodes: [{ expectRev: cur.rev, next: { ...cur, group: 'web' } }] });
+      expect(await reg.listGroups()).toEqual([{ group: 'web', count: 1 }]);
+      expect((await reg.listNodes({ group: 'web', limit: 10 })).map((n) => n.name)).toEqual(['old']);
     } finally {
       await reg.close();
       t.cleanup();
