@@ -15,3 +15,4 @@ export type {
   ServiceKind,
 } from './mdns.js';
 export { SERVICE_TYPES } from './records.js';
+export * from './listing.js';

@@ -148,6 +148,8 @@ export const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A registrar id. */
 export const REGISTRAR_ID = /^[a-z0-9-]{1,63}$/;
 const B64URL_43 = /^[A-Za-z0-9_-]{43}$/;
+/** A software version as the `sw` key carries it: semver-like, 1-32 printable characters. */
+export const SOFTWARE_VERSION = /^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$/;
 
 /** The `_muster._tcp` TXT of a registrar ("I am the main"). */
 export interface RegistrarAdvert {
@@ -161,6 +163,12 @@ export interface RegistrarAdvert {
   mode: 'closed' | 'token' | 'open';
   /** The registrar id (also its instance name). */
   id?: string;
+  /**
+   * Informative: the registrar's software version (`sw`, its package version), for `muster discover`.
+   * Not part of any decision. Received values that are not a version are dropped, not an error: an
+   * advertisement stays usable whatever a newer or older registrar writes here.
+   */
+  sw?: string;
 }
 
 /** The `_muster-join._tcp` TXT of a node ("ready to register as X"). */
@@ -233,6 +241,8 @@ export function validateRegistrarTxt(txt: TxtMap): Result<RegistrarAdvert> {
     if (!id.ok) return id;
     value.id = id.value;
   }
+  const sw = txt.get('sw');
+  if (typeof sw === 'string' && SOFTWARE_VERSION.test(sw)) value.sw = sw;
   return { ok: true, value };
 }
 
@@ -272,6 +282,13 @@ export function validateNodeTxt(txt: TxtMap): Result<NodeAdvert> {
 export function registrarTxt(a: RegistrarAdvert): Record<string, string> {
   const txt: Record<string, string> = { v: '1', role: a.role, cluster: a.cluster, ca: a.ca, mode: a.mode };
   if (a.id !== undefined) txt.id = a.id;
+  if (a.sw !== undefined) {
+    if (!SOFTWARE_VERSION.test(a.sw))
+      throw new TxtEncodeError(
+        `invalid registrar advertisement: sw=${JSON.stringify(a.sw)} is not a version`,
+      );
+    txt.sw = a.sw;
+  }
   const check = validateRegistrarTxt(new Map(Object.entries(txt)));
   if (!check.ok) throw new TxtEncodeError(`invalid registrar advertisement: ${check.reason}`);
   return txt;

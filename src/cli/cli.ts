@@ -21,6 +21,7 @@ import { caCommand } from './ca-cmd.js';
 import type { CommandSpec, Context } from './command.js';
 import { GROUPS } from './command.js';
 import { configCommands } from './config-cmd.js';
+import { discoverCommand } from './discover-cmd.js';
 import { EXIT, exitCodeFor, exitCodeForCommand } from './exit-codes.js';
 import { installUnitsCommand } from './install-units.js';
 import { joinCommand } from './join-cmd.js';
@@ -45,6 +46,7 @@ export const COMMANDS: CommandSpec[] = [
   renewCommand,
   ...operatorCommands,
   caCommand,
+  discoverCommand,
   ...configCommands,
   installUnitsCommand,
 ];

@@ -41,6 +41,7 @@ export function exitCodeFor(err: unknown): number {
       return JOIN_EXIT.nameTaken;
     case 'MUSTER_ERR_BUNDLE':
     case 'MUSTER_ERR_AMBIGUOUS':
+    case 'MUSTER_ERR_NOT_CHOSEN':
     case 'MUSTER_ERR_CA_PIN':
     case 'MUSTER_ERR_TLS':
       return JOIN_EXIT.mismatch;

@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { MusterError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { parseToken } from '../common/proof.js';
+import { terminalChoice } from './choice-prompt.js';
 import { command } from './command.js';
 
 // The node agent (and its mDNS stack) loads only when this command runs.
@@ -64,6 +65,8 @@ export const joinCommand = command({
     // --name (flag, MUSTER_NAME or the file) wins over --name-from; the default is the host name.
     const nameFrom =
       ctx.sources.name === 'default' && o['name-from'] !== 'hostname' ? o['name-from'] : undefined;
+    // At a terminal the operator may choose among several registrars; a boot job never guesses.
+    const choose = terminalChoice();
     const result = await runJoin({
       name: o.name,
       ...(nameFrom ? { nameFrom } : {}),
@@ -82,6 +85,7 @@ export const joinCommand = command({
       mdns: o.mdns === 'on',
       discoveryTimeoutMs: o['discovery-timeout'],
       signal: stop.signal,
+      ...(choose ? { choose } : {}),
     });
     process.stdout.write(
       result.status === 'registered'

@@ -519,6 +519,16 @@ export const SETTINGS = {
   admin: {
     'admin-socket': adminSocket,
   },
+  /** `muster discover` (issue 11, item 2): browse `_muster._tcp` for a while and list what answered. */
+  discover: {
+    timeout: {
+      describe: 'how long to listen for registrars',
+      parse: duration(1000, 60_000),
+      default: '2s',
+    },
+    interface: { describe: 'IPv4 address of the interface to browse on', parse: ipv4 },
+    cluster: { describe: 'only registrars serving this cluster', parse: label },
+  },
   leave: {
     'state-dir': {
       describe: "the node's key and credentials (as for muster join)",

@@ -25,6 +25,7 @@ import { createMdns, nodeTxt, type Mdns, type MdnsOptions } from '../advertiser/
 import { checkBundle } from './bundle-check.js';
 import { checkIn } from './checkin.js';
 import { nodeClock } from './clock.js';
+import { chooseRegistrar, type AskChoice } from './choice.js';
 import { discoverRegistrar, type Candidate } from './discovery.js';
 import { hookEnvironment, runHook } from './hook.js';
 import {
@@ -76,6 +77,12 @@ export interface JoinOptions {
   discoveryTimeoutMs?: number;
   /** IPv4 address of the interface for mDNS. */
   interface?: string;
+  /**
+   * Asks the person at the terminal which registrar to join when mDNS found several (different CAs or
+   * clusters) and nothing pins one (choice.ts). The CLI passes it only when stdin and stderr are
+   * terminals: without it (a boot job) the node never picks one.
+   */
+  choose?: AskChoice;
   /** Time and randomness for the loop (tests); default the real clock and Math.random. */
   clock?: Clock;
   random?: () => number;
@@ -116,8 +123,10 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
       );
     }
   }
-  const pinned = pinOf(given.caFingerprint, token);
-  const pin = pinned?.fp;
+  let pinned = pinOf(given.caFingerprint, token);
+  let pin = pinned?.fp;
+  // The cluster asked for (empty: any); a choice at the terminal sets it for the rest of this run.
+  let cluster = given.cluster;
   try {
     await ensureDir(given.stateDir, 0o700);
   } catch (err) {
@@ -217,17 +226,38 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
       const url: RegistrarTarget[] = o.registrarUrl ? [{ url: o.registrarUrl }] : [];
       if (!mdns || !browsing) return url;
       let found: Candidate[] = [];
+      // A node that held credentials looks for its own cluster unless told otherwise (its bundle check
+      // would refuse another one anyway).
+      const wanted = cluster || localCluster;
       try {
-        found = await discoverRegistrar({
+        const heard = await discoverRegistrar({
           mdns,
           log,
           clock,
           timeoutMs: discoveryTimeoutMs,
           signal,
-          ...(o.cluster ? { cluster: o.cluster } : {}),
+          ...(wanted ? { cluster: wanted } : {}),
           ...(pin ? { pin } : {}),
           ...(heldCa ? { held: heldCa } : {}),
         });
+        // Several CAs or clusters: a choice for a person at a terminal, never a silent pick. With a
+        // --registrar URL to go on with, nobody is asked: that URL is the operator's choice.
+        const picked = await chooseRegistrar(heard, {
+          ...((pin ?? heldCa) ? { trusted: pin ?? heldCa } : {}),
+          ...(o.choose && !o.registrarUrl ? { ask: o.choose } : {}),
+          signal,
+        });
+        found = picked.candidates;
+        if (picked.chosen) {
+          const c = picked.chosen;
+          pinned = { fp: c.ca, from: 'the choice at the terminal' };
+          pin = c.ca;
+          cluster ||= c.cluster;
+          log.info(
+            { registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster, role: c.role },
+            'registrar chosen at the terminal: joining it, its CA pinned for this run',
+          );
+        }
       } catch (err) {
         if (signal.aborted) throw err;
         if (isMusterError(err, 'MUSTER_ERR_AMBIGUOUS')) {
@@ -270,11 +300,11 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
         signal,
       });
       const { info, trust } = client;
-      if (o.cluster && info.cluster !== o.cluster) {
+      if (cluster && info.cluster !== cluster) {
         client.close();
         throw new MusterError(
           'wrong_cluster',
-          `the registrar at ${client.base.origin} serves cluster ${info.cluster}, not ${o.cluster}`,
+          `the registrar at ${client.base.origin} serves cluster ${info.cluster}, not ${cluster}`,
         );
       }
       if (trust === 'tofu') {
@@ -304,10 +334,10 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
         ? {
             id: token.id,
             ts,
-            hmac: joinProofMac(token.secret, { name: o.name, role: o.role, cluster: o.cluster, key: fp, ts }),
+            hmac: joinProofMac(token.secret, { name: o.name, role: o.role, cluster, key: fp, ts }),
           }
         : undefined;
-      return { name: o.name, role: o.role, cluster: o.cluster, csr, ...(proof ? { proof } : {}) };
+      return { name: o.name, role: o.role, cluster, csr, ...(proof ? { proof } : {}) };
     },
 
     // The long poll proves possession of the key (DESIGN "HTTPS API": a fingerprint alone is public):
@@ -322,7 +352,7 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
       const checked = checkBundle(body, {
         name: o.name,
         role: o.role,
-        cluster: o.cluster,
+        cluster,
         spki,
         sessionCaPem: client.caPem,
         registrarId: client.info.id,

@@ -1,21 +1,22 @@
 /**
  * A node finds its registrar on the LAN (DESIGN "Discovery"): browse `_muster._tcp`, keep the
  * advertisements that validate, match the wanted cluster and the CA the node trusts (its pin, or the
- * CA it holds from an earlier registration); several candidates with different CAs and nothing pinned
- * is an error that lists them, never a silent pick.
+ * CA it holds from an earlier registration). Several candidates with different CAs or clusters and
+ * nothing pinned are a choice for the operator, never a silent pick (choice.ts).
  *
  * What it returns are hints (issue 8, hole 4): anyone on the link can advertise anything, so the
  * caller tries each candidate, checks it by TLS against the CA, and skips one that fails.
  */
 import { validateRegistrarTxt, type Discovered, type Mdns } from '../advertiser/index.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
-import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { nodeClock } from './clock.js';
 
 export interface Candidate {
   id: string;
   url: string;
+  /** `main`, or `cluster` for a tier registrar (DESIGN "Roles"). */
+  role: string;
   cluster: string;
   /** The CA fingerprint the registrar advertises (untrusted until TLS shows the same CA). */
   ca: string;
@@ -45,8 +46,8 @@ export interface DiscoverOptions {
   clock?: Clock;
 }
 
-/** Candidates named in the ambiguity message at most. */
-const MAX_LISTED = 8;
+/** Candidates kept at most: the list comes from packets anyone on the link can send. */
+const MAX_FOUND = 64;
 
 function toCandidate(s: Discovered): Candidate | { reason: string } {
   const v = validateRegistrarTxt(s.txt);
@@ -57,6 +58,7 @@ function toCandidate(s: Discovered): Candidate | { reason: string } {
   return {
     id: v.value.id ?? s.name,
     url: `https://${host}:${s.port}`,
+    role: v.value.role,
     cluster: v.value.cluster,
     ca: v.value.ca,
     mode: v.value.mode,
@@ -66,9 +68,8 @@ function toCandidate(s: Discovered): Candidate | { reason: string } {
 
 /**
  * Resolves with the matching registrars in the order they were heard (empty when none matched within
- * the timeout), all advertising one CA. Throws MUSTER_ERR_AMBIGUOUS when registrars with different CAs
- * match and no CA is pinned or held: the caller logs it and tries again later (DESIGN "Discovery":
- * never a silent pick; issue 8: never a reason to stop either).
+ * the timeout). Whether they leave a choice to make (several CAs or clusters, nothing pinned) is
+ * choice.ts's to decide: never a silent pick (DESIGN "Discovery").
  */
 export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
   return new Promise((resolve, reject) => {
@@ -84,27 +85,7 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       fn();
     };
     const trusted = o.pin ?? o.held;
-    const decide = (): void => {
-      const list = [...found.values()];
-      const cas = new Set(list.map((c) => c.ca));
-      if (cas.size > 1 && !trusted) {
-        // Bounded: the list comes from packets anyone can send.
-        const shown = list.slice(0, MAX_LISTED);
-        const lines =
-          shown.map((c) => `${c.id} at ${c.url} (cluster ${c.cluster}, CA ${c.ca})`).join('; ') +
-          (list.length > shown.length ? `; and ${list.length - shown.length} more` : '');
-        return finish(() =>
-          reject(
-            new MusterError(
-              'MUSTER_ERR_AMBIGUOUS',
-              `found ${list.length} registrars with different CAs and no CA is pinned: ${lines}. ` +
-                'Pin the right one with --ca-fingerprint, or choose with --cluster.',
-            ),
-          ),
-        );
-      }
-      finish(() => resolve(list));
-    };
+    const decide = (): void => finish(() => resolve([...found.values()]));
     const seen = (s: Discovered): void => {
       const c = toCandidate(s);
       if ('reason' in c) {
@@ -138,7 +119,9 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       }
       // Keyed by id and address: a forged advertisement that reuses a registrar's id must not push
       // the real one out of the list (both are tried; TLS tells them apart).
-      found.set(`${c.id} ${c.url}`, c);
+      const key = `${c.id} ${c.url}`;
+      if (!found.has(key) && found.size >= MAX_FOUND) return;
+      found.set(key, c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
       settleTimer ??= clock.setTimeout(decide, o.settleMs ?? 150);
     };
@@ -155,5 +138,48 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       return reject(err);
     }
     for (const s of browser.list()) seen(s);
+  });
+}
+
+export interface BrowseForOptions {
+  mdns: Mdns;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  clock?: Clock;
+}
+
+/** Advertisements kept at most by browseRegistrars (one per instance and source). */
+const MAX_HEARD = 1024;
+
+/**
+ * Everything heard on `_muster._tcp` for `timeoutMs` (`muster discover`): one entry per instance and
+ * packet source, the latest of each, invalid ones included (listing.ts sorts them out). Resolves early
+ * with what was heard when the signal aborts.
+ */
+export function browseRegistrars(o: BrowseForOptions): Promise<Discovered[]> {
+  return new Promise((resolve, reject) => {
+    const clock = o.clock ?? nodeClock;
+    const heard = new Map<string, Discovered>();
+    const keep = (s: Discovered): void => {
+      const key = `${s.fqdn.toLowerCase()}|${s.referer ?? ''}`;
+      if (!heard.has(key) && heard.size >= MAX_HEARD) return;
+      heard.set(key, s);
+    };
+    let browser: ReturnType<Mdns['browse']>;
+    try {
+      browser = o.mdns.browse('muster', { up: keep, update: keep });
+    } catch (err) {
+      return reject(err);
+    }
+    const done = (): void => {
+      clock.clearTimeout(timer);
+      o.signal?.removeEventListener('abort', done);
+      for (const s of browser.list()) keep(s);
+      browser.stop();
+      resolve([...heard.values()]);
+    };
+    const timer = clock.setTimeout(done, o.timeoutMs);
+    if (o.signal?.aborted) return done();
+    o.signal?.addEventListener('abort', done, { once: true });
   });
 }

@@ -13,6 +13,7 @@ import {
   type Publication,
 } from '../advertiser/index.js';
 import type { Logger } from '../common/log.js';
+import { VERSION } from '../common/version.js';
 import type { MusterEvent } from '../store/types.js';
 import type { RegistrarService } from './service.js';
 
@@ -53,6 +54,7 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
       ca: o.caFingerprint,
       mode: await o.service.mode(),
       id: o.registrarId,
+      sw: VERSION, // informative, for `muster discover` (docs/discovery.md)
     });
   let current = await txt();
   const pub: Publication = mdns.publish({ type: 'muster', name: o.registrarId, port: o.port, txt: current });
