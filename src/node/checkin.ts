@@ -119,7 +119,9 @@ export async function checkIn(o: CheckInOptions): Promise<CheckInOutcome> {
   await writeFileAtomic(o.files.path('config'), JSON.stringify(fresh.config, null, 2) + '\n');
   o.log.info({ node: name }, 'checked in: config.json updated');
   if (o.onChanged) {
-    await runHook(o.onChanged, hookEnvironment(process.env, o.files, o.bundle), '--on-changed');
+    // The new config (a new group among it: MUSTER_NODE_GROUP) with the files this node holds.
+    const env = hookEnvironment(process.env, o.files, { ...o.bundle, config: fresh.config });
+    await runHook(o.onChanged, env, '--on-changed');
     o.log.info({ node: name }, 'on-changed command done');
   }
   return 'config-changed';

@@ -24,6 +24,8 @@ export const HOOK_VARIABLES = [
   // Not MUSTER_NODE_CONFIG: that is the registrar's `node-config` setting.
   'MUSTER_NODE_CONFIG_FILE',
   'MUSTER_NODE_BUNDLE',
+  // The node's group (DESIGN "Groups"; bundle config `group`), when it is in one.
+  'MUSTER_NODE_GROUP',
 ] as const;
 
 export type HookVariable = (typeof HOOK_VARIABLES)[number];
@@ -49,6 +51,8 @@ export function hookEnvironment(
     ...(bundle.chain.length > 0 ? { MUSTER_NODE_CHAIN: files.path('chain') } : {}),
     MUSTER_NODE_CONFIG_FILE: files.path('config'),
     MUSTER_NODE_BUNDLE: files.path('bundle'),
+    // Only when the node is in a group: absent after `muster nodes ungroup` (like config.json's key).
+    ...(bundle.config.group !== undefined ? { MUSTER_NODE_GROUP: bundle.config.group } : {}),
   };
   return Object.assign(env, own);
 }

@@ -9,6 +9,7 @@ import { issueCertificateAsync, makeSerial, serialHex, toPem } from '../common/x
 import type { Registry, SerialRecord } from '../store/registry.js';
 import type { NodeRecord } from '../store/types.js';
 import type { CertificateAuthority } from './ca.js';
+import { bundleConfig } from './groups.js';
 
 export const DEFAULT_CERT_LIFETIME_MS = 90 * 86_400_000;
 
@@ -77,7 +78,6 @@ export class Issuer {
 
   /** The bundle of an issued node, MACed with the token secret when a token admitted it. */
   async bundle(rec: NodeRecord): Promise<Bundle> {
-    const cfg = this.o.nodeConfig ?? {};
     const bundle: Bundle = {
       v: 1,
       cluster: this.o.cluster,
@@ -87,7 +87,8 @@ export class Issuer {
       chain: [],
       ca: this.o.ca.certPem,
       registrar: { url: this.o.url(), id: this.o.registrarId },
-      config: { ...(cfg['*'] ?? {}), ...(cfg[rec.role] ?? {}) },
+      // node-config, and the node's group (groups.ts): a change reaches the node at its next contact.
+      config: bundleConfig(this.o.nodeConfig, rec),
       issuedAt: rec.issuedAt!,
     };
     const token = rec.tokenId ? await this.o.registry.getToken(rec.tokenId) : undefined;

@@ -20,6 +20,7 @@ import type {
   Preapproval,
 } from '../store/types.js';
 import type { Authorizer } from './admission/authorizer.js';
+import { Groups } from './groups.js';
 import { describeInstallMode, effectiveInstallMode, newToken, tokenView, type TokenView } from './policy.js';
 import type { Registration } from './registration.js';
 
@@ -45,8 +46,11 @@ export class Operator {
   private installTimer: TimerHandle | undefined;
   private readonly unwatch: () => void;
   private closed = false;
+  /** Groups (DESIGN "Groups"): in groups.ts, under the same per-name lock as every node write. */
+  readonly groups: Groups;
 
   private constructor(private readonly o: OperatorOptions) {
+    this.groups = new Groups({ registry: o.registry, locks: o.registration.locks, log: o.log });
     // The deadline timer follows the stored state: armed when install mode goes on, dropped when it
     // goes off (by the operator, the deadline, or the store at --max).
     this.unwatch = o.registry.watch((ev: MusterEvent) => {

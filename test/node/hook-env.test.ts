@@ -62,6 +62,12 @@ describe('the hook environment', () => {
     expect(hookEnvironment(inherited, files, bundle(['INTERMEDIATE'])).MUSTER_NODE_CHAIN).toBe(
       '/var/lib/muster/chain.pem',
     );
+    // The group, from the bundle's config, only when the node is in one (DESIGN "Groups").
+    expect(hookEnvironment(inherited, files, bundle([])).MUSTER_NODE_GROUP).toBeUndefined();
+    expect(
+      hookEnvironment(inherited, files, { ...bundle([]), config: { group: 'web', tier: 'x' } })
+        .MUSTER_NODE_GROUP,
+    ).toBe('web');
   });
 });
 
@@ -98,7 +104,7 @@ describe('the hook of a real registration', () => {
       Object.keys(env)
         .filter((k) => k.startsWith('MUSTER_'))
         .sort(),
-    ).toEqual(HOOK_VARIABLES.filter((v) => v !== 'MUSTER_NODE_CHAIN').sort());
+    ).toEqual(HOOK_VARIABLES.filter((v) => v !== 'MUSTER_NODE_CHAIN' && v !== 'MUSTER_NODE_GROUP').sort());
     expect(env).toMatchObject({
       MUSTER_NODE_NAME: 'node-1',
       MUSTER_NODE_ROLE: 'worker',
