@@ -37,6 +37,14 @@ export const registrarCommand = command({
       pendingTtlMs: o['pending-ttl'],
       unackedTtlMs: o['unacked-ttl'],
       eventRetention: o['event-retention'],
+      ...(o['policy-exec']
+        ? {
+            policyExec: o['policy-exec'],
+            policyTimeoutMs: o['policy-timeout'],
+            policyConcurrency: o['policy-concurrency'],
+          }
+        : {}),
+      ...(o['singleton-role'] ? { singletonRoles: o['singleton-role'] } : {}),
       mdns: o.mdns === 'on',
       ...(o.interface ? { interface: o.interface } : {}),
       ...(o['node-config'] ? { nodeConfig: o['node-config'] } : {}),

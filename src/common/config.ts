@@ -21,6 +21,7 @@ import { MusterError } from './errors.js';
 import * as L from './limits.js';
 import { defaultNodeName, formatDuration, isLabel, parseDuration } from './names.js';
 import { defaultAdminSocket, defaultNodeStateDir, defaultRegistrarStateDir } from './paths.js';
+import { splitCommand } from './command-line.js';
 import { TOKEN_ID_PATTERN } from './proof.js';
 
 // ---- parsers ------------------------------------------------------------------------------------
@@ -276,6 +277,41 @@ export const roleLifetimes: Parser<Record<string, number>> = (v) => {
   return out;
 };
 
+/**
+ * `--policy-exec`: a program and its arguments, run without a shell (registrar/admission/policy-hook.ts);
+ * a command line that cannot be split (an unclosed quote) is refused at start.
+ */
+export const commandLine: Parser<string> = (v) => {
+  const s = text(4096)(v);
+  try {
+    splitCommand(s);
+  } catch (err) {
+    throw new Invalid(`is not a command line: ${(err as Error).message}`);
+  }
+  return s;
+};
+
+/** Roles as `a,b` (flag or variable) or ["a", "b"] (file), each a DNS label. */
+export const labelList: Parser<string[]> = (v) => {
+  const items =
+    typeof v === 'string'
+      ? v.split(',').map((x) => x.trim())
+      : Array.isArray(v)
+        ? (v as unknown[])
+        : (() => {
+            throw new Invalid('must be roles separated by commas (a,b), or a list ["a", "b"] in the file');
+          })();
+  const out: string[] = [];
+  for (const x of items) {
+    if (x === '') continue;
+    if (typeof x !== 'string' || !isLabel(x))
+      throw new Invalid(`names a role that is not a DNS label: ${JSON.stringify(x)}`);
+    if (!out.includes(x)) out.push(x);
+  }
+  if (out.length === 0) throw new Invalid('must name at least one role');
+  return out;
+};
+
 export type NodeConfig = Record<string, Record<string, string>>;
 
 /**
@@ -456,6 +492,26 @@ export const SETTINGS = {
       describe: 'events kept in the event log (the oldest go first)',
       parse: int(1000, 100_000_000),
       default: '200000',
+    },
+    // The policy hook (issue 10, item 1; registrar/admission/policy-hook.ts, README "Policy hook").
+    'policy-exec': {
+      describe:
+        'a program that judges each join: request JSON on stdin; exit 0 accept, 10 pending, 20 reject (run without a shell)',
+      parse: commandLine,
+    },
+    'policy-timeout': {
+      describe: 'the policy hook answers within this, or the node waits for approval',
+      parse: duration(1000, 60_000),
+      default: '5s',
+    },
+    'policy-concurrency': {
+      describe: 'policy hooks running at once at most (more requests queue; a long queue waits for approval)',
+      parse: int(1, 64),
+      default: '4',
+    },
+    'singleton-role': {
+      describe: 'roles only one node may hold: a second node asking for one waits for approval (a,b)',
+      parse: labelList,
     },
   },
   join: {

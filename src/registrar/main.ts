@@ -48,6 +48,12 @@ export interface RegistrarOptions {
   maxInFlightJoins?: number;
   nodeConfig?: Record<string, Record<string, string>>;
   fault?: (point: FaultPoint) => void;
+  /** The policy hook (--policy-exec, --policy-timeout, --policy-concurrency). */
+  policyExec?: string;
+  policyTimeoutMs?: number;
+  policyConcurrency?: number;
+  /** --singleton-role. */
+  singletonRoles?: string[];
 }
 
 export interface RunningRegistrar {
@@ -178,8 +184,13 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       ...(opts.unackedTtlMs !== undefined ? { unackedTtlMs: opts.unackedTtlMs } : {}),
       ...(opts.nodeConfig ? { nodeConfig: opts.nodeConfig } : {}),
       ...(opts.fault ? { fault: opts.fault } : {}),
+      ...(opts.policyExec ? { policyExec: opts.policyExec } : {}),
+      ...(opts.policyTimeoutMs !== undefined ? { policyTimeoutMs: opts.policyTimeoutMs } : {}),
+      ...(opts.policyConcurrency !== undefined ? { policyConcurrency: opts.policyConcurrency } : {}),
+      ...(opts.singletonRoles?.length ? { singletonRoles: opts.singletonRoles } : {}),
     });
     cleanup.unshift(async () => service.close());
+    await service.policyHook?.check();
 
     const metrics = new Metrics({
       counts: () => service.operator.counts(),

@@ -45,12 +45,18 @@ export interface RegistrationOptions {
   maxHeard?: number;
   /** Test hook: called at named points of the exactly-once protocol (e.g. to SIGKILL the process). */
   fault?: (point: FaultPoint) => void;
+  /**
+   * Joins of this role are serialised across names too (a singleton role, admission/singleton.ts:
+   * two concurrent joins must not both find it vacant).
+   */
+  serialRole?: (role: string) => boolean;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 export class Registration {
   readonly locks = new KeyedMutex();
+  private readonly roleLocks = new KeyedMutex();
 
   constructor(private readonly o: RegistrationOptions) {}
 
@@ -88,7 +94,7 @@ export class Registration {
       );
     }
 
-    return this.locks.run(req.name, async () => {
+    return this.lockedFor(req, async () => {
       for (let attempt = 1; ; attempt++) {
         try {
           return await this.joinLocked(req, csr, address, channel, refuse);
@@ -104,6 +110,15 @@ export class Registration {
         }
       }
     });
+  }
+
+  /**
+   * The node's lock, and first its role's for a singleton role: always in this order (nothing takes
+   * them the other way round).
+   */
+  private lockedFor<T>(req: { name: string; role: string }, fn: () => Promise<T>): Promise<T> {
+    if (!this.o.serialRole?.(req.role)) return this.locks.run(req.name, fn);
+    return this.roleLocks.run(req.role, () => this.locks.run(req.name, fn));
   }
 
   private async joinLocked(
@@ -320,7 +335,9 @@ export class Registration {
         ? tokenKey(verdict.tokenId!)
         : verdict.rule === 'approval'
           ? `preapproval:${base.name}`
-          : INSTALL_MODE_KEY,
+          : verdict.rule === 'policy'
+            ? `policy:${base.name}` // consumes nothing shared
+            : INSTALL_MODE_KEY,
     );
     try {
       const { pendingReason: _p, advertisedKey: _a, ...rest } = base;
@@ -349,7 +366,7 @@ export class Registration {
       // The operator's pre-approval is consumed by this acceptance, exactly once (issue 9, item 3).
       else if (verdict.rule === 'approval')
         change.usePreapproval = { name: base.name, now: this.o.clock.now() };
-      else change.useInstallMode = { since: verdict.since ?? 0 };
+      else if (verdict.rule === 'install-mode') change.useInstallMode = { since: verdict.since ?? 0 };
       await this.o.registry.apply(change);
       this.log.info(
         {

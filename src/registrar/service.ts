@@ -26,6 +26,8 @@ import { ClusterRule } from './admission/cluster.js';
 import { InstallModeProvisioner } from './admission/install-mode.js';
 import { BanRule, PreapprovalProvisioner } from './admission/preapproval.js';
 import { PendingSources } from './admission/pending-sources.js';
+import { PolicyHook } from './admission/policy-hook.js';
+import { SingletonRoleRule } from './admission/singleton.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from './admission/reservations.js';
 import { TokenProvisioner } from './admission/token.js';
 import type { CertificateAuthority } from './ca.js';
@@ -68,6 +70,12 @@ export interface RegistrarServiceOptions {
   pendingTtlMs?: number;
   unackedTtlMs?: number;
   fault?: (point: FaultPoint) => void;
+  /** The policy hook's command line (--policy-exec; admission/policy-hook.ts). */
+  policyExec?: string;
+  policyTimeoutMs?: number;
+  policyConcurrency?: number;
+  /** Roles only one node may hold at a time (--singleton-role; admission/singleton.ts). */
+  singletonRoles?: string[];
 }
 
 export class RegistrarService implements RegistrationEndpoint {
@@ -79,9 +87,22 @@ export class RegistrarService implements RegistrationEndpoint {
   private readonly crls: CrlPublisher;
   readonly steward: Steward;
   private pendingSources!: PendingSources;
+  /** The policy hook, with --policy-exec. */
+  readonly policyHook: PolicyHook | undefined;
 
   private constructor(private readonly o: RegistrarServiceOptions) {
     const reservations = new Reservations();
+    this.policyHook = o.policyExec
+      ? new PolicyHook({
+          command: o.policyExec,
+          log: o.log.child({ component: 'policy-hook' }),
+          ...(o.policyTimeoutMs !== undefined ? { timeoutMs: o.policyTimeoutMs } : {}),
+          ...(o.policyConcurrency !== undefined ? { concurrency: o.policyConcurrency } : {}),
+        })
+      : undefined;
+    const singletons = o.singletonRoles?.length
+      ? new SingletonRoleRule(o.singletonRoles, o.registry)
+      : undefined;
     this.authorizer = new Authorizer(
       [
         new ClusterRule(o.cluster),
@@ -99,9 +120,11 @@ export class RegistrarService implements RegistrationEndpoint {
           autoregister: () => o.autoregister,
           cluster: o.cluster,
         }),
+        ...(singletons ? [singletons] : []),
       ],
       {
         clock: o.clock,
+        ...(this.policyHook ? { policy: this.policyHook } : {}),
         pendingCap: {
           max: o.maxPending ?? 10_000,
           count: async () => (await o.registry.counts()).pending,
@@ -134,6 +157,7 @@ export class RegistrarService implements RegistrationEndpoint {
       isOnLink: o.isOnLink,
       maxHeard: o.maxPending ?? 10_000,
       ...(o.fault ? { fault: o.fault } : {}),
+      ...(singletons ? { serialRole: (role: string) => singletons.roles.has(role) } : {}),
     });
     this.delivery = new Delivery(o.registry, o.clock);
     this.steward = new Steward({
@@ -177,6 +201,7 @@ export class RegistrarService implements RegistrationEndpoint {
   }
 
   close(): void {
+    this.policyHook?.close();
     this.pendingSources.close();
     this.operator.close();
     this.delivery.close();

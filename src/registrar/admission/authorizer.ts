@@ -34,8 +34,11 @@ export interface AdmissionRequest {
   alreadyPending?: boolean;
 }
 
-/** 'approval': the operator's pre-approval of the name (admission/preapproval.ts). */
-export type AcceptRule = 'token' | 'install-mode' | 'approval';
+/**
+ * 'approval': the operator's pre-approval of the name (admission/preapproval.ts); 'policy': the policy
+ * hook accepted what would otherwise wait (admission/policy-hook.ts).
+ */
+export type AcceptRule = 'token' | 'install-mode' | 'approval' | 'policy';
 
 export type Verdict =
   | {
@@ -56,7 +59,15 @@ export type Verdict =
       cause?: string;
       retryAfter?: number;
     }
-  | { kind: 'pending'; reason: string };
+  | {
+      kind: 'pending';
+      reason: string;
+      /**
+       * A hold: the node waits even if a token or install mode would admit it (a singleton role,
+       * admission/singleton.ts). Only the operator lifts it: an approval or a pre-approval.
+       */
+      hold?: boolean;
+    };
 
 /** One admission method, or a rule that can only refuse. Undefined: no opinion. */
 export interface Provisioner {
@@ -79,6 +90,13 @@ export interface AuthorizerOptions {
     count: () => Promise<number>;
     /** And beyond this many from one source (an IPv4 address or IPv6 /64), so one client cannot fill it. */
     perSource?: { max: number; count: (address: string) => number };
+  };
+  /**
+   * The policy hook (--policy-exec, admission/policy-hook.ts): it sees every verdict that is not a
+   * deny and returns the final one (deny wins; it never overrides a bad proof, which is a deny).
+   */
+  policy?: {
+    judge(req: AdmissionRequest, builtin: Exclude<Verdict, { kind: 'deny' }>): Promise<Verdict>;
   };
 }
 
@@ -108,12 +126,19 @@ export class Authorizer {
     }
     const deny = verdicts.find((v) => v.kind === 'deny');
     if (deny) return deny;
-    const accept = verdicts.find((v) => v.kind === 'accept');
-    if (accept) return accept;
-    const pending = verdicts.find((v) => v.kind === 'pending') ?? {
-      kind: 'pending',
-      reason: DEFAULT_PENDING_REASON,
-    };
+    const hold = verdicts.find((v) => v.kind === 'pending' && v.hold);
+    const accept = verdicts.find(
+      (v) => v.kind === 'accept' && (!hold || v.rule === 'approval'), // the operator's word lifts a hold
+    );
+    const builtin = (accept ??
+      hold ??
+      verdicts.find((v) => v.kind === 'pending') ?? {
+        kind: 'pending',
+        reason: DEFAULT_PENDING_REASON,
+      }) as Exclude<Verdict, { kind: 'deny' }>;
+    const verdict = this.opts.policy ? await this.opts.policy.judge(req, builtin) : builtin;
+    if (verdict.kind !== 'pending') return verdict;
+    const pending = verdict;
     const cap = this.opts.pendingCap;
     if (cap && !req.alreadyPending) {
       if (cap.perSource && cap.perSource.count(req.address) >= cap.perSource.max) {

@@ -1,0 +1,257 @@
+// The policy hook and singleton roles in the exactly-once core (issue 10, items 1 and 5): the real
+// service over the memory store on a ManualClock, with real `#!/bin/sh` hooks. Deny wins; a bad proof
+// never reaches the hook's accept; a refusal writes nothing.
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/common/clock.js';
+import { memoryLogger } from '../../src/common/log.js';
+import { RegistrarService } from '../../src/registrar/service.js';
+import { MemoryRegistry } from '../../src/store/memory.js';
+import type { Registry } from '../../src/store/registry.js';
+import { code, FAR, node, ON_LINK, storeState, testCa } from './harness.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'muster-policy-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * The store as far as admission goes: a refusal may be put on record (a `refused` event, a token's
+ * bad-proof count: refusals and lockout), nothing else may change.
+ */
+async function admissionState(r: Registry): Promise<unknown> {
+  const s = (await storeState(r)) as {
+    events: { type: string }[];
+    tokens: Record<string, unknown>[];
+  };
+  return {
+    ...s,
+    events: s.events.filter((ev) => ev.type !== 'refused'),
+    tokens: s.tokens.map(({ badProofs: _b, ...t }) => t),
+  };
+}
+
+let n = 0;
+function script(body: string): string {
+  const file = path.join(dir, `hook-${++n}.sh`);
+  writeFileSync(file, `#!/bin/sh\n${body}\n`);
+  chmodSync(file, 0o755);
+  return file;
+}
+
+interface Env {
+  svc: RegistrarService;
+  registry: Registry;
+  clock: ManualClock;
+  logs: ReturnType<typeof memoryLogger>;
+  token(roles?: string[]): Promise<{ id: string; secret: string }>;
+  close(): Promise<void>;
+}
+
+let env: Env | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+async function start(o: { policyExec?: string; singletonRoles?: string[] } = {}): Promise<Env> {
+  const clock = new ManualClock(Date.UTC(2026, 10, 30));
+  const registry = await MemoryRegistry.create({ now: () => clock.now() });
+  const logs = memoryLogger('registrar');
+  const svc = await RegistrarService.create({
+    registry,
+    ca: await testCa(),
+    clock,
+    log: logs.log,
+    registrarId: 'r-test',
+    cluster: 'edge',
+    role: 'main',
+    url: () => 'https://198.18.0.1:8443',
+    autoregister: 'local',
+    isOnLink: (a) => a.startsWith('198.18.0.'),
+    ...(o.policyExec ? { policyExec: o.policyExec, policyTimeoutMs: 10_000 } : {}),
+    ...(o.singletonRoles ? { singletonRoles: o.singletonRoles } : {}),
+  });
+  env = {
+    svc,
+    registry,
+    clock,
+    logs,
+    async token(roles = []) {
+      const { token } = await svc.operator.createToken({
+        ttlMs: 3_600_000,
+        maxUses: null,
+        roles,
+        clusters: [],
+      });
+      const [id, secret] = token.split('.') as [string, string];
+      return { id, secret };
+    },
+    async close() {
+      svc.close();
+      await registry.close();
+    },
+  };
+  return env;
+}
+
+describe('policy hook in the core', () => {
+  it('a hook that rejects refuses a node a token admits (403 policy_denied) and writes nothing', async () => {
+    const e = await start({ policyExec: script('echo "asset 4711 is retired"; exit 20') });
+    const tok = await e.token();
+    const before = await admissionState(e.registry);
+    const n1 = node('n1');
+    let err: unknown;
+    try {
+      await e.svc.join(n1.request({ token: tok, clock: e.clock }), FAR);
+    } catch (x) {
+      err = x;
+    }
+    expect(err).toMatchObject({ code: 'policy_denied', status: 403 });
+    // The node is told little; the operator's log has the hook's reason.
+    expect((err as Error).message).not.toContain('4711');
+    expect(await admissionState(e.registry)).toEqual(before);
+    expect((await e.svc.operator.listTokens())[0]).toMatchObject({ used: 0 });
+    expect(e.logs.text()).toContain('policy hook: asset 4711 is retired');
+  });
+
+  it('a hook that accepts admits a node that would wait: rule policy, the reason as detail', async () => {
+    const e = await start({ policyExec: script('echo "in the inventory (rack 7)"; exit 0') });
+    const n1 = node('n1');
+    const out = await e.svc.join(n1.request({ clock: e.clock }), FAR);
+    expect(out.status).toBe(201);
+    expect(await e.registry.getNode('n1')).toMatchObject({
+      state: 'issued',
+      key: n1.fp,
+      decision: { rule: 'policy', detail: 'in the inventory (rack 7)' },
+    });
+    // No install-mode slot or token was consumed.
+    expect(await e.registry.getInstallMode()).toMatchObject({ on: false });
+    const shown = await e.svc.operator.showNode('n1');
+    expect(shown.node.decision).toMatchObject({ rule: 'policy', detail: 'in the inventory (rack 7)' });
+  });
+
+  it('a bad proof is refused even when the hook would accept, and the hook never runs', async () => {
+    const ran = path.join(dir, 'bad-proof-ran');
+    const e = await start({ policyExec: script(`touch ${ran}; exit 0`) });
+    const tok = await e.token();
+    const before = await admissionState(e.registry);
+    const forged = { ...tok, secret: tok.secret.replace(/^./, (ch) => (ch === 'a' ? 'b' : 'a')) };
+    expect(await code(e.svc.join(node('n1').request({ token: forged, clock: e.clock }), FAR))).toBe(
+      'bad_proof',
+    );
+    expect(await admissionState(e.registry)).toEqual(before);
+    expect(() => readFileSync(ran)).toThrow();
+  });
+
+  it('a hook that says wait holds a token join pending, with its reason; the stdin names the token id', async () => {
+    const seen = path.join(dir, 'pending-stdin.json');
+    const e = await start({ policyExec: script(`cat > ${seen}; echo "not racked yet"; exit 10`) });
+    const tok = await e.token();
+    const n1 = node('n1');
+    const out = await e.svc.join(n1.request({ token: tok, clock: e.clock }), ON_LINK);
+    expect(out).toMatchObject({
+      status: 202,
+      state: 'pending',
+      reason: 'policy hook: not racked yet: waiting for approval',
+    });
+    expect(await e.registry.getNode('n1')).toMatchObject({
+      state: 'pending',
+      pendingReason: 'policy hook: not racked yet: waiting for approval',
+    });
+    expect((await e.svc.operator.listTokens())[0]).toMatchObject({ used: 0 });
+    const req = JSON.parse(readFileSync(seen, 'utf8'));
+    expect(req).toEqual({
+      v: 1,
+      name: 'n1',
+      role: 'worker',
+      cluster: '',
+      key: n1.fp,
+      channel: 'https',
+      address: ON_LINK,
+      onLink: true,
+      heard: false,
+      tokenId: tok.id,
+      builtin: { verdict: 'accept', rule: 'token', reason: expect.any(String) },
+    });
+    // The secret and the proof never reach the hook.
+    expect(readFileSync(seen, 'utf8')).not.toContain(tok.secret);
+    expect(readFileSync(seen, 'utf8')).not.toContain('hmac');
+    // The operator can still approve it.
+    await e.svc.operator.approve('n1', 'alice');
+    expect(await e.registry.getNode('n1')).toMatchObject({ state: 'issued' });
+  });
+
+  it('a hook that crashes leaves a token join pending (default-deny), with the failure as reason', async () => {
+    const e = await start({ policyExec: script('exit 3') });
+    const tok = await e.token();
+    const out = await e.svc.join(node('n1').request({ token: tok, clock: e.clock }), FAR);
+    expect(out).toMatchObject({ status: 202, reason: 'policy hook failed (exit 3): waiting for approval' });
+    expect(e.logs.text()).toContain('policy hook gave no answer');
+  });
+});
+
+describe('singleton roles', () => {
+  it('a second node of a singleton role waits with the reason; approval admits it; after removal a token admits the next', async () => {
+    const e = await start({ singletonRoles: ['walrus'] });
+    const tok = await e.token();
+    const w1 = node('w1');
+    expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
+      201,
+    );
+    // Other roles are not affected.
+    expect((await e.svc.join(node('x1').request({ token: tok, clock: e.clock }), FAR)).status).toBe(201);
+
+    const w2 = node('w2');
+    const out = await e.svc.join(w2.request({ role: 'walrus', token: tok, clock: e.clock }), FAR);
+    expect(out).toMatchObject({
+      status: 202,
+      reason: 'role walrus is a singleton held by node w1: waiting for approval',
+    });
+    expect(await e.registry.getNode('w2')).toMatchObject({
+      state: 'pending',
+      pendingReason: 'role walrus is a singleton held by node w1: waiting for approval',
+    });
+    // Install mode does not lift the hold either.
+    await e.svc.operator.installModeOn({ forMs: 60_000, max: null, remote: true });
+    const w3 = node('w3');
+    expect((await e.svc.join(w3.request({ role: 'walrus', clock: e.clock }), ON_LINK)).status).toBe(202);
+    await e.svc.operator.installModeOff();
+    // The operator's approval is the escape.
+    await e.svc.operator.approve('w2', 'alice');
+    expect(await e.registry.getNode('w2')).toMatchObject({ state: 'issued' });
+
+    // Once the holders are removed, the next node of the role is admitted by its token as usual.
+    await e.svc.operator.remove('w1', 'alice');
+    await e.svc.operator.remove('w2', 'alice');
+    await e.svc.operator.reject('w3', 'alice');
+    const w4 = node('w4');
+    expect((await e.svc.join(w4.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
+      201,
+    );
+    expect(await e.registry.getNode('w4')).toMatchObject({ state: 'issued', decision: { rule: 'token' } });
+  });
+
+  it('two concurrent token joins of a singleton role: exactly one is admitted', async () => {
+    const e = await start({ singletonRoles: ['walrus'] });
+    const tok = await e.token();
+    const outs = await Promise.all(
+      ['a1', 'a2', 'a3'].map((name) =>
+        e.svc.join(node(name).request({ role: 'walrus', token: tok, clock: e.clock }), FAR),
+      ),
+    );
+    expect(outs.map((o) => o.status).sort()).toEqual([201, 202, 202]);
+  });
+
+  it('the same node re-joining (its own role) is not held by itself', async () => {
+    const e = await start({ singletonRoles: ['walrus'] });
+    const tok = await e.token();
+    const w1 = node('w1');
+    expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
+      201,
+    );
+    expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
+      200,
+    );
+  });
+});
