@@ -32,6 +32,7 @@ export const ErrorCodes = {
   unsupported_media_type: { status: 415, summary: 'The request body is not JSON (Content-Type must be application/json).' },
   rate_limited: { status: 429, summary: 'Too many requests from this client; retry after the given delay.' },
   busy: { status: 503, summary: 'The registrar is shedding load; retry after the given delay.' },
+  store_unavailable: { status: 503, summary: 'The shared registry (etcd) cannot be reached; retry after the given delay.' },
   internal: { status: 500, summary: 'An unexpected error in the registrar; details are in its log.' },
 
   // Local errors (CLI, node agent)

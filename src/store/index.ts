@@ -10,7 +10,10 @@ export * from './registry.js';
 export { LevelRegistry } from './level.js';
 export { MemoryRegistry } from './memory.js';
 
-export type RegistrySpec = { kind: 'level'; dir: string } | { kind: 'memory' };
+export type RegistrySpec =
+  | { kind: 'level'; dir: string }
+  | { kind: 'memory' }
+  | { kind: 'etcd'; endpoints: string[]; prefix?: string };
 
 export async function openRegistry(spec: RegistrySpec, opts: RegistryOptions = {}): Promise<Registry> {
   switch (spec.kind) {
@@ -18,5 +21,13 @@ export async function openRegistry(spec: RegistrySpec, opts: RegistryOptions = {
       return LevelRegistry.open(spec.dir, opts);
     case 'memory':
       return MemoryRegistry.create(opts);
+    case 'etcd': {
+      // The etcd client (gRPC) loads only for a registrar that uses it.
+      const { EtcdRegistry } = await import('./etcd.js');
+      return EtcdRegistry.open(
+        { endpoints: spec.endpoints, ...(spec.prefix ? { prefix: spec.prefix } : {}) },
+        opts,
+      );
+    }
   }
 }

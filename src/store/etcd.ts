@@ -1,0 +1,841 @@
+/**
+ * The registry on etcd (DESIGN "Store backends": several registrars share one registry; exactly once
+ * by etcd transactions). The only module that imports etcd3 (CONVENTIONS 5); the key layout below is
+ * private to this file, under a prefix (default `/muster/`) so that several registries can share one
+ * etcd cluster.
+ *
+ * Key layout (under the prefix; values JSON unless said otherwise):
+ *   n/<name>                        current node record of a name
+ *   s/<state>/<name>                index by state ('' value); counts() counts these keys
+ *   g/<group>/<name>                index by group ('' value; only records that name a group)
+ *   gc/<group>                      number of current records that name the group (decimal; absent: 0)
+ *   h/<name>/<seq:16 hex>/<rev:16 hex>
+ *                                   an earlier record of the name (archivePrev), oldest first
+ *   e/<seq:16 hex>                  event; seq from m/seq, the newest `eventRetention` kept
+ *   sn/<counter:16 hex>             serial issued -> {name, serial}
+ *   rv/<serial>                     revoked serial
+ *   t/<id>                          join token
+ *   pa/<name>                       pre-approval of a name
+ *   b/<kind>!<value>                ban of a name or a key
+ *   m/install-mode                  install mode state
+ *   m/id                            registrar id (created if absent)
+ *   m/seq                           the last event sequence number handed out (decimal)
+ *   m/serial-lease                  serial counters up to here may have been handed out (decimal)
+ *
+ * Exactly once across registrars (DESIGN "Exactly once"): apply() is optimistic concurrency over
+ * etcd's multi-version store. A group of queued changes reads every key its preconditions depend on
+ * (the node records, the token, install mode, the pre-approval, m/seq), checks the preconditions in
+ * memory with the same functions as the other backends (common.ts), and commits ONE etcd transaction
+ * whose compares say "each of those keys still has the mod_revision I read" (0: still absent, which
+ * is create-if-absent) and whose success branch holds every put and delete of the group. etcd applies
+ * it atomically through raft, so it is durable on a quorum when it answers. If another registrar wrote
+ * one of those keys meanwhile, nothing is written and the group is read and decided again: a token's
+ * use count, install mode's window count and the event sequence are thereby counters advanced by
+ * compare-and-set, and two registrars never both see "the name is free".
+ *
+ * Changes queued by one process are grouped (group commit, up to MAX_GROUP changes and about
+ * MAX_WRITES keys per transaction, below etcd's default --max-txn-ops 128) and land in call order.
+ * Serial counters come from leases of SERIAL_LEASE taken by compare-and-set on m/serial-lease, so two
+ * registrars never hand out the same counter. Events reach watchers through an etcd watch on e/: every
+ * registrar hears the events of all (long polls answered across registrars).
+ *
+ * etcd unreachable is transient (unlike a failed local disk write): a call fails with
+ * `store_unavailable` (503, Retry-After) and the registrar goes on; onFatal is never called. Every
+ * call has a deadline (callTimeoutMs). A transaction is atomic: a call that fails has written all of
+ * its change or none of it (when the answer was lost, the caller's retry meets its own write, which
+ * exactly once answers the same way).
+ */
+import { Etcd3, type IKeyValue, type IRequestOp, type ICompare, type Watcher } from 'etcd3';
+import { MusterError } from '../common/errors.js';
+import {
+  type Ban,
+  type BanKind,
+  type Preapproval,
+  DEFAULT_EVENT_RETENTION,
+  INSTALL_MODE_OFF,
+  NODE_STATES,
+  StoreConflict,
+  isStoreConflict,
+  type Change,
+  type GroupCount,
+  type InstallModeState,
+  type ListNodesOptions,
+  type MusterEvent,
+  type NodeRecord,
+  type NodeState,
+  type Registry,
+  type RegistryOptions,
+  type Revocation,
+  type SerialRecord,
+  type TokenRecord,
+} from './registry.js';
+import {
+  banId,
+  EventDelivery,
+  normaliseNode,
+  normaliseRevocation,
+  installModeFailureOnce,
+  tokenBadProofOnce,
+  useInstallModeOnce,
+  usePreapprovalOnce,
+  useTokenOnce,
+} from './common.js';
+
+export interface EtcdSpec {
+  /** host:port of each etcd member (plain http; TLS is not supported yet). */
+  endpoints: string[];
+  /** Key prefix of this registry (default `/muster/`). */
+  prefix?: string;
+  /** Deadline of each etcd call (default 5 s): a store call never hangs. */
+  callTimeoutMs?: number;
+}
+
+export const DEFAULT_ETCD_PREFIX = '/muster/';
+/** What Retry-After says when etcd cannot be reached (seconds): an election takes about a second. */
+const UNAVAILABLE_RETRY_S = 2;
+const SERIAL_LEASE = 1024;
+const MAX_GROUP = 32;
+/** Keys written by one transaction before a group is cut (etcd's default --max-txn-ops is 128). */
+const MAX_WRITES = 100;
+/** Rounds of a group lost to other registrars' writes before giving up (503: retry later). */
+const MAX_ROUNDS = 200;
+
+const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
+
+const K = {
+  node: (name: string) => 'n/' + name,
+  state: (state: NodeState, name: string) => `s/${state}/${name}`,
+  group: (group: string, name: string) => `g/${group}/${name}`,
+  groupCount: (group: string) => 'gc/' + group,
+  history: (name: string, seq: number, rev: number) => `h/${name}/${hex16(seq)}/${hex16(rev)}`,
+  event: (seq: number) => 'e/' + hex16(seq),
+  serial: (counter: number) => 'sn/' + hex16(counter),
+  revocation: (serial: string) => 'rv/' + serial,
+  token: (id: string) => 't/' + id,
+  preapproval: (name: string) => 'pa/' + name,
+  ban: (id: string) => 'b/' + id,
+  installMode: 'm/install-mode',
+  id: 'm/id',
+  seq: 'm/seq',
+  serialLease: 'm/serial-lease',
+};
+
+/** The end of the range of keys that start with `prefix` (etcd's "prefix + 1"). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]); // every key
+}
+
+/** A decision needs a key the group did not read (known only from another key's value): read and decide again. */
+class NeedRead extends Error {
+  constructor(readonly key: string) {
+    super(`etcd registry: ${key} was not read for this group`);
+  }
+}
+
+/** A key as read at the group's revision: its value (undefined: absent) and mod_revision ('0': absent). */
+interface Read {
+  value: string | undefined;
+  mod: string;
+}
+
+/**
+ * The state one group of changes sees and writes: the keys read from etcd, with the group's own
+ * writes on top. A child overlay holds one change until its preconditions all hold; only then is it
+ * merged, so a refused change leaves no trace in the group.
+ */
+class Overlay {
+  readonly writes: Map<string, string | null>;
+  /** Keys whose value a decision depended on: the transaction compares their mod_revision. */
+  readonly guarded: Set<string>;
+  constructor(
+    private readonly reads: Map<string, Read>,
+    parent?: Overlay,
+  ) {
+    this.writes = new Map(parent?.writes);
+    this.guarded = new Set(parent?.guarded);
+  }
+  child(): Overlay {
+    return new Overlay(this.reads, this);
+  }
+  merge(child: Overlay): void {
+    for (const [k, v] of child.writes) this.writes.set(k, v);
+    for (const k of child.guarded) this.guarded.add(k);
+  }
+  /** The key's value as the group has it; a decision depends on it unless `peek`. */
+  get(key: string, peek = false): string | undefined {
+    if (this.writes.has(key)) return this.writes.get(key) ?? undefined;
+    const r = this.reads.get(key);
+    if (!r) throw new NeedRead(key);
+    if (!peek) this.guarded.add(key);
+    return r.value;
+  }
+  json<T>(key: string, peek = false): T | undefined {
+    const v = this.get(key, peek);
+    return v === undefined ? undefined : (JSON.parse(v) as T);
+  }
+  put(key: string, value: string): void {
+    this.writes.set(key, value);
+  }
+  del(key: string): void {
+    this.writes.set(key, null);
+  }
+}
+
+interface Queued {
+  change: Change;
+  resolve: (events: MusterEvent[]) => void;
+  reject: (err: unknown) => void;
+}
+
+export class EtcdRegistry implements Registry {
+  readonly backend = 'etcd';
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly eventRetention: number;
+  private readonly now: () => number;
+  private readonly where: string;
+  private id: string | undefined;
+  private watcher: Watcher | undefined;
+  private readonly delivery = new EventDelivery();
+  /** The highest event seq this process has seen committed (its own or heard by the watch). */
+  private knownSeq = 0;
+  private queue: Queued[] = [];
+  private running: Promise<void> | undefined;
+  /** The group being committed: watched events wait for it, so apply() resolves before they are heard. */
+  private inflight: Promise<unknown> = Promise.resolve();
+  private watchChain: Promise<void> = Promise.resolve();
+  private serialNext = 1;
+  private serialCeiling = 0;
+  private leasing: Promise<void> | undefined;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+
+  private constructor(spec: EtcdSpec, opts: RegistryOptions) {
+    this.prefix = spec.prefix ?? DEFAULT_ETCD_PREFIX;
+    this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
+    this.now = opts.now ?? Date.now;
+    this.where = spec.endpoints.join(',');
+    const timeout = spec.callTimeoutMs ?? 5000;
+    this.client = new Etcd3({
+      hosts: spec.endpoints.map((e) => `http://${e}`),
+      dialTimeout: timeout,
+      // A deadline on every unary call; the watch stream lives as long as the registry.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    });
+  }
+
+  /**
+   * Connects, reads where the event log is, trims it to the retention and starts watching it.
+   * Fails with store_unavailable when etcd cannot be reached.
+   */
+  static async open(spec: EtcdSpec, opts: RegistryOptions = {}): Promise<EtcdRegistry> {
+    if (spec.endpoints.length === 0) throw new Error('the etcd registry needs at least one endpoint');
+    const r = new EtcdRegistry(spec, opts);
+    try {
+      await r.load();
+    } catch (err) {
+      r.client.close();
+      throw r.unavailable(err);
+    }
+    return r;
+  }
+
+  private async load(): Promise<void> {
+    const res = await this.client.kv.range({ key: this.key(K.seq) });
+    const kv = res.kvs[0];
+    this.knownSeq = kv ? Number(kv.value.toString()) : 0;
+    // A smaller retention than at the last start clears the older events once, in one call.
+    const keep = this.knownSeq - this.eventRetention;
+    if (keep > 0) {
+      await this.client.kv.deleteRange({ key: this.key('e/'), range_end: this.key(K.event(keep + 1)) });
+    }
+    this.watcher = await this.client
+      .watch()
+      .prefix(this.prefix + 'e/')
+      .startRevision(String(Number(res.header.revision) + 1))
+      .create();
+    this.watcher.on('put', (kv: IKeyValue) => this.heard(JSON.parse(kv.value.toString()) as MusterEvent));
+    // The client reconnects and resumes from the last revision it saw; nothing to do here.
+    this.watcher.on('error', () => undefined);
+  }
+
+  private key(k: string): Buffer {
+    return Buffer.from(this.prefix + k);
+  }
+
+  private unavailable(err: unknown): unknown {
+    if (isStoreConflict(err) || err instanceof MusterError) return err;
+    const msg = (err as Error)?.message ?? String(err);
+    return new MusterError(
+      'store_unavailable',
+      `the registry on etcd (${this.where}) cannot be reached: ${msg}`,
+      {
+        retryAfter: UNAVAILABLE_RETRY_S,
+        cause: err,
+      },
+    );
+  }
+
+  /** Runs one etcd call; etcd's failures become store_unavailable. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.unavailable(err);
+    }
+  }
+
+  private async getValue(k: string): Promise<string | undefined> {
+    const res = await this.call(() => this.client.kv.range({ key: this.key(k) }));
+    return res.kvs[0]?.value.toString();
+  }
+
+  /** Values of the keys under `sub` (after `after`, up to `limit`), in key order. */
+  private async rangeOf(
+    sub: string,
+    o: { after?: string; limit?: number; keysOnly?: boolean; revision?: string } = {},
+  ): Promise<{ kvs: IKeyValue[]; revision: string }> {
+    const start =
+      o.after !== undefined ? Buffer.concat([this.key(sub + o.after), Buffer.from([0])]) : this.key(sub);
+    const res = await this.call(() =>
+      this.client.kv.range({
+        key: start,
+        range_end: prefixEnd(this.key(sub)),
+        ...(o.limit !== undefined ? { limit: o.limit } : {}),
+        ...(o.keysOnly ? { keys_only: true } : {}),
+        ...(o.revision ? { revision: o.revision } : {}),
+      }),
+    );
+    return { kvs: res.kvs, revision: res.header.revision };
+  }
+
+  private async values<T>(sub: string, o: { after?: string; limit?: number } = {}): Promise<T[]> {
+    return (await this.rangeOf(sub, o)).kvs.map((kv) => JSON.parse(kv.value.toString()) as T);
+  }
+
+  async identity(make: () => string): Promise<string> {
+    if (this.id !== undefined) return this.id;
+    const id = make();
+    const res = await this.call(() =>
+      this.client.kv.txn({
+        compare: [{ key: this.key(K.id), target: 'Version', result: 'Equal', version: 0 }],
+        success: [{ request_put: { key: this.key(K.id), value: Buffer.from(JSON.stringify(id)) } }],
+        failure: [{ request_range: { key: this.key(K.id) } }],
+      }),
+    );
+    this.id = res.succeeded
+      ? id
+      : (JSON.parse(res.responses[0]!.response_range.kvs[0]!.value.toString()) as string);
+    return this.id;
+  }
+
+  // ---- reads: linearizable (etcd's default), so a change that resolved is read back ----
+
+  async getNode(name: string): Promise<NodeRecord | undefined> {
+    const v = await this.getValue(K.node(name));
+    return v === undefined ? undefined : normaliseNode(JSON.parse(v));
+  }
+
+  async listNodes(opts: ListNodesOptions): Promise<NodeRecord[]> {
+    if (opts.limit <= 0) return [];
+    if (opts.group !== undefined) return this.listGroup(opts.group, opts);
+    if (!opts.state) {
+      return (
+        await this.values<unknown>('n/', { limit: opts.limit, ...(opts.after ? { after: opts.after } : {}) })
+      ).map(normaliseNode);
+    }
+    // The index page, then its records at the same revision: one consistent snapshot, so a node
+    // that changes state meanwhile is not listed under its old state.
+    const sub = `s/${opts.state}/`;
+    const idx = await this.rangeOf(sub, {
+      limit: opts.limit,
+      keysOnly: true,
+      ...(opts.after ? { after: opts.after } : {}),
+    });
+    if (idx.kvs.length === 0) return [];
+    const names = idx.kvs.map((kv) => kv.key.toString().slice(this.prefix.length + sub.length));
+    return this.nodesAt(names, idx.revision);
+  }
+
+  /** The records of these names as they were at `revision`, in the order given. */
+  private async nodesAt(names: string[], revision: string): Promise<NodeRecord[]> {
+    if (names.length === 0) return [];
+    const res = await this.call(() =>
+      this.client.kv.txn({
+        success: names.map((n): IRequestOp => ({ request_range: { key: this.key(K.node(n)), revision } })),
+      }),
+    );
+    return res.responses
+      .map((r) => r.response_range.kvs[0])
+      .filter((kv): kv is IKeyValue => kv !== undefined)
+      .map((kv) => normaliseNode(JSON.parse(kv.value.toString())));
+  }
+
+  /**
+   * One page of a group's nodes from its index (never a scan of all records), every read at the
+   * revision of the first one (one snapshot). With a state as well, the group's index is read a
+   * chunk at a time and filtered.
+   */
+  private async listGroup(group: string, opts: ListNodesOptions): Promise<NodeRecord[]> {
+    const sub = `g/${group}/`;
+    const out: NodeRecord[] = [];
+    const chunk = opts.state ? Math.max(opts.limit, 256) : opts.limit;
+    let after = opts.after;
+    let revision: string | undefined;
+    for (;;) {
+      const idx = await this.rangeOf(sub, {
+        limit: chunk,
+        keysOnly: true,
+        ...(after !== undefined ? { after } : {}),
+        ...(revision ? { revision } : {}),
+      });
+      revision ??= idx.revision;
+      const names = idx.kvs.map((kv) => kv.key.toString().slice(this.prefix.length + sub.length));
+      for (const r of await this.nodesAt(names, revision)) {
+        if (opts.state && r.state !== opts.state) continue;
+        out.push(r);
+        if (out.length === opts.limit) return out;
+      }
+      if (names.length < chunk) return out;
+      after = names[names.length - 1]!;
+    }
+  }
+
+  /** From the per-group counters (gc/), by group name: one range read, no scan of the records. */
+  async listGroups(): Promise<GroupCount[]> {
+    const { kvs } = await this.rangeOf('gc/');
+    return kvs.map((kv) => ({
+      group: kv.key.toString().slice(this.prefix.length + 3),
+      count: Number(kv.value.toString()),
+    }));
+  }
+
+  async namesInState(state: NodeState, limit = 10_000): Promise<string[]> {
+    if (limit <= 0) return [];
+    const sub = `s/${state}/`;
+    const { kvs } = await this.rangeOf(sub, { limit, keysOnly: true });
+    return kvs.map((kv) => kv.key.toString().slice(this.prefix.length + sub.length));
+  }
+
+  async history(name: string): Promise<NodeRecord[]> {
+    return (await this.values<unknown>(`h/${name}/`)).map(normaliseNode);
+  }
+
+  /** Counted in etcd from the state index, all states at one revision: no shared counter to contend on. */
+  async counts(): Promise<Record<NodeState, number>> {
+    const res = await this.call(() =>
+      this.client.kv.txn({
+        success: NODE_STATES.map((s): IRequestOp => ({
+          request_range: {
+            key: this.key(`s/${s}/`),
+            range_end: prefixEnd(this.key(`s/${s}/`)),
+            count_only: true,
+          },
+        })),
+      }),
+    );
+    return Object.fromEntries(
+      NODE_STATES.map((s, i) => [s, Number(res.responses[i]!.response_range.count)]),
+    ) as Record<NodeState, number>;
+  }
+
+  async getToken(id: string): Promise<TokenRecord | undefined> {
+    const v = await this.getValue(K.token(id));
+    return v === undefined ? undefined : (JSON.parse(v) as TokenRecord);
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return this.values<TokenRecord>('t/');
+  }
+
+  async getInstallMode(): Promise<InstallModeState> {
+    const v = await this.getValue(K.installMode);
+    return v === undefined ? structuredClone(INSTALL_MODE_OFF) : (JSON.parse(v) as InstallModeState);
+  }
+
+  async getPreapproval(name: string): Promise<Preapproval | undefined> {
+    const v = await this.getValue(K.preapproval(name));
+    return v === undefined ? undefined : (JSON.parse(v) as Preapproval);
+  }
+
+  async listPreapprovals(): Promise<Preapproval[]> {
+    return this.values<Preapproval>('pa/');
+  }
+
+  async getBan(kind: BanKind, value: string): Promise<Ban | undefined> {
+    const v = await this.getValue(K.ban(banId(kind, value)));
+    return v === undefined ? undefined : (JSON.parse(v) as Ban);
+  }
+
+  async listBans(): Promise<Ban[]> {
+    return this.values<Ban>('b/');
+  }
+
+  /**
+   * Counters come from leases: m/serial-lease is raised by SERIAL_LEASE by compare-and-set before
+   * any counter under it is handed out, so no two registrars (nor one after a restart) ever hand out
+   * the same counter.
+   */
+  async allocateSerial(): Promise<number> {
+    for (;;) {
+      this.assertOpen();
+      if (this.serialNext <= this.serialCeiling) return this.serialNext++;
+      this.leasing ??= this.lease().finally(() => (this.leasing = undefined));
+      await this.leasing;
+    }
+  }
+
+  private async lease(): Promise<void> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const res = await this.call(() => this.client.kv.range({ key: this.key(K.serialLease) }));
+      const kv = res.kvs[0];
+      const from = kv ? Number(kv.value.toString()) : 0;
+      const to = from + SERIAL_LEASE;
+      const put = await this.call(() =>
+        this.client.kv.txn({
+          compare: [
+            {
+              key: this.key(K.serialLease),
+              target: 'Mod',
+              result: 'Equal',
+              mod_revision: kv?.mod_revision ?? 0,
+            },
+          ],
+          success: [{ request_put: { key: this.key(K.serialLease), value: Buffer.from(String(to)) } }],
+        }),
+      );
+      if (put.succeeded) {
+        this.serialNext = from + 1;
+        this.serialCeiling = to;
+        return;
+      }
+    }
+    throw this.unavailable(new Error('too much contention on the serial lease'));
+  }
+
+  async listSerials(opts: { after?: number; limit?: number } = {}): Promise<SerialRecord[]> {
+    if (opts.limit !== undefined && opts.limit <= 0) return [];
+    const { kvs } = await this.rangeOf('sn/', {
+      ...(opts.after !== undefined ? { after: hex16(opts.after) } : {}),
+      ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+    });
+    return kvs.map((kv) => {
+      const s = JSON.parse(kv.value.toString()) as { name: string; serial: string };
+      const counter = parseInt(kv.key.toString().slice(this.prefix.length + 3), 16);
+      return { counter, serial: s.serial, name: s.name };
+    });
+  }
+
+  async listRevocations(): Promise<Revocation[]> {
+    const { kvs } = await this.rangeOf('rv/');
+    return kvs.map((kv) =>
+      normaliseRevocation(JSON.parse(kv.value.toString()), kv.key.toString().slice(this.prefix.length + 3)),
+    );
+  }
+
+  async isRevoked(serial: string): Promise<boolean> {
+    return (await this.getValue(K.revocation(serial))) !== undefined;
+  }
+
+  async lastEventSeq(): Promise<number> {
+    const v = await this.getValue(K.seq);
+    const seq = v === undefined ? 0 : Number(v);
+    this.knownSeq = Math.max(this.knownSeq, seq);
+    return seq;
+  }
+
+  async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
+    if (limit <= 0) return [];
+    return this.values<MusterEvent>('e/', { after: hex16(after), limit });
+  }
+
+  watch(fn: (ev: MusterEvent) => void): () => void {
+    return this.delivery.watch(fn, this.knownSeq);
+  }
+
+  /**
+   * An event heard by the etcd watch (this registrar's or another's), in revision order, which is
+   * sequence order (m/seq is advanced in the transaction that writes the event). It is passed on
+   * once the group this process is committing has resolved, so that an apply() resolves before its
+   * events are heard.
+   */
+  private heard(ev: MusterEvent): void {
+    this.watchChain = this.watchChain
+      .then(() => this.inflight)
+      .then(() => {
+        this.knownSeq = Math.max(this.knownSeq, ev.seq);
+        this.delivery.publish([ev]);
+      });
+  }
+
+  // ---- the one write path ----
+
+  async apply(change: Change): Promise<MusterEvent[]> {
+    this.assertOpen();
+    // A copy now: the caller may change its objects once apply() is called.
+    const own = structuredClone(change);
+    return new Promise<MusterEvent[]>((resolve, reject) => {
+      this.queue.push({ change: own, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /**
+   * Starts the committer unless it runs. When it ends it looks again: a change queued between its
+   * last look at the queue and its end would otherwise wait for the next apply().
+   */
+  private kick(): void {
+    if (this.running || this.queue.length === 0) return;
+    this.running = this.run().finally(() => {
+      this.running = undefined;
+      this.kick();
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (this.queue.length) {
+      const group = this.queue.splice(0, MAX_GROUP);
+      const done = this.commit(group);
+      this.inflight = done.catch(() => undefined);
+      await this.inflight;
+    }
+  }
+
+  /** Keys a change's preconditions read. */
+  private static reads(change: Change): string[] {
+    const keys = (change.nodes ?? []).map((w) => K.node(w.next.name));
+    if (change.useToken !== undefined) keys.push(K.token(change.useToken));
+    if (change.tokenBadProof) keys.push(K.token(change.tokenBadProof.id));
+    if (change.useInstallMode || change.installModeFailure) keys.push(K.installMode);
+    if (change.usePreapproval) keys.push(K.preapproval(change.usePreapproval.name));
+    if (change.serial) keys.push(K.serialLease);
+    return keys;
+  }
+
+  /**
+   * Decides and commits one group: read, check, one transaction; again from the read when another
+   * registrar wrote a key the group depends on. Each change of the group resolves with its events or
+   * rejects with its StoreConflict; if etcd fails, every change of the group rejects (none landed).
+   */
+  private async commit(group: Queued[]): Promise<void> {
+    try {
+      const keys = new Set<string>([K.seq, ...group.flatMap((q) => EtcdRegistry.reads(q.change))]);
+      round: for (let round = 0; round < MAX_ROUNDS; round++) {
+        const reads = await this.readKeys([...keys]);
+        const ws = new Overlay(reads);
+        const outcomes: ({ events: MusterEvent[] } | { error: unknown })[] = [];
+        let cut = group.length;
+        for (let i = 0; i < group.length; i++) {
+          const o = ws.child();
+          try {
+            const events = this.decide(group[i]!.change, o);
+            if (i > 0 && o.writes.size > MAX_WRITES) {
+              cut = i; // too big for one transaction with what is before it: the next group
+              break;
+            }
+            ws.merge(o);
+            outcomes.push({ events });
+          } catch (err) {
+            if (err instanceof NeedRead) {
+              keys.add(err.key);
+              continue round;
+            }
+            if (!isStoreConflict(err)) throw err;
+            outcomes.push({ error: err });
+          }
+        }
+        if (cut < group.length) {
+          this.queue.unshift(...group.splice(cut));
+        }
+        if (ws.writes.size > 0) {
+          const res = await this.call(() =>
+            this.client.kv.txn({
+              compare: [...ws.guarded].map((k): ICompare => ({
+                key: this.key(k),
+                target: 'Mod',
+                result: 'Equal',
+                mod_revision: reads.get(k)!.mod,
+              })),
+              success: [...ws.writes].map(([k, v]): IRequestOp =>
+                v === null
+                  ? { request_delete_range: { key: this.key(k) } }
+                  : { request_put: { key: this.key(k), value: Buffer.from(v) } },
+              ),
+            }),
+          );
+          if (!res.succeeded) {
+            // Another registrar wrote a key this group read: decide again on fresh reads, after a
+            // short random pause when it keeps happening (registrars racing in step).
+            if (round >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, round * 2)));
+            continue;
+          }
+        }
+        const seq = Number(ws.get(K.seq, true) ?? 0);
+        this.knownSeq = Math.max(this.knownSeq, seq);
+        group.forEach((q, i) => {
+          const out = outcomes[i]!;
+          if ('events' in out) q.resolve(out.events);
+          else q.reject(out.error);
+        });
+        return;
+      }
+      throw new Error(`too much contention: ${MAX_ROUNDS} rounds lost to other writers`);
+    } catch (err) {
+      const e = this.unavailable(err);
+      for (const q of group) q.reject(e);
+    }
+  }
+
+  /** Reads keys at one revision: their values and mod_revisions. */
+  private async readKeys(keys: string[]): Promise<Map<string, Read>> {
+    const res = await this.call(() =>
+      this.client.kv.txn({
+        success: keys.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
+      }),
+    );
+    return new Map(
+      keys.map((k, i) => {
+        const kv = res.responses[i]!.response_range.kvs[0];
+        return [
+          k,
+          kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' },
+        ];
+      }),
+    );
+  }
+
+  /**
+   * One change on top of the group so far (in `o`, a child overlay): every precondition, then every
+   * write; throws StoreConflict, leaving `o` to be dropped, when a precondition does not hold.
+   * The same checks, in the same order, as the level and memory backends.
+   */
+  private decide(change: Change, o: Overlay): MusterEvent[] {
+    const seqBefore = Number(o.get(K.seq, true) ?? 0);
+    for (const w of change.nodes ?? []) {
+      const name = w.next.name;
+      const raw = o.get(K.node(name));
+      const cur = raw === undefined ? undefined : normaliseNode(JSON.parse(raw));
+      if ((cur?.rev ?? 0) !== w.expectRev) {
+        throw new StoreConflict('node', `node ${name} is at rev ${cur?.rev ?? 0}, not ${w.expectRev}`);
+      }
+      const next: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
+      o.put(K.node(name), JSON.stringify(next));
+      if (cur && w.archivePrev) o.put(K.history(name, seqBefore + 1, cur.rev), raw!);
+      if (!cur || cur.state !== next.state) {
+        if (cur) o.del(K.state(cur.state, name));
+        o.put(K.state(next.state, name), '');
+      }
+      // The group index follows the record (DESIGN "Groups"); each group's count is a counter
+      // advanced by compare-and-set like the event sequence.
+      if (cur?.group !== next.group) {
+        if (cur?.group !== undefined) {
+          o.del(K.group(cur.group, name));
+          const left = Number(o.get(K.groupCount(cur.group)) ?? 0) - 1;
+          if (left > 0) o.put(K.groupCount(cur.group), String(left));
+          else o.del(K.groupCount(cur.group));
+        }
+        if (next.group !== undefined) {
+          o.put(K.group(next.group, name), '');
+          o.put(K.groupCount(next.group), String(Number(o.get(K.groupCount(next.group)) ?? 0) + 1));
+        }
+      }
+    }
+    const usedToken =
+      change.useToken !== undefined
+        ? useTokenOnce(o.json<TokenRecord>(K.token(change.useToken)), change.useToken)
+        : undefined;
+    const usedInstallMode = change.useInstallMode
+      ? useInstallModeOnce(
+          o.json<InstallModeState>(K.installMode) ?? INSTALL_MODE_OFF,
+          change.useInstallMode.since,
+        )
+      : undefined;
+    if (change.usePreapproval) {
+      const { name, now } = change.usePreapproval;
+      usePreapprovalOnce(o.json<Preapproval>(K.preapproval(name)), name, now);
+      o.del(K.preapproval(name));
+    }
+
+    if (usedToken) o.put(K.token(usedToken.id), JSON.stringify(usedToken));
+    if (change.putToken) o.put(K.token(change.putToken.id), JSON.stringify(change.putToken));
+    // Counts of refusals never refuse a change: they apply to the state the change left.
+    const badProof = change.tokenBadProof
+      ? tokenBadProofOnce(o.json<TokenRecord>(K.token(change.tokenBadProof.id)), change.tokenBadProof)
+      : undefined;
+    if (badProof) o.put(K.token(badProof.next.id), JSON.stringify(badProof.next));
+    if (usedInstallMode) o.put(K.installMode, JSON.stringify(usedInstallMode.next));
+    if (change.setInstallMode) o.put(K.installMode, JSON.stringify(change.setInstallMode));
+    const failure = change.installModeFailure
+      ? installModeFailureOnce(
+          o.json<InstallModeState>(K.installMode) ?? INSTALL_MODE_OFF,
+          change.installModeFailure,
+        )
+      : undefined;
+    if (failure) o.put(K.installMode, JSON.stringify(failure.next));
+    if (change.deletePreapproval !== undefined) o.del(K.preapproval(change.deletePreapproval));
+    if (change.putPreapproval)
+      o.put(K.preapproval(change.putPreapproval.name), JSON.stringify(change.putPreapproval));
+    if (change.deleteBan) o.del(K.ban(banId(change.deleteBan.kind, change.deleteBan.value)));
+    if (change.putBan)
+      o.put(K.ban(banId(change.putBan.kind, change.putBan.value)), JSON.stringify(change.putBan));
+    if (change.serial) {
+      const { counter, name, serial } = change.serial;
+      o.put(K.serial(counter), JSON.stringify({ name, serial }));
+      // A counter written above every lease (not handed out by allocateSerial) raises the lease, so
+      // no registrar hands it out later. The lease only grows: below it, nothing to guard.
+      const lease = Number(o.get(K.serialLease, true) ?? 0);
+      if (counter > lease) {
+        o.get(K.serialLease);
+        o.put(K.serialLease, String(counter));
+      }
+    }
+    if (change.revoke) o.put(K.revocation(change.revoke.serial), JSON.stringify(change.revoke));
+
+    const inputs = [
+      ...(change.events ?? []),
+      ...(usedInstallMode?.event ? [usedInstallMode.event] : []),
+      ...(badProof?.event ? [badProof.event] : []),
+      ...(failure?.event ? [failure.event] : []),
+    ];
+    if (inputs.length === 0) return [];
+    // The event sequence is a counter advanced by compare-and-set: unique and in commit order
+    // across registrars.
+    let seq = Number(o.get(K.seq) ?? 0);
+    const at = new Date(this.now()).toISOString();
+    const events = inputs.map((e): MusterEvent => ({ seq: ++seq, at, ...e }));
+    for (const ev of events) {
+      o.put(K.event(ev.seq), JSON.stringify(ev));
+      // The log is history, not state: each event beyond the retention deletes the oldest kept one.
+      if (ev.seq > this.eventRetention) o.del(K.event(ev.seq - this.eventRetention));
+    }
+    o.put(K.seq, String(seq));
+    return events;
+  }
+
+  private assertOpen(): void {
+    if (this.closing) throw new Error('the registry is closed');
+  }
+
+  async close(): Promise<void> {
+    this.closed ??= this.shutDown();
+    return this.closed;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.closing = true;
+    // Changes already called for are decided and committed (or refused): they may be about to be
+    // acknowledged.
+    while (this.running) await this.running;
+    await this.watchChain;
+    await this.watcher?.cancel().catch(() => undefined);
+    this.delivery.drain();
+    this.client.close();
+  }
+}

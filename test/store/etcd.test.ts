@@ -1,0 +1,247 @@
+/**
+ * The etcd backend against the registry contract, on a three-member etcd cluster the test starts on
+ * loopback ports, and what only a shared store has: several registries (registrars) on one prefix
+ * deciding at once, events heard across them, and etcd unreachable.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MusterError } from '../../src/common/errors.js';
+import { EtcdRegistry } from '../../src/store/etcd.js';
+import { openRegistry } from '../../src/store/index.js';
+import {
+  isStoreConflict,
+  type MusterEvent,
+  type Registry,
+  type RegistryOptions,
+} from '../../src/store/registry.js';
+import { startEtcdCluster, etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
+import { rec, registryContract, token } from './contract.js';
+
+const gate = etcdSuite('store/etcd');
+
+describe.skipIf(gate.skip)('etcd registry', () => {
+  let cluster: EtcdCluster;
+  beforeAll(async () => {
+    cluster = await startEtcdCluster({ members: 3 });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  /** Each case its own prefix: one cluster serves the whole file. */
+  const freshPrefix = (): string => `/muster-test/${randomBytes(6).toString('hex')}/`;
+
+  registryContract('etcd', async (opts?: RegistryOptions) => {
+    const prefix = freshPrefix();
+    let current: Registry = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix }, opts);
+    return {
+      registry: current,
+      reopen: async () => {
+        await current.close();
+        current = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix }, opts);
+        return current;
+      },
+      cleanup: async () => {
+        await current.close();
+      },
+    };
+  });
+
+  /** Two registrars' registries on one prefix (DESIGN "Exactly once" across registrars). */
+  async function pair(): Promise<[Registry, Registry]> {
+    const prefix = freshPrefix();
+    const a = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix });
+    const b = await EtcdRegistry.open({ endpoints: [...cluster.endpoints].reverse(), prefix });
+    return [a, b];
+  }
+  const settled = async <T>(ps: Promise<T>[]) => {
+    const rs = await Promise.allSettled(ps);
+    return {
+      ok: rs
+        .filter((r): r is PromiseFulfilledResult<Awaited<T>> => r.status === 'fulfilled')
+        .map((r) => r.value),
+      errors: rs.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason),
+    };
+  };
+
+  describe('several registrars on one registry', () => {
+    it('of racing creates of the same names from two registrars, exactly one per name lands', async () => {
+      const [a, b] = await pair();
+      try {
+        const names = Array.from({ length: 20 }, (_, i) => `race-${i}`);
+        const attempts = names.flatMap((name) =>
+          [a, b, a, b].map((reg, i) =>
+            reg.apply({
+              nodes: [{ expectRev: 0, next: rec(name, 'pending', { key: `key-${i}` }) }],
+              events: [{ type: 'pending', name }],
+            }),
+          ),
+        );
+        const { ok, errors } = await settled(attempts);
+        expect(ok).toHaveLength(names.length);
+        expect(errors.every((e) => isStoreConflict(e, 'node'))).toBe(true);
+        expect(new Set(ok.map((evs) => evs[0]!.name))).toEqual(new Set(names));
+        // Event numbers are unique and gapless across both registrars.
+        expect(ok.map((evs) => evs[0]!.seq).sort((x, y) => x - y)).toEqual(names.map((_, i) => i + 1));
+        for (const reg of [a, b]) {
+          expect((await reg.counts()).pending).toBe(names.length);
+          expect(await reg.lastEventSeq()).toBe(names.length);
+        }
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('counts a token and install mode exactly across registrars', async () => {
+      const [a, b] = await pair();
+      try {
+        await a.apply({
+          putToken: token('shared', 7),
+          setInstallMode: { on: true, since: 42, max: 5, accepted: 0, remote: false },
+        });
+        const uses = await settled(
+          Array.from({ length: 16 }, (_, i) =>
+            (i % 2 ? a : b).apply({
+              nodes: [{ expectRev: 0, next: rec(`t-${i}`, 'accepted') }],
+              useToken: 'shared',
+            }),
+          ),
+        );
+        expect(uses.ok).toHaveLength(7);
+        expect(uses.errors.every((e) => isStoreConflict(e, 'token'))).toBe(true);
+        expect((await b.getToken('shared'))!.used).toBe(7);
+        const windowUses = await settled(
+          Array.from({ length: 12 }, (_, i) =>
+            (i % 2 ? b : a).apply({
+              nodes: [{ expectRev: 0, next: rec(`w-${i}`, 'accepted') }],
+              useInstallMode: { since: 42 },
+            }),
+          ),
+        );
+        expect(windowUses.ok).toHaveLength(5);
+        expect(windowUses.errors.every((e) => isStoreConflict(e, 'install-mode'))).toBe(true);
+        expect(await a.getInstallMode()).toMatchObject({ on: false, accepted: 5 });
+        expect((await a.counts()).accepted).toBe(12);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('never hands out one serial counter twice across registrars', async () => {
+      const [a, b] = await pair();
+      try {
+        const counters = await Promise.all(
+          Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).allocateSerial()),
+        );
+        expect(new Set(counters).size).toBe(counters.length);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it("a registrar's watch hears the other's events, in order, once (long polls across registrars)", async () => {
+      const [a, b] = await pair();
+      try {
+        const heardByB: MusterEvent[] = [];
+        const stop = b.watch((ev) => heardByB.push(ev));
+        await a.apply({
+          nodes: [{ expectRev: 0, next: rec('x', 'pending') }],
+          events: [{ type: 'pending', name: 'x' }],
+        });
+        await b.apply({ events: [{ type: 'token' }] });
+        const x = (await b.getNode('x'))!;
+        await a.apply({
+          nodes: [{ expectRev: x.rev, next: { ...x, state: 'accepted' } }],
+          events: [{ type: 'accepted', name: 'x' }],
+        });
+        for (let i = 0; i < 400 && heardByB.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
+        expect(heardByB.map((e) => [e.seq, e.type])).toEqual([
+          [1, 'pending'],
+          [2, 'token'],
+          [3, 'accepted'],
+        ]);
+        expect(heardByB).toEqual(await a.listEvents(0, 10));
+        stop();
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('openRegistry opens it by kind, and each prefix is a registry of its own', async () => {
+      const prefix = freshPrefix();
+      const reg = await openRegistry({ kind: 'etcd', endpoints: cluster.endpoints, prefix });
+      const other = await openRegistry({ kind: 'etcd', endpoints: cluster.endpoints, prefix: freshPrefix() });
+      try {
+        expect(reg.backend).toBe('etcd');
+        await reg.apply({ nodes: [{ expectRev: 0, next: rec('only-here', 'pending') }] });
+        expect(await other.getNode('only-here')).toBeUndefined();
+        expect(await other.listNodes({ limit: 10 })).toEqual([]);
+      } finally {
+        await reg.close();
+        await other.close();
+      }
+    });
+  });
+
+  describe('etcd unavailable', () => {
+    it('an open with no etcd listening fails with store_unavailable within its deadline', async () => {
+      // A port nothing listens on: taken and released.
+      const port = await new Promise<number>((resolve) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = (s.address() as net.AddressInfo).port;
+          s.close(() => resolve(p));
+        });
+      });
+      const err = await EtcdRegistry.open({ endpoints: [`127.0.0.1:${port}`], callTimeoutMs: 500 }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(MusterError);
+      expect(err).toMatchObject({ code: 'store_unavailable', status: 503, retryAfter: 2 });
+    });
+
+    it('goes on with one member down; without a quorum a change fails whole (503), and lands after', async () => {
+      const reg = await EtcdRegistry.open({
+        endpoints: cluster.endpoints,
+        prefix: freshPrefix(),
+        callTimeoutMs: 1500,
+      });
+      try {
+        await cluster.kill(2);
+        await reg.apply({
+          nodes: [{ expectRev: 0, next: rec('one-down', 'pending') }],
+          events: [{ type: 'pending' }],
+        });
+        expect(await reg.getNode('one-down')).toMatchObject({ rev: 1 });
+
+        await cluster.kill(1);
+        const err = await reg
+          .apply({
+            nodes: [{ expectRev: 0, next: rec('no-quorum', 'pending') }],
+            putToken: token('no-quorum', 1),
+            events: [{ type: 'pending', name: 'no-quorum' }],
+          })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ code: 'store_unavailable', status: 503 });
+
+        await cluster.restart(1);
+        await cluster.restart(2);
+        // Nothing of the failed change was written: no record, no token, no event.
+        expect(await reg.getNode('no-quorum')).toBeUndefined();
+        expect(await reg.getToken('no-quorum')).toBeUndefined();
+        expect(await reg.lastEventSeq()).toBe(1);
+        // The registry was not stopped by it: the same change lands now.
+        await reg.apply({ nodes: [{ expectRev: 0, next: rec('no-quorum', 'pending') }] });
+        expect(await reg.getNode('no-quorum')).toMatchObject({ rev: 1 });
+      } finally {
+        await cluster.restart(1).catch(() => undefined);
+        await cluster.restart(2).catch(() => undefined);
+        await reg.close();
+      }
+    }, 60_000);
+  });
+});
