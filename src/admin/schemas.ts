@@ -44,6 +44,8 @@ export const ListNodesQuery = Type.Object(
     limit: Type.Optional(DigitString(upTo(NODES_PAGE_MAX))),
     /** Only nodes not seen for this many seconds (1 to 10^10). */
     stale: Type.Optional(DigitString('^[1-9][0-9]{0,9}$')),
+    /** Only nodes in this group (DESIGN "Groups"). */
+    group: Type.Optional(Label),
   },
   { additionalProperties: false },
 );
@@ -139,5 +141,16 @@ export const BanBody = Type.Union([
 /** `nodes approve --force --key FP`: the key that is to hold the name. */
 export const ForceApproveBody = Type.Object(
   { operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })), key: Fingerprint },
+  { additionalProperties: false },
+);
+
+/** `nodes group NAME GROUP [--force]` (DESIGN "Groups"): a DNS label, like names and roles. */
+export const GroupBody = Type.Object(
+  {
+    operator: Type.Optional(Type.String({ maxLength: OPERATOR_NAME_MAX })),
+    group: Label,
+    /** Move a node that is in another group (without it: 409 group_conflict). */
+    force: Type.Optional(Type.Boolean()),
+  },
   { additionalProperties: false },
 );

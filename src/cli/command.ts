@@ -36,6 +36,7 @@ export function command<const S extends readonly Scope[]>(spec: CommandSpec<S>):
 export const GROUPS: Record<string, string> = {
   'install-mode': 'open or close install mode (accept nodes on the local link without a token)',
   tokens: 'manage join tokens',
-  nodes: 'list, inspect, approve, reject, remove, pre-approve, rebuild and ban nodes',
+  nodes: 'list, inspect, approve, reject, remove, pre-approve, rebuild, ban and group nodes',
+  groups: 'list node groups',
   config: 'check the configuration',
 };

@@ -195,6 +195,7 @@ const nodesList = command({
     if (o.state) q.set('state', o.state);
     if (o.after) q.set('after', o.after);
     if (o.stale !== undefined) q.set('stale', String(Math.max(1, Math.floor(o.stale / 1000))));
+    if (o.group) q.set('group', o.group);
     const r = await client(o).request<{ nodes: WireNode[]; next?: string }>('GET', `/v1/admin/nodes?${q}`);
     if (o.json) return printList(r.nodes, r.next);
     out(
@@ -407,6 +408,79 @@ const nodesUnban = command({
   },
 });
 
+// ---- groups (DESIGN "Groups") ----
+
+/** What `nodes group` and `nodes ungroup` answer: the node after it, its group before and after. */
+interface WireGroupChange {
+  node: WireNode;
+  from: string | null;
+  to: string | null;
+  changed: boolean;
+}
+
+const groupSaid = (r: WireGroupChange): string => {
+  const name = r.node.name;
+  if (!r.changed) return r.to === null ? `${name} is in no group` : `${name} is already in group ${r.to}`;
+  const what =
+    r.to === null
+      ? `${name} taken out of group ${r.from}`
+      : r.from === null
+        ? `${name} put into group ${r.to}`
+        : `${name} moved from group ${r.from} to group ${r.to}`;
+  return `${what}; the node learns it at its next contact (boot check-in or renewal)`;
+};
+
+const nodesGroup = command({
+  name: 'nodes group',
+  describe: 'put a node into a group (--force: move it from the group it is in); nothing is restarted',
+  scopes: ['node', 'nodes group', 'admin', 'output'],
+  examples: [
+    ['$0 nodes group web-7 frontend', 'web-7 gets group frontend in its config at its next contact'],
+    ['$0 nodes group web-7 canary --force', 'move web-7 from its group to canary'],
+  ],
+  async run(o) {
+    const r = await client(o).request<WireGroupChange>('POST', nodePath(o.name, 'group'), {
+      operator: operator(),
+      group: o.group,
+      force: o.force,
+    });
+    if (o.json) printJson(r);
+    else out(groupSaid(r) + '\n');
+  },
+});
+
+const nodesUngroup = command({
+  name: 'nodes ungroup',
+  describe: 'take a node out of its group',
+  scopes: ['node', 'admin', 'output'],
+  async run(o) {
+    const r = await client(o).request<WireGroupChange>('DELETE', nodePath(o.name, 'group'), {
+      operator: operator(),
+    });
+    if (o.json) printJson(r);
+    else out(groupSaid(r) + '\n');
+  },
+});
+
+const groupsList = command({
+  name: 'groups list',
+  describe: 'list the groups nodes are in, with how many nodes each (nodes list --group G: its nodes)',
+  scopes: ['admin', 'output'],
+  async run(o) {
+    const { groups } = await client(o).request<{ groups: { group: string; count: number }[] }>(
+      'GET',
+      '/v1/admin/groups',
+    );
+    if (o.json) return printList(groups);
+    out(
+      table(
+        ['GROUP', 'NODES'],
+        groups.map((g) => [g.group, String(g.count)]),
+      ),
+    );
+  },
+});
+
 const events = command({
   name: 'events',
   describe: 'show the event log (--follow: and stream new events)',
@@ -455,5 +529,8 @@ export const operatorCommands = [
   nodesRebuild,
   nodesBan,
   nodesUnban,
+  nodesGroup,
+  nodesUngroup,
+  groupsList,
   events,
 ];

@@ -680,6 +680,22 @@ export const SETTINGS = {
         'only nodes not seen for this long (no authenticated contact: check-in, poll, ack, renewal); certificate expiry is not a filter here, see EXPIRES',
       parse: duration(1000),
     },
+    group: { describe: 'only nodes in this group', parse: label },
+  },
+  /** `nodes group NAME GROUP [--force]` (DESIGN "Groups"). */
+  'nodes group': {
+    group: {
+      describe: 'the group (a DNS label); the node learns it at its next contact',
+      parse: label,
+      positional: true,
+      required: true,
+    },
+    force: {
+      describe: 'the node is in another group: move it (a node is in at most one group)',
+      parse: flag,
+      kind: 'boolean',
+      default: false,
+    },
   },
   node: {
     name: nodeName,

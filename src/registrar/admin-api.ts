@@ -12,6 +12,7 @@ import {
   CreateTokenBody,
   EventsQuery,
   ForceApproveBody,
+  GroupBody,
   InstallModeBody,
   ListNodesQuery,
   NameParams,
@@ -21,6 +22,7 @@ import {
 } from '../admin/schemas.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import type { MusterEvent, NodeRecord, NodeState } from '../store/types.js';
+import type { GroupChange } from './groups.js';
 import type { Metrics } from './metrics.js';
 import type { RegistrarService } from './service.js';
 
@@ -90,6 +92,7 @@ export async function buildAdminApi(
       limit,
       ...(q.state ? { state: q.state as NodeState } : {}),
       ...(q.after ? { after: q.after } : {}),
+      ...(q.group ? { group: q.group } : {}),
     };
     let nodes: NodeRecord[];
     let next: string | undefined;
@@ -158,6 +161,30 @@ export async function buildAdminApi(
       return { ...(removed ? { removed: node } : {}), preapproval };
     },
   );
+  // Groups (DESIGN "Groups"): the node learns its group at its next contact, nothing is restarted.
+  const groupChange = ({ node: { certificate: _c, spki: _s, ...node }, ...r }: GroupChange) => ({
+    ...r,
+    node,
+  });
+  app.post(
+    '/v1/admin/nodes/:name/group',
+    { schema: { params: NameParams, body: GroupBody } },
+    async (req) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      const b = req.body as Static<typeof GroupBody>;
+      return groupChange(await op.groups.set(name, b.group, { force: b.force ?? false }, operator(b)));
+    },
+  );
+  app.delete(
+    '/v1/admin/nodes/:name/group',
+    { schema: { params: NameParams, body: OperatorBody } },
+    async (req) => {
+      const { name } = req.params as Static<typeof NameParams>;
+      return groupChange(await op.groups.unset(name, operator(req.body)));
+    },
+  );
+  app.get('/v1/admin/groups', async () => ({ groups: await op.groups.list() }));
+
   app.get('/v1/admin/preapprovals', async () => ({ preapprovals: await op.listPreapprovals() }));
   const banTarget = (b: Static<typeof BanBody>) =>
     'name' in b ? { kind: 'name' as const, value: b.name } : { kind: 'key' as const, value: b.key };

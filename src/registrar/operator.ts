@@ -388,6 +388,7 @@ export class Operator {
       const page = await this.o.registry.listNodes({
         limit: opts.limit,
         ...(opts.state ? { state: opts.state } : {}),
+        ...(opts.group !== undefined ? { group: opts.group } : {}),
         ...(after !== undefined ? { after } : {}),
       });
       for (const rec of page) {
