@@ -1,11 +1,14 @@
 /**
  * `muster discover`'s command line (issue 11, item 2): parsed and validated in process, exactly as
- * `muster` does before it acts; nothing is run here, so no mDNS packet can leave this machine.
+ * `muster` does before it acts, and once through the real compiled CLI (refused before anything
+ * starts; its --interface is loopback all the same, so that not even a bug could send mDNS on a real
+ * interface).
  */
 import { describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../../src/cli/cli.js';
 import { EXIT, exitCodeForCommand } from '../../src/cli/exit-codes.js';
 import { isMusterError } from '../../src/common/errors.js';
+import { muster } from '../helpers/cli.js';
 
 const refused = async (args: string[]): Promise<Error> => {
   try {
@@ -54,5 +57,12 @@ describe('muster discover: flags', () => {
     expect(isMusterError(err, 'MUSTER_ERR_USAGE'), err.message).toBe(true);
     expect(err.message).toMatch(message);
     expect(exitCodeForCommand(err)).toBe(EXIT.usage);
+  });
+
+  it('the real CLI: a bad --timeout exits 2 with one line on stderr, and prints nothing', () => {
+    const r = muster(['discover', '--timeout', '0s', '--interface', '127.0.0.1', '--json']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toEqual(['muster: --timeout must be between 1s and 1m, not "0s"']);
   });
 });
