@@ -193,6 +193,11 @@ describe('policy hook runner', () => {
     expect(names.filter((x) => !['PATH', 'LANG', 'PWD', 'SHLVL', '_'].includes(x!))).toEqual([]);
   });
 
+  it('the README shows examples/policy-hook.sh as it is', () => {
+    const example = readFileSync(path.resolve('examples/policy-hook.sh'), 'utf8');
+    expect(readFileSync(path.resolve('README.md'), 'utf8')).toContain('```sh\n' + example + '```\n');
+  });
+
   it('tests the example script of the README (examples/policy-hook.sh)', async () => {
     const inventory = path.join(dir, 'inventory');
     writeFileSync(inventory, '# name  key fingerprint\nweb-1 ' + 'k'.repeat(43) + '\ndb-1 *\n');
