@@ -37,6 +37,7 @@ export const registrarCommand = command({
       pendingTtlMs: o['pending-ttl'],
       unackedTtlMs: o['unacked-ttl'],
       eventRetention: o['event-retention'],
+      store: o.store,
       ...(o['policy-exec']
         ? {
             policyExec: o['policy-exec'],

@@ -376,6 +376,47 @@ const parentUrl: Parser<never> = () => {
   throw new Invalid('is not available in this build yet (tier registrars)', false);
 };
 
+/**
+ * Where the registry is (DESIGN "Store backends"): `level` (embedded, the default), or an etcd
+ * cluster shared by several registrars, `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`. TLS to etcd
+ * (etcds://) is not supported yet.
+ */
+const storeSetting: Parser<string> = (v) => {
+  if (v === 'level') return v;
+  if (typeof v !== 'string' || !v.startsWith('etcd://')) {
+    throw new Invalid(
+      'must be level or etcd://HOST:PORT[,HOST:PORT...] (etcd members, e.g. etcd://10.0.0.5:2379)',
+    );
+  }
+  storeEndpoints(v);
+  return v;
+};
+
+/**
+ * The etcd members and key prefix of an `etcd://` store setting (already checked by its parser, or
+ * checked here): `etcd://a:2379,b:2379/lab` is members a:2379 and b:2379, prefix `/lab/`.
+ */
+export function storeEndpoints(v: string): { endpoints: string[]; prefix?: string } {
+  const rest = v.slice('etcd://'.length);
+  const slash = rest.indexOf('/');
+  const hosts = slash < 0 ? rest : rest.slice(0, slash);
+  const path = slash < 0 ? '' : rest.slice(slash);
+  const endpoints = hosts.split(',');
+  for (const e of endpoints) {
+    const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(e);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+      throw new Invalid(
+        `has ${JSON.stringify(e)} where an etcd member HOST:PORT belongs (e.g. 10.0.0.5:2379)`,
+      );
+    }
+  }
+  if (path !== '' && path !== '/' && !/^(\/[A-Za-z0-9._-]+)+\/?$/.test(path)) {
+    throw new Invalid('has a key prefix that is not /NAME[/NAME...] (letters, digits, . _ -)');
+  }
+  const prefix = path === '' || path === '/' ? undefined : path.endsWith('/') ? path : path + '/';
+  return { endpoints, ...(prefix ? { prefix } : {}) };
+}
+
 // ---- the schema -----------------------------------------------------------------------------------
 
 export interface Setting<T = unknown> {
@@ -434,6 +475,12 @@ const nodeName = {
 export const SETTINGS = {
   registrar: {
     'state-dir': { describe: 'store and CA key', parse: filePath, default: defaultRegistrarStateDir },
+    store: {
+      describe:
+        'the registry: level (embedded, under --state-dir) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (shared by several registrars; plain http to etcd)',
+      parse: storeSetting,
+      default: 'level',
+    },
     listen: { describe: 'HTTPS API address HOST:PORT', parse: hostPort, default: '0.0.0.0:8443' },
     cluster: { describe: 'the cluster this registrar serves', parse: label, default: 'default' },
     autoregister: {

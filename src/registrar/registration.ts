@@ -9,7 +9,7 @@
  * (StoreConflict) is decided again from what the store now holds.
  */
 import type { Clock } from '../common/clock.js';
-import { MusterError } from '../common/errors.js';
+import { isMusterError, MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { KeyedMutex } from '../common/mutex.js';
 import { assertLabel } from '../common/names.js';
@@ -21,9 +21,12 @@ import type { Channel, EventInput, NodeRecord } from '../store/types.js';
 import type { AdmissionRequest, Authorizer, Verdict } from './admission/authorizer.js';
 import { INSTALL_MODE_KEY, tokenKey, type Reservations } from './admission/reservations.js';
 import type { Issuer } from './issuer.js';
+import { refusalReason, type RefusalRecorder } from './refusals.js';
 import { expiredByGc } from './steward.js';
 
 export const PENDING_RETRY_S = 5;
+
+type DenyRefusal = NonNullable<Extract<Verdict, { kind: 'deny' }>['refusal']>;
 /** lastSeen is written at most this often per node (issue 9, item 5: polls stay cheap). */
 export const LAST_SEEN_EVERY_MS = 60_000;
 /** Decisions retried after losing a compare-and-set race, before giving up with "busy". */
@@ -43,6 +46,8 @@ export interface RegistrationOptions {
   isOnLink: (address: string) => boolean;
   /** Heard records kept at most (a LAN full of advertisements cannot fill the store). */
   maxHeard?: number;
+  /** Refusals on record and lockout (registrar/refusals.ts); absent: refusals are only logged. */
+  refusals?: RefusalRecorder;
   /** Test hook: called at named points of the exactly-once protocol (e.g. to SIGKILL the process). */
   fault?: (point: FaultPoint) => void;
   /**
@@ -66,19 +71,55 @@ export class Registration {
 
   /** A join request (POST /v1/join). Everything that can refuse the input runs before anything is written. */
   async join(req: JoinRequest, address: string, channel: Channel = 'https'): Promise<JoinOutcome> {
-    const refuse = (err: MusterError, cause?: string): never => {
+    // What each refusal adds for the record (registrar/refusals.ts), by the error it is answered with.
+    const refusals = new WeakMap<Error, DenyRefusal & { cause?: string }>();
+    const refuse = (err: MusterError, cause?: string, refusal?: DenyRefusal): never => {
       this.log.warn(
         { node: req.name.slice(0, 63), address, channel, code: err.code, reason: cause ?? err.message },
         'join refused',
       );
+      refusals.set(err, { ...refusal, ...(cause !== undefined ? { cause } : {}) });
       throw err;
     };
+    let key: string | undefined;
+    try {
+      return await this.joinJudged(req, address, channel, refuse, (fp) => (key = fp));
+    } catch (err) {
+      // Every judged refusal is on record (DESIGN "Lockout", issue 10): malformed requests and load
+      // shedding are not (refusalReason says which codes are judged refusals).
+      const reason = isMusterError(err) ? refusalReason(err.code) : undefined;
+      if (reason && this.o.refusals) {
+        const extra = refusals.get(err as Error);
+        const tokenId = extra?.tokenId ?? req.proof?.id;
+        await this.o.refusals.record({
+          reason: extra?.reason ?? reason,
+          code: (err as MusterError).code,
+          message: extra?.cause ?? (err as MusterError).message,
+          name: req.name,
+          address,
+          channel,
+          ...(key ? { key } : {}),
+          ...(tokenId ? { tokenId: tokenId.slice(0, 64) } : {}),
+          ...(extra?.badProofFor ? { badProofFor: extra.badProofFor } : {}),
+        });
+      }
+      throw err;
+    }
+  }
+
+  private async joinJudged(
+    req: JoinRequest,
+    address: string,
+    channel: Channel,
+    refuse: (err: MusterError, cause?: string, refusal?: DenyRefusal) => never,
+    keyKnown: (fingerprint: string) => void,
+  ): Promise<JoinOutcome> {
     assertLabel('node name', req.name);
     assertLabel('role', req.role);
     if (req.cluster !== '') assertLabel('cluster', req.cluster);
     const facts = { name: req.name, role: req.role, cluster: req.cluster, channel, address };
     const screened = await this.o.authorizer.screen({ ...facts, key: '', onLink: false });
-    if (screened) refuse(denial(screened), screened.cause);
+    if (screened) refuse(denial(screened), screened.cause, screened.refusal);
     let csr!: ParsedCsr;
     try {
       csr = await parseCsrAsync(req.csr);
@@ -93,6 +134,7 @@ export class Registration {
         ),
       );
     }
+    keyKnown(csr.fingerprint);
 
     return this.lockedFor(req, async () => {
       for (let attempt = 1; ; attempt++) {
@@ -126,7 +168,7 @@ export class Registration {
     csr: ParsedCsr,
     address: string,
     channel: Channel,
-    refuse: (err: MusterError, cause?: string) => never,
+    refuse: (err: MusterError, cause?: string, refusal?: DenyRefusal) => never,
   ): Promise<JoinOutcome> {
     const now = this.o.clock.now();
     const rec = await this.o.registry.getNode(req.name);
@@ -194,7 +236,7 @@ export class Registration {
       // instead of being refused for good (a refused node's unit stops retrying).
       verdict = { kind: 'pending', reason: 'its join token is no longer valid: waiting for approval' };
     }
-    if (verdict.kind === 'deny') return refuse(denial(verdict), verdict.cause);
+    if (verdict.kind === 'deny') return refuse(denial(verdict), verdict.cause, verdict.refusal);
     if (squatted && !(verdict.kind === 'accept' && (verdict.rule === 'token' || areq.onLink))) {
       throw this.nameTaken(squatted, csr.fingerprint, address);
     }
@@ -266,6 +308,19 @@ export class Registration {
         { node: req.name, key: csr.fingerprint, address, reason: verdict.reason },
         'node waits for approval',
       );
+      // Install mode, open, turned it away: a refused attempt of the window, once per pending record
+      // (asking again while it waits returned above). Recorded after the pending record is durable.
+      if (verdict.refusal && this.o.refusals) {
+        await this.o.refusals.record({
+          reason: verdict.refusal,
+          code: 'pending',
+          message: verdict.reason,
+          name: req.name,
+          address,
+          channel,
+          key: csr.fingerprint,
+        });
+      }
       return { status: 202, state: 'pending', retryAfter: PENDING_RETRY_S, reason: verdict.reason };
     }
 

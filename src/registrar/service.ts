@@ -38,6 +38,7 @@ import { Operator } from './operator.js';
 import { Steward } from './steward.js';
 import { effectiveInstallMode, tokenState, type Autoregister } from './policy.js';
 import { PENDING_RETRY_S, Registration, type FaultPoint } from './registration.js';
+import { RefusalRecorder } from './refusals.js';
 
 export { MAX_WAIT_MS } from './delivery.js';
 
@@ -70,6 +71,8 @@ export interface RegistrarServiceOptions {
   pendingTtlMs?: number;
   unackedTtlMs?: number;
   fault?: (point: FaultPoint) => void;
+  /** Refused joins per install-mode window, and bad proofs per token, before lockout (--max-failures). */
+  maxFailures?: number;
   /** The policy hook's command line (--policy-exec; admission/policy-hook.ts). */
   policyExec?: string;
   policyTimeoutMs?: number;
@@ -156,6 +159,12 @@ export class RegistrarService implements RegistrationEndpoint {
       cluster: o.cluster,
       isOnLink: o.isOnLink,
       maxHeard: o.maxPending ?? 10_000,
+      refusals: new RefusalRecorder({
+        registry: o.registry,
+        clock: o.clock,
+        log: o.log,
+        ...(o.maxFailures !== undefined ? { maxFailures: o.maxFailures } : {}),
+      }),
       ...(o.fault ? { fault: o.fault } : {}),
       ...(singletons ? { serialRole: (role: string) => singletons.roles.has(role) } : {}),
     });

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import { AdminClient } from '../../src/admin/client.js';
 import { joinProofMac, parseToken } from '../../src/common/proof.js';
 import { BIN, localRegistrarArgs, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
@@ -87,6 +87,26 @@ export async function registrarState(sock: string): Promise<Record<string, unkno
     c.request('GET', '/v1/admin/install-mode'),
   ]);
   return { events, nodes, tokens, installMode };
+}
+
+/**
+ * registrarState for "a refusal changes nothing" now that refusals are on record (issue 10): checks
+ * that the events gained since `before` are `refused` events with exactly these reasons, in order,
+ * and returns the state without them, to compare with `before`: nothing else may differ.
+ */
+export async function registrarStateRefused(
+  sock: string,
+  before: Record<string, unknown>,
+  reasons: string[],
+): Promise<Record<string, unknown>> {
+  type Events = { events: { type: string; detail?: { reason?: string } }[] };
+  const after = await registrarState(sock);
+  const was = (before.events as Events).events.length;
+  const events = (after.events as Events).events;
+  expect(events.slice(was).map((e) => [e.type, e.detail?.reason])).toEqual(
+    reasons.map((r) => ['refused', r]),
+  );
+  return { ...after, events: { ...(after.events as Events), events: events.slice(0, was) } };
 }
 
 /** True when something accepts TCP connections on 127.0.0.1:port. */

@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localRegistrarArgs, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
 import { tempDir } from '../helpers/registrar.js';
-import { cli, filesUnder, registrarState } from './helpers.js';
+import { cli, filesUnder, registrarState, registrarStateRefused } from './helpers.js';
 
 const UNIT = path.resolve(import.meta.dirname, '../../systemd/muster-join.service');
 
@@ -68,7 +68,7 @@ describe('a removed node at its next contact', () => {
     expect(r.code, r.stderr).toBe(3);
     expect(r.stderr).toMatch(/removed/);
     expect(snapshot(dir)).toEqual(before);
-    expect(await registrarState(sock)).toEqual(state);
+    expect(await registrarStateRefused(sock, state, ['removed'])).toEqual(state);
   });
 
   it('left with --keep-key: joining again with that key is refused (exit 3), nothing written', async () => {
@@ -83,6 +83,6 @@ describe('a removed node at its next contact', () => {
     expect(r.code, r.stderr).toBe(3);
     expect(r.stderr).toMatch(/removed/);
     expect(snapshot(dir)).toEqual(before);
-    expect(await registrarState(sock)).toEqual(state);
+    expect(await registrarStateRefused(sock, state, ['removed'])).toEqual(state);
   });
 });

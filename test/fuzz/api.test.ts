@@ -24,7 +24,16 @@ import { memoryLogger } from '../../src/common/log.js';
 import { nodeSignedPayload, signNode } from '../../src/common/proof.js';
 import { buildApi } from '../../src/fallback/api.js';
 import { buildAdminApi } from '../../src/registrar/admin-api.js';
-import { core, node, settle, storeState, type Core } from '../registrar/harness.js';
+import { refusalReason } from '../../src/registrar/refusals.js';
+import {
+  core,
+  node,
+  refusedOnly,
+  settle,
+  storeState,
+  type Core,
+  type StoreState,
+} from '../registrar/harness.js';
 import {
   applyAll,
   body,
@@ -60,7 +69,8 @@ let waiting: Node;
 let token: { id: string; secret: string };
 
 beforeAll(async () => {
-  c = await core();
+  // The token must stay usable through thousands of mutated proofs (its lock is lockout.test.ts's).
+  c = await core({ maxFailures: 1_000_000 });
   api = await buildApi({ service: c.svc, log: memoryLogger('api').log, rateLimit: 1_000_000 });
   admin = await buildAdminApi(c.svc, memoryLogger('admin').log);
   token = await c.token();
@@ -126,7 +136,23 @@ async function holds(o: InjectOptions, res: LightMyRequestResponse, before: unkn
       res.statusCode,
     );
   }
-  expect(await storeState(c.registry), `${what}: a refused request changed the store`).toEqual(before);
+  // A judged refusal of a join is on record (issue 10): at most one `refused` event (repeats within a
+  // minute fold into the next one) with the reason of the code answered, and a proof that does not
+  // verify with the token counts one bad proof. Nothing else may change.
+  const answered = o.method === 'HEAD' ? undefined : String((res.json() as { error: unknown }).error);
+  const reason =
+    o.method === 'POST' && o.url === '/v1/join' && answered ? refusalReason(answered) : undefined;
+  const seen = (before as StoreState).events.length;
+  const gained = (await c.registry.listEvents(seen, 10)).map((e) => String(e.detail?.reason));
+  expect(gained.length, `${what}: refused events`).toBeLessThanOrEqual(reason ? 1 : 0);
+  for (const r of gained) expect([reason, reason === 'bad_proof' ? 'locked' : reason], what).toContain(r);
+  const bad = (ts: unknown) => (ts as StoreState).tokens.find((t) => t.id === token.id)?.badProofs ?? 0;
+  const badProofs = bad(await storeState(c.registry)) - bad(before);
+  expect(badProofs, `${what}: bad proofs counted`).toBeLessThanOrEqual(reason === 'bad_proof' ? 1 : 0);
+  expect(
+    await refusedOnly(c.registry, before, gained, { badProofs: { [token.id]: badProofs } }),
+    `${what}: a refused request changed the store`,
+  ).toEqual(before);
 }
 
 async function check(app: FastifyInstance, o: InjectOptions): Promise<void> {

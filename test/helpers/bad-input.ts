@@ -73,12 +73,23 @@ export interface Snapshot {
 }
 
 /** What the store shows, through the service and through the admin API. */
-export async function snapshot(reg: TestRegistrar): Promise<Snapshot> {
+export async function snapshot(
+  reg: TestRegistrar,
+  /**
+   * Refusals on record (issue 10): `eventsUpTo` leaves out the events after this sequence number,
+   * `ignoreBadProofs` the tokens' bad-proof counts (refusedOnly in test/integration/bad-input.test.ts
+   * checks both).
+   */
+  opts: { eventsUpTo?: number; ignoreBadProofs?: boolean } = {},
+): Promise<Snapshot> {
+  const noBad = <T>(ts: T[]): T[] =>
+    opts.ignoreBadProofs ? ts.map((t) => ({ ...t, badProofs: undefined })) : ts;
   const nodes = await reg.admin.request<{ nodes: unknown[]; counts: unknown }>(
     'GET',
     '/v1/admin/nodes?limit=1000',
   );
-  const tokens = await reg.admin.request<{ tokens: unknown[] }>('GET', '/v1/admin/tokens');
+  const tokenList = await reg.admin.request<{ tokens: unknown[] }>('GET', '/v1/admin/tokens');
+  const tokens = { ...tokenList, tokens: noBad(tokenList.tokens) };
   // The description says "on for 14m 59s more": it changes with time, not with the store.
   const { description: _d, ...installMode } = await reg.admin.request<Record<string, unknown>>(
     'GET',
@@ -91,19 +102,24 @@ export async function snapshot(reg: TestRegistrar): Promise<Snapshot> {
   const all = {
     records,
     history: await Promise.all(records.map((r) => store.history(r.name))),
-    tokens: await store.listTokens(),
+    tokens: noBad(await store.listTokens()),
     installMode: await store.getInstallMode(),
     serials: await store.listSerials(),
     revocations: await store.listRevocations(),
-    events: await store.listEvents(0, 100_000),
+    events: (await store.listEvents(0, 100_000)).filter(
+      (e) => opts.eventsUpTo === undefined || e.seq <= opts.eventsUpTo,
+    ),
   };
   return {
     counts: await store.counts(),
-    lastEventSeq: await store.lastEventSeq(),
+    lastEventSeq: opts.eventsUpTo ?? (await store.lastEventSeq()),
     nodes,
     tokens,
     installMode,
-    store: { entries: records.length + all.events.length + all.tokens.length + all.serials.length, sha256: createHash('sha256').update(JSON.stringify(all)).digest('hex') },
+    store: {
+      entries: records.length + all.events.length + all.tokens.length + all.serials.length,
+      sha256: createHash('sha256').update(JSON.stringify(all)).digest('hex'),
+    },
   };
 }
 

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseToken } from '../../src/common/proof.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
 import { StoreConflict, type Change, type Registry } from '../../src/store/registry.js';
-import { core, FAR, node, ON_LINK, settle, storeState, testCa, type Core } from './harness.js';
+import { core, FAR, node, ON_LINK, refusedOnly, settle, storeState, testCa, type Core } from './harness.js';
 import { code } from './harness.js';
 
 let c: Core;
@@ -82,7 +82,7 @@ describe('join: decided once, answered the same', () => {
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'name_taken', status: 409 });
     expect((err as Error).message).toContain((await c.registry.getNode('n1'))!.key);
-    expect(await storeState(c.registry)).toEqual(before);
+    expect(await refusedOnly(c.registry, before, ['name_taken'])).toEqual(before);
   });
 
   it('every refusal changes nothing: wrong cluster, bad CSR, CSR for another name, bad proof, out-of-scope token', async () => {
@@ -96,7 +96,12 @@ describe('join: decided once, answered the same', () => {
     const bad = n.request({ token: { id: tok.id, secret: 'not-the-secret' }, clock: c.clock });
     expect(await code(c.svc.join(bad, ON_LINK))).toBe('bad_proof');
     expect(await code(c.svc.join(n.request({ token: tok, clock: c.clock }), ON_LINK))).toBe('token_scope');
-    expect(await storeState(c.registry)).toEqual(before);
+    // Malformed requests (bad CSR, CSR for another name) are not judged: not on record.
+    expect(
+      await refusedOnly(c.registry, before, ['wrong_cluster', 'bad_proof', 'token_scope'], {
+        badProofs: { [tok.id]: 1 },
+      }),
+    ).toEqual(before);
     // The log has the cause; the secret appears nowhere.
     expect(c.logs.text()).toContain('proof HMAC does not match');
     expect(c.logs.text()).not.toContain(tok.secret);
@@ -416,7 +421,7 @@ describe('the front door (issue 8)', () => {
       'name_taken',
     );
     expect(await code(c.svc.join(node('n1').request(), ON_LINK))).toBe('name_taken');
-    expect(await storeState(c.registry)).toEqual(before);
+    expect(await refusedOnly(c.registry, before, ['name_taken', 'name_taken'])).toEqual(before);
   });
 
   it('one source cannot fill the pending queue: a per-source cap (IPv6 by /64), others still get in line', async () => {
@@ -476,7 +481,25 @@ describe('the front door (issue 8)', () => {
     // The genuine request, replayed after the 5-minute window.
     c.clock.advance(301_000);
     expect(await code(c.svc.join(captured, FAR))).toBe('bad_proof');
-    expect(await storeState(c.registry)).toEqual(before);
+    // On record: n1's second refusal within the minute folds into the next one (repeats: 1); the
+    // three proofs that do not verify with the secret count towards the token's lock, the genuine
+    // proof replayed late (right HMAC, stale time) does not.
+    expect(
+      await refusedOnly(c.registry, before, ['bad_proof', 'bad_proof', 'bad_proof'], {
+        badProofs: { [tok.id]: 3 },
+      }),
+    ).toEqual(before);
+    const refused = (await c.registry.listEvents(0, 100))
+      .filter((e) => e.type === 'refused')
+      .map((e) => ({
+        name: e.name,
+        ...e.detail,
+      }));
+    expect(refused).toMatchObject([
+      { name: 'n1', tokenId: tok.id, key: mine.fp, address: FAR, code: 'bad_proof' },
+      { name: 'n2', tokenId: tok.id, key: other.fp },
+      { name: 'n1', tokenId: tok.id, key: n.fp, repeats: 1 },
+    ]);
   });
 });
 

@@ -4,6 +4,7 @@
  * sockets: tests call the service, or its HTTPS routes through fastify's inject().
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { expect } from 'vitest';
 import os from 'node:os';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -55,6 +56,7 @@ export async function core(
     maxPending?: number;
     certLifetimeMs?: number;
     roleLifetimesMs?: Record<string, number>;
+    maxFailures?: number;
   } = {},
 ): Promise<Core> {
   const clock = opts.clock ?? new ManualClock(Date.UTC(2026, 10, 30));
@@ -74,6 +76,7 @@ export async function core(
     ...(opts.maxPending !== undefined ? { maxPending: opts.maxPending } : {}),
     ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
     ...(opts.roleLifetimesMs ? { roleLifetimesMs: opts.roleLifetimesMs } : {}),
+    ...(opts.maxFailures !== undefined ? { maxFailures: opts.maxFailures } : {}),
   });
   return {
     svc,
@@ -156,7 +159,11 @@ export const settle = async (): Promise<void> => {
 };
 
 /** Everything the registry holds, through its interface: for "a refusal changes nothing". */
-export async function storeState(r: Registry): Promise<unknown> {
+export function storeState(r: Registry): Promise<unknown> {
+  return readStore(r);
+}
+
+async function readStore(r: Registry) {
   const records = await r.listNodes({ limit: 100_000 });
   return {
     records,
@@ -168,6 +175,38 @@ export async function storeState(r: Registry): Promise<unknown> {
     revocations: await r.listRevocations(),
     events: await r.listEvents(0, 100_000),
   };
+}
+
+export type StoreState = Awaited<ReturnType<typeof readStore>>;
+
+/**
+ * "A refusal changes nothing" now that refusals are on record (issue 10): reads the registry and
+ * checks that the events it gained since `before` are `refused` events with exactly these `reasons`,
+ * in order (repeats within a minute from one source are folded into one: registrar/refusals.ts), and
+ * that a token's bad-proof count moved by exactly `badProofs[id]` (0 for tokens not named). Returns
+ * the state with those two differences taken out, to compare with `before`: nothing else may differ.
+ */
+export async function refusedOnly(
+  r: Registry,
+  beforeState: unknown,
+  reasons: string[],
+  opts: { badProofs?: Record<string, number> } = {},
+): Promise<unknown> {
+  const before = beforeState as StoreState;
+  const after = await readStore(r);
+  const gained = after.events.slice(before.events.length);
+  expect(gained.map((e) => e.type)).toEqual(reasons.map(() => 'refused'));
+  expect(gained.map((e) => e.detail?.reason)).toEqual(reasons);
+  for (const e of gained) expect(JSON.stringify(e)).not.toMatch(/"(hmac|secret|proof|csr)"/);
+  const tokens = after.tokens.map((t) => {
+    const was = before.tokens.find((b) => b.id === t.id);
+    expect(t.badProofs ?? 0, `bad proofs of token ${t.id}`).toBe(
+      (was?.badProofs ?? 0) + (opts.badProofs?.[t.id] ?? 0),
+    );
+    const { badProofs: _b, ...rest } = t;
+    return was?.badProofs !== undefined ? { ...rest, badProofs: was.badProofs } : rest;
+  });
+  return { ...after, tokens, events: after.events.slice(0, before.events.length) };
 }
 
 /** The outcome of a call: 'ok', or the stable code of the MusterError it threw. */

@@ -1,14 +1,17 @@
 // Pre-approval, rebuild and ban (issue 9, item 3) on the exactly-once core: ManualClock, memory store.
 import { afterEach, describe, expect, it } from 'vitest';
-import { core, FAR, node, storeState, type Core } from './harness.js';
+import { core, FAR, node, refusedOnly, storeState, type Core } from './harness.js';
 import { code } from './harness.js';
 
 let c: Core;
 afterEach(async () => c?.close());
 
-/** Everything a refusal must leave as it was, pre-approvals and bans included. */
-const state = async (c: Core) => ({
-  store: await storeState(c.registry),
+/**
+ * Everything a refusal must leave as it was, pre-approvals and bans included; with `before`, but for
+ * the refusals on record since then, whose reasons must be `reasons` (harness refusedOnly).
+ */
+const state = async (c: Core, before?: { store: unknown }, reasons: string[] = []) => ({
+  store: before ? await refusedOnly(c.registry, before.store, reasons) : await storeState(c.registry),
   preapprovals: await c.registry.listPreapprovals(),
   bans: await c.registry.listBans(),
 });
@@ -31,7 +34,7 @@ describe('pre-approval', () => {
     // Another key for the name now held is refused and changes nothing.
     const before = await state(c);
     expect(await code(c.svc.join(node('n1').request({ clock: c.clock }), FAR))).toBe('name_taken');
-    expect(await state(c)).toEqual(before);
+    expect(await state(c, before, ['name_taken'])).toEqual(before);
   });
 
   it('with --key, --role and --ttl admits only that key and role, before the deadline', async () => {
@@ -89,7 +92,7 @@ describe('rebuild', () => {
     expect((await c.registry.history('n1')).map((r) => r.key)).toEqual([old.fp]);
     const before = await state(c);
     expect(await code(c.svc.join(node('n1').request({ clock: c.clock }), FAR))).toBe('name_taken');
-    expect(await state(c)).toEqual(before);
+    expect(await state(c, before, ['name_taken'])).toEqual(before);
   });
 
   it('of an unknown name is not_found and writes nothing', async () => {
@@ -108,7 +111,7 @@ describe('ban', () => {
     const n = node('n1');
     const before = await state(c);
     expect(await code(c.svc.join(n.request({ token: tok, clock: c.clock }), FAR))).toBe('banned');
-    expect(await state(c)).toEqual(before);
+    expect(await state(c, before, ['banned'])).toEqual(before);
     expect(await c.registry.getNode('n1')).toBeUndefined();
     await c.svc.operator.unban({ kind: 'name', value: 'n1' }, 'alice');
     expect(await c.svc.join(n.request({ token: tok, clock: c.clock }), FAR)).toMatchObject({ status: 201 });
@@ -141,7 +144,7 @@ describe('ban', () => {
     const other = node('n2', n.key);
     const before = await state(c);
     expect(await code(c.svc.join(other.request({ token: tok, clock: c.clock }), FAR))).toBe('banned');
-    expect(await state(c)).toEqual(before);
+    expect(await state(c, before, ['banned'])).toEqual(before);
     await c.svc.operator.unban({ kind: 'key', value: n.fp }, 'alice');
     expect(await c.svc.join(other.request({ token: tok, clock: c.clock }), FAR)).toMatchObject({
       status: 201,

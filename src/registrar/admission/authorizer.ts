@@ -13,6 +13,7 @@ import type { Clock } from '../../common/clock.js';
 import type { ErrorCode } from '../../common/errors.js';
 import type { Channel } from '../../store/types.js';
 import type { Proof } from '../policy.js';
+import type { RefusalReason } from '../refusals.js';
 
 /** What the registrar knows about a join when it decides. */
 export interface AdmissionRequest {
@@ -58,6 +59,8 @@ export type Verdict =
       /** For the log only: the detailed cause. */
       cause?: string;
       retryAfter?: number;
+      /** What the refusal record adds to the code (registrar/refusals.ts): never shown to the client. */
+      refusal?: { reason?: RefusalReason; tokenId?: string; badProofFor?: string };
     }
   | {
       kind: 'pending';
@@ -67,6 +70,11 @@ export type Verdict =
        * admission/singleton.ts). Only the operator lifts it: an approval or a pre-approval.
        */
       hold?: boolean;
+      /**
+       * Install mode, open, turned this node away (off the local link, or outside the window's
+       * scope): a refused attempt of the window (DESIGN "Lockout"), though the node still waits.
+       */
+      refusal?: Extract<RefusalReason, 'off_link' | 'out_of_scope'>;
     };
 
 /** One admission method, or a rule that can only refuse. Undefined: no opinion. */

@@ -40,6 +40,7 @@ export class InstallModeProvisioner implements Provisioner {
       return {
         kind: 'pending',
         reason: `the key differs from the one ${req.name} advertised over mDNS (${req.heard.key}): waiting for approval`,
+        refusal: 'out_of_scope',
       };
     }
     // Locality comes from the TCP peer alone (issue 8, hole 1): an advertisement anyone can forge,
@@ -50,6 +51,7 @@ export class InstallModeProvisioner implements Provisioner {
       return {
         kind: 'pending',
         reason: `install mode admits the local link only and ${req.address} is not on it`,
+        refusal: 'off_link',
       };
     }
     const channel = heardSame ? 'mdns' : req.channel;

@@ -5,6 +5,7 @@
  * gets the cause.
  */
 import type { TokenRecord } from '../../store/types.js';
+import { joinProofMac, safeEqual } from '../../common/proof.js';
 import { checkProof, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
 
@@ -34,8 +35,24 @@ export class TokenProvisioner implements Provisioner {
       { name: req.name, role: req.role, cluster: req.cluster, key: req.key },
       now,
     );
-    if (!checked.ok)
-      return { kind: 'deny', code: 'bad_proof', message: BAD_PROOF_MESSAGE, cause: checked.reason };
+    if (!checked.ok) {
+      // A locked token answers like a revoked one (the node hears only "bad proof"); the log and the
+      // refused event say locked. A proof whose HMAC does not verify with an existing token's secret
+      // is a guess at it: it counts towards the token's lock (DESIGN "Lockout"). A stale timestamp
+      // with the right HMAC (the holder's clock is off) and an unknown id count for nothing.
+      const guess = t !== undefined && !t.locked && !t.revoked && !proofMacMatches(t, req);
+      return {
+        kind: 'deny',
+        code: 'bad_proof',
+        message: BAD_PROOF_MESSAGE,
+        cause: t?.locked && !t.revoked ? `token ${t.id} is locked (too many bad proofs)` : checked.reason,
+        refusal: {
+          reason: t?.locked && !t.revoked ? 'locked' : 'bad_proof',
+          tokenId: req.proof.id.slice(0, 64),
+          ...(guess ? { badProofFor: t.id } : {}),
+        },
+      };
+    }
     if (t!.roles.length && !t!.roles.includes(req.role)) {
       return {
         kind: 'deny',
@@ -61,4 +78,17 @@ export class TokenProvisioner implements Provisioner {
     }
     return { kind: 'accept', rule: 'token', detail: `join token ${t!.id}`, tokenId: t!.id };
   }
+}
+
+/** The proof's HMAC verifies with the token's secret (whatever its timestamp and the token's state). */
+function proofMacMatches(t: TokenRecord, req: AdmissionRequest): boolean {
+  const p = req.proof!;
+  const expected = joinProofMac(t.secret, {
+    name: req.name,
+    role: req.role,
+    cluster: req.cluster,
+    key: req.key,
+    ts: p.ts,
+  });
+  return safeEqual(expected, p.hmac);
 }
