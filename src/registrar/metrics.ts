@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
 import type { NodeState } from '../store/types.js';
+import type { PolicyStats } from './admission/policy-hook.js';
 
 export class Metrics {
   readonly registry = new PromRegistry();
@@ -14,6 +15,8 @@ export class Metrics {
   constructor(sources: {
     counts: () => Promise<Record<NodeState, number>>;
     installModeOn: () => Promise<boolean>;
+    /** The policy hook's runs by outcome, and how many run now (with --policy-exec). */
+    policyHook?: () => { stats: PolicyStats; active: number };
   }) {
     this.requests = new Counter({
       name: 'muster_http_requests_total',
@@ -45,6 +48,28 @@ export class Metrics {
         this.set((await sources.installModeOn()) ? 1 : 0);
       },
     });
+    const hook = sources.policyHook;
+    if (hook) {
+      new Counter({
+        name: 'muster_policy_hook_runs_total',
+        help: 'Policy hook answers by outcome: accept, pending, reject; failed (bad exit, signal, no program), timeout, busy (queue full: the node waits)',
+        labelNames: ['outcome'],
+        registers: [this.registry],
+        collect() {
+          // The hook keeps its own counts (it runs before the metrics exist): mirror them.
+          this.reset();
+          for (const [outcome, n] of Object.entries(hook().stats)) this.inc({ outcome }, n);
+        },
+      });
+      new Gauge({
+        name: 'muster_policy_hooks_running',
+        help: 'Policy hooks running now',
+        registers: [this.registry],
+        collect() {
+          this.set(hook().active);
+        },
+      });
+    }
   }
 
   /** Counts one HTTPS answer (the API's ResponseObserver). */

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/common/log.js';
+import { Metrics } from '../../src/registrar/metrics.js';
 import {
   combine,
   PolicyHook,
@@ -219,6 +220,29 @@ describe('policy hook runner', () => {
       outcome: 'pending',
       reason: 'new-1 is not in the inventory',
     });
+  });
+
+  it('counts answers by outcome in the metrics (muster_policy_hook_runs_total)', async () => {
+    const { h } = hook(script('echo no; exit 20'));
+    const metrics = new Metrics({
+      counts: async () => ({
+        heard: 0,
+        pending: 0,
+        accepted: 0,
+        issued: 0,
+        active: 0,
+        rejected: 0,
+        removed: 0,
+      }),
+      installModeOn: async () => false,
+      policyHook: () => h,
+    });
+    await h.ask(REQ);
+    await h.ask(REQ);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('muster_policy_hook_runs_total{outcome="reject"} 2');
+    expect(text).toContain('muster_policy_hook_runs_total{outcome="timeout"} 0');
+    expect(text).toContain('muster_policy_hooks_running 0');
   });
 
   it('splits a command line like a shell would, without expanding anything', () => {
