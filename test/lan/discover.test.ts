@@ -92,7 +92,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     // Two registrars, each with its own CA (made at first start), serving different clusters.
     await startReg('red');
     await startReg('blue');
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     for (const r of regs) {
@@ -185,7 +185,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     expect(none.code, none.stderr).toBe(0);
     expect(JSON.parse(none.stdout)).toEqual({ items: [], invalid: [] });
     expect(none.stderr).toMatch(/no registrar of cluster green heard within 1s/);
-  });
+  }, 180_000);
 
   it('join with no terminal and nothing pinned (a boot job): never a pick, exit 7 at --timeout with both listed, no credentials', async () => {
     const [red, blue] = regs as [Reg, Reg];
@@ -220,7 +220,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     expect(readdirSync(dir).filter((f) => f !== 'node.key')).toEqual([]);
     admin(red, ['install-mode', 'off']);
     admin(blue, ['install-mode', 'off']);
-  });
+  }, 180_000);
 
   it('join at a terminal answering "2": joins the registrar listed second, pinned to its CA; the other admits nothing', async () => {
     const h = await host();
@@ -239,7 +239,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     const exited = new Promise<number>((res) =>
       child.on('exit', (code, sig) => res(code ?? (sig ? 128 : -1))),
     );
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000);
     try {
       await new Promise<void>((res, rej) => {
         const check = (): void => {
@@ -276,5 +276,5 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
       clearTimeout(timer);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
-  });
+  }, 180_000);
 });
