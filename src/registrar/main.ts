@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { systemClock, type Clock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
-import { ensureDir } from '../common/files.js';
+import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
+import { storeEndpoints } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
@@ -44,6 +45,11 @@ export interface RegistrarOptions {
   unackedTtlMs?: number;
   /** Events kept in the event log (store default: DEFAULT_EVENT_RETENTION). */
   eventRetention?: number;
+  /**
+   * The registry (--store): 'level' (default, under stateDir) or `etcd://HOST:PORT[,...][/PREFIX]`,
+   * one registry shared by several registrars (DESIGN "Store backends").
+   */
+  store?: string;
   rateLimit?: number;
   maxInFlightJoins?: number;
   nodeConfig?: Record<string, Record<string, string>>;
@@ -102,6 +108,16 @@ async function prepareSocket(file: string): Promise<void> {
   await fs.rm(file, { force: true });
 }
 
+/** This registrar's id from its state dir, made and stored on its first start. */
+async function localIdentity(stateDir: string, make: () => string): Promise<string> {
+  const file = path.join(stateDir, 'registrar-id');
+  const stored = (await readIfExists(file))?.trim();
+  if (stored) return stored;
+  const id = make();
+  await writeFileAtomic(file, id + '\n');
+  return id;
+}
+
 export async function startRegistrar(opts: RegistrarOptions): Promise<RunningRegistrar> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log;
@@ -109,11 +125,14 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
   await ensureDir(opts.stateDir, 0o700);
 
   let registry: Registry;
+  const shared = opts.store?.startsWith('etcd://') === true;
   let failed!: (err: Error) => void;
   const fatal = new Promise<Error>((resolve) => (failed = resolve));
   try {
     registry = await openRegistry(
-      { kind: 'level', dir: path.join(opts.stateDir, 'registry') },
+      shared
+        ? { kind: 'etcd', ...storeEndpoints(opts.store!) }
+        : { kind: 'level', dir: path.join(opts.stateDir, 'registry') },
       {
         now: () => clock.now(),
         ...(opts.eventRetention !== undefined ? { eventRetention: opts.eventRetention } : {}),
@@ -133,6 +152,8 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       },
     );
   } catch (err) {
+    // etcd unreachable (store_unavailable) says so itself; the unit's Restart= tries again.
+    if (err instanceof MusterError) throw err;
     const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
     const locked = /LOCK|lock/.test(cause);
     throw new MusterError(
@@ -143,7 +164,10 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
   }
   const cleanup: (() => Promise<unknown>)[] = [() => registry.close()];
   try {
-    const id = await registry.identity(() => 'r-' + randomBytes(5).toString('hex'));
+    const makeId = (): string => 'r-' + randomBytes(5).toString('hex');
+    // A shared registry serves several registrars, each with an id of its own (its mDNS instance
+    // name, its server certificate, the bundles it builds): kept in its state dir, not the store.
+    const id = shared ? await localIdentity(opts.stateDir, makeId) : await registry.identity(makeId);
     const now = new Date(clock.now());
     const { ca, created } = await loadOrCreateCa(
       path.join(opts.stateDir, 'ca'),
