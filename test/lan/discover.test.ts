@@ -13,6 +13,7 @@ import { BIN, muster } from '../helpers/cli.js';
 import { netnsSuite, registrarReady, testLanFixture, type LanHost } from '../helpers/netlan.js';
 import { opensslVerify } from '../helpers/registrar.js';
 import { VERSION } from '../../src/common/version.js';
+import { MdnsProc } from '../advertiser/driver.js';
 
 const gate = netnsSuite('test/lan/discover.test.ts');
 
@@ -275,6 +276,45 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     } finally {
       clearTimeout(timer);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }, 180_000);
+
+  it('a forged advertisement that does not validate is listed apart with the reason; discover still exits 0', async () => {
+    const rogueHost = await host();
+    const rogue = await MdnsProc.start(rogueHost);
+    try {
+      await rogue.call('publish', {
+        pub: 'f',
+        spec: {
+          type: 'muster',
+          name: 'forged',
+          port: 8443,
+          txt: { v: '1', role: 'main', cluster: 'red', ca: 'not-a-fingerprint', mode: 'open' },
+        },
+      });
+      const h = await host();
+      const r = await run(h, process.execPath, [
+        BIN,
+        'discover',
+        '--json',
+        '--timeout',
+        '3s',
+        '--interface',
+        h.ip,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { items: { id: string }[]; invalid: unknown[] };
+      expect(out.items.map((i) => i.id).sort()).toEqual(regs.map((x) => x.id).sort());
+      expect(out.invalid).toEqual([
+        {
+          instance: 'forged',
+          heardFrom: rogueHost.ip,
+          reason: expect.stringMatching(/ca="not-a-fingerprint" is not/),
+        },
+      ]);
+      expect(r.stderr).toMatch(/ignored 1 invalid advertisement:\n {2}forged from [0-9.]+: ca=/);
+    } finally {
+      await rogue.terminate();
     }
   }, 180_000);
 });
