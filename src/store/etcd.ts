@@ -272,7 +272,8 @@ export class EtcdRegistry implements Registry {
 
   private unavailable(err: unknown): unknown {
     if (isStoreConflict(err) || err instanceof MusterError) return err;
-    const msg = (err as Error)?.message ?? String(err);
+    // grpc-js appends a resolver note to its messages: the first part says what happened.
+    const msg = ((err as Error)?.message ?? String(err)).replace(/\s*Resolution note:.*$/s, '');
     return new MusterError(
       'store_unavailable',
       `the registry on etcd (${this.where}) cannot be reached: ${msg}`,
