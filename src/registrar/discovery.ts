@@ -23,6 +23,8 @@ export interface RegistrarDiscoveryOptions {
   registrarId: string;
   cluster: string;
   caFingerprint: string;
+  /** `cluster` for a tier registrar (issue 11): its TXT says role=cluster, ca= the parent's root. */
+  role?: 'main' | 'cluster';
   port: number;
   /** IPv4 address of the interface to advertise on. */
   interface?: string;
@@ -49,7 +51,7 @@ export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Pro
   const txt = async (): Promise<Record<string, string>> =>
     registrarTxt({
       v: 1,
-      role: 'main',
+      role: o.role ?? 'main',
       cluster: o.cluster,
       ca: o.caFingerprint,
       mode: await o.service.mode(),

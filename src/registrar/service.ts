@@ -29,6 +29,7 @@ import { PendingSources } from './admission/pending-sources.js';
 import { PolicyHook } from './admission/policy-hook.js';
 import { SingletonRoleRule } from './admission/singleton.js';
 import { INSTALL_MODE_KEY, Reservations, tokenKey } from './admission/reservations.js';
+import { TierScreen } from './admission/tier-role.js';
 import { TokenProvisioner } from './admission/token.js';
 import type { CertificateAuthority } from './ca.js';
 import { CrlPublisher } from './crl.js';
@@ -109,6 +110,8 @@ export class RegistrarService implements RegistrationEndpoint {
     this.authorizer = new Authorizer(
       [
         new ClusterRule(o.cluster),
+        // Tiers (issue 11): no tier below a tier, and nothing once the parent removed this one.
+        new TierScreen({ isTier: () => (o.ca.chain ?? []).length > 0, retired: () => this.issuer.retired }),
         new BanRule((kind, value) => o.registry.getBan(kind, value)),
         new PreapprovalProvisioner((name) => o.registry.getPreapproval(name)),
         new TokenProvisioner({
