@@ -32,6 +32,8 @@ export function exitCodeFor(err: unknown): number {
     case 'token_scope':
     case 'wrong_cluster':
     case 'banned':
+    case 'forbidden_role':
+    case 'tier_removed':
     case 'invalid_csr':
     case 'csr_mismatch':
     case 'invalid_name':

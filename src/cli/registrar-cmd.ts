@@ -1,4 +1,6 @@
 /** `muster registrar`: runs the controller until SIGTERM/SIGINT (then drains and exits 0). */
+import { promises as fs } from 'node:fs';
+import { MusterError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { command } from './command.js';
 
@@ -23,7 +25,20 @@ export const registrarCommand = command({
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
     const { startRegistrar } = await loadRegistrar();
-    const reg = await startRegistrar({
+    // A tier registrar (--parent, issue 11) waits for its parent's admission inside startRegistrar: a
+    // signal meanwhile stops that wait.
+    const waiting = new AbortController();
+    let parent: Parameters<typeof startRegistrar>[0]['parent'];
+    if (o.parent !== undefined) {
+      parent = { url: o.parent, signal: waiting.signal, ...(await parentCredentials(o)) };
+      stop = (sig) => {
+        stopRequested = sig;
+        waiting.abort(
+          new MusterError('MUSTER_ERR_TIMEOUT', `stopped by ${sig} before the parent admitted this tier`),
+        );
+      };
+    }
+    const started = startRegistrar({
       stateDir: o['state-dir'],
       listen: o.listen,
       cluster: o.cluster,
@@ -47,6 +62,7 @@ export const registrarCommand = command({
         : {}),
       ...(o['singleton-role'] ? { singletonRoles: o['singleton-role'] } : {}),
       mdns: o.mdns === 'on',
+      ...(parent ? { parent } : {}),
       ...(o.interface ? { interface: o.interface } : {}),
       ...(o['node-config'] ? { nodeConfig: o['node-config'] } : {}),
       ...(fault
@@ -58,6 +74,19 @@ export const registrarCommand = command({
           }
         : {}),
     });
+    let reg: Awaited<typeof started>;
+    try {
+      reg = await started;
+    } catch (err) {
+      // Stopped while the parent had not admitted this tier yet: a clean stop, not a failure.
+      if (waiting.signal.aborted) {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        log.info({ signal: stopRequested }, 'stopped before the parent admitted this tier');
+        return;
+      }
+      throw err;
+    }
     let fatal: Error | undefined;
     await new Promise<void>((resolve) => {
       // A store that failed a write (disk full) cannot decide anything more: stop with exit 1 so that
@@ -81,3 +110,28 @@ export const registrarCommand = command({
     if (fatal) throw fatal;
   },
 });
+
+/** The tier's own join credentials (--parent-token or --parent-token-file, --parent-ca-fingerprint). */
+async function parentCredentials(o: {
+  'parent-token'?: string;
+  'parent-token-file'?: string;
+  'parent-ca-fingerprint'?: string;
+}): Promise<{ token?: string; caFingerprint?: string }> {
+  if (o['parent-token'] !== undefined && o['parent-token-file'] !== undefined)
+    throw new MusterError('MUSTER_ERR_USAGE', 'give either --parent-token or --parent-token-file, not both');
+  let token = o['parent-token'];
+  if (o['parent-token-file'] !== undefined) {
+    try {
+      token = (await fs.readFile(o['parent-token-file'], 'utf8')).trim();
+    } catch (err) {
+      throw new MusterError(
+        'MUSTER_ERR_USAGE',
+        `--parent-token-file ${o['parent-token-file']} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      );
+    }
+  }
+  return {
+    ...(token !== undefined ? { token } : {}),
+    ...(o['parent-ca-fingerprint'] ? { caFingerprint: o['parent-ca-fingerprint'] } : {}),
+  };
+}

@@ -372,9 +372,8 @@ export const tokenId: Parser<string> = (v) => {
 
 const NODE_STATES = ['heard', 'pending', 'accepted', 'issued', 'active', 'rejected', 'removed'] as const;
 
-const parentUrl: Parser<never> = () => {
-  throw new Invalid('is not available in this build yet (tier registrars)', false);
-};
+/** A tier registrar's parent (issue 11): an https:// URL, or `auto` (found by mDNS, role=main). */
+const parentUrl: Parser<string> = (v) => (v === 'auto' ? 'auto' : httpsUrl(v));
 
 /**
  * Where the registry is (DESIGN "Store backends"): `level` (embedded, the default), or an etcd
@@ -495,8 +494,25 @@ export const SETTINGS = {
     },
     mdns,
     parent: {
-      describe: 'join a parent registrar as a tier registrar (URL or auto; not yet available)',
+      describe:
+        'run as a tier registrar under this parent (its URL, or auto: the main found by mDNS): join it as role cluster, sign nodes with the intermediate CA it issues',
       parse: parentUrl,
+    },
+    'parent-token': {
+      describe:
+        "join token for the tier's own join to --parent (prefer --parent-token-file: flags show in ps)",
+      parse: text(300),
+      secret: true,
+      noFile:
+        'a join token does not belong in muster.json (often world-readable): use parentTokenFile (mode 0600) or MUSTER_PARENT_TOKEN',
+    },
+    'parent-token-file': {
+      describe: 'file holding the join token for --parent (mode 0600)',
+      parse: tokenFile,
+    },
+    'parent-ca-fingerprint': {
+      describe: "pin the parent's root CA (its SHA-256 fingerprint, as `muster ca` prints it)",
+      parse: caFingerprint,
     },
     'admin-socket': { ...adminSocket, describe: 'Unix socket of the admin API' },
     'cert-lifetime': {

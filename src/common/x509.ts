@@ -307,7 +307,13 @@ export interface CertificateSpec {
   notAfter: Date;
   dnsNames?: string[];
   ipAddresses?: string[];
-  usage: 'client-server' | 'server' | 'client';
+  /**
+   * 'ca': an intermediate CA for a tier registrar (issue 11): basicConstraints CA:true with
+   * pathLenConstraint `pathLen` (default 0: it signs end entities only), keyUsage keyCertSign, cRLSign
+   * and digitalSignature, no extendedKeyUsage (RFC 5280 §4.2.1.9, §4.2.1.3).
+   */
+  usage: 'client-server' | 'server' | 'client' | 'ca';
+  pathLen?: number;
   /** Where relying parties fetch the issuer's CRL (RFC 5280 §4.2.1.13), e.g. `<registrar>/v1/crl`. */
   crlUrl?: string;
 }
@@ -375,15 +381,22 @@ function ipBytes(ip: string): Buffer {
 /** The TBSCertificate (RFC 5280 §4.1) for a spec, DER, with the issuer's signature algorithm. */
 function buildTbs(issuer: IssuerKey, spec: CertificateSpec): { tbs: Buffer; alg: Buffer } {
   const info = issuerInfo(issuer);
-  const exts: Buffer[] = [extension(OID_DER.basicConstraints, true, seq())];
-  // keyUsage bits: digitalSignature (0), keyEncipherment (2) for RSA key exchange. The key type is
-  // read from the SPKI's algorithm OID: no key parsing on the hot path.
-  const ku = spkiKind(spec.spki).kind === 'rsa' ? Buffer.from([0x05, 0xa0]) : Buffer.from([0x07, 0x80]);
-  exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, ku)));
-  const eku: Buffer[] = [];
-  if (spec.usage !== 'client') eku.push(OID_DER.serverAuth);
-  if (spec.usage !== 'server') eku.push(OID_DER.clientAuth);
-  exts.push(extension(OID_DER.extKeyUsage, false, seq(...eku)));
+  const exts: Buffer[] = [];
+  if (spec.usage === 'ca') {
+    exts.push(extension(OID_DER.basicConstraints, true, seq(bool(true), smallInt(spec.pathLen ?? 0))));
+    // keyUsage bits digitalSignature (0), keyCertSign (5), cRLSign (6): 0b10000110, one unused bit.
+    exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, Buffer.from([0x01, 0x86]))));
+  } else {
+    exts.push(extension(OID_DER.basicConstraints, true, seq()));
+    // keyUsage bits: digitalSignature (0), keyEncipherment (2) for RSA key exchange. The key type is
+    // read from the SPKI's algorithm OID: no key parsing on the hot path.
+    const ku = spkiKind(spec.spki).kind === 'rsa' ? Buffer.from([0x05, 0xa0]) : Buffer.from([0x07, 0x80]);
+    exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, ku)));
+    const eku: Buffer[] = [];
+    if (spec.usage !== 'client') eku.push(OID_DER.serverAuth);
+    if (spec.usage !== 'server') eku.push(OID_DER.clientAuth);
+    exts.push(extension(OID_DER.extKeyUsage, false, seq(...eku)));
+  }
   const san: Buffer[] = [];
   for (const d of spec.dnsNames ?? []) san.push(implicit(2, Buffer.from(d, 'ascii')));
   for (const ip of spec.ipAddresses ?? []) san.push(implicit(7, ipBytes(ip)));
@@ -449,4 +462,57 @@ export function serialHex(serial: Buffer): string {
 
 export function parseCertificate(pem: string): X509Certificate {
   return new X509Certificate(pem);
+}
+
+/**
+ * Checks that `leaf` chains to `anchor` through `intermediates` (leaf side first): each certificate
+ * names and is signed by the next, every issuer above the leaf is a CA, and no intermediate is used
+ * below its pathLenConstraint (tiers, issue 11: leaf -> intermediate -> root). Validity times are the
+ * caller's business. Returns a reason when it does not chain, undefined when it does.
+ */
+export function chainProblem(
+  leaf: X509Certificate,
+  intermediates: X509Certificate[],
+  anchor: X509Certificate,
+): string | undefined {
+  const path = [leaf, ...intermediates, anchor];
+  const subject = (c: X509Certificate): string => c.subject.replace(/\n/g, ', ');
+  for (let i = 0; i + 1 < path.length; i++) {
+    const child = path[i]!;
+    const parent = path[i + 1]!;
+    let signed = false;
+    try {
+      signed = child.checkIssued(parent) && child.verify(parent.publicKey);
+    } catch {
+      signed = false;
+    }
+    if (!signed) return `certificate ${subject(child)} is not signed by ${subject(parent)}`;
+    if (!parent.ca) return `certificate ${subject(parent)} is not a CA`;
+    // pathLenConstraint: the number of intermediates that may follow this CA below it.
+    const below = i; // CA certificates between the leaf and this parent
+    const pathLen = pathLenOf(parent);
+    if (pathLen !== undefined && below > pathLen)
+      return `certificate ${subject(parent)} may not have ${below} CA certificate(s) below it (pathLen ${pathLen})`;
+  }
+  return undefined;
+}
+
+/** The pathLenConstraint of a CA certificate's basicConstraints, undefined when absent. */
+export function pathLenOf(cert: X509Certificate): number | undefined {
+  const der = cert.raw;
+  const [tbs] = children(der, readTlv(der, 0));
+  const extWrap = children(der, tbs!).find((p) => p.tag === 0xa3);
+  if (!extWrap) return undefined;
+  const [exts] = children(der, extWrap);
+  for (const ext of children(der, exts!)) {
+    const [o, ...rest] = children(der, ext);
+    if (!bytes(der, o!).equals(OID_DER.basicConstraints)) continue;
+    const inner = value(der, rest[rest.length - 1]!);
+    const parts = children(inner, readTlv(inner, 0));
+    const n = parts.find((p) => p.tag === TAG.INTEGER);
+    if (!n) return undefined;
+    const v = value(inner, n);
+    return v.length > 4 ? Number.MAX_SAFE_INTEGER : v.readUIntBE(0, v.length);
+  }
+  return undefined;
 }

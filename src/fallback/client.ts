@@ -11,7 +11,7 @@ import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { ErrorCodes, MusterError, type ErrorCode } from '../common/errors.js';
-import { certFingerprint } from '../common/x509.js';
+import { certFingerprint, chainProblem } from '../common/x509.js';
 import { registrarDnsName } from '../common/names.js';
 
 export interface HttpResult {
@@ -79,6 +79,29 @@ export interface HttpsJsonOptions {
 
 export interface HttpsJsonResult extends HttpResult {
   peer?: X509Certificate;
+  /** With `peer`: the other certificates the server sent after its own (a tier's intermediate). */
+  peerChain?: X509Certificate[];
+}
+
+/** The certificates a TLS server sent after its own, leaf side first (at most 4, no repeats). */
+function sentChain(socket: TLSSocket): X509Certificate[] {
+  const out: X509Certificate[] = [];
+  const seen = new Set<string>();
+  let c = socket.getPeerCertificate(true);
+  if (!c?.raw) return out;
+  seen.add(c.raw.toString('base64'));
+  for (let i = 0; i < 4; i++) {
+    const next = c.issuerCertificate;
+    if (!next?.raw || seen.has(next.raw.toString('base64'))) break;
+    seen.add(next.raw.toString('base64'));
+    try {
+      out.push(new X509Certificate(next.raw));
+    } catch {
+      break;
+    }
+    c = next;
+  }
+  return out;
 }
 
 /**
@@ -117,7 +140,12 @@ export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<
     };
     const req = https.request(target, opts, (res) => {
       let peer: X509Certificate | undefined;
-      if (o.peer) peer = (res.socket as TLSSocket).getPeerX509Certificate();
+      let peerChain: X509Certificate[] | undefined;
+      if (o.peer) {
+        // The detailed certificate first: it carries the chain the server sent (issuerCertificate).
+        peerChain = sentChain(res.socket as TLSSocket);
+        peer = (res.socket as TLSSocket).getPeerX509Certificate();
+      }
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -146,7 +174,13 @@ export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<
             );
           }
         }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, ...(peer ? { peer } : {}) });
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body,
+          ...(peer ? { peer } : {}),
+          ...(peerChain ? { peerChain } : {}),
+        });
       });
       res.on('error', (err) => req.destroy(err));
     });
@@ -202,6 +236,17 @@ export function retryAfterMs(res: HttpResult): number | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
   const s = Number(raw);
   return Number.isFinite(s) && s >= 0 ? Math.min(s, 3600) * 1000 : undefined;
+}
+
+/** The peer certificate chains to `ca` directly or through a prefix of the intermediates it sent. */
+function chainsTo(peer: X509Certificate, sent: X509Certificate[], ca: X509Certificate): boolean {
+  const anchorFp = ca.fingerprint256;
+  // The server may also send the root itself: it is the anchor, not an intermediate.
+  const intermediates = sent.filter((c) => c.fingerprint256 !== anchorFp);
+  for (let n = 0; n <= Math.min(intermediates.length, 1); n++) {
+    if (chainProblem(peer, intermediates.slice(0, n), ca) === undefined) return true;
+  }
+  return false;
 }
 
 function hasRegistrarName(cert: X509Certificate, id: string): boolean {
@@ -321,7 +366,10 @@ export class RegistrarClient {
       }
       trust = 'local-ca';
     }
-    if (!peer || !peer.checkIssued(ca) || !peer.verify(ca.publicKey)) {
+    // A main registrar's certificate is signed by the root itself; a tier's (issue 11) by its
+    // intermediate, which it sends along: the intermediates that lead to the root (and only those) must
+    // be CAs signed in turn by it, so a tier whose intermediate another root issued is refused here.
+    if (!peer || !chainsTo(peer, caRes.peerChain ?? [], ca)) {
       throw new MusterError(
         'MUSTER_ERR_TLS',
         `the TLS certificate of ${base.origin} is not issued by the CA it serves`,

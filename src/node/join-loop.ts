@@ -203,6 +203,9 @@ export const UNDERSTOOD_CODES: readonly ErrorCode[] = [
   'token_scope',
   'wrong_cluster',
   'banned',
+  // Tier registrars (issue 11): role cluster asked of a tier, or a tier its parent removed.
+  'forbidden_role',
+  'tier_removed',
   'invalid_csr',
   'csr_mismatch',
   'invalid_name',

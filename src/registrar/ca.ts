@@ -32,11 +32,17 @@ import {
 } from '../common/x509.js';
 
 export interface CertificateAuthority {
-  /** Root certificate, PEM. */
+  /** Root certificate, PEM: the trust anchor nodes pin and bundles carry as `ca`. */
   certPem: string;
   /** The CA pin: SHA-256 of the root certificate DER, base64url. */
   fingerprint: string;
+  /** The key that signs: the root's on a main registrar, the intermediate's on a tier (issue 11). */
   issuer: IssuerKey;
+  /**
+   * A tier registrar's intermediate(s), PEM, leaf side first: served after the registrar's own TLS
+   * certificate and carried in bundles as `chain`. Empty on a main registrar (the root signs).
+   */
+  chain?: string[];
 }
 
 const CA_YEARS = 10;
@@ -77,6 +83,33 @@ function makeCa(keyPem: string, certPem: string): CertificateAuthority {
     certPem,
     fingerprint: certFingerprint(certPem),
     issuer: { certDer: fromPem(certPem, 'CERTIFICATE'), privateKey },
+    chain: [],
+  };
+}
+
+/**
+ * A tier registrar's CA (issue 11): its intermediate certificate and key (from its join as role
+ * `cluster`), under the parent's root. The root stays the anchor: the pin, `ca=` in TXT, `ca` in
+ * bundles. Throws when the key is not the intermediate's or the intermediate is not a CA.
+ */
+export function intermediateCa(
+  keyPem: string,
+  intermediatePem: string,
+  rootPem: string,
+): CertificateAuthority {
+  const privateKey = createPrivateKey(keyPem);
+  const cert = new X509Certificate(intermediatePem);
+  if (!cert.checkPrivateKey(privateKey))
+    throw new Error('the tier key does not belong to its intermediate certificate');
+  if (!cert.ca) throw new Error('the certificate the parent issued is not a CA certificate');
+  const root = new X509Certificate(rootPem);
+  if (!cert.checkIssued(root) || !cert.verify(root.publicKey))
+    throw new Error('the intermediate certificate is not signed by the root CA');
+  return {
+    certPem: rootPem,
+    fingerprint: certFingerprint(rootPem),
+    issuer: { certDer: fromPem(intermediatePem, 'CERTIFICATE'), privateKey },
+    chain: [intermediatePem],
   };
 }
 
@@ -107,6 +140,7 @@ async function selfSignedRoot(keyPem: string, cn: string, now: Date): Promise<st
 /** The registrar's own TLS identity: an EC P-256 key (cheap handshakes) certified by its CA. */
 export interface ServerIdentity {
   keyPem: string;
+  /** The server certificate followed by the CA's chain (a tier's intermediate): TLS sends them all. */
   certPem: string;
 }
 
@@ -129,6 +163,6 @@ export function issueServerIdentity(
   });
   return {
     keyPem: (privateKey as KeyObject).export({ type: 'pkcs8', format: 'pem' }) as string,
-    certPem: toPem(der, 'CERTIFICATE'),
+    certPem: toPem(der, 'CERTIFICATE') + (ca.chain ?? []).join(''),
   };
 }

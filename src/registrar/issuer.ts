@@ -4,6 +4,7 @@
  * bundle"). It writes nothing: the caller lands the certificate with the decision in one Change.
  */
 import type { Clock } from '../common/clock.js';
+import { MusterError } from '../common/errors.js';
 import { bundleMac, type Bundle } from '../common/proof.js';
 import { issueCertificateAsync, makeSerial, serialHex, toPem } from '../common/x509.js';
 import type { Registry, SerialRecord } from '../store/registry.js';
@@ -12,6 +13,14 @@ import type { CertificateAuthority } from './ca.js';
 import { bundleConfig } from './groups.js';
 
 export const DEFAULT_CERT_LIFETIME_MS = 90 * 86_400_000;
+
+/**
+ * The reserved role of tier registrars (issue 11, seed 004: cluster controllers register with the
+ * main). A node admitted with it gets an intermediate CA certificate (pathLen 0), not a node
+ * certificate; admission only lets it in by a token scoped to it, an install-mode window opened for
+ * it, or the operator (admission/token.ts, admission/install-mode.ts).
+ */
+export const TIER_ROLE = 'cluster';
 
 export interface IssuerOptions {
   ca: CertificateAuthority;
@@ -29,7 +38,21 @@ export interface IssuerOptions {
 }
 
 export class Issuer {
+  private retiredBy: MusterError | undefined;
+
   constructor(private readonly o: IssuerOptions) {}
+
+  /**
+   * Stops issuing for good (a tier registrar whose parent removed it: its intermediate is revoked,
+   * so whatever it signs would not verify). Every later certify throws `err`.
+   */
+  retire(err: MusterError): void {
+    this.retiredBy = err;
+  }
+
+  get retired(): MusterError | undefined {
+    return this.retiredBy;
+  }
 
   get caPem(): string {
     return this.o.ca.certPem;
@@ -46,6 +69,15 @@ export class Issuer {
 
   /** Signs the certificate of an accepted node; returns the issued record and the serial to store with it. */
   async certify(rec: NodeRecord): Promise<{ next: NodeRecord; serial: SerialRecord }> {
+    if (this.retiredBy) throw this.retiredBy;
+    // An intermediate (pathLen 0) may not make another CA: a tier has no tiers below it.
+    const tier = rec.role === TIER_ROLE;
+    if (tier && (this.o.ca.chain ?? []).length > 0) {
+      throw new MusterError(
+        'forbidden_role',
+        `role ${TIER_ROLE} is reserved for tier registrars, which register with the main registrar, not with a tier`,
+      );
+    }
     const now = this.o.clock.now();
     const counter = await this.o.registry.allocateSerial();
     const serial = makeSerial(counter);
@@ -57,8 +89,10 @@ export class Issuer {
       spki: Buffer.from(rec.spki, 'base64'),
       notBefore: new Date(now - 5 * 60_000), // tolerate a node clock a little behind
       notAfter,
-      dnsNames: [rec.name],
-      usage: 'client-server',
+      // A tier's intermediate CA (issue 11): CN = the tier's name, pathLen 0, no SAN (it is no server).
+      ...(tier
+        ? { usage: 'ca' as const, pathLen: 0 }
+        : { dnsNames: [rec.name], usage: 'client-server' as const }),
       // Where `openssl verify -crl_check` and other relying parties find this CA's revocations.
       crlUrl: `${this.o.url()}/v1/crl`,
     });
@@ -84,7 +118,7 @@ export class Issuer {
       node: rec.name,
       role: rec.role,
       certificate: rec.certificate!,
-      chain: [],
+      chain: this.o.ca.chain ?? [],
       ca: this.o.ca.certPem,
       registrar: { url: this.o.url(), id: this.o.registrarId },
       // node-config, and the node's group (groups.ts): a change reaches the node at its next contact.

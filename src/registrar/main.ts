@@ -15,7 +15,7 @@ import { storeEndpoints } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
-import { issueServerIdentity, loadOrCreateCa } from './ca.js';
+import { issueServerIdentity, loadOrCreateCa, type CertificateAuthority } from './ca.js';
 import { Metrics } from './metrics.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
 import { openRegistry, type Registry } from '../store/index.js';
@@ -54,6 +54,20 @@ export interface RegistrarOptions {
   maxInFlightJoins?: number;
   nodeConfig?: Record<string, Record<string, string>>;
   fault?: (point: FaultPoint) => void;
+  /**
+   * Run as a tier registrar (issue 11, registrar/tier.ts): join this parent (URL or 'auto') as role
+   * cluster and sign with the intermediate it issues. startRegistrar resolves once registered.
+   */
+  parent?: {
+    url: string;
+    token?: string;
+    caFingerprint?: string;
+    /** Renewal/check-in period (default tier.ts DEFAULT_TIER_CHECK_MS). */
+    checkIntervalMs?: number;
+    /** Stops waiting for the parent (the CLI's SIGTERM while unregistered). */
+    signal?: AbortSignal;
+    backoff?: { baseMs: number; maxMs: number };
+  };
   /** The policy hook (--policy-exec, --policy-timeout, --policy-concurrency). */
   policyExec?: string;
   policyTimeoutMs?: number;
@@ -75,6 +89,11 @@ export interface RunningRegistrar {
    * decisions and must be restarted (its unit's Restart= does it; a fresh start reads what is durable).
    */
   fatal: Promise<Error>;
+  /** A tier registrar's link to its parent (issue 11): check() renews when due, else checks in. */
+  tier?: {
+    parentUrl: string;
+    check(opts?: { renewNow?: boolean }): Promise<'renewed' | 'current' | 'unreachable' | 'removed'>;
+  };
   close(): Promise<void>;
 }
 
@@ -168,13 +187,39 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     // A shared registry serves several registrars, each with an id of its own (its mDNS instance
     // name, its server certificate, the bundles it builds): kept in its state dir, not the store.
     const id = shared ? await localIdentity(opts.stateDir, makeId) : await registry.identity(makeId);
+    let ca: CertificateAuthority;
+    let link: import('./tier.js').ParentLink | undefined;
+    if (opts.parent) {
+      // A tier has no root of its own: it waits here until the parent issued its intermediate.
+      const { ParentLink } = await import('./tier.js');
+      link = await ParentLink.register({
+        parent: opts.parent.url,
+        stateDir: opts.stateDir,
+        name: opts.cluster,
+        registrarId: id,
+        log,
+        clock,
+        mdns: opts.mdns === true,
+        ...(opts.interface ? { interface: opts.interface } : {}),
+        ...(opts.parent.token !== undefined ? { token: opts.parent.token } : {}),
+        ...(opts.parent.caFingerprint ? { caFingerprint: opts.parent.caFingerprint } : {}),
+        ...(opts.parent.checkIntervalMs ? { checkIntervalMs: opts.parent.checkIntervalMs } : {}),
+        ...(opts.parent.signal ? { signal: opts.parent.signal } : {}),
+        ...(opts.parent.backoff ? { backoff: opts.parent.backoff } : {}),
+      });
+      const l = link;
+      cleanup.unshift(async () => l.close());
+      ca = link.ca;
+    } else {
+      const made = await loadOrCreateCa(
+        path.join(opts.stateDir, 'ca'),
+        `muster CA ${opts.cluster} ${id}`,
+        new Date(clock.now()),
+      );
+      ca = made.ca;
+      if (made.created) log.info({ ca: ca.fingerprint }, 'created a new certificate authority');
+    }
     const now = new Date(clock.now());
-    const { ca, created } = await loadOrCreateCa(
-      path.join(opts.stateDir, 'ca'),
-      `muster CA ${opts.cluster} ${id}`,
-      now,
-    );
-    if (created) log.info({ ca: ca.fingerprint }, 'created a new certificate authority');
     const ips = [
       ...new Set([
         ...hostAddresses(),
@@ -194,7 +239,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       log,
       registrarId: id,
       cluster: opts.cluster,
-      role: 'main',
+      role: link ? 'cluster' : 'main',
       url: () => currentUrl(),
       autoregister: opts.autoregister,
       isOnLink: onLinkChecker({
@@ -238,6 +283,21 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     const bound = api.server.address() as net.AddressInfo;
     port0 = bound.port;
     const url = currentUrl();
+    if (link) {
+      // What the tier heard while unregistered is recorded now; the nodes are decided when they ask.
+      for (const h of link.heardBefore()) await service.heard(h.ad, h.addresses).catch(() => undefined);
+      link.start({
+        // A renewed intermediate: a server certificate that chains to it (old ones chain too: same key).
+        onRenewed: (renewed) => {
+          const next = issueServerIdentity(renewed, id, ips, new Date(clock.now()));
+          (api.server as unknown as import('node:tls').Server).setSecureContext({
+            key: next.keyPem,
+            cert: next.certPem,
+          });
+        },
+        onRemoved: (err) => service.issuer.retire(err),
+      });
+    }
 
     if (opts.mdns) {
       // The mDNS stack loads only when it is used.
@@ -248,6 +308,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
         registrarId: id,
         cluster: opts.cluster,
         caFingerprint: ca.fingerprint,
+        role: link ? 'cluster' : 'main',
         port: bound.port,
         ...(opts.interface ? { interface: opts.interface } : {}),
       });
@@ -292,6 +353,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       api,
       metrics,
       fatal,
+      ...(link ? { tier: link } : {}),
       async close() {
         for (const step of cleanup.splice(0)) await step();
       },

@@ -8,6 +8,7 @@
  * admitted by install mode (it waits for the operator).
  */
 import type { InstallModeState } from '../../store/types.js';
+import { TIER_ROLE } from '../issuer.js';
 import { effectiveInstallMode, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
 
@@ -30,11 +31,23 @@ export class InstallModeProvisioner implements Provisioner {
     if (!s.on) return undefined;
     const auto = this.deps.autoregister();
     if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
+    // A tier registrar gets a CA certificate (issue 11): only a window opened for its role admits it.
+    if (req.role === TIER_ROLE && s.role !== TIER_ROLE) {
+      return {
+        kind: 'pending',
+        reason: `install mode admits role ${TIER_ROLE} (a tier registrar) only when opened with --role ${TIER_ROLE}`,
+        refusal: 'out_of_scope',
+      };
+    }
     if (s.role && s.role !== req.role)
-      return { kind: 'pending', reason: `install mode admits role ${s.role} only` };
+      return { kind: 'pending', reason: `install mode admits role ${s.role} only`, refusal: 'out_of_scope' };
     // Checked against the cluster the node would join (its own ask, or this registrar's cluster).
     if (s.cluster && s.cluster !== (req.cluster || this.deps.cluster)) {
-      return { kind: 'pending', reason: `install mode admits cluster ${s.cluster} only` };
+      return {
+        kind: 'pending',
+        reason: `install mode admits cluster ${s.cluster} only`,
+        refusal: 'out_of_scope',
+      };
     }
     if (req.heard && req.heard.key !== req.key) {
       return {

@@ -9,6 +9,7 @@
  * CSR is read (the screen stage); the key only once it is (decide runs every rule again).
  */
 import type { Ban, BanKind, Preapproval } from '../../store/types.js';
+import { TIER_ROLE } from '../issuer.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
 
 export class PreapprovalProvisioner implements Provisioner {
@@ -26,7 +27,8 @@ export class PreapprovalProvisioner implements Provisioner {
 export function preapprovalMatches(p: Preapproval, req: { key: string; role: string }, now: number): boolean {
   if (p.expiresAt !== null && p.expiresAt <= now) return false;
   if (p.key !== undefined && p.key !== req.key) return false;
-  return p.role === undefined || p.role === req.role;
+  // A tier registrar (role cluster, a CA certificate; issue 11) only by a pre-approval naming that role.
+  return p.role === req.role || (p.role === undefined && req.role !== TIER_ROLE);
 }
 
 export class BanRule implements Provisioner {

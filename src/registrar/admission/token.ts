@@ -5,6 +5,7 @@
  * gets the cause.
  */
 import type { TokenRecord } from '../../store/types.js';
+import { TIER_ROLE } from '../issuer.js';
 import { joinProofMac, safeEqual } from '../../common/proof.js';
 import { checkProof, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
@@ -68,6 +69,14 @@ export class TokenProvisioner implements Provisioner {
         kind: 'deny',
         code: 'token_scope',
         message: `join token ${t!.id} does not allow cluster ${cluster}`,
+      };
+    }
+    // A tier's intermediate CA signs certificates the whole cluster trusts (issue 11): only a token
+    // created for that role admits it; an unscoped token leaves it to the operator.
+    if (req.role === TIER_ROLE && !t!.roles.includes(TIER_ROLE)) {
+      return {
+        kind: 'pending',
+        reason: `join token ${t!.id} is not scoped to role ${TIER_ROLE} (tokens create --role ${TIER_ROLE}): a tier registrar waits for approval`,
       };
     }
     if (this.deps.autoregister() === 'off') {
