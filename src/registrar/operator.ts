@@ -528,11 +528,18 @@ export class Operator {
     const cur = await this.o.registry.getInstallMode();
     if (cur.on) {
       const next: InstallModeState = { ...cur, on: false, offReason: reason };
-      await this.o.registry.apply({
-        setInstallMode: next,
-        events: [{ type: 'install-mode', detail: { on: false, reason } }],
-      });
-      this.log.info({ reason }, 'install mode off');
+      try {
+        // Only this window: with registrars sharing a store (etcd), another may have switched it
+        // off at the same deadline, or opened a new window meanwhile, which must stay on.
+        await this.o.registry.apply({
+          setInstallMode: next,
+          ...(cur.since !== undefined ? { installModeWindow: cur.since } : {}),
+          events: [{ type: 'install-mode', detail: { on: false, reason } }],
+        });
+        this.log.info({ reason }, 'install mode off');
+      } catch (err) {
+        if (!isStoreConflict(err, 'install-mode')) throw err;
+      }
     }
     return this.installModeStatus();
   }

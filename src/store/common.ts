@@ -66,6 +66,16 @@ export function installModeFailureOnce(
   return { next: { ...s, failures } };
 }
 
+/** Checks that install mode is on in the window that began at `since`, or StoreConflict('install-mode'). */
+export function expectInstallModeWindow(s: InstallModeState, since: number): void {
+  if (!s.on || s.since !== since) {
+    throw new StoreConflict(
+      'install-mode',
+      `install mode window ${since} is not on (now ${s.on ? s.since : 'off'})`,
+    );
+  }
+}
+
 /** Checks that a pre-approval may be consumed, or StoreConflict('preapproval') (nothing changes). */
 export function usePreapprovalOnce(p: Preapproval | undefined, name: string, now?: number): void {
   if (!p) throw new StoreConflict('preapproval', `no pre-approval for ${name}`);

@@ -72,6 +72,7 @@ import {
 import {
   banId,
   EventDelivery,
+  expectInstallModeWindow,
   normaliseNode,
   normaliseRevocation,
   installModeFailureOnce,
@@ -614,7 +615,9 @@ export class EtcdRegistry implements Registry {
     const keys = (change.nodes ?? []).map((w) => K.node(w.next.name));
     if (change.useToken !== undefined) keys.push(K.token(change.useToken));
     if (change.tokenBadProof) keys.push(K.token(change.tokenBadProof.id));
-    if (change.useInstallMode || change.installModeFailure) keys.push(K.installMode);
+    if (change.useInstallMode || change.installModeFailure || change.installModeWindow !== undefined) {
+      keys.push(K.installMode);
+    }
     if (change.usePreapproval) keys.push(K.preapproval(change.usePreapproval.name));
     if (change.serial) keys.push(K.serialLease);
     return keys;
@@ -752,6 +755,12 @@ export class EtcdRegistry implements Registry {
       change.useToken !== undefined
         ? useTokenOnce(o.json<TokenRecord>(K.token(change.useToken)), change.useToken)
         : undefined;
+    if (change.installModeWindow !== undefined) {
+      expectInstallModeWindow(
+        o.json<InstallModeState>(K.installMode) ?? INSTALL_MODE_OFF,
+        change.installModeWindow,
+      );
+    }
     const usedInstallMode = change.useInstallMode
       ? useInstallModeOnce(
           o.json<InstallModeState>(K.installMode) ?? INSTALL_MODE_OFF,

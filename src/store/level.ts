@@ -64,6 +64,7 @@ import {
 import {
   banId,
   EventDelivery,
+  expectInstallModeWindow,
   normaliseNode,
   normaliseRevocation,
   installModeFailureOnce,
@@ -543,6 +544,9 @@ export class LevelRegistry implements Registry {
         change.useToken !== undefined
           ? useTokenOnce(this.queuedTokens.get(change.useToken), change.useToken)
           : undefined;
+      if (change.installModeWindow !== undefined) {
+        expectInstallModeWindow(this.queuedInstallMode, change.installModeWindow);
+      }
       const usedInstallMode = change.useInstallMode
         ? useInstallModeOnce(this.queuedInstallMode, change.useInstallMode.since)
         : undefined;

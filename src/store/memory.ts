@@ -28,6 +28,7 @@ import {
 import {
   banId,
   EventDelivery,
+  expectInstallModeWindow,
   installModeFailureOnce,
   tokenBadProofOnce,
   useInstallModeOnce,
@@ -177,6 +178,8 @@ export class MemoryRegistry implements Registry {
       change.useToken !== undefined
         ? useTokenOnce(this.tokens.get(change.useToken), change.useToken)
         : undefined;
+    if (change.installModeWindow !== undefined)
+      expectInstallModeWindow(this.installMode, change.installModeWindow);
     const usedInstallMode = change.useInstallMode
       ? useInstallModeOnce(this.installMode, change.useInstallMode.since)
       : undefined;

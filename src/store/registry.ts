@@ -82,6 +82,13 @@ export interface Change {
   putToken?: TokenRecord;
   /** Replace the install-mode state. */
   setInstallMode?: InstallModeState;
+  /**
+   * Only while install mode is on in the window that began at this `since`: refused (StoreConflict
+   * 'install-mode') otherwise, checked against the state before the change. Switching a window off
+   * with it, a registrar never overwrites a window another registrar (sharing the store) opened
+   * meanwhile, and two registrars switching one window off at its deadline write one event.
+   */
+  installModeWindow?: number;
   /** Record a serial allocated by allocateSerial() and issued in this change. */
   serial?: SerialRecord;
   /** Record a revoked certificate. */

@@ -5,6 +5,7 @@
  */
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { ManualClock, type TimerHandle } from '../../src/common/clock.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdCluster, etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
 import {
@@ -19,6 +20,23 @@ import { AdminClient } from '../../src/admin/client.js';
 import { EtcdRegistry } from '../../src/store/etcd.js';
 
 const gate = etcdSuite('integration/etcd-store');
+
+/** A manual clock that tells how many live timers are due at a time (to know both registrars armed one). */
+class TimersClock extends ManualClock {
+  private readonly live = new Map<unknown, number>();
+  override setTimeout(fn: () => void, ms: number): TimerHandle {
+    const h = super.setTimeout(fn, ms);
+    this.live.set(h.id, this.now() + Math.max(ms, 0));
+    return h;
+  }
+  override clearTimeout(h: TimerHandle): void {
+    this.live.delete(h.id);
+    super.clearTimeout(h);
+  }
+  armedAt(at: number): number {
+    return [...this.live.values()].filter((t) => t === at).length;
+  }
+}
 
 describe.skipIf(gate.skip)('registrars on etcd', () => {
   let cluster: EtcdCluster;
@@ -36,15 +54,15 @@ describe.skipIf(gate.skip)('registrars on etcd', () => {
   });
 
   /** Two registrars on one etcd prefix; the second gets a copy of the first's CA (README "Scale out"). */
-  async function twoRegistrars(): Promise<[TestRegistrar, TestRegistrar]> {
+  async function twoRegistrars(over: { clock?: TimersClock } = {}): Promise<[TestRegistrar, TestRegistrar]> {
     t = tempDir('muster-etcd-int-');
     const store = `etcd://${cluster.endpoints.join(',')}/it-${path.basename(t.dir)}`;
-    const a = await startTestRegistrar(path.join(t.dir, 'a'), { store });
+    const a = await startTestRegistrar(path.join(t.dir, 'a'), { store, ...over });
     running.push(a);
     cpSync(path.join(t.dir, 'a', 'registrar', 'ca'), path.join(t.dir, 'b', 'registrar', 'ca'), {
       recursive: true,
     });
-    const b = await startTestRegistrar(path.join(t.dir, 'b'), { store });
+    const b = await startTestRegistrar(path.join(t.dir, 'b'), { store, ...over });
     running.push(b);
     return [a, b];
   }
@@ -80,6 +98,28 @@ describe.skipIf(gate.skip)('registrars on etcd', () => {
     // Whatever it recorded of the refusal, it admitted nothing.
     const after = await b.service.registry.listEvents(seq, 100);
     expect(after.filter((e) => e.name === 'node-2' && e.type !== 'refused')).toEqual([]);
+  });
+
+  it('install mode opened on one registrar is on for both; at its deadline both switch it off, one event says so', async () => {
+    const clock = new TimersClock(Date.UTC(2026, 10, 30, 12));
+    const [a, b] = await twoRegistrars({ clock });
+    await b.admin.request('POST', '/v1/admin/install-mode', { on: true, forMs: 60_000, max: 10 });
+    expect(await a.admin.request('GET', '/v1/admin/install-mode')).toMatchObject({ on: true });
+    const seq = await a.service.registry.lastEventSeq();
+    // Both registrars armed their deadline timer (A from the event its store watch heard).
+    const deadline = clock.now() + 60_000;
+    for (let i = 0; i < 500 && clock.armedAt(deadline) < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(clock.armedAt(deadline)).toBe(2);
+    clock.advance(60_000);
+    for (let i = 0; i < 500 && (await b.service.registry.getInstallMode()).on; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the other registrar's settle, had it written
+    expect(await a.service.registry.getInstallMode()).toMatchObject({ on: false });
+    const offs = (await a.service.registry.listEvents(seq, 100)).filter(
+      (e) => e.type === 'install-mode' && e.detail?.on === false,
+    );
+    expect(offs).toHaveLength(1);
   });
 
   it("a node waiting on one registrar is answered when the operator approves on the other (the store's watch)", async () => {

@@ -675,6 +675,29 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         expect(before.installMode.accepted).toBe(0);
       });
 
+      it('switches a window off only while that window is on (installModeWindow): one of two racing offs lands', async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ setInstallMode: window(1000, 5) });
+        const off = (reason: string, since: number) =>
+          reg.apply({
+            setInstallMode: { ...window(since, 5), on: false, offReason: reason },
+            installModeWindow: since,
+            events: [{ type: 'install-mode', detail: { on: false, reason } }],
+          });
+        const raced = outcomes(await Promise.allSettled([off('deadline', 1000), off('deadline', 1000)]));
+        expect(raced.ok).toHaveLength(1);
+        expect(raced.errors.every((e) => isStoreConflict(e, 'install-mode'))).toBe(true);
+        expect(await reg.lastEventSeq()).toBe(1);
+        // A new window opened meanwhile is not switched off by a late off of the old one.
+        await reg.apply({ setInstallMode: window(2000, 5) });
+        const before = await snapshot(reg);
+        expect(isStoreConflict(await off('deadline', 1000).catch((e: unknown) => e), 'install-mode')).toBe(
+          true,
+        );
+        expect(await snapshot(reg)).toEqual(before);
+        expect(await reg.getInstallMode()).toEqual(window(2000, 5));
+      });
+
       it('without a max, counts on and stays on', async () => {
         const { registry: reg } = await open();
         await reg.apply({ setInstallMode: window(1000, null) });
