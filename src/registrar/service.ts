@@ -93,6 +93,7 @@ export class RegistrarService implements RegistrationEndpoint {
   private pendingSources!: PendingSources;
   /** The policy hook, with --policy-exec. */
   readonly policyHook: PolicyHook | undefined;
+  private readonly singletons: SingletonRoleRule | undefined;
 
   private constructor(private readonly o: RegistrarServiceOptions) {
     const reservations = new Reservations();
@@ -104,9 +105,10 @@ export class RegistrarService implements RegistrationEndpoint {
           ...(o.policyConcurrency !== undefined ? { concurrency: o.policyConcurrency } : {}),
         })
       : undefined;
-    const singletons = o.singletonRoles?.length
-      ? new SingletonRoleRule(o.singletonRoles, o.registry)
+    this.singletons = o.singletonRoles?.length
+      ? new SingletonRoleRule(o.singletonRoles, o.registry, o.clock)
       : undefined;
+    const singletons = this.singletons;
     this.authorizer = new Authorizer(
       [
         new ClusterRule(o.cluster),
@@ -214,6 +216,7 @@ export class RegistrarService implements RegistrationEndpoint {
 
   close(): void {
     this.policyHook?.close();
+    this.singletons?.close();
     this.pendingSources.close();
     this.operator.close();
     this.delivery.close();

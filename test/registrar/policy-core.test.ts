@@ -7,10 +7,11 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { memoryLogger } from '../../src/common/log.js';
+import { VACANCY_TTL_MS } from '../../src/registrar/admission/singleton.js';
 import { RegistrarService } from '../../src/registrar/service.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
 import type { Registry } from '../../src/store/registry.js';
-import { code, FAR, node, ON_LINK, storeState, testCa } from './harness.js';
+import { code, FAR, node, ON_LINK, settle, storeState, testCa } from './harness.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'muster-policy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,7 +45,7 @@ interface Env {
   registry: Registry;
   clock: ManualClock;
   logs: ReturnType<typeof memoryLogger>;
-  token(roles?: string[]): Promise<{ id: string; secret: string }>;
+  token(roles?: string[], ttlMs?: number): Promise<{ id: string; secret: string }>;
   close(): Promise<void>;
 }
 
@@ -54,7 +55,9 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function start(o: { policyExec?: string; singletonRoles?: string[] } = {}): Promise<Env> {
+async function start(
+  o: { policyExec?: string; singletonRoles?: string[]; certLifetimeMs?: number } = {},
+): Promise<Env> {
   const clock = new ManualClock(Date.UTC(2026, 10, 30));
   const registry = await MemoryRegistry.create({ now: () => clock.now() });
   const logs = memoryLogger('registrar');
@@ -71,15 +74,16 @@ async function start(o: { policyExec?: string; singletonRoles?: string[] } = {})
     isOnLink: (a) => a.startsWith('198.18.0.'),
     ...(o.policyExec ? { policyExec: o.policyExec, policyTimeoutMs: 10_000 } : {}),
     ...(o.singletonRoles ? { singletonRoles: o.singletonRoles } : {}),
+    ...(o.certLifetimeMs ? { certLifetimeMs: o.certLifetimeMs } : {}),
   });
   env = {
     svc,
     registry,
     clock,
     logs,
-    async token(roles = []) {
+    async token(roles = [], ttlMs = 3_600_000) {
       const { token } = await svc.operator.createToken({
-        ttlMs: 3_600_000,
+        ttlMs,
         maxUses: null,
         roles,
         clusters: [],
@@ -253,5 +257,60 @@ describe('singleton roles', () => {
     expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
       200,
     );
+  });
+
+  it('a vacant role costs one scan, not one per join; a node admitted meanwhile ends the vacancy at once', async () => {
+    const e = await start({ singletonRoles: ['walrus'] });
+    let scans = 0;
+    const list = e.registry.listNodes.bind(e.registry);
+    e.registry.listNodes = (opts) => {
+      scans++;
+      return list(opts);
+    };
+    const n1 = node('n1');
+    // No token: n1 waits (the role is vacant, that is not why); asking again costs no scan.
+    expect((await e.svc.join(n1.request({ role: 'walrus', clock: e.clock }), FAR)).status).toBe(202);
+    const first = scans;
+    expect(first).toBeGreaterThan(0);
+    expect((await e.svc.join(n1.request({ role: 'walrus', clock: e.clock }), FAR)).status).toBe(202);
+    expect(scans).toBe(first);
+    e.clock.advance(VACANCY_TTL_MS);
+    expect((await e.svc.join(n1.request({ role: 'walrus', clock: e.clock }), FAR)).status).toBe(202);
+    expect(scans).toBe(2 * first);
+    // w1 is admitted while the vacancy is remembered; w2 right after it (before the store's event
+    // arrives) is held.
+    const tok = await e.token();
+    const w1 = e.svc.join(node('w1').request({ role: 'walrus', token: tok, clock: e.clock }), FAR);
+    const w2 = e.svc.join(node('w2').request({ role: 'walrus', token: tok, clock: e.clock }), FAR);
+    expect((await w1).status).toBe(201);
+    expect(await w2).toMatchObject({
+      status: 202,
+      reason: 'role walrus is a singleton held by node w1: waiting for approval',
+    });
+    expect(scans).toBe(2 * first);
+  });
+
+  it('a holder asking again and refused still holds the role for the others', async () => {
+    const e = await start({ singletonRoles: ['walrus'], certLifetimeMs: 3_600_000 });
+    const tok = await e.token();
+    const w1 = node('w1');
+    expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
+      201,
+    );
+    await settle(); // the store's events have arrived: nothing is remembered but what a scan finds
+    e.clock.advance(2 * 3_600_000);
+    // Its certificate expired: w1 asks again, with a token for another role (refused: nothing written).
+    const other = await e.token(['other']);
+    expect(await code(e.svc.join(w1.request({ role: 'walrus', token: other, clock: e.clock }), FAR))).toBe(
+      'token_scope',
+    );
+    expect(await e.registry.getNode('w1')).toMatchObject({ state: 'issued' });
+    const fresh = await e.token();
+    expect(
+      await e.svc.join(node('w2').request({ role: 'walrus', token: fresh, clock: e.clock }), FAR),
+    ).toMatchObject({
+      status: 202,
+      reason: 'role walrus is a singleton held by node w1: waiting for approval',
+    });
   });
 });
