@@ -97,6 +97,8 @@ export const EventsQuery = Type.Object(
     after: Type.Optional(DigitString(SEQ)),
     limit: Type.Optional(DigitString(upTo(EVENTS_PAGE_MAX))),
     follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+    /** Only events of these types: one, or a comma list (`refused,token`); each checked by the route. */
+    type: Type.Optional(Type.String({ pattern: '^[a-z-]+(,[a-z-]+)*$', maxLength: 256 })),
   },
   { additionalProperties: false },
 );

@@ -186,6 +186,21 @@ const tokensRevoke = command({
   },
 });
 
+const tokensUnlock = command({
+  name: 'tokens unlock',
+  describe: 'unlock a join token locked by too many bad proofs (its count starts again from 0)',
+  scopes: ['tokens unlock', 'admin', 'output'],
+  async run(o) {
+    const t = await client(o).request<WireToken>(
+      'POST',
+      `/v1/admin/tokens/${encodeURIComponent(o.id)}/unlock`,
+      {},
+    );
+    if (o.json) printJson(tokenJson(t));
+    else out(`token ${t.id} unlocked (${t.state})\n`);
+  },
+});
+
 const nodesList = command({
   name: 'nodes list',
   describe: 'list nodes',
@@ -496,17 +511,21 @@ const events = command({
         : '';
       out(`${String(ev.seq).padStart(6)}  ${ev.at}  ${ev.type.padEnd(12)} ${ev.name ?? ''} ${d}\n`);
     };
+    // --type refused --type token, or --type refused,token: one filter, applied by the registrar.
+    const types = [...new Set(o.type.flatMap((t) => t.split(',')))];
+    const filter = types.length ? `&type=${encodeURIComponent(types.join(','))}` : '';
     if (o.follow) {
       // A stream: one event a line (NDJSON) with --json, as it happens.
-      return c.stream(`/v1/admin/events?follow=true&after=${o.after}`, (e) =>
+      return c.stream(`/v1/admin/events?follow=true&after=${o.after}${filter}`, (e) =>
         o.json ? out(JSON.stringify(e) + '\n') : text(e as WireEvent),
       );
     }
-    const { events: page } = await c.request<{ events: WireEvent[] }>(
+    const { events: page, next: after } = await c.request<{ events: WireEvent[]; next?: number }>(
       'GET',
-      `/v1/admin/events?after=${o.after}&limit=${o.limit}`,
+      `/v1/admin/events?after=${o.after}&limit=${o.limit}${filter}`,
     );
-    const next = page.length === o.limit ? page[page.length - 1]!.seq : undefined;
+    // Filtered, the registrar says where the next page starts (it may have read past the last match).
+    const next = filter ? after : page.length === o.limit ? page[page.length - 1]!.seq : undefined;
     if (o.json) return printList(page, next);
     page.forEach(text);
     if (next !== undefined) out(`more: --after ${next}\n`);
@@ -520,6 +539,7 @@ export const operatorCommands = [
   tokensCreate,
   tokensList,
   tokensRevoke,
+  tokensUnlock,
   nodesList,
   nodesShow,
   nodesApprove,

@@ -52,6 +52,7 @@ export const registrarCommand = command({
       pendingTtlMs: o['pending-ttl'],
       unackedTtlMs: o['unacked-ttl'],
       eventRetention: o['event-retention'],
+      maxFailures: o['max-failures'],
       store: o.store,
       ...(o['policy-exec']
         ? {

@@ -23,6 +23,7 @@ import { defaultNodeName, formatDuration, isLabel, parseDuration } from './names
 import { defaultAdminSocket, defaultNodeStateDir, defaultRegistrarStateDir } from './paths.js';
 import { splitCommand } from './command-line.js';
 import { TOKEN_ID_PATTERN } from './proof.js';
+import { EVENT_TYPES } from '../store/types.js';
 
 // ---- parsers ------------------------------------------------------------------------------------
 
@@ -455,6 +456,18 @@ const mdns = {
   default: 'on',
 } satisfies Setting;
 
+/** Event types, one or a comma list (`events --type refused,token`), each one of EVENT_TYPES. */
+const eventTypes: Parser<string> = (v) => {
+  const known = `event types, a comma list of ${EVENT_TYPES.join(', ')}`;
+  if (typeof v !== 'string' || v === '') throw new Invalid(`must be ${known}`);
+  for (const t of v.split(',')) {
+    if ((EVENT_TYPES as readonly string[]).includes(t)) continue;
+    const near = closest(t, EVENT_TYPES);
+    throw new Invalid(`must be ${known}${near ? ` (did you mean ${near}?)` : ''}`);
+  }
+  return v;
+};
+
 /** A key fingerprint: base64url SHA-256 of the SPKI, 43 characters. */
 const fingerprint: Parser<string> = (v) => {
   if (typeof v !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(v)) {
@@ -555,6 +568,13 @@ export const SETTINGS = {
       describe: 'events kept in the event log (the oldest go first)',
       parse: int(1000, 100_000_000),
       default: '200000',
+    },
+    // Lockout (DESIGN "Admission policy", registrar/refusals.ts): Matter's commissioning window.
+    'max-failures': {
+      describe:
+        'refused joins after which open install mode switches itself off, and bad proofs after which a join token locks',
+      parse: int(1, 1_000_000),
+      default: '20',
     },
     // The policy hook (issue 10, item 1; registrar/admission/policy-hook.ts, README "Policy hook").
     'policy-exec': {
@@ -734,6 +754,14 @@ export const SETTINGS = {
       required: true,
     },
   },
+  'tokens unlock': {
+    id: {
+      describe: 'the token ID (as `muster tokens list` shows it)',
+      parse: tokenId,
+      positional: true,
+      required: true,
+    },
+  },
   'nodes list': {
     state: { describe: 'only nodes in this state', parse: choice(...NODE_STATES), choices: NODE_STATES },
     limit: { describe: 'nodes per page', parse: int(1, L.NODES_PAGE_MAX), default: '100' },
@@ -812,6 +840,11 @@ export const SETTINGS = {
       describe: 'events per page (without --follow)',
       parse: int(1, L.EVENTS_PAGE_MAX),
       default: String(L.EVENTS_PAGE_MAX),
+    },
+    type: {
+      describe: 'only events of this type (repeat the flag, or a,b), e.g. refused',
+      parse: eventTypes,
+      kind: 'list',
     },
   },
   ca: {

@@ -3,7 +3,12 @@
  * The operator CLI is its only client (DESIGN "CLI"). No TLS: the socket's file permission is the
  * authentication.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify';
 import type { Static } from '@sinclair/typebox';
 import type { Logger } from '../common/log.js';
 import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
@@ -21,10 +26,29 @@ import {
   TokenIdParams,
 } from '../admin/schemas.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
-import type { MusterEvent, NodeRecord, NodeState } from '../store/types.js';
+import { EVENT_TYPES, type MusterEvent, type NodeRecord, type NodeState } from '../store/types.js';
+import { MusterError } from '../common/errors.js';
 import type { GroupChange } from './groups.js';
 import type { Metrics } from './metrics.js';
+import { PeerIdentity } from './peer-cred.js';
 import type { RegistrarService } from './service.js';
+
+/** Events one filtered `GET /v1/admin/events` reads at most before it answers with `next`. */
+export const EVENT_SCAN_BUDGET = 100_000;
+
+/** The `type` filter: each of a comma list must be an event type (bad_request names the unknown one). */
+function eventTypes(q: string): Set<string> {
+  const types = new Set(q.split(','));
+  for (const t of types) {
+    if (!(EVENT_TYPES as readonly string[]).includes(t)) {
+      throw new MusterError(
+        'bad_request',
+        `${JSON.stringify(t)} is not an event type (known: ${EVENT_TYPES.join(', ')})`,
+      );
+    }
+  }
+  return types;
+}
 
 export async function buildAdminApi(
   svc: RegistrarService,
@@ -40,10 +64,11 @@ export async function buildAdminApi(
     frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
-  const operator = (body: unknown): string => {
-    const who = (body as Static<typeof OperatorBody> | undefined)?.operator;
-    return `operator ${who || 'unknown'} (admin socket)`;
-  };
+  // The operator is who the kernel says is at the other end of the admin socket (SO_PEERCRED,
+  // registrar/peer-cred.ts), e.g. `alice (uid 1000)`: never the body's `operator` field, which old
+  // CLIs still send and the schema still accepts (issue 10, item 3).
+  const peers = new PeerIdentity(log);
+  const operator = (req: FastifyRequest): Promise<string> => peers.of(req.socket);
 
   app.get('/v1/admin/status', async () => ({
     ...(await svc.info()),
@@ -84,6 +109,10 @@ export async function buildAdminApi(
   app.delete('/v1/admin/tokens/:id', { schema: { params: TokenIdParams } }, async (req) =>
     op.revokeToken((req.params as Static<typeof TokenIdParams>).id),
   );
+  // A token locked by too many bad proofs admits again (DESIGN "Lockout").
+  app.post('/v1/admin/tokens/:id/unlock', { schema: { params: TokenIdParams } }, async (req) =>
+    op.unlockToken((req.params as Static<typeof TokenIdParams>).id, await operator(req)),
+  );
 
   app.get('/v1/admin/nodes', { schema: { querystring: ListNodesQuery } }, async (req) => {
     const q = req.query as Static<typeof ListNodesQuery>;
@@ -117,7 +146,7 @@ export async function buildAdminApi(
       { schema: { params: NameParams, body: OperatorBody } },
       async (req) => {
         const { name } = req.params as Static<typeof NameParams>;
-        const { certificate: _c, spki: _s, ...node } = await op[action](name, operator(req.body));
+        const { certificate: _c, spki: _s, ...node } = await op[action](name, await operator(req));
         return node;
       },
     );
@@ -136,7 +165,7 @@ export async function buildAdminApi(
     async (req, reply) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof PreapproveBody>;
-      return reply.code(201).send(await op.preapprove(name, preapproveOpts(b), operator(b)));
+      return reply.code(201).send(await op.preapprove(name, preapproveOpts(b), await operator(req)));
     },
   );
   app.post(
@@ -145,7 +174,7 @@ export async function buildAdminApi(
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof PreapproveBody>;
-      const { removed, preapproval } = await op.rebuild(name, preapproveOpts(b), operator(b));
+      const { removed, preapproval } = await op.rebuild(name, preapproveOpts(b), await operator(req));
       const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
       return { ...(removed ? { removed: node } : {}), preapproval };
     },
@@ -156,7 +185,7 @@ export async function buildAdminApi(
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof ForceApproveBody>;
-      const { removed, preapproval } = await op.forceApprove(name, b.key, operator(b));
+      const { removed, preapproval } = await op.forceApprove(name, b.key, await operator(req));
       const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
       return { ...(removed ? { removed: node } : {}), preapproval };
     },
@@ -172,7 +201,9 @@ export async function buildAdminApi(
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof GroupBody>;
-      return groupChange(await op.groups.set(name, b.group, { force: b.force ?? false }, operator(b)));
+      return groupChange(
+        await op.groups.set(name, b.group, { force: b.force ?? false }, await operator(req)),
+      );
     },
   );
   app.delete(
@@ -180,7 +211,7 @@ export async function buildAdminApi(
     { schema: { params: NameParams, body: OperatorBody } },
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
-      return groupChange(await op.groups.unset(name, operator(req.body)));
+      return groupChange(await op.groups.unset(name, await operator(req)));
     },
   );
   app.get('/v1/admin/groups', async () => ({ groups: await op.groups.list() }));
@@ -190,11 +221,11 @@ export async function buildAdminApi(
     'name' in b ? { kind: 'name' as const, value: b.name } : { kind: 'key' as const, value: b.key };
   app.post('/v1/admin/bans', { schema: { body: BanBody } }, async (req, reply) => {
     const b = req.body as Static<typeof BanBody>;
-    return reply.code(201).send(await op.ban(banTarget(b), operator(b), b.reason));
+    return reply.code(201).send(await op.ban(banTarget(b), await operator(req), b.reason));
   });
   app.post('/v1/admin/bans/lift', { schema: { body: BanBody } }, async (req) => {
     const b = req.body as Static<typeof BanBody>;
-    return op.unban(banTarget(b), operator(b));
+    return op.unban(banTarget(b), await operator(req));
   });
   app.get('/v1/admin/bans', async () => ({ bans: await op.listBans() }));
 
@@ -207,8 +238,27 @@ export async function buildAdminApi(
   app.get('/v1/admin/events', { schema: { querystring: EventsQuery } }, async (req, reply) => {
     const q = req.query as Static<typeof EventsQuery>;
     const after = Number(q.after ?? 0);
-    if (q.follow !== 'true')
-      return { events: await op.listEvents(after, Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000)) };
+    const types = q.type === undefined ? undefined : eventTypes(q.type);
+    const wanted = (ev: MusterEvent): boolean => types === undefined || types.has(ev.type);
+    const limit = Math.min(Math.max(Number(q.limit ?? 1000), 1), 10_000);
+    if (q.follow !== 'true') {
+      if (!types) return { events: await op.listEvents(after, limit) };
+      // Filtered: read on until the page is full or the log ends, within a budget; `next` is where
+      // the next page starts when the read stopped with more of the log to go.
+      const events: MusterEvent[] = [];
+      let cursor = after;
+      for (let read = 0; ;) {
+        const page = await op.listEvents(cursor, 1000);
+        read += page.length;
+        for (const ev of page) {
+          cursor = ev.seq;
+          if (wanted(ev)) events.push(ev);
+          if (events.length === limit) return { events, next: cursor };
+        }
+        if (page.length < 1000) return { events };
+        if (read >= EVENT_SCAN_BUDGET) return { events, next: cursor };
+      }
+    }
     // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
     reply.hijack();
     const raw = reply.raw;
@@ -219,7 +269,7 @@ export async function buildAdminApi(
     const write = (ev: MusterEvent): void => {
       if (ev.seq <= last) return;
       last = ev.seq;
-      raw.write(JSON.stringify(ev) + '\n');
+      if (wanted(ev)) raw.write(JSON.stringify(ev) + '\n');
     };
     const onEvent = (ev: MusterEvent): void => {
       if (replaying) buffered.push(ev);

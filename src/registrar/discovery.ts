@@ -28,6 +28,8 @@ export interface RegistrarDiscoveryOptions {
   port: number;
   /** IPv4 address of the interface to advertise on. */
   interface?: string;
+  /** The advertiser to use (tests pass a fake: no multicast outside a test namespace); default: createMdns. */
+  mdns?: Mdns;
 }
 
 export interface RegistrarDiscovery {
@@ -40,12 +42,14 @@ const MAX_GARBAGE_LOGGED = 256;
 
 export async function startRegistrarDiscovery(o: RegistrarDiscoveryOptions): Promise<RegistrarDiscovery> {
   const log = o.log.child({ component: 'mdns' });
-  const mdns = createMdns({
-    ...(o.interface ? { interface: o.interface } : {}),
-    host: `${o.registrarId}.local`,
-    logger: log,
-    onError: (err) => log.error({ err: err.message, code: (err as { code?: string }).code }, 'mDNS error'),
-  });
+  const mdns =
+    o.mdns ??
+    createMdns({
+      ...(o.interface ? { interface: o.interface } : {}),
+      host: `${o.registrarId}.local`,
+      logger: log,
+      onError: (err) => log.error({ err: err.message, code: (err as { code?: string }).code }, 'mDNS error'),
+    });
   await mdns.ready();
 
   const txt = async (): Promise<Record<string, string>> =>

@@ -45,6 +45,8 @@ export interface RegistrarOptions {
   unackedTtlMs?: number;
   /** Events kept in the event log (store default: DEFAULT_EVENT_RETENTION). */
   eventRetention?: number;
+  /** Refused joins per install-mode window, and bad proofs per token, before lockout (--max-failures). */
+  maxFailures?: number;
   /**
    * The registry (--store): 'level' (default, under stateDir) or `etcd://HOST:PORT[,...][/PREFIX]`,
    * one registry shared by several registrars (DESIGN "Store backends").
@@ -251,6 +253,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       ...(opts.heardTtlMs !== undefined ? { heardTtlMs: opts.heardTtlMs } : {}),
       ...(opts.pendingTtlMs !== undefined ? { pendingTtlMs: opts.pendingTtlMs } : {}),
       ...(opts.unackedTtlMs !== undefined ? { unackedTtlMs: opts.unackedTtlMs } : {}),
+      ...(opts.maxFailures !== undefined ? { maxFailures: opts.maxFailures } : {}),
       ...(opts.nodeConfig ? { nodeConfig: opts.nodeConfig } : {}),
       ...(opts.fault ? { fault: opts.fault } : {}),
       ...(opts.policyExec ? { policyExec: opts.policyExec } : {}),

@@ -472,6 +472,27 @@ export class Operator {
     return tokenView((await this.o.registry.getToken(id)) ?? next, now);
   }
 
+  /**
+   * Unlocks a token that too many bad proofs locked (DESIGN "Lockout"): it admits again, and its
+   * count of bad proofs starts again from 0. Unlocking a token that is not locked resets its count.
+   */
+  async unlockToken(id: string, operator: string): Promise<TokenView> {
+    const t = await this.o.registry.getToken(id);
+    if (!t) throw new MusterError('token_not_found', `no join token with id ${id}`);
+    const now = this.o.clock.now();
+    if (!t.locked && !t.badProofs) return tokenView(t, now);
+    const { locked: _l, lockedAt: _a, ...rest } = t;
+    const next = { ...rest, badProofs: 0 };
+    await this.o.registry.apply({
+      putToken: next,
+      events: [
+        { type: 'token', detail: { action: 'unlocked', id, by: operator, badProofs: t.badProofs ?? 0 } },
+      ],
+    });
+    this.log.info({ tokenId: id, by: operator, badProofs: t.badProofs ?? 0 }, 'join token unlocked');
+    return tokenView((await this.o.registry.getToken(id)) ?? next, now);
+  }
+
   // ---- install mode ----
 
   async installModeStatus(): Promise<InstallModeView> {
