@@ -34,7 +34,7 @@
  * compare-and-set, and two registrars never both see "the name is free".
  *
  * Changes queued by one process are grouped (group commit, up to MAX_GROUP changes and about
- * MAX_WRITES keys per transaction, below etcd's default --max-txn-ops 128) and land in call order.
+ * MAX_OPS keys per transaction, below etcd's default --max-txn-ops 128) and land in call order.
  * Serial counters come from leases of SERIAL_LEASE taken by compare-and-set on m/serial-lease, so two
  * registrars never hand out the same counter. Events reach watchers through an etcd watch on e/: every
  * registrar hears the events of all (long polls answered across registrars).
@@ -96,8 +96,18 @@ export const DEFAULT_ETCD_PREFIX = '/muster/';
 const UNAVAILABLE_RETRY_S = 2;
 const SERIAL_LEASE = 1024;
 const MAX_GROUP = 32;
-/** Keys written by one transaction before a group is cut (etcd's default --max-txn-ops is 128). */
-const MAX_WRITES = 100;
+/**
+ * Operations in one etcd transaction: keys written or compared before a group is cut, and reads
+ * per transaction (etcd refuses more than --max-txn-ops, 128 by default, in either branch).
+ */
+const MAX_OPS = 100;
+
+/** `items` in slices of at most `n`. */
+function slices<T>(items: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += n) out.push(items.slice(i, i + n));
+  return out;
+}
 /** Rounds of a group lost to other registrars' writes before giving up (503: retry later). */
 const MAX_ROUNDS = 200;
 
@@ -227,6 +237,8 @@ export class EtcdRegistry implements Registry {
     this.client = new Etcd3({
       hosts: spec.endpoints.map((e) => `http://${e}`),
       dialTimeout: timeout,
+      // A page of node records with their certificates can pass gRPC's default 4 MiB per message.
+      grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
       // A deadline on every unary call; the watch stream lives as long as the registry.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     });
@@ -368,13 +380,17 @@ export class EtcdRegistry implements Registry {
 
   /** The records of these names as they were at `revision`, in the order given. */
   private async nodesAt(names: string[], revision: string): Promise<NodeRecord[]> {
-    if (names.length === 0) return [];
-    const res = await this.call(() =>
-      this.client.kv.txn({
-        success: names.map((n): IRequestOp => ({ request_range: { key: this.key(K.node(n)), revision } })),
-      }),
+    const parts = await Promise.all(
+      slices(names, MAX_OPS).map((part) =>
+        this.call(() =>
+          this.client.kv.txn({
+            success: part.map((n): IRequestOp => ({ request_range: { key: this.key(K.node(n)), revision } })),
+          }),
+        ),
+      ),
     );
-    return res.responses
+    return parts
+      .flatMap((res) => res.responses)
       .map((r) => r.response_range.kvs[0])
       .filter((kv): kv is IKeyValue => kv !== undefined)
       .map((kv) => normaliseNode(JSON.parse(kv.value.toString())));
@@ -640,7 +656,7 @@ export class EtcdRegistry implements Registry {
           const o = ws.child();
           try {
             const events = this.decide(group[i]!.change, o);
-            if (i > 0 && o.writes.size > MAX_WRITES) {
+            if (i > 0 && (o.writes.size > MAX_OPS || o.guarded.size > MAX_OPS)) {
               cut = i; // too big for one transaction with what is before it: the next group
               break;
             }
@@ -697,22 +713,30 @@ export class EtcdRegistry implements Registry {
     }
   }
 
-  /** Reads keys at one revision: their values and mod_revisions. */
+  /**
+   * Reads keys (a transaction of reads per MAX_OPS keys): their values and mod_revisions. Slices may
+   * be read at different revisions: the commit compares each key's mod_revision, so what it decided
+   * on still holds when it lands.
+   */
   private async readKeys(keys: string[]): Promise<Map<string, Read>> {
-    const res = await this.call(() =>
-      this.client.kv.txn({
-        success: keys.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
+    const out = new Map<string, Read>();
+    await Promise.all(
+      slices(keys, MAX_OPS).map(async (part) => {
+        const res = await this.call(() =>
+          this.client.kv.txn({
+            success: part.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
+          }),
+        );
+        part.forEach((k, i) => {
+          const kv = res.responses[i]!.response_range.kvs[0];
+          out.set(
+            k,
+            kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' },
+          );
+        });
       }),
     );
-    return new Map(
-      keys.map((k, i) => {
-        const kv = res.responses[i]!.response_range.kvs[0];
-        return [
-          k,
-          kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' },
-        ];
-      }),
-    );
+    return out;
   }
 
   /**

@@ -188,6 +188,65 @@ describe.skipIf(gate.skip)('etcd registry', () => {
     });
   });
 
+  describe('large requests', () => {
+    it('lists a page of 1,000 nodes with certificates (more reads than one etcd transaction may hold)', async () => {
+      const reg = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix: freshPrefix() });
+      try {
+        const certificate = 'c'.repeat(6000); // 6 MB a page: above gRPC's default 4 MiB message
+        const names = Array.from({ length: 1000 }, (_, i) => `big-${String(i).padStart(4, '0')}`);
+        await Promise.all(
+          names.map((name) =>
+            reg.apply({ nodes: [{ expectRev: 0, next: rec(name, 'issued', { certificate }) }] }),
+          ),
+        );
+        expect((await reg.listNodes({ limit: 1000 })).map((n) => n.name)).toEqual(names);
+        expect((await reg.listNodes({ state: 'issued', limit: 1000 })).map((n) => n.name)).toEqual(names);
+        expect((await reg.counts()).issued).toBe(1000);
+      } finally {
+        await reg.close();
+      }
+    }, 60_000);
+
+    it('splits queued changes that together need more than one transaction may compare or write', async () => {
+      const reg = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix: freshPrefix() });
+      try {
+        const n = 64;
+        for (let i = 0; i < n; i++) {
+          await reg.apply({
+            putToken: token(`t-${i}`, 1),
+            putPreapproval: {
+              name: `p-${i}`,
+              expiresAt: null,
+              createdAt: '2026-01-01T00:00:00.000Z',
+              by: 'op',
+            },
+          });
+        }
+        // Each change reads and guards a token, a pre-approval and two names: 64 of them are
+        // queued at once, far beyond one transaction's 128 operations.
+        const evs = await Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            reg.apply({
+              nodes: [
+                { expectRev: 0, next: rec(`p-${i}`, 'accepted') },
+                { expectRev: 0, next: rec(`q-${i}`, 'accepted') },
+              ],
+              useToken: `t-${i}`,
+              usePreapproval: { name: `p-${i}` },
+              events: [{ type: 'accepted', name: `p-${i}` }],
+            }),
+          ),
+        );
+        expect(evs.map((e) => e[0]!.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+        expect((await reg.counts()).accepted).toBe(2 * n);
+        expect(await reg.listPreapprovals()).toEqual([]);
+        expect((await reg.listTokens()).every((t) => t.used === 1)).toBe(true);
+      } finally {
+        await reg.close();
+      }
+    });
+  });
+
   describe('etcd unavailable', () => {
     it('an open with no etcd listening fails with store_unavailable within its deadline', async () => {
       // A port nothing listens on: taken and released.
