@@ -135,6 +135,13 @@ describe('policy hook in the core', () => {
     expect(shown.node.decision).toMatchObject({ rule: 'policy', detail: 'in the inventory (rack 7)' });
   });
 
+  it('a hook that accepts does not admit a tier registrar (role cluster): it waits for the operator', async () => {
+    const e = await start({ policyExec: script('echo "in the inventory"; exit 0') });
+    const out = await e.svc.join(node('t1').request({ role: 'cluster', clock: e.clock }), FAR);
+    expect(out).toMatchObject({ status: 202, state: 'pending' });
+    expect(await e.registry.getNode('t1')).toMatchObject({ state: 'pending' });
+  });
+
   it('a bad proof is refused even when the hook would accept, and the hook never runs', async () => {
     const ran = path.join(dir, 'bad-proof-ran');
     const e = await start({ policyExec: script(`touch ${ran}; exit 0`) });

@@ -279,7 +279,7 @@ describe('combining the hook with the built-in verdict (deny wins)', () => {
     });
   });
 
-  it('accept admits what would wait (rule policy), keeps a built-in accept, and never lifts a hold', () => {
+  it('accept admits what would wait (rule policy), keeps a built-in accept, never lifts a hold nor admits a tier', () => {
     expect(combine(pending, { outcome: 'accept', reason: 'in inventory' })).toEqual({
       kind: 'accept',
       rule: 'policy',
@@ -291,5 +291,8 @@ describe('combining the hook with the built-in verdict (deny wins)', () => {
     });
     const hold = { kind: 'pending' as const, reason: 'role walrus is a singleton', hold: true };
     expect(combine(hold, { outcome: 'accept', reason: 'ok' })).toBe(hold);
+    // A tier registrar (role cluster) waits: its intermediate CA is not the hook's to give.
+    expect(combine(pending, { outcome: 'accept', reason: 'ok' }, false)).toBe(pending);
+    expect(combine(pending, { outcome: 'reject', reason: 'no' }, false)).toMatchObject({ kind: 'deny' });
   });
 });

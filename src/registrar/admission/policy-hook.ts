@@ -17,7 +17,7 @@
  * Combination with the built-in verdict (combine()): deny wins. A built-in refusal (a bad token proof,
  * a ban, the cluster) never reaches the hook; the hook may refuse anything, make anything wait, and may
  * accept what would otherwise wait for approval, except a hold (a singleton role: only the operator
- * lifts it).
+ * lifts it) and a tier registrar (role `cluster`: it gets an intermediate CA).
  *
  * What the hook prints is untrusted text that ends in records and logs: at most 4 KiB of stdout and of
  * stderr are read, the reason is the first line with control and format characters removed, white
@@ -30,6 +30,7 @@ import { splitCommand } from '../../common/command-line.js';
 import { redactTokens } from '../../common/config.js';
 import { MusterError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
+import { TIER_ROLE } from '../issuer.js';
 import type { AdmissionRequest, Verdict } from './authorizer.js';
 
 export { splitCommand };
@@ -133,7 +134,12 @@ export function policyRequest(
  * The verdict: the built-in one and the hook's answer, deny winning (see the module comment). A
  * built-in deny never gets here.
  */
-export function combine(builtin: Exclude<Verdict, { kind: 'deny' }>, answer: HookAnswer): Verdict {
+export function combine(
+  builtin: Exclude<Verdict, { kind: 'deny' }>,
+  answer: HookAnswer,
+  /** The hook may admit what would wait (not so for a tier registrar: issue 11). */
+  mayAdmit = true,
+): Verdict {
   switch (answer.outcome) {
     case 'reject':
       return {
@@ -158,7 +164,9 @@ export function combine(builtin: Exclude<Verdict, { kind: 'deny' }>, answer: Hoo
           ? { ...builtin, detail: `${builtin.detail}; policy: ${answer.reason}` }
           : builtin;
       }
-      if (builtin.hold) return builtin; // only the operator lifts a hold (a singleton role)
+      // Only the operator lifts a hold (a singleton role); a tier registrar's intermediate CA is admitted
+      // only by a token scoped to its role, install mode opened for it, or the operator.
+      if (builtin.hold || !mayAdmit) return builtin;
       return { kind: 'accept', rule: 'policy', detail: answer.reason || 'accepted by the policy hook' };
   }
 }
@@ -219,7 +227,7 @@ export class PolicyHook {
   /** Asks the hook about a join and combines its answer with the built-in verdict. */
   async judge(req: AdmissionRequest, builtin: Exclude<Verdict, { kind: 'deny' }>): Promise<Verdict> {
     const answer = await this.ask(policyRequest(req, builtin));
-    const verdict = combine(builtin, answer);
+    const verdict = combine(builtin, answer, req.role !== TIER_ROLE);
     this.o.log.info(
       {
         node: req.name,
