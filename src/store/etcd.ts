@@ -217,6 +217,8 @@ export class EtcdRegistry implements Registry {
   private readonly delivery = new EventDelivery();
   /** The highest event seq this process has seen committed (its own or heard by the watch). */
   private knownSeq = 0;
+  /** The highest event seq passed to watchers. */
+  private publishedSeq = 0;
   private queue: Queued[] = [];
   private running: Promise<void> | undefined;
   /** The group being committed: watched events wait for it, so apply() resolves before they are heard. */
@@ -263,7 +265,7 @@ export class EtcdRegistry implements Registry {
   private async load(): Promise<void> {
     const res = await this.client.kv.range({ key: this.key(K.seq) });
     const kv = res.kvs[0];
-    this.knownSeq = kv ? Number(kv.value.toString()) : 0;
+    this.knownSeq = this.publishedSeq = kv ? Number(kv.value.toString()) : 0;
     // A smaller retention than at the last start clears the older events once, in one call.
     const keep = this.knownSeq - this.eventRetention;
     if (keep > 0) {
@@ -588,6 +590,9 @@ export class EtcdRegistry implements Registry {
     this.watchChain = this.watchChain
       .then(() => this.inflight)
       .then(() => {
+        // Once each: a watch that resumes after a reconnect may replay what it already delivered.
+        if (ev.seq <= this.publishedSeq) return;
+        this.publishedSeq = ev.seq;
         this.knownSeq = Math.max(this.knownSeq, ev.seq);
         this.delivery.publish([ev]);
       });
