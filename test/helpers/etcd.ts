@@ -96,9 +96,10 @@ export async function startEtcdCluster(opts: { members?: number } = {}): Promise
         `--initial-cluster=${initialCluster}`,
         '--initial-cluster-state=new',
         `--initial-cluster-token=${token}`,
-        // Loopback: a short election keeps kill/restart cases quick.
-        '--heartbeat-interval=50',
-        '--election-timeout=500',
+        // etcd's own defaults (100 ms, 1 s): shorter ones let a loaded test machine (the whole
+        // suite on two cores) starve heartbeats into needless elections.
+        '--heartbeat-interval=100',
+        '--election-timeout=1000',
         '--logger=zap',
         '--log-level=error',
       ],
