@@ -16,6 +16,7 @@ import type { Logger } from '../common/log.js';
 import { buildApi } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa, type CertificateAuthority } from './ca.js';
+import { checkPolicyCommand } from './admission/policy-hook.js';
 import { Metrics } from './metrics.js';
 import { hostAddresses, onLinkChecker } from './onlink.js';
 import { openRegistry, type Registry } from '../store/index.js';
@@ -143,6 +144,8 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
   const clock = opts.clock ?? systemClock;
   const log = opts.log;
   const { host, port } = parseListen(opts.listen);
+  // A hook that cannot run is refused before anything is opened or created.
+  if (opts.policyExec) await checkPolicyCommand(opts.policyExec);
   await ensureDir(opts.stateDir, 0o700);
 
   let registry: Registry;
@@ -262,7 +265,6 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       ...(opts.singletonRoles?.length ? { singletonRoles: opts.singletonRoles } : {}),
     });
     cleanup.unshift(async () => service.close());
-    await service.policyHook?.check();
 
     const metrics = new Metrics({
       counts: () => service.operator.counts(),

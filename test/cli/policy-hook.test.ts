@@ -86,7 +86,7 @@ describe('muster registrar --policy-exec', () => {
       /cannot be executed \(ENOENT\)/,
     ],
     ['a command line with an unclosed quote', ["/bin/true 'open"], /--policy-exec is not a command line/],
-  ])('refuses to start with %s (exit 2), listening on nothing', (_what, value, message) => {
+  ])('refuses to start with %s (exit 2), creating nothing', (_what, value, message) => {
     const dir = path.join(t.dir, 'bad');
     const r = cli([
       'registrar',
@@ -98,6 +98,7 @@ describe('muster registrar --policy-exec', () => {
     ]);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(message);
-    expect(filesUnder(dir) ?? []).not.toContain('admin.sock');
+    // Refused before anything is opened: no state directory, no store, no CA, no socket.
+    expect(filesUnder(dir)).toBeNull();
   });
 });

@@ -171,6 +171,21 @@ export function combine(
   }
 }
 
+/**
+ * At start, before anything is opened: a program named by a path must exist and be executable (else
+ * every join would wait with "cannot start"); a bare name is looked up in PATH when it runs.
+ */
+export async function checkPolicyCommand(command: string): Promise<void> {
+  const prog = splitCommand(command)[0]!;
+  if (!prog.includes('/')) return;
+  try {
+    await access(prog, constants.X_OK);
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new MusterError('MUSTER_ERR_CONFIG', `--policy-exec: ${prog} cannot be executed (${why})`);
+  }
+}
+
 interface Waiter {
   /** Hands the slot of a run that ended to this request. */
   start: () => void;
@@ -204,19 +219,9 @@ export class PolicyHook {
     };
   }
 
-  /**
-   * At start: a program named by a path must exist and be executable (else every join would wait with
-   * "cannot start"); a bare name is looked up in PATH when it runs.
-   */
+  /** checkPolicyCommand for this hook's command. */
   async check(): Promise<void> {
-    const prog = this.argv[0]!;
-    if (!prog.includes('/')) return;
-    try {
-      await access(prog, constants.X_OK);
-    } catch (err) {
-      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      throw new MusterError('MUSTER_ERR_CONFIG', `--policy-exec: ${prog} cannot be executed (${why})`);
-    }
+    return checkPolicyCommand(this.o.command);
   }
 
   /** Hooks running now (for tests and metrics). */
