@@ -8,7 +8,10 @@ import path from 'node:path';
 import { ManualClock, type TimerHandle } from '../../src/common/clock.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdCluster, etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
+import { joinProofMac, parseToken } from '../../src/common/proof.js';
 import {
+  api,
+  csrFor,
   joinNode,
   opensslVerify,
   startTestRegistrar,
@@ -99,6 +102,46 @@ describe.skipIf(gate.skip)('registrars on etcd', () => {
     const after = await b.service.registry.listEvents(seq, 100);
     expect(after.filter((e) => e.name === 'node-2' && e.type !== 'refused')).toEqual([]);
   });
+
+  it('160 concurrent joins for 40 names through two registrars issue exactly 40 certificates, one per name', async () => {
+    const [a, b] = await twoRegistrars();
+    const { token } = await a.admin.request<{ token: string }>('POST', '/v1/admin/tokens', {});
+    const { id, secret } = parseToken(token)!;
+    const nodes = Array.from({ length: 40 }, (_, i) => ({ name: `m${i}`, ...csrFor(`m${i}`) }));
+    const intruders = nodes.slice(0, 8).map((n) => ({ name: n.name, ...csrFor(n.name) })); // same name, other key
+    const results = await Promise.all(
+      Array.from({ length: 160 }, (_, i) => {
+        // Each name asked for 4 times, alternately through A and B; m0..m7 once of those by another key.
+        const n = i >= 120 && i % 40 < 8 ? intruders[i % 40]! : nodes[i % 40]!;
+        const ts = Math.floor(Date.now() / 1000);
+        const proof = {
+          id,
+          ts,
+          hmac: joinProofMac(secret, { name: n.name, role: 'worker', cluster: '', key: n.fp, ts }),
+        };
+        return api(i % 2 ? a : b, 'POST', '/v1/join', {
+          name: n.name,
+          role: 'worker',
+          cluster: '',
+          csr: n.csr,
+          proof,
+        });
+      }),
+    );
+    for (const r of results) expect([200, 201, 409]).toContain(r.status);
+    expect(results.filter((r) => r.status === 201)).toHaveLength(40);
+    const certByName = new Map<string, Set<string>>();
+    for (const r of results.filter((r) => r.status < 300)) {
+      certByName.set(r.body.node, (certByName.get(r.body.node) ?? new Set()).add(r.body.certificate));
+    }
+    expect(certByName.size).toBe(40);
+    for (const certs of certByName.values()) expect(certs.size).toBe(1);
+    expect((await b.service.registry.counts()).issued).toBe(40);
+    const issued = (await a.service.registry.listEvents(0, 10_000)).filter((e) => e.type === 'issued');
+    expect(issued).toHaveLength(40);
+    expect(new Set(issued.map((e) => e.detail!.serial)).size).toBe(40);
+    expect((await b.service.registry.getToken(id))!.used).toBe(40);
+  }, 60_000);
 
   it('install mode opened on one registrar is on for both; at its deadline both switch it off, one event says so', async () => {
     const clock = new TimersClock(Date.UTC(2026, 10, 30, 12));
