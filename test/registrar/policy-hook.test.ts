@@ -279,6 +279,20 @@ describe('combining the hook with the built-in verdict (deny wins)', () => {
     });
   });
 
+  it("pending and failure keep what the built-in wait says besides its reason (install mode's refused attempt)", () => {
+    const offLink = { ...pending, refusal: 'off_link' as const };
+    expect(combine(offLink, { outcome: 'pending', reason: 'later' })).toEqual({
+      kind: 'pending',
+      refusal: 'off_link',
+      reason: 'policy hook: later: waiting for approval',
+    });
+    expect(combine(offLink, { outcome: 'failed', why: 'exit 3' })).toEqual({
+      kind: 'pending',
+      refusal: 'off_link',
+      reason: 'policy hook failed (exit 3): waiting for approval',
+    });
+  });
+
   it('accept admits what would wait (rule policy), keeps a built-in accept, never lifts a hold nor admits a tier', () => {
     expect(combine(pending, { outcome: 'accept', reason: 'in inventory' })).toEqual({
       kind: 'accept',

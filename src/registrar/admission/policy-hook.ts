@@ -151,11 +151,17 @@ export function combine(
       };
     case 'pending':
       return {
+        // What else the built-in wait says (a hold, install mode's refused attempt) stays.
+        ...(builtin.kind === 'pending' ? builtin : {}),
         kind: 'pending',
         reason: `policy hook: ${answer.reason || 'the admission policy says wait'}: waiting for approval`,
       };
     case 'failed':
-      return { kind: 'pending', reason: `policy hook failed (${answer.why}): waiting for approval` };
+      return {
+        ...(builtin.kind === 'pending' ? builtin : {}),
+        kind: 'pending',
+        reason: `policy hook failed (${answer.why}): waiting for approval`,
+      };
     case 'accept':
       if (builtin.kind === 'accept') {
         // The built-in rule admits (and its token use or install-mode slot is what is consumed); the
