@@ -2,8 +2,8 @@
  * The registry: one narrow domain interface (CONVENTIONS 5, DESIGN "Store backends") with backends
  * behind it: level (embedded, the default), memory (tests), etcd (shared by several registrars). The
  * registrar decides; the registry only stores what was decided, atomically and durably, and refuses
- * a change whose preconditions no longer hold (compare-and-set). How records are laid out is each backend's own
- * business: no key, prefix or batch op crosses this interface.
+ * a change whose preconditions no longer hold (compare-and-set). How records are laid out is each
+ * backend's own business: no key, prefix or batch op crosses this interface.
  *
  * Every backend passes the contract suite in test/store/contract.ts.
  */
