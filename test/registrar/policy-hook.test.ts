@@ -16,6 +16,13 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/common/log.js';
 import { Metrics } from '../../src/registrar/metrics.js';
+import { ManualClock } from '../../src/common/clock.js';
+import {
+  Authorizer,
+  type AdmissionRequest,
+  type Provisioner,
+  type Verdict,
+} from '../../src/registrar/admission/authorizer.js';
 import {
   combine,
   PolicyHook,
@@ -308,5 +315,61 @@ describe('combining the hook with the built-in verdict (deny wins)', () => {
     // A tier registrar (role cluster) waits: its intermediate CA is not the hook's to give.
     expect(combine(pending, { outcome: 'accept', reason: 'ok' }, false)).toBe(pending);
     expect(combine(pending, { outcome: 'reject', reason: 'no' }, false)).toMatchObject({ kind: 'deny' });
+  });
+});
+
+describe('the authorizer with a policy and a hold (fakes, no process)', () => {
+  const req: AdmissionRequest = {
+    name: 'n1',
+    role: 'walrus',
+    cluster: '',
+    key: 'k'.repeat(43),
+    channel: 'https',
+    address: '203.0.113.9',
+    onLink: false,
+  };
+  const rule = (v: Verdict | undefined): Provisioner => ({ name: 'fake', evaluate: () => v });
+  const tokenAccept: Verdict = { kind: 'accept', rule: 'token', detail: 'token abc', tokenId: 'abc' };
+  const hold: Verdict = { kind: 'pending', reason: 'role walrus is a singleton held by node w1', hold: true };
+  const recorder = () => {
+    const seen: Verdict[] = [];
+    return {
+      seen,
+      policy: {
+        judge: async (_r: AdmissionRequest, builtin: Exclude<Verdict, { kind: 'deny' }>) => {
+          seen.push(builtin);
+          return builtin;
+        },
+      },
+    };
+  };
+
+  it("a hold beats a token or install-mode accept; the operator's pre-approval lifts it", async () => {
+    const clock = new ManualClock();
+    expect(await new Authorizer([rule(tokenAccept), rule(hold)], { clock }).decide(req)).toBe(hold);
+    const pre: Verdict = { kind: 'accept', rule: 'approval', detail: 'pre-approved by alice' };
+    expect(await new Authorizer([rule(hold), rule(pre)], { clock }).decide(req)).toBe(pre);
+  });
+
+  it('the policy sees every verdict but a deny, and the pending caps apply to what it leaves waiting', async () => {
+    const clock = new ManualClock();
+    const r = recorder();
+    const deny: Verdict = { kind: 'deny', code: 'bad_proof', message: 'no' };
+    expect(
+      await new Authorizer([rule(tokenAccept), rule(deny)], { clock, policy: r.policy }).decide(req),
+    ).toBe(deny);
+    expect(r.seen).toEqual([]);
+    await new Authorizer([rule(tokenAccept)], { clock, policy: r.policy }).decide(req);
+    expect(r.seen).toEqual([tokenAccept]);
+    // A policy that makes a token join wait: the full queue refuses it (closed), as any new wait.
+    const waits = {
+      judge: async () => ({ kind: 'pending' as const, reason: 'policy hook: later: waiting for approval' }),
+    };
+    const full = new Authorizer([rule(tokenAccept)], {
+      clock,
+      policy: waits,
+      pendingCap: { max: 1, count: async () => 1 },
+    });
+    expect(await full.decide(req)).toMatchObject({ kind: 'deny', code: 'closed' });
   });
 });
