@@ -32,6 +32,7 @@ export function exitCodeFor(err: unknown): number {
     case 'token_scope':
     case 'wrong_cluster':
     case 'banned':
+    case 'policy_denied':
     case 'forbidden_role':
     case 'tier_removed':
     case 'invalid_csr':

@@ -203,6 +203,8 @@ export const UNDERSTOOD_CODES: readonly ErrorCode[] = [
   'token_scope',
   'wrong_cluster',
   'banned',
+  // The site's policy hook refused it (issue 10): refused for good, like a ban.
+  'policy_denied',
   // Tier registrars (issue 11): role cluster asked of a tier, or a tier its parent removed.
   'forbidden_role',
   'tier_removed',

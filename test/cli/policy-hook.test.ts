@@ -24,6 +24,7 @@ beforeAll(async () => {
       `name=$(sed -n 's/.*"name":"\\([a-z0-9-]*\\)".*/\\1/p')`,
       'case "$name" in',
       '  ok-*) echo "$name is in the inventory (rack 7)"; exit 0 ;;',
+      '  evil-*) echo "$name is on the retired list"; exit 20 ;;',
       '  *) echo "$name is not in the inventory"; exit 10 ;;',
       'esac',
       '',
@@ -77,6 +78,17 @@ describe('muster registrar --policy-exec', () => {
     expect(shown.stdout).toMatch(
       /^waiting because:\s+policy hook: new-1 is not in the inventory: waiting for approval$/m,
     );
+  });
+
+  it('a node the hook rejects is refused for good: exit 3 at once (no retry), nothing on disk but its key', () => {
+    const before = JSON.parse(op(['events', '--json']).stdout) as { items: { type: string }[] };
+    const r = join('evil-1', ['--timeout', '30s']);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/policy/);
+    expect(filesUnder(path.join(t.dir, 'nodes', 'evil-1')) ?? []).not.toContain('node.crt');
+    expect(op(['nodes', 'show', 'evil-1']).code).toBe(1);
+    const after = JSON.parse(op(['events', '--json']).stdout) as { items: { type: string }[] };
+    expect(after.items.slice(before.items.length).map((e) => e.type)).toEqual(['refused']);
   });
 
   it.each([
