@@ -113,7 +113,14 @@ describe.skipIf(gate.skip)('tier registrars on a test LAN', () => {
       nodes(main.admin).find((n) => n.name === 'rack1' && n.state === 'pending') ? true : undefined,
     );
     expect(main.admin(['nodes', 'approve', 'rack1']).code).toBe(0);
-    const { ready } = await tierReady;
+    const { ready, out: tierOut } = await tierReady;
+    // Heard while unregistered, recorded as it started (before "registrar ready"), not heard afresh.
+    const log = tierOut();
+    const heardAt = log.search(
+      /"node":"worker-1"[^\n]*"heard a node over mDNS"|"heard a node over mDNS"[^\n]*"node":"worker-1"/,
+    );
+    expect(heardAt, log).toBeGreaterThan(-1);
+    expect(heardAt).toBeLessThan(log.indexOf('"registrar ready"'));
     expect(ready.ca).toBe(mainReady.ca); // the tier advertises and serves the main's root as its anchor
 
     // What the tier heard before it was registered is on its record now.
