@@ -292,6 +292,8 @@ export class Registration {
         pendingReason: verdict.reason,
         times: { ...base.times, pending: nowIso },
         ...(advertisedKey ? { advertisedKey } : {}),
+        // The proven token, so that an approval's bundle carries its MAC (admission/authorizer.ts).
+        ...(verdict.tokenId ? { tokenId: verdict.tokenId } : {}),
       };
       await this.o.registry.apply({
         nodes: [{ expectRev: rec?.rev ?? 0, next, archivePrev }],

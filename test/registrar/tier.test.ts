@@ -204,7 +204,8 @@ describe('tier registrar (--parent URL)', () => {
 describe('admission of a tier is explicit', () => {
   it('attack: an unscoped token, or install mode not opened for role cluster, leaves the tier pending with no CA certificate', async () => {
     const stop = new AbortController();
-    const starting = startTier('rack2', await tierToken([]), { signal: stop.signal });
+    const token = await tierToken([]);
+    const starting = startTier('rack2', token, { signal: stop.signal });
     starting.catch(() => undefined);
     const pending = await until('rack2 pending at the parent', async () => {
       const r = await parent.service.registry.getNode('rack2');
@@ -222,6 +223,22 @@ describe('admission of a tier is explicit', () => {
     await expect(starting).rejects.toThrow();
     expect(existsSync(path.join(work.dir, 'rack2', 'registrar', 'parent', 'node.crt'))).toBe(false);
     expect((await parent.service.registry.getNode('rack2'))?.certificate).toBeUndefined();
+
+    // Started again (same key), it is admitted when the parent's operator approves it: the token it
+    // proved stays with its request, so the approved bundle carries the MAC the tier checks.
+    const again = startTestRegistrar(path.join(work.dir, 'rack2'), {
+      cluster: 'rack2',
+      parent: { url: parent.url, token, checkIntervalMs: 24 * HOUR, backoff: BACKOFF },
+    });
+    again.then((t) => running.push(t)).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    await parent.service.operator.approve('rack2', 'test');
+    const tier = await again;
+    expect(tier.tier).toBeDefined();
+    expect(await parent.service.registry.getNode('rack2')).toMatchObject({
+      role: 'cluster',
+      tokenId: expect.any(String),
+    });
   });
 
   it('a node that asks before the tier is registered is admitted once the parent operator approves the tier', async () => {

@@ -66,6 +66,12 @@ export type Verdict =
       kind: 'pending';
       reason: string;
       /**
+       * A valid join token the node proved but that does not admit it by itself (a tier's role, or
+       * autoregister off): kept on the pending record so that, once approved, its bundle carries the
+       * token MAC the node checks (node/bundle-check.ts).
+       */
+      tokenId?: string;
+      /**
        * A hold: the node waits even if a token or install mode would admit it (a singleton role,
        * admission/singleton.ts). Only the operator lifts it: an approval or a pre-approval.
        */
@@ -146,7 +152,12 @@ export class Authorizer {
       }) as Exclude<Verdict, { kind: 'deny' }>;
     const verdict = this.opts.policy ? await this.opts.policy.judge(req, builtin) : builtin;
     if (verdict.kind !== 'pending') return verdict;
-    const pending = verdict;
+    // A token the node proved travels with the wait, whichever rule made it wait (see tokenId above).
+    const proven = verdicts.find((v) => v.kind === 'pending' && v.tokenId !== undefined);
+    const pending =
+      verdict.tokenId === undefined && proven?.kind === 'pending'
+        ? { ...verdict, tokenId: proven.tokenId! }
+        : verdict;
     const cap = this.opts.pendingCap;
     if (cap && !req.alreadyPending) {
       if (cap.perSource && cap.perSource.count(req.address) >= cap.perSource.max) {

@@ -77,12 +77,14 @@ export class TokenProvisioner implements Provisioner {
       return {
         kind: 'pending',
         reason: `join token ${t!.id} is not scoped to role ${TIER_ROLE} (tokens create --role ${TIER_ROLE}): a tier registrar waits for approval`,
+        tokenId: t!.id,
       };
     }
     if (this.deps.autoregister() === 'off') {
       return {
         kind: 'pending',
         reason: `valid join token ${t!.id}, but autoregister is off: waiting for approval`,
+        tokenId: t!.id,
       };
     }
     return { kind: 'accept', rule: 'token', detail: `join token ${t!.id}`, tokenId: t!.id };
