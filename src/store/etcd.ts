@@ -87,11 +87,20 @@ export interface EtcdSpec {
   endpoints: string[];
   /** Key prefix of this registry (default `/muster/`). */
   prefix?: string;
-  /** Deadline of each etcd call (default 5 s): a store call never hangs. */
+  /**
+   * Deadline of each etcd call, its retries on other members included (default 5 s): a store call
+   * never hangs, and a registrar answers 503 soon when etcd has no quorum.
+   */
   callTimeoutMs?: number;
 }
 
 export const DEFAULT_ETCD_PREFIX = '/muster/';
+/**
+ * A healthy etcd answers in milliseconds and elects a new leader in about a second (its default
+ * timeouts); a try on a member that cannot answer is given up after MAX_TRY_MS for another member.
+ */
+export const DEFAULT_CALL_TIMEOUT_MS = 5000;
+const MAX_TRY_MS = 2000;
 /** What Retry-After says when etcd cannot be reached (seconds): an election takes about a second. */
 const UNAVAILABLE_RETRY_S = 2;
 const SERIAL_LEASE = 1024;
@@ -212,6 +221,7 @@ export class EtcdRegistry implements Registry {
   private readonly eventRetention: number;
   private readonly now: () => number;
   private readonly where: string;
+  private readonly callTimeoutMs: number;
   private id: string | undefined;
   private watcher: Watcher | undefined;
   private readonly delivery = new EventDelivery();
@@ -235,13 +245,14 @@ export class EtcdRegistry implements Registry {
     this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
     this.now = opts.now ?? Date.now;
     this.where = spec.endpoints.join(',');
-    const timeout = spec.callTimeoutMs ?? 5000;
+    const timeout = (this.callTimeoutMs = spec.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
     this.client = new Etcd3({
       hosts: spec.endpoints.map((e) => `http://${e}`),
       dialTimeout: timeout,
       // A page of node records with their certificates can pass gRPC's default 4 MiB per message.
       grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
-      // A deadline on every unary call; the watch stream lives as long as the registry.
+      // A deadline on every unary call (call() gives each a budget of its own, shared by its tries);
+      // the watch stream lives as long as the registry.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     });
   }
@@ -263,13 +274,15 @@ export class EtcdRegistry implements Registry {
   }
 
   private async load(): Promise<void> {
-    const res = await this.client.kv.range({ key: this.key(K.seq) });
+    const res = await this.call((co) => this.client.kv.range({ key: this.key(K.seq) }, co));
     const kv = res.kvs[0];
     this.knownSeq = this.publishedSeq = kv ? Number(kv.value.toString()) : 0;
     // A smaller retention than at the last start clears the older events once, in one call.
     const keep = this.knownSeq - this.eventRetention;
     if (keep > 0) {
-      await this.client.kv.deleteRange({ key: this.key('e/'), range_end: this.key(K.event(keep + 1)) });
+      await this.call((co) =>
+        this.client.kv.deleteRange({ key: this.key('e/'), range_end: this.key(K.event(keep + 1)) }, co),
+      );
     }
     this.watcher = await this.client
       .watch()
@@ -299,17 +312,32 @@ export class EtcdRegistry implements Registry {
     );
   }
 
-  /** Runs one etcd call; etcd's failures become store_unavailable. */
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one etcd call; etcd's failures become store_unavailable. The call and every retry the client
+   * makes of it (on another member: one may be down or without a leader) share one budget of
+   * callTimeoutMs, each try getting at most half of it (at most MAX_TRY_MS): a dead member costs a
+   * try, not the call, and an outage answers 503 within the budget instead of after four full
+   * deadlines (issue 11: a join during an outage gets its 503 within a few seconds).
+   */
+  private async call<T>(fn: (options: { deadline: number }) => Promise<T>): Promise<T> {
+    const end = Date.now() + this.callTimeoutMs;
+    const tryMs = Math.min(MAX_TRY_MS, Math.ceil(this.callTimeoutMs / 2));
+    // etcd3 resolves the options of each try when the try starts (merged over defaultCallOptions),
+    // reading the getter then: each try's deadline is taken when it starts, within the budget.
+    const options = {
+      get deadline(): number {
+        return Math.min(Date.now() + tryMs, end);
+      },
+    };
     try {
-      return await fn();
+      return await fn(options);
     } catch (err) {
       throw this.unavailable(err);
     }
   }
 
   private async getValue(k: string): Promise<string | undefined> {
-    const res = await this.call(() => this.client.kv.range({ key: this.key(k) }));
+    const res = await this.call((co) => this.client.kv.range({ key: this.key(k) }, co));
     return res.kvs[0]?.value.toString();
   }
 
@@ -320,14 +348,17 @@ export class EtcdRegistry implements Registry {
   ): Promise<{ kvs: IKeyValue[]; revision: string }> {
     const start =
       o.after !== undefined ? Buffer.concat([this.key(sub + o.after), Buffer.from([0])]) : this.key(sub);
-    const res = await this.call(() =>
-      this.client.kv.range({
-        key: start,
-        range_end: prefixEnd(this.key(sub)),
-        ...(o.limit !== undefined ? { limit: o.limit } : {}),
-        ...(o.keysOnly ? { keys_only: true } : {}),
-        ...(o.revision ? { revision: o.revision } : {}),
-      }),
+    const res = await this.call((co) =>
+      this.client.kv.range(
+        {
+          key: start,
+          range_end: prefixEnd(this.key(sub)),
+          ...(o.limit !== undefined ? { limit: o.limit } : {}),
+          ...(o.keysOnly ? { keys_only: true } : {}),
+          ...(o.revision ? { revision: o.revision } : {}),
+        },
+        co,
+      ),
     );
     return { kvs: res.kvs, revision: res.header.revision };
   }
@@ -339,12 +370,15 @@ export class EtcdRegistry implements Registry {
   async identity(make: () => string): Promise<string> {
     if (this.id !== undefined) return this.id;
     const id = make();
-    const res = await this.call(() =>
-      this.client.kv.txn({
-        compare: [{ key: this.key(K.id), target: 'Version', result: 'Equal', version: 0 }],
-        success: [{ request_put: { key: this.key(K.id), value: Buffer.from(JSON.stringify(id)) } }],
-        failure: [{ request_range: { key: this.key(K.id) } }],
-      }),
+    const res = await this.call((co) =>
+      this.client.kv.txn(
+        {
+          compare: [{ key: this.key(K.id), target: 'Version', result: 'Equal', version: 0 }],
+          success: [{ request_put: { key: this.key(K.id), value: Buffer.from(JSON.stringify(id)) } }],
+          failure: [{ request_range: { key: this.key(K.id) } }],
+        },
+        co,
+      ),
     );
     this.id = res.succeeded
       ? id
@@ -384,10 +418,15 @@ export class EtcdRegistry implements Registry {
   private async nodesAt(names: string[], revision: string): Promise<NodeRecord[]> {
     const parts = await Promise.all(
       slices(names, MAX_OPS).map((part) =>
-        this.call(() =>
-          this.client.kv.txn({
-            success: part.map((n): IRequestOp => ({ request_range: { key: this.key(K.node(n)), revision } })),
-          }),
+        this.call((co) =>
+          this.client.kv.txn(
+            {
+              success: part.map((n): IRequestOp => ({
+                request_range: { key: this.key(K.node(n)), revision },
+              })),
+            },
+            co,
+          ),
         ),
       ),
     );
@@ -450,16 +489,19 @@ export class EtcdRegistry implements Registry {
 
   /** Counted in etcd from the state index, all states at one revision: no shared counter to contend on. */
   async counts(): Promise<Record<NodeState, number>> {
-    const res = await this.call(() =>
-      this.client.kv.txn({
-        success: NODE_STATES.map((s): IRequestOp => ({
-          request_range: {
-            key: this.key(`s/${s}/`),
-            range_end: prefixEnd(this.key(`s/${s}/`)),
-            count_only: true,
-          },
-        })),
-      }),
+    const res = await this.call((co) =>
+      this.client.kv.txn(
+        {
+          success: NODE_STATES.map((s): IRequestOp => ({
+            request_range: {
+              key: this.key(`s/${s}/`),
+              range_end: prefixEnd(this.key(`s/${s}/`)),
+              count_only: true,
+            },
+          })),
+        },
+        co,
+      ),
     );
     return Object.fromEntries(
       NODE_STATES.map((s, i) => [s, Number(res.responses[i]!.response_range.count)]),
@@ -514,22 +556,25 @@ export class EtcdRegistry implements Registry {
 
   private async lease(): Promise<void> {
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const res = await this.call(() => this.client.kv.range({ key: this.key(K.serialLease) }));
+      const res = await this.call((co) => this.client.kv.range({ key: this.key(K.serialLease) }, co));
       const kv = res.kvs[0];
       const from = kv ? Number(kv.value.toString()) : 0;
       const to = from + SERIAL_LEASE;
-      const put = await this.call(() =>
-        this.client.kv.txn({
-          compare: [
-            {
-              key: this.key(K.serialLease),
-              target: 'Mod',
-              result: 'Equal',
-              mod_revision: kv?.mod_revision ?? 0,
-            },
-          ],
-          success: [{ request_put: { key: this.key(K.serialLease), value: Buffer.from(String(to)) } }],
-        }),
+      const put = await this.call((co) =>
+        this.client.kv.txn(
+          {
+            compare: [
+              {
+                key: this.key(K.serialLease),
+                target: 'Mod',
+                result: 'Equal',
+                mod_revision: kv?.mod_revision ?? 0,
+              },
+            ],
+            success: [{ request_put: { key: this.key(K.serialLease), value: Buffer.from(String(to)) } }],
+          },
+          co,
+        ),
       );
       if (put.succeeded) {
         this.serialNext = from + 1;
@@ -680,20 +725,23 @@ export class EtcdRegistry implements Registry {
           this.queue.unshift(...group.splice(cut));
         }
         if (ws.writes.size > 0) {
-          const res = await this.call(() =>
-            this.client.kv.txn({
-              compare: [...ws.guarded].map((k): ICompare => ({
-                key: this.key(k),
-                target: 'Mod',
-                result: 'Equal',
-                mod_revision: reads.get(k)!.mod,
-              })),
-              success: [...ws.writes].map(([k, v]): IRequestOp =>
-                v === null
-                  ? { request_delete_range: { key: this.key(k) } }
-                  : { request_put: { key: this.key(k), value: Buffer.from(v) } },
-              ),
-            }),
+          const res = await this.call((co) =>
+            this.client.kv.txn(
+              {
+                compare: [...ws.guarded].map((k): ICompare => ({
+                  key: this.key(k),
+                  target: 'Mod',
+                  result: 'Equal',
+                  mod_revision: reads.get(k)!.mod,
+                })),
+                success: [...ws.writes].map(([k, v]): IRequestOp =>
+                  v === null
+                    ? { request_delete_range: { key: this.key(k) } }
+                    : { request_put: { key: this.key(k), value: Buffer.from(v) } },
+                ),
+              },
+              co,
+            ),
           );
           if (!res.succeeded) {
             // Another registrar wrote a key this group read: decide again on fresh reads, after a
@@ -727,10 +775,13 @@ export class EtcdRegistry implements Registry {
     const out = new Map<string, Read>();
     await Promise.all(
       slices(keys, MAX_OPS).map(async (part) => {
-        const res = await this.call(() =>
-          this.client.kv.txn({
-            success: part.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
-          }),
+        const res = await this.call((co) =>
+          this.client.kv.txn(
+            {
+              success: part.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
+            },
+            co,
+          ),
         );
         part.forEach((k, i) => {
           const kv = res.responses[i]!.response_range.kvs[0];
