@@ -121,6 +121,41 @@ describe('the approver is the admin socket peer', () => {
   );
 });
 
+describe('muster events --type (the real CLI)', () => {
+  it('lists only refusals, with --type repeated or a comma list; a misspelt type exits 2', async () => {
+    const { csr } = csrFor('ev-1');
+    const refused = await reg.service
+      .join({ name: 'ev-1', role: 'worker', cluster: 'elsewhere', csr }, '203.0.113.9')
+      .catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'wrong_cluster' });
+    const r = await muster(['events', '--type', 'refused', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const items = (
+      JSON.parse(r.stdout) as { items: { type: string; name: string; detail: { reason: string } }[] }
+    ).items;
+    expect(items.length).toBeGreaterThan(0);
+    expect(items.every((e) => e.type === 'refused')).toBe(true);
+    expect(
+      items.find((e) => e.name === 'ev-1'),
+      JSON.stringify(items),
+    ).toMatchObject({
+      detail: { reason: 'wrong_cluster', address: '203.0.113.9' }, // refused before the CSR was read: no key
+    });
+    const both = await muster(['events', '--type', 'refused', '--type', 'accepted,rejected', '--json']);
+    expect(both.status, both.stderr).toBe(0);
+    const types = new Set(
+      (JSON.parse(both.stdout) as { items: { type: string }[] }).items.map((e) => e.type),
+    );
+    expect([...types].sort()).toEqual(['accepted', 'refused', 'rejected']);
+    const before = await reg.service.registry.lastEventSeq();
+    const bad = await muster(['events', '--type', 'refusd']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/did you mean refused\?/);
+    expect(bad.stdout).toBe('');
+    expect(await reg.service.registry.lastEventSeq()).toBe(before);
+  });
+});
+
 describe('peer-cred', () => {
   it('parses the helper line, with and without a user name', () => {
     expect(parsePeerLine('4242 1000 1000 alice\n')).toEqual({
