@@ -4,7 +4,8 @@
  *   floor:     a bare node:https server: TLS handshake, read the body, one RSA-2048 signature of
  *              300 bytes, a small JSON answer. Same TLS identity kind as the registrar's (EC P-256
  *              leaf issued by an RSA-2048 CA), so the handshakes cost the same.
- *   registrar: muster's startRegistrar (mDNS off, 127.0.0.1:0), logging JSON to stdout (a file).
+ *   registrar: muster's startRegistrar (mDNS off, 127.0.0.1:0), logging JSON to stdout (a file); on
+ *              cfg.store (etcd://...) when given.
  * IPC: {cmd: 'cpu' | 'prof-start' | 'prof-stop' | 'stop'}.
  */
 import { generateKeyPairSync, sign } from 'node:crypto';
@@ -101,6 +102,7 @@ async function startMuster(): Promise<void> {
     log: createLogger({ name: 'muster-registrar', fd: 1, format: 'json' }),
     ...(cfg.rateLimit ? { rateLimit: cfg.rateLimit } : {}),
     ...(cfg.maxInFlightJoins ? { maxInFlightJoins: cfg.maxInFlightJoins } : {}),
+    ...(cfg.store ? { store: cfg.store } : {}),
   });
   const t2 = performance.now();
   close = () => reg.close();

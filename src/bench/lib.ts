@@ -104,6 +104,8 @@ export interface ChildConfig {
   rateLimit?: number;
   maxInFlightJoins?: number;
   cluster?: string;
+  /** --store: `etcd://...` for a registrar on a shared registry (default: level in its state dir). */
+  store?: string;
 }
 
 /** A server in its own process, so that the client's CPU is not counted with the server's. */

@@ -1,5 +1,5 @@
 /**
- * muster benchmarks: `node dist/bench/run.js [cpu|approve|herd|store ...] [--json] [--quick] [--keep]`.
+ * muster benchmarks: `node dist/bench/run.js [cpu|approve|herd|store|scale ...] [--json] [--quick] [--keep]`.
  * Runs the named benchmarks (all by default) against registrars started on 127.0.0.1 with mDNS off,
  * prints a table of results against the targets (PASS/MISS) and, with --json, a JSON document on
  * stdout (the table and progress then go to stderr). See docs/benchmarks.md.
@@ -9,9 +9,10 @@ import { benchApprove, type ApproveResult } from './approve.js';
 import { benchCpu, type CpuResult } from './cpu.js';
 import { benchHerd, type HerdResult } from './herd.js';
 import { log, median, round, tempDir } from './lib.js';
+import { benchScale, SETUPS, type ScaleResult } from './scale.js';
 import { benchStore, type StoreResult } from './store.js';
 
-const BENCHES = ['cpu', 'approve', 'herd', 'store'] as const;
+const BENCHES = ['cpu', 'approve', 'herd', 'store', 'scale'] as const;
 type BenchName = (typeof BENCHES)[number];
 
 interface Row {
@@ -207,6 +208,54 @@ function storeRows(r: StoreResult): Row[] {
   return rows;
 }
 
+/** Issue 12: two registrars on one etcd do at least this many times the joins/s of one. */
+const SCALE_TARGET = 1.6;
+
+function scaleRows(r: ScaleResult): Row[] {
+  const label: Record<(typeof SETUPS)[number], string> = {
+    'one-level': 'one registrar on level',
+    'one-etcd': 'one registrar on etcd',
+    'two-etcd': 'two registrars on one etcd',
+  };
+  const rows: Row[] = SETUPS.map((name) => {
+    const x = r.setups[name];
+    return {
+      bench: 'scale',
+      metric: `${label[name]}: token joins/s (${r.joins} x ${r.reps}, ${r.concurrency} at once)`,
+      value: fmt(x.medianJoinsPerSec, '/s', 0),
+      target: '',
+      verdict: 'info',
+    };
+  });
+  for (const name of SETUPS) {
+    const x = r.setups[name];
+    rows.push({
+      bench: 'scale',
+      metric: `${label[name]}: CPU per join, registrar(s) + etcd (+ client)`,
+      value: `${fmt(x.medianRegistrarCpuMs, 'ms', 2)} + ${x.medianEtcdCpuMs.toFixed(2)} (+ ${x.medianClientCpuMs.toFixed(2)})`,
+      target: '',
+      verdict: 'info',
+    });
+  }
+  rows.push(
+    {
+      bench: 'scale',
+      metric: 'joins/s two registrars on etcd / one on etcd',
+      value: fmt(r.ratioTwoOverOne, 'x', 2),
+      target: `>= ${SCALE_TARGET.toFixed(2)} x`,
+      verdict: verdict(r.ratioTwoOverOne >= SCALE_TARGET),
+    },
+    {
+      bench: 'scale',
+      metric: 'joins/s two registrars on etcd / one on level',
+      value: fmt(r.ratioTwoOverLevel, 'x', 2),
+      target: '',
+      verdict: 'info',
+    },
+  );
+  return rows;
+}
+
 function table(rows: Row[]): string {
   const head = ['bench', 'metric', 'measured', 'target', ''];
   const cells = rows.map((r) => [r.bench, r.metric, r.value, r.target, r.verdict]);
@@ -256,8 +305,13 @@ async function main(): Promise<void> {
     .loadavg()
     .map((x) => x.toFixed(1))
     .join(' ');
-  const results: Partial<{ cpu: CpuResult; approve: ApproveResult; herd: HerdResult; store: StoreResult }> =
-    {};
+  const results: Partial<{
+    cpu: CpuResult;
+    approve: ApproveResult;
+    herd: HerdResult;
+    store: StoreResult;
+    scale: ScaleResult;
+  }> = {};
   const errors: Record<string, string> = {};
   const rows: Row[] = [];
   log(`results and logs under ${t.dir}`);
@@ -285,6 +339,14 @@ async function main(): Promise<void> {
           deadlineMs: 60_000,
         });
         rows.push(...herdRows(results.herd));
+      } else if (b === 'scale') {
+        results.scale = await benchScale({
+          dir,
+          joins: args.quick ? 100 : 400,
+          reps: args.quick ? 1 : 3,
+          concurrency: 16,
+        });
+        rows.push(...scaleRows(results.scale));
       } else {
         results.store = await benchStore({
           dir,
@@ -315,6 +377,15 @@ async function main(): Promise<void> {
     `\nmuster benchmarks, ${new Date().toISOString()} (${round((Date.now() - started) / 1000, 0)} s)\n${machine}\n\n${table(rows)}\n`,
   );
   if (results.cpu) out.write('\n' + profileText(results.cpu) + '\n');
+  if (results.scale) {
+    const x = results.scale.setups;
+    out.write(
+      `\nScale out: ${x['one-level'].medianJoinsPerSec} joins/s with one registrar on level, ` +
+        `${x['one-etcd'].medianJoinsPerSec} with one on etcd, ${x['two-etcd'].medianJoinsPerSec} with two on one etcd ` +
+        `(${results.scale.ratioTwoOverOne.toFixed(2)} x one on etcd; target >= ${SCALE_TARGET.toFixed(2)} x). ` +
+        `Registrars, etcd and this client share ${os.cpus().length} cores.\n`,
+    );
+  }
   if (results.store) {
     out.write(
       `\nRegistrar start on ${results.store.records} records, step by step (wall ms, median of 3):\n`,
