@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 // ---------------------------------------------------------------------------------------------------
 // Dependency rules (CONVENTIONS "Dependency direction", issue 7 item 5). Arrows point down only:
 // codecs import no socket, file or timer; the authorizer imports no fastify and no bonjour-service;
-// only the level backend imports level; nothing imports the CLI; the advertiser knows nothing of the
+// only the level backend imports level, only the etcd backend etcd3; nothing imports the CLI; the advertiser knows nothing of the
 // registrar; the HTTPS endpoint and its client (src/fallback) use no registrar or store internals.
 // test/unit/dependency-rules.test.ts plants a violation of each rule and checks that lint fails.
 //
@@ -109,6 +109,15 @@ const RESTRICT = {
         'Only the level backend (src/store/level.ts) imports level: use the Registry interface (CONVENTIONS 5).',
     })),
   },
+  etcd: {
+    paths: [
+      {
+        name: 'etcd3',
+        message:
+          'Only the etcd backend (src/store/etcd.ts) imports etcd3: use the Registry interface (CONVENTIONS 5).',
+      },
+    ],
+  },
   cli: {
     patterns: [
       {
@@ -172,6 +181,8 @@ const CODECS_COMMON = [
 const CODECS_ADVERTISER = ['src/advertiser/txt.ts', 'src/advertiser/records.ts'];
 const POLICY = ['src/registrar/admission/**/*.ts', 'src/registrar/policy.ts'];
 const LEVEL_BACKEND = 'src/store/level.ts';
+/** The etcd backend, and the benchmark that starts an etcd cluster for it (and asks it for health). */
+const ETCD_CLIENTS = ['src/store/etcd.ts', 'src/bench/etcd.ts'];
 
 /**
  * Zones: each file gets its rules from the LAST zone that matches it, because in flat config a later
@@ -182,18 +193,25 @@ const LEVEL_BACKEND = 'src/store/level.ts';
 const ZONES = [
   {
     files: ['src/**/*.ts'],
-    ignores: ['src/cli/**', LEVEL_BACKEND],
-    restrict: combine(RESTRICT.level, RESTRICT.cli),
+    ignores: ['src/cli/**', LEVEL_BACKEND, ...ETCD_CLIENTS],
+    restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli),
   },
-  { files: ['src/cli/**/*.ts'], restrict: combine(RESTRICT.level) },
-  { files: [LEVEL_BACKEND], restrict: combine(RESTRICT.cli) },
-  { files: ['src/advertiser/**/*.ts'], restrict: combine(RESTRICT.level, RESTRICT.cli, RESTRICT.advertiser) },
-  { files: ['src/fallback/**/*.ts'], restrict: combine(RESTRICT.level, RESTRICT.cli, RESTRICT.fallback) },
-  { files: POLICY, restrict: combine(RESTRICT.level, RESTRICT.cli, RESTRICT.policy) },
-  { files: CODECS_COMMON, restrict: combine(RESTRICT.level, RESTRICT.cli, RESTRICT.codec) },
+  { files: ['src/cli/**/*.ts'], restrict: combine(RESTRICT.level, RESTRICT.etcd) },
+  { files: [LEVEL_BACKEND], restrict: combine(RESTRICT.etcd, RESTRICT.cli) },
+  { files: ETCD_CLIENTS, restrict: combine(RESTRICT.level, RESTRICT.cli) },
+  {
+    files: ['src/advertiser/**/*.ts'],
+    restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli, RESTRICT.advertiser),
+  },
+  {
+    files: ['src/fallback/**/*.ts'],
+    restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli, RESTRICT.fallback),
+  },
+  { files: POLICY, restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli, RESTRICT.policy) },
+  { files: CODECS_COMMON, restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli, RESTRICT.codec) },
   {
     files: CODECS_ADVERTISER,
-    restrict: combine(RESTRICT.level, RESTRICT.cli, RESTRICT.advertiser, RESTRICT.codec),
+    restrict: combine(RESTRICT.level, RESTRICT.etcd, RESTRICT.cli, RESTRICT.advertiser, RESTRICT.codec),
   },
 ];
 

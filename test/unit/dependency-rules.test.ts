@@ -135,6 +135,19 @@ const RULES: Rule[] = [
     ],
   },
   {
+    name: 'only the etcd backend imports etcd3 (and the bench that starts etcd)',
+    files: [...ALL_ZONES, 'store/registry.ts', 'store/level.ts', 'cli/main.ts', 'bench/scale.ts'],
+    forbidden: () => [
+      ns('etcd3'),
+      named('Etcd3', 'etcd3'),
+      typeOnly('IKeyValue', 'etcd3'),
+      dynamicImport('etcd3'),
+      typeExpr('etcd3'),
+    ],
+    allowedIn: ['store/etcd.ts', 'bench/etcd.ts'],
+    allowed: () => [named('Etcd3', 'etcd3'), typeOnly('Watcher', 'etcd3'), dynamicImport('etcd3')],
+  },
+  {
     name: 'nothing in src imports src/cli',
     files: [...ALL_ZONES, 'store/level.ts', 'bench/run.ts'],
     forbidden: (f) => [
