@@ -160,6 +160,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       {
         now: () => clock.now(),
         ...(opts.eventRetention !== undefined ? { eventRetention: opts.eventRetention } : {}),
+        log: (level, message, detail) => log[level](detail, message),
         onFatal: (err) => {
           const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
           log.error(

@@ -222,6 +222,7 @@ export class EtcdRegistry implements Registry {
   private readonly now: () => number;
   private readonly where: string;
   private readonly callTimeoutMs: number;
+  private readonly log: NonNullable<RegistryOptions['log']>;
   private id: string | undefined;
   private watcher: Watcher | undefined;
   private readonly delivery = new EventDelivery();
@@ -241,6 +242,7 @@ export class EtcdRegistry implements Registry {
   private closed: Promise<void> | undefined;
 
   private constructor(spec: EtcdSpec, opts: RegistryOptions) {
+    this.log = opts.log ?? (() => undefined);
     this.prefix = spec.prefix ?? DEFAULT_ETCD_PREFIX;
     this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
     this.now = opts.now ?? Date.now;
@@ -284,14 +286,75 @@ export class EtcdRegistry implements Registry {
         this.client.kv.deleteRange({ key: this.key('e/'), range_end: this.key(K.event(keep + 1)) }, co),
       );
     }
-    this.watcher = await this.client
+    await this.startWatch(res.header.revision);
+  }
+
+  /**
+   * Watches the event log from just after `revision`. A cut stream (a member down, etcd
+   * unreachable) is reconnected by the client, resuming from the last revision it saw: said in the
+   * log when it is cut and when it is back, since events of other registrars wait meanwhile. A watch
+   * that fails for good ('error': etcd cancelled it, e.g. its revision was compacted away while it
+   * was cut) is started again by rewatch(), which first reads what it missed from the log.
+   */
+  private async startWatch(revision: string): Promise<void> {
+    const w = await this.client
       .watch()
       .prefix(this.prefix + 'e/')
-      .startRevision(String(Number(res.header.revision) + 1))
+      .startRevision(String(Number(revision) + 1))
       .create();
-    this.watcher.on('put', (kv: IKeyValue) => this.heard(JSON.parse(kv.value.toString()) as MusterEvent));
-    // The client reconnects and resumes from the last revision it saw; nothing to do here.
-    this.watcher.on('error', () => undefined);
+    if (this.closing) {
+      await w.cancel().catch(() => undefined);
+      return;
+    }
+    this.watcher = w;
+    let cut = false;
+    w.on('put', (kv: IKeyValue) => this.heard(JSON.parse(kv.value.toString()) as MusterEvent));
+    w.on('disconnected', (err: Error) => {
+      if (cut || this.closing) return;
+      cut = true;
+      this.log(
+        'warn',
+        "the watch of the event log in etcd was cut; reconnecting (other registrars' events wait)",
+        {
+          err: err?.message,
+        },
+      );
+    });
+    w.on('connected', () => {
+      if (!cut) return;
+      cut = false;
+      this.log('info', 'the watch of the event log in etcd is back', {});
+    });
+    w.on('error', (err: Error) => {
+      if (this.closing || this.watcher !== w) return;
+      this.log('warn', 'the watch of the event log in etcd failed; starting it again', { err: err?.message });
+      void w.cancel().catch(() => undefined);
+      void this.rewatch();
+    });
+  }
+
+  /**
+   * A new watch after one failed for good: the events after the last one passed on are read from the
+   * log (heard() passes each on once), then watched from the revision of that read. Tried again, with
+   * a growing pause, until it works or the registry closes.
+   */
+  private async rewatch(): Promise<void> {
+    for (let attempt = 0; !this.closing; attempt++) {
+      try {
+        const { kvs, revision } = await this.rangeOf('e/', { after: hex16(this.publishedSeq) });
+        for (const kv of kvs) this.heard(JSON.parse(kv.value.toString()) as MusterEvent);
+        await this.startWatch(revision);
+        this.log('info', 'the watch of the event log in etcd is back', { missed: kvs.length });
+        return;
+      } catch (err) {
+        if (attempt === 0) {
+          this.log('warn', 'the watch of the event log in etcd cannot be started again yet; retrying', {
+            err: (err as Error)?.message,
+          });
+        }
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+      }
+    }
   }
 
   private key(k: string): Buffer {

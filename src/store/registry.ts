@@ -204,6 +204,11 @@ export interface RegistryOptions {
    * reads what is durable.
    */
   onFatal?: (err: unknown) => void;
+  /**
+   * What the owner's log should say about the store's own work that no call returns (the etcd
+   * backend: its watch of the event log cut, failed, started again). Never secrets.
+   */
+  log?: (level: 'info' | 'warn', message: string, detail: Record<string, unknown>) => void;
 }
 
 /** About 60 MB of events; a node's record keeps its own transition times and admission decision. */
