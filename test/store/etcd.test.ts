@@ -188,6 +188,51 @@ describe.skipIf(gate.skip)('etcd registry', () => {
     });
   });
 
+  describe('reads', () => {
+    it('single-key reads asked for together go to etcd as one transaction, each answered with its own key', async () => {
+      const reg = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix: freshPrefix() });
+      try {
+        await reg.apply({
+          nodes: [{ expectRev: 0, next: rec('r-1', 'pending') }],
+          putToken: token('r-t', 3),
+          putBan: { kind: 'name', value: 'r-bad', createdAt: '2026-01-01T00:00:00.000Z', by: 'op' },
+        });
+        // Count what reaches etcd (the client is private: the test reaches in to watch the wire).
+        const kv = (reg as unknown as { client: { kv: Record<string, (...a: unknown[]) => unknown> } }).client
+          .kv;
+        const calls: string[] = [];
+        for (const m of ['range', 'txn'] as const) {
+          const orig = kv[m]!.bind(kv);
+          kv[m] = (...a: unknown[]) => {
+            calls.push(m);
+            return orig(...a);
+          };
+        }
+        const [node, again, tok, ban, none, mode] = await Promise.all([
+          reg.getNode('r-1'),
+          reg.getNode('r-1'),
+          reg.getToken('r-t'),
+          reg.getBan('name', 'r-bad'),
+          reg.getPreapproval('r-1'),
+          reg.getInstallMode(),
+        ]);
+        expect(calls).toEqual(['txn']);
+        expect(node).toMatchObject({ name: 'r-1', state: 'pending', rev: 1 });
+        expect(again).toEqual(node);
+        expect(tok).toMatchObject({ id: 'r-t', maxUses: 3 });
+        expect(ban).toMatchObject({ kind: 'name', value: 'r-bad' });
+        expect(none).toBeUndefined();
+        expect(mode).toMatchObject({ on: false });
+        // A read asked for after a change resolved sees it (linearizable, batched or not).
+        const cur = (await reg.getNode('r-1'))!;
+        await reg.apply({ nodes: [{ expectRev: cur.rev, next: { ...cur, state: 'accepted' } }] });
+        expect(await reg.getNode('r-1')).toMatchObject({ state: 'accepted', rev: 2 });
+      } finally {
+        await reg.close();
+      }
+    });
+  });
+
   describe('large requests', () => {
     it('lists a page of 1,000 nodes with certificates (more reads than one etcd transaction may hold)', async () => {
       const reg = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix: freshPrefix() });
