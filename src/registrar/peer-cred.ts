@@ -42,9 +42,14 @@ export function parsePeerLine(line: string): PeerCredentials | undefined {
 
 /** The credentials of a Unix socket's peer, read through perl (see above). */
 export function readPeerCredentials(socket: Socket): Promise<PeerCredentials> {
+  // The descriptor as a number, not the Socket: handed a stream, child_process stops it reading (it
+  // assumes the child takes it over), and the connection's next request would never be read.
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0)
+    return Promise.reject(new Error('the connection has no file descriptor'));
   return new Promise((resolve, reject) => {
     const child = spawn('perl', PERL, {
-      stdio: ['ignore', 'pipe', 'pipe', socket],
+      stdio: ['ignore', 'pipe', 'pipe', fd],
       timeout: TIMEOUT_MS,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
     });

@@ -77,6 +77,13 @@ describe('the approver is the admin socket peer', () => {
     const accepted = (await events('ap-1')).find((e) => e.type === 'accepted')!;
     expect(accepted.detail).toMatchObject({ rule: 'approval', reason: `approved by ${who}` });
     expect(JSON.stringify(await events('ap-1'))).not.toContain('mallory');
+    // The connection reading its peer credentials still serves its next requests (a Socket handed to
+    // child_process as stdio stops reading: the descriptor is passed as a number instead).
+    const state = async () =>
+      (await reg.admin.request<{ node: { state: string } }>('GET', '/v1/admin/nodes/ap-1')).node.state;
+    expect(await state()).toBe('issued');
+    await reg.admin.request('POST', '/v1/admin/nodes/ap-1/remove', {});
+    expect(await state()).toBe('removed');
   });
 
   it('the CLI: reject, ban and token unlock are recorded with the same identity', () => {

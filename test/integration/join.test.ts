@@ -4,6 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ManualClock } from '../../src/common/clock.js';
 import { isMusterError } from '../../src/common/errors.js';
@@ -57,7 +58,9 @@ describe('join with a token', () => {
     const err = await joinNode(reg, path.join(t.dir, 'b'), { name: 'b', token }).catch((e) => e);
     expect(isMusterError(err, 'bad_proof')).toBe(true);
     expect(exitCodeFor(err)).toBe(JOIN_EXIT.refused);
-    expect(await reg.service.registry.lastEventSeq()).toBe(seq);
+    // Nothing changed but the refusal on record (issue 10): one `refused` event, bad_proof.
+    const after = await reg.service.registry.listEvents(seq, 10);
+    expect(after.map((e) => [e.type, e.name, e.detail?.reason])).toEqual([['refused', 'b', 'bad_proof']]);
     expect((await reg.service.operator.counts()).pending).toBe(0);
   });
 
@@ -150,7 +153,9 @@ describe('approval', () => {
     expect(await reg.metrics.requestCount('GET', '/v1/join/:name')).toBe(1);
     const { node } = await reg.admin.request<{ node: any }>('GET', '/v1/admin/nodes/node-1');
     expect(node.decision).toMatchObject({ rule: 'approval' });
-    expect(node.decision.detail).toContain('alice');
+    // The approver is the admin socket's peer (issue 10), not the body's claim.
+    const me = os.userInfo();
+    expect(node.decision.detail).toBe(`approved by ${me.username} (uid ${me.uid})`);
   });
 
   it('reject answers the waiting node with 410 and the node stops with the refused exit code', async () => {
