@@ -6,6 +6,7 @@
  */
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { chmodSync } from 'node:fs';
+import http from 'node:http';
 import type { Socket } from 'node:net';
 import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,6 +161,45 @@ describe('muster events --type (the real CLI)', () => {
     expect(bad.stderr).toMatch(/did you mean refused\?/);
     expect(bad.stdout).toBe('');
     expect(await reg.service.registry.lastEventSeq()).toBe(before);
+  });
+});
+
+describe('events --follow --type (the admin socket stream)', () => {
+  it('streams only the types asked for, stored ones first, then live ones', async () => {
+    const lines: { type: string; name?: string }[] = [];
+    const after = await reg.service.registry.lastEventSeq();
+    await reg.service
+      .join({ name: 'fo-1', role: 'worker', cluster: 'elsewhere', csr: csrFor('fo-1').csr }, '203.0.113.9')
+      .catch(() => undefined);
+    const req = http.request({
+      socketPath: sock,
+      path: `/v1/admin/events?follow=true&after=${after}&type=refused`,
+    });
+    const gotTwo = new Promise<void>((resolve) => {
+      req.on('response', (res) => {
+        let buf = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          buf += d;
+          for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1))
+            lines.push(JSON.parse(buf.slice(0, i)) as { type: string; name?: string });
+          if (lines.length >= 2) resolve();
+        });
+      });
+    });
+    req.end();
+    try {
+      await pending('fo-2'); // a `pending` event: not streamed
+      await reg.service
+        .join({ name: 'fo-3', role: 'worker', cluster: 'elsewhere', csr: csrFor('fo-3').csr }, '203.0.113.9')
+        .catch(() => undefined);
+      await gotTwo;
+    } finally {
+      req.destroy();
+    }
+    expect(lines.map((e) => [e.type, e.name])).toEqual([
+      ['refused', 'fo-1'],
+      ['refused', 'fo-3'],
+    ]);
   });
 });
 
