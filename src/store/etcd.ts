@@ -29,9 +29,10 @@
  * whose compares say "each of those keys still has the mod_revision I read" (0: still absent, which
  * is create-if-absent) and whose success branch holds every put and delete of the group. etcd applies
  * it atomically through raft, so it is durable on a quorum when it answers. If another registrar wrote
- * one of those keys meanwhile, nothing is written and the group is read and decided again: a token's
- * use count, install mode's window count and the event sequence are thereby counters advanced by
- * compare-and-set, and two registrars never both see "the name is free".
+ * one of those keys meanwhile, nothing is written, the transaction's failure branch reads the group's
+ * keys instead, and the group is decided again on them: a token's use count, install mode's window
+ * count and the event sequence are thereby counters advanced by compare-and-set, and two registrars
+ * never both see "the name is free".
  *
  * Changes queued by one process are grouped (group commit, up to MAX_GROUP changes and about
  * MAX_OPS keys per transaction, below etcd's default --max-txn-ops 128) and land in call order.
@@ -45,7 +46,14 @@
  * its change or none of it (when the answer was lost, the caller's retry meets its own write, which
  * exactly once answers the same way).
  */
-import { Etcd3, type IKeyValue, type IRequestOp, type ICompare, type Watcher } from 'etcd3';
+import {
+  Etcd3,
+  type IKeyValue,
+  type IRequestOp,
+  type ICompare,
+  type ITxnResponse,
+  type Watcher,
+} from 'etcd3';
 import { MusterError } from '../common/errors.js';
 import {
   type Ban,
@@ -807,8 +815,11 @@ export class EtcdRegistry implements Registry {
   private async commit(group: Queued[]): Promise<void> {
     try {
       const keys = new Set<string>([K.seq, ...group.flatMap((q) => EtcdRegistry.reads(q.change))]);
+      /** The keys as last read: by readKeys, or by the failure branch of a transaction that lost. */
+      let fresh: Map<string, Read> | undefined;
       round: for (let round = 0; round < MAX_ROUNDS; round++) {
-        const reads = await this.readKeys([...keys]);
+        const reads = fresh ?? (await this.readKeys([...keys]));
+        fresh = undefined;
         const ws = new Overlay(reads);
         const outcomes: ({ events: MusterEvent[] } | { error: unknown })[] = [];
         let cut = group.length;
@@ -835,6 +846,9 @@ export class EtcdRegistry implements Registry {
           this.queue.unshift(...group.splice(cut));
         }
         if (ws.writes.size > 0) {
+          // If the compare fails, the transaction reads the group's keys instead (at its revision,
+          // one consistent snapshot): the next round decides on them without a read of its own.
+          const reread = keys.size <= MAX_OPS ? [...keys] : [];
           const res = await this.call((co) =>
             this.client.kv.txn(
               {
@@ -849,11 +863,13 @@ export class EtcdRegistry implements Registry {
                     ? { request_delete_range: { key: this.key(k) } }
                     : { request_put: { key: this.key(k), value: Buffer.from(v) } },
                 ),
+                failure: reread.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
               },
               co,
             ),
           );
           if (!res.succeeded) {
+            if (reread.length) fresh = this.readsOf(reread, res.responses);
             // Another registrar wrote a key this group read: decide again on fresh reads, after a
             // short random pause when it keeps happening (registrars racing in step).
             if (round >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, round * 2)));
@@ -882,8 +898,7 @@ export class EtcdRegistry implements Registry {
    * on still holds when it lands.
    */
   private async readKeys(keys: string[]): Promise<Map<string, Read>> {
-    const out = new Map<string, Read>();
-    await Promise.all(
+    const parts = await Promise.all(
       slices(keys, MAX_OPS).map(async (part) => {
         const res = await this.call((co) =>
           this.client.kv.txn(
@@ -893,15 +908,19 @@ export class EtcdRegistry implements Registry {
             co,
           ),
         );
-        part.forEach((k, i) => {
-          const kv = res.responses[i]!.response_range.kvs[0];
-          out.set(
-            k,
-            kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' },
-          );
-        });
+        return this.readsOf(part, res.responses);
       }),
     );
+    return new Map(parts.flatMap((m) => [...m]));
+  }
+
+  /** The values and mod_revisions of `keys` from the range responses of a transaction, in order. */
+  private readsOf(keys: string[], responses: ITxnResponse['responses']): Map<string, Read> {
+    const out = new Map<string, Read>();
+    keys.forEach((k, i) => {
+      const kv = responses[i]!.response_range.kvs[0];
+      out.set(k, kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' });
+    });
     return out;
   }
 

@@ -130,6 +130,50 @@ describe.skipIf(gate.skip)('etcd registry', () => {
       }
     });
 
+    it('a group that loses its compare to another registrar is decided again on what the failed transaction read', async () => {
+      const [a, b] = await pair();
+      try {
+        await a.apply({ putToken: token('both', 2) });
+        const kv = (a as unknown as { client: { kv: Record<string, (...x: any[]) => Promise<any>> } }).client
+          .kv;
+        const orig = kv.txn!.bind(kv);
+        const sent: string[] = [];
+        let raced = false;
+        kv.txn = async (req: { compare?: unknown[] }, ...rest: unknown[]) => {
+          const commit = (req.compare?.length ?? 0) > 0;
+          sent.push(commit ? 'commit' : 'read');
+          // B uses the token and numbers an event between A's read and A's commit.
+          if (commit && !raced) {
+            raced = true;
+            await b.apply({
+              nodes: [{ expectRev: 0, next: rec('from-b', 'accepted') }],
+              useToken: 'both',
+              events: [{ type: 'accepted', name: 'from-b' }],
+            });
+          }
+          return orig(req, ...rest);
+        };
+        const evs = await a.apply({
+          nodes: [{ expectRev: 0, next: rec('from-a', 'accepted') }],
+          useToken: 'both',
+          events: [{ type: 'accepted', name: 'from-a' }],
+        });
+        // Read, commit (lost: B moved the token and m/seq), commit again on what the failure branch
+        // read: no second read, and A's change counts on top of B's.
+        expect(sent).toEqual(['read', 'commit', 'commit']);
+        expect(evs[0]!.seq).toBe(2);
+        expect((await b.getToken('both'))!.used).toBe(2);
+        // The token is used up now: a third use is refused, across registrars.
+        const err = await b
+          .apply({ nodes: [{ expectRev: 0, next: rec('third', 'accepted') }], useToken: 'both' })
+          .catch((e: unknown) => e);
+        expect(isStoreConflict(err, 'token')).toBe(true);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
     it('never hands out one serial counter twice across registrars', async () => {
       const [a, b] = await pair();
       try {
