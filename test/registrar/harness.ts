@@ -14,7 +14,7 @@ import { memoryLogger } from '../../src/common/log.js';
 import { joinProofMac, nodeSignedPayload, signNode } from '../../src/common/proof.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../src/registrar/ca.js';
 import type { Autoregister } from '../../src/registrar/policy.js';
-import { RegistrarService } from '../../src/registrar/service.js';
+import { RegistrarService, type RegistrarServiceOptions } from '../../src/registrar/service.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
 import type { Registry } from '../../src/store/registry.js';
 import { generateKeyPairSync } from 'node:crypto';
@@ -57,6 +57,8 @@ export async function core(
     certLifetimeMs?: number;
     roleLifetimesMs?: Record<string, number>;
     maxFailures?: number;
+    /** Any other service option (e.g. policyExec, singletonRoles), passed through as is. */
+    service?: Partial<RegistrarServiceOptions>;
   } = {},
 ): Promise<Core> {
   const clock = opts.clock ?? new ManualClock(Date.UTC(2026, 10, 30));
@@ -77,6 +79,7 @@ export async function core(
     ...(opts.certLifetimeMs ? { certLifetimeMs: opts.certLifetimeMs } : {}),
     ...(opts.roleLifetimesMs ? { roleLifetimesMs: opts.roleLifetimesMs } : {}),
     ...(opts.maxFailures !== undefined ? { maxFailures: opts.maxFailures } : {}),
+    ...opts.service,
   });
   return {
     svc,

@@ -1,109 +1,38 @@
 // The policy hook and singleton roles in the exactly-once core (issue 10, items 1 and 5): the real
 // service over the memory store on a ManualClock, with real `#!/bin/sh` hooks. Deny wins; a bad proof
 // never reaches the hook's accept; a refusal writes nothing.
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/common/clock.js';
-import { memoryLogger } from '../../src/common/log.js';
 import { VACANCY_TTL_MS } from '../../src/registrar/admission/singleton.js';
-import { RegistrarService } from '../../src/registrar/service.js';
-import { MemoryRegistry } from '../../src/store/memory.js';
-import type { Registry } from '../../src/store/registry.js';
-import { code, FAR, node, ON_LINK, settle, storeState, testCa } from './harness.js';
+import { scriptDir } from '../helpers/sh-script.js';
+import { code, core, FAR, node, ON_LINK, refusedOnly, settle, storeState, type Core } from './harness.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'muster-policy-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const scripts = scriptDir('muster-policy-');
+const { dir, script } = scripts;
+afterAll(scripts.cleanup);
 
-/**
- * The store as far as admission goes: a refusal may be put on record (a `refused` event, a token's
- * bad-proof count: refusals and lockout), nothing else may change.
- */
-async function admissionState(r: Registry): Promise<unknown> {
-  const s = (await storeState(r)) as {
-    events: { type: string }[];
-    tokens: Record<string, unknown>[];
-  };
-  return {
-    ...s,
-    events: s.events.filter((ev) => ev.type !== 'refused'),
-    tokens: s.tokens.map(({ badProofs: _b, ...t }) => t),
-  };
-}
-
-let n = 0;
-function script(body: string): string {
-  const file = path.join(dir, `hook-${++n}.sh`);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
-
-interface Env {
-  svc: RegistrarService;
-  registry: Registry;
-  clock: ManualClock;
-  logs: ReturnType<typeof memoryLogger>;
-  token(roles?: string[], ttlMs?: number): Promise<{ id: string; secret: string }>;
-  close(): Promise<void>;
-}
-
-let env: Env | undefined;
+let env: Core | undefined;
 afterEach(async () => {
   await env?.close();
   env = undefined;
 });
 
-async function start(
-  o: { policyExec?: string; singletonRoles?: string[]; certLifetimeMs?: number } = {},
-): Promise<Env> {
-  const clock = new ManualClock(Date.UTC(2026, 10, 30));
-  const registry = await MemoryRegistry.create({ now: () => clock.now() });
-  const logs = memoryLogger('registrar');
-  const svc = await RegistrarService.create({
-    registry,
-    ca: await testCa(),
-    clock,
-    log: logs.log,
-    registrarId: 'r-test',
-    cluster: 'edge',
-    role: 'main',
-    url: () => 'https://198.18.0.1:8443',
-    autoregister: 'local',
-    isOnLink: (a) => a.startsWith('198.18.0.'),
-    ...(o.policyExec ? { policyExec: o.policyExec, policyTimeoutMs: 10_000 } : {}),
-    ...(o.singletonRoles ? { singletonRoles: o.singletonRoles } : {}),
-    ...(o.certLifetimeMs ? { certLifetimeMs: o.certLifetimeMs } : {}),
-  });
-  env = {
-    svc,
-    registry,
-    clock,
-    logs,
-    async token(roles = [], ttlMs = 3_600_000) {
-      const { token } = await svc.operator.createToken({
-        ttlMs,
-        maxUses: null,
-        roles,
-        clusters: [],
-      });
-      const [id, secret] = token.split('.') as [string, string];
-      return { id, secret };
-    },
-    async close() {
-      svc.close();
-      await registry.close();
-    },
-  };
+/** The harness's core, closed after the test. */
+async function start(o: Parameters<typeof core>[0] = {}): Promise<Core> {
+  env = await core(o);
   return env;
 }
 
+/** A core whose policy hook is a `#!/bin/sh` script with this body. */
+const hooked = (body: string): Promise<Core> =>
+  start({ service: { policyExec: script(body), policyTimeoutMs: 10_000 } });
+
 describe('policy hook in the core', () => {
   it('a hook that rejects refuses a node a token admits (403 policy_denied) and writes nothing', async () => {
-    const e = await start({ policyExec: script('echo "asset 4711 is retired"; exit 20') });
+    const e = await hooked('echo "asset 4711 is retired"; exit 20');
     const tok = await e.token();
-    const before = await admissionState(e.registry);
+    const before = await storeState(e.registry);
     const n1 = node('n1');
     let err: unknown;
     try {
@@ -114,13 +43,13 @@ describe('policy hook in the core', () => {
     expect(err).toMatchObject({ code: 'policy_denied', status: 403 });
     // The node is told little; the operator's log has the hook's reason.
     expect((err as Error).message).not.toContain('4711');
-    expect(await admissionState(e.registry)).toEqual(before);
+    expect(await refusedOnly(e.registry, before, ['policy'])).toEqual(before);
     expect((await e.svc.operator.listTokens())[0]).toMatchObject({ used: 0 });
     expect(e.logs.text()).toContain('policy hook: asset 4711 is retired');
   });
 
   it('a hook that accepts admits a node that would wait: rule policy, the reason as detail', async () => {
-    const e = await start({ policyExec: script('echo "in the inventory (rack 7)"; exit 0') });
+    const e = await hooked('echo "in the inventory (rack 7)"; exit 0');
     const n1 = node('n1');
     const out = await e.svc.join(n1.request({ clock: e.clock }), FAR);
     expect(out.status).toBe(201);
@@ -136,7 +65,7 @@ describe('policy hook in the core', () => {
   });
 
   it('a hook that accepts does not admit a tier registrar (role cluster): it waits for the operator', async () => {
-    const e = await start({ policyExec: script('echo "in the inventory"; exit 0') });
+    const e = await hooked('echo "in the inventory"; exit 0');
     const out = await e.svc.join(node('t1').request({ role: 'cluster', clock: e.clock }), FAR);
     expect(out).toMatchObject({ status: 202, state: 'pending' });
     expect(await e.registry.getNode('t1')).toMatchObject({ state: 'pending' });
@@ -144,20 +73,22 @@ describe('policy hook in the core', () => {
 
   it('a bad proof is refused even when the hook would accept, and the hook never runs', async () => {
     const ran = path.join(dir, 'bad-proof-ran');
-    const e = await start({ policyExec: script(`touch ${ran}; exit 0`) });
+    const e = await hooked(`touch ${ran}; exit 0`);
     const tok = await e.token();
-    const before = await admissionState(e.registry);
+    const before = await storeState(e.registry);
     const forged = { ...tok, secret: tok.secret.replace(/^./, (ch) => (ch === 'a' ? 'b' : 'a')) };
     expect(await code(e.svc.join(node('n1').request({ token: forged, clock: e.clock }), FAR))).toBe(
       'bad_proof',
     );
-    expect(await admissionState(e.registry)).toEqual(before);
+    expect(await refusedOnly(e.registry, before, ['bad_proof'], { badProofs: { [tok.id]: 1 } })).toEqual(
+      before,
+    );
     expect(() => readFileSync(ran)).toThrow();
   });
 
   it('a hook that says wait holds a token join pending, with its reason; the stdin names the token id', async () => {
     const seen = path.join(dir, 'pending-stdin.json');
-    const e = await start({ policyExec: script(`cat > ${seen}; echo "not racked yet"; exit 10`) });
+    const e = await hooked(`cat > ${seen}; echo "not racked yet"; exit 10`);
     const tok = await e.token();
     const n1 = node('n1');
     const out = await e.svc.join(n1.request({ token: tok, clock: e.clock }), ON_LINK);
@@ -194,7 +125,7 @@ describe('policy hook in the core', () => {
   });
 
   it('a hook that crashes leaves a token join pending (default-deny), with the failure as reason', async () => {
-    const e = await start({ policyExec: script('exit 3') });
+    const e = await hooked('exit 3');
     const tok = await e.token();
     const out = await e.svc.join(node('n1').request({ token: tok, clock: e.clock }), FAR);
     expect(out).toMatchObject({ status: 202, reason: 'policy hook failed (exit 3): waiting for approval' });
@@ -204,7 +135,7 @@ describe('policy hook in the core', () => {
 
 describe('singleton roles', () => {
   it('a second node of a singleton role waits with the reason; approval admits it; after removal a token admits the next', async () => {
-    const e = await start({ singletonRoles: ['walrus'] });
+    const e = await start({ service: { singletonRoles: ['walrus'] } });
     const tok = await e.token();
     const w1 = node('w1');
     expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
@@ -244,7 +175,7 @@ describe('singleton roles', () => {
   });
 
   it('two concurrent token joins of a singleton role: exactly one is admitted', async () => {
-    const e = await start({ singletonRoles: ['walrus'] });
+    const e = await start({ service: { singletonRoles: ['walrus'] } });
     const tok = await e.token();
     const outs = await Promise.all(
       ['a1', 'a2', 'a3'].map((name) =>
@@ -255,7 +186,7 @@ describe('singleton roles', () => {
   });
 
   it('the same node re-joining (its own role) is not held by itself', async () => {
-    const e = await start({ singletonRoles: ['walrus'] });
+    const e = await start({ service: { singletonRoles: ['walrus'] } });
     const tok = await e.token();
     const w1 = node('w1');
     expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
@@ -267,7 +198,7 @@ describe('singleton roles', () => {
   });
 
   it('a vacant role costs one scan, not one per join; a node admitted meanwhile ends the vacancy at once', async () => {
-    const e = await start({ singletonRoles: ['walrus'] });
+    const e = await start({ service: { singletonRoles: ['walrus'] } });
     let scans = 0;
     const list = e.registry.listNodes.bind(e.registry);
     e.registry.listNodes = (opts) => {
@@ -298,7 +229,7 @@ describe('singleton roles', () => {
   });
 
   it('a holder asking again and refused still holds the role for the others', async () => {
-    const e = await start({ singletonRoles: ['walrus'], certLifetimeMs: 3_600_000 });
+    const e = await start({ service: { singletonRoles: ['walrus'] }, certLifetimeMs: 3_600_000 });
     const tok = await e.token();
     const w1 = node('w1');
     expect((await e.svc.join(w1.request({ role: 'walrus', token: tok, clock: e.clock }), FAR)).status).toBe(
@@ -307,10 +238,12 @@ describe('singleton roles', () => {
     await settle(); // the store's events have arrived: nothing is remembered but what a scan finds
     e.clock.advance(2 * 3_600_000);
     // Its certificate expired: w1 asks again, with a token for another role (refused: nothing written).
-    const other = await e.token(['other']);
+    const other = await e.token({ roles: ['other'] });
+    const before = await storeState(e.registry);
     expect(await code(e.svc.join(w1.request({ role: 'walrus', token: other, clock: e.clock }), FAR))).toBe(
       'token_scope',
     );
+    expect(await refusedOnly(e.registry, before, ['token_scope'])).toEqual(before);
     expect(await e.registry.getNode('w1')).toMatchObject({ state: 'issued' });
     const fresh = await e.token();
     expect(

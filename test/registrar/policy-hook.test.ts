@@ -2,16 +2,7 @@
 // `#!/bin/sh` scripts in a temp dir: exit codes, the reason, timeouts that kill, crashes, garbage,
 // the stdin JSON, the concurrency bound and the environment. Timeouts here are real (a real process
 // must be killed); no test asserts how long anything took.
-import {
-  chmodSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import os from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/common/log.js';
@@ -31,18 +22,11 @@ import {
   splitCommand,
   type PolicyRequest,
 } from '../../src/registrar/admission/policy-hook.js';
+import { scriptDir } from '../helpers/sh-script.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'muster-hook-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let n = 0;
-/** A `#!/bin/sh` script in the temp dir; returns its path. */
-function script(body: string): string {
-  const file = path.join(dir, `hook-${++n}.sh`);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
+const scripts = scriptDir('muster-hook-');
+const { dir, script } = scripts;
+afterAll(scripts.cleanup);
 
 const REQ: PolicyRequest = {
   v: 1,
