@@ -71,8 +71,14 @@ export async function joinNode(
   return Object.assign(r, { logs });
 }
 
-export function opensslVerify(caFile: string, certFile: string): { ok: boolean; out: string } {
-  const r = spawnSync('openssl', ['verify', '-CAfile', caFile, certFile], { encoding: 'utf8' });
+/** `openssl verify` of certFile to the anchor caFile, with the intermediates in `untrusted` if given. */
+export function opensslVerify(
+  caFile: string,
+  certFile: string,
+  untrusted?: string,
+): { ok: boolean; out: string } {
+  const chain = untrusted === undefined ? [] : ['-untrusted', untrusted];
+  const r = spawnSync('openssl', ['verify', '-CAfile', caFile, ...chain, certFile], { encoding: 'utf8' });
   return { ok: r.status === 0, out: (r.stdout + r.stderr).trim() };
 }
 

@@ -18,7 +18,13 @@ import { checkBundle } from '../../src/node/bundle-check.js';
 import { issueServerIdentity, loadOrCreateCa, type CertificateAuthority } from '../../src/registrar/ca.js';
 import { RegistrarService } from '../../src/registrar/service.js';
 import { MemoryRegistry } from '../../src/store/memory.js';
-import { joinNode, startTestRegistrar, tempDir, type TestRegistrar } from '../helpers/registrar.js';
+import {
+  joinNode,
+  opensslVerify,
+  startTestRegistrar,
+  tempDir,
+  type TestRegistrar,
+} from '../helpers/registrar.js';
 
 const HOUR = 3_600_000;
 const BACKOFF = { baseMs: 50, maxMs: 300 };
@@ -50,11 +56,12 @@ let work: ReturnType<typeof tempDir>;
 let parent: TestRegistrar;
 const running: TestRegistrar[] = [];
 
-function tierToken(roles: string[]): Promise<string> {
-  return parent.service.operator
-    .createToken({ ttlMs: HOUR, maxUses: 1, roles, clusters: [] })
-    .then((t) => t.token);
+/** A one-use token of `reg`, for `roles`, valid for an hour. */
+async function oneUseToken(reg: TestRegistrar, roles: string[]): Promise<string> {
+  return (await reg.service.operator.createToken({ ttlMs: HOUR, maxUses: 1, roles, clusters: [] })).token;
 }
+
+const tierToken = (roles: string[]): Promise<string> => oneUseToken(parent, roles);
 
 async function startTier(name: string, token: string, over: { listen?: string; signal?: AbortSignal } = {}) {
   const t = await startTestRegistrar(path.join(work.dir, name), {
@@ -99,21 +106,16 @@ describe('tier registrar (--parent URL)', () => {
     expect(text).toMatch(/Subject: .*CN ?= ?rack1/);
     // The intermediate chains to the parent's root, which stays the anchor everywhere.
     const root = path.join(tier.opts.stateDir, 'parent', 'ca.crt');
-    expect(openssl('verify', '-CAfile', root, inter)).toMatchObject({ ok: true });
+    expect(opensslVerify(root, inter)).toMatchObject({ ok: true });
     const info = await tier.service.info();
     expect(info).toMatchObject({ role: 'cluster', cluster: 'rack1', ca: parent.caFingerprint });
     expect(tier.caFingerprint).toBe(parent.caFingerprint);
   });
 
   it('signs its nodes with the intermediate: the node, pinned to the root, verifies with openssl', async () => {
-    const t = await tier.service.operator.createToken({
-      ttlMs: HOUR,
-      maxUses: 1,
-      roles: ['worker'],
-      clusters: [],
-    });
+    const t = await oneUseToken(tier, ['worker']);
     const r = await joinNode(tier, nodeDir(), {
-      token: t.token,
+      token: t,
       caFingerprint: parent.caFingerprint,
       cluster: 'rack1',
     });
@@ -123,18 +125,15 @@ describe('tier registrar (--parent URL)', () => {
     expect(bundle.chain).toHaveLength(1);
     expect(bundle.cluster).toBe('rack1');
     expect(r.fingerprint).toBe(parent.caFingerprint);
-    const v = openssl(
-      'verify',
-      '-CAfile',
+    const v = opensslVerify(
       path.join(dir, 'ca.crt'),
-      '-untrusted',
-      path.join(dir, 'chain.pem'),
       path.join(dir, 'node.crt'),
+      path.join(dir, 'chain.pem'),
     );
     expect(v).toMatchObject({ ok: true });
     expect(v.out).toMatch(/node\.crt: OK/);
     // Without the intermediate the node certificate does not verify to the root: it is not the root's.
-    expect(openssl('verify', '-CAfile', path.join(dir, 'ca.crt'), path.join(dir, 'node.crt')).ok).toBe(false);
+    expect(opensslVerify(path.join(dir, 'ca.crt'), path.join(dir, 'node.crt')).ok).toBe(false);
   });
 
   it('renews its intermediate with the same key: the node certificates already issued still chain', async () => {
@@ -146,24 +145,16 @@ describe('tier registrar (--parent URL)', () => {
     expect(new X509Certificate(after).serialNumber).not.toBe(new X509Certificate(before).serialNumber);
     const dir = nodeDir();
     writeFileSync(path.join(dir, 'chain-renewed.pem'), after);
-    const old = openssl(
-      'verify',
-      '-CAfile',
+    const old = opensslVerify(
       path.join(dir, 'ca.crt'),
-      '-untrusted',
-      path.join(dir, 'chain-renewed.pem'),
       path.join(dir, 'node.crt'),
+      path.join(dir, 'chain-renewed.pem'),
     );
     expect(old).toMatchObject({ ok: true });
     // The tier now serves and signs with the renewed intermediate (TLS chain included).
-    const t = await tier.service.operator.createToken({
-      ttlMs: HOUR,
-      maxUses: 1,
-      roles: ['worker'],
-      clusters: [],
-    });
+    const t = await oneUseToken(tier, ['worker']);
     const dir2 = path.join(work.dir, 'rack1-node2');
-    await joinNode(tier, dir2, { name: 'node-2', token: t.token, caFingerprint: parent.caFingerprint });
+    await joinNode(tier, dir2, { name: 'node-2', token: t, caFingerprint: parent.caFingerprint });
     expect(readFileSync(path.join(dir2, 'chain.pem'), 'utf8')).toBe(after);
     expect(await tier.tier!.check()).toBe('current');
   });
@@ -276,16 +267,12 @@ describe('admission of a tier is explicit', () => {
     const r = await joining;
     expect(r.status).toBe('registered');
     expect(r.fingerprint).toBe(parent.caFingerprint);
-    expect(
-      openssl(
-        'verify',
-        '-CAfile',
-        path.join(nodeDir, 'ca.crt'),
-        '-untrusted',
-        path.join(nodeDir, 'chain.pem'),
-        path.join(nodeDir, 'node.crt'),
-      ).ok,
-    ).toBe(true);
+    const v = opensslVerify(
+      path.join(nodeDir, 'ca.crt'),
+      path.join(nodeDir, 'node.crt'),
+      path.join(nodeDir, 'chain.pem'),
+    );
+    expect(v.ok, v.out).toBe(true);
   });
 
   it('a tier refuses role cluster (no tiers below a tier)', async () => {
