@@ -73,19 +73,25 @@ const hearing =
     close: async () => undefined,
   });
 
+/** `muster join` with no registrar named, its mDNS hearing both registrars (in process). */
+const joinHearingBoth = (dir: string, over: Parameters<typeof joinNode>[2]) =>
+  joinNode({ url: '' }, dir, {
+    registrarUrl: undefined as never,
+    mdns: true,
+    discoveryTimeoutMs: 50,
+    timeoutMs: 20_000,
+    createMdns: hearing([advert(red, 'red'), advert(blue, 'blue')]),
+    ...over,
+  });
+
 describe('join: the choice at the terminal', () => {
   it('joins the registrar chosen, pinned to its CA and cluster; the other is asked nothing', async () => {
     const token = await tokenOf(blue);
     const choose = vi.fn<AskChoice>(async (choices) => choices.findIndex((c) => c.cluster === 'blue'));
     const dir = path.join(t.dir, 'node');
-    const r = await joinNode({ url: '' }, dir, {
-      registrarUrl: undefined as never,
+    const r = await joinHearingBoth(dir, {
       name: 'chosen-1',
       token,
-      mdns: true,
-      discoveryTimeoutMs: 50,
-      timeoutMs: 20_000,
-      createMdns: hearing([advert(red, 'red'), advert(blue, 'blue')]),
       choose,
     });
     expect(r.status).toBe('registered');
@@ -109,14 +115,9 @@ describe('join: the choice at the terminal', () => {
   it('cancelled: MUSTER_ERR_NOT_CHOSEN at once, neither registrar asked, no credentials', async () => {
     const choose = vi.fn<AskChoice>(async () => undefined);
     const dir = path.join(t.dir, 'node');
-    const err = await joinNode({ url: '' }, dir, {
-      registrarUrl: undefined as never,
+    const err = await joinHearingBoth(dir, {
       name: 'cancel-1',
       token: await tokenOf(blue),
-      mdns: true,
-      discoveryTimeoutMs: 50,
-      timeoutMs: 20_000,
-      createMdns: hearing([advert(red, 'red'), advert(blue, 'blue')]),
       choose,
     }).then(
       () => new Error('the join succeeded'),
@@ -133,15 +134,10 @@ describe('join: the choice at the terminal', () => {
 
   it('--cluster settles it: no prompt', async () => {
     const choose = vi.fn<AskChoice>(async () => 0);
-    const r = await joinNode({ url: '' }, path.join(t.dir, 'node'), {
-      registrarUrl: undefined as never,
+    const r = await joinHearingBoth(path.join(t.dir, 'node'), {
       name: 'blue-1',
       cluster: 'blue',
       token: await tokenOf(blue),
-      mdns: true,
-      discoveryTimeoutMs: 50,
-      timeoutMs: 20_000,
-      createMdns: hearing([advert(red, 'red'), advert(blue, 'blue')]),
       choose,
     });
     expect(r.status).toBe('registered');
