@@ -7,6 +7,7 @@
  *   netnsSuite(suite, what?): the same, plus the test that fails when CI=true and namespaces are missing
  *   testLanFixture(prefix): { lan, dir }: a LAN and a temporary directory for a suite (beforeAll/afterAll)
  *   onJsonLines(stream, fn): fn for each JSON line a helper process writes
+ *   spawnLanRegistrar(host, { cluster, stateDir, sock }): `muster registrar` in a LAN host (not waited for)
  *   registrarReady(child, what): the "registrar ready" record of `muster registrar` in a LAN host
  *   startMulticastSniffer(host, { group?, port? }): Promise<MulticastSniffer>
  *     sniffer.packets(), sniffer.waitFor(pred, ms), sniffer.stop()
@@ -24,6 +25,8 @@ import {
   type LanHost,
   type TestLan,
 } from '../../src/testnet/netlan.js';
+
+import { BIN } from './cli.js';
 
 export * from '../../src/testnet/netlan.js';
 
@@ -72,6 +75,36 @@ export function testLanFixture(prefix: string): { lan: TestLan; dir: string } {
     if (fx.dir) rmSync(fx.dir, { recursive: true, force: true });
   });
   return fx;
+}
+
+/**
+ * Starts `muster registrar` in LAN host h: HTTPS on 0.0.0.0:8443, mDNS on h's address, its state in
+ * stateDir, its admin API on sock, JSON logs (what registrarReady reads), then `extra` arguments.
+ * `bin` is the CLI to run (default: the compiled one). Does not wait: registrarReady(child) does.
+ */
+export function spawnLanRegistrar(
+  h: LanHost,
+  o: { cluster: string; stateDir: string; sock: string; extra?: string[]; bin?: string },
+): ChildProcess {
+  return h.spawn(
+    process.execPath,
+    [
+      o.bin ?? BIN,
+      'registrar',
+      '--listen',
+      '0.0.0.0:8443',
+      '--interface',
+      h.ip,
+      '--cluster',
+      o.cluster,
+      '--state-dir',
+      o.stateDir,
+      '--admin-socket',
+      o.sock,
+      ...(o.extra ?? []),
+    ],
+    { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } },
+  );
 }
 
 /**

@@ -10,7 +10,13 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { BIN, muster } from '../helpers/cli.js';
-import { netnsSuite, registrarReady, testLanFixture, type LanHost } from '../helpers/netlan.js';
+import {
+  netnsSuite,
+  registrarReady,
+  spawnLanRegistrar,
+  testLanFixture,
+  type LanHost,
+} from '../helpers/netlan.js';
 import { opensslVerify } from '../helpers/registrar.js';
 import { VERSION } from '../../src/common/version.js';
 import { MdnsProc } from '../advertiser/driver.js';
@@ -49,6 +55,10 @@ function run(h: LanHost, cmd: string, args: string[], limitMs = 60_000): Promise
   );
 }
 
+/** `muster discover --interface <h's address> <args>` in h. */
+const discover = (h: LanHost, args: string[]): Promise<Run> =>
+  run(h, process.execPath, [BIN, 'discover', '--interface', h.ip, ...args]);
+
 describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a test LAN', () => {
   const fx = testLanFixture('muster-discover-');
   let n = 0;
@@ -59,24 +69,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     const h = await host();
     const dir = path.join(fx.dir, `reg-${cluster}`);
     const sock = path.join(fx.dir, `${cluster}.sock`);
-    const child = h.spawn(
-      process.execPath,
-      [
-        BIN,
-        'registrar',
-        '--listen',
-        '0.0.0.0:8443',
-        '--interface',
-        h.ip,
-        '--cluster',
-        cluster,
-        '--state-dir',
-        dir,
-        '--admin-socket',
-        sock,
-      ],
-      { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } },
-    );
+    const child = spawnLanRegistrar(h, { cluster, stateDir: dir, sock });
     const { ready } = await registrarReady<{ id: string; ca: string }>(child, `registrar ${cluster}`);
     const reg = { host: h, child, id: ready.id, ca: ready.ca, cluster, sock, dir };
     regs.push(reg);
@@ -109,15 +102,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     expect(red.ca).not.toBe(blue.ca);
     expect(admin(blue, ['install-mode', 'on', '--for', '10m']).code).toBe(0);
     const h = await host();
-    const r = await run(h, process.execPath, [
-      BIN,
-      'discover',
-      '--json',
-      '--timeout',
-      '3s',
-      '--interface',
-      h.ip,
-    ]);
+    const r = await discover(h, ['--json', '--timeout', '3s']);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { items: Record<string, unknown>[]; invalid: unknown[] };
     expect(out.invalid).toEqual([]);
@@ -152,16 +137,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     ]);
 
     // The table for people, and --cluster.
-    const text = await run(h, process.execPath, [
-      BIN,
-      'discover',
-      '--timeout',
-      '3s',
-      '--interface',
-      h.ip,
-      '--cluster',
-      'red',
-    ]);
+    const text = await discover(h, ['--timeout', '3s', '--cluster', 'red']);
     expect(text.code, text.stderr).toBe(0);
     const lines = text.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+ROLE\s+CLUSTER\s+CA\s+MODE\s+ADDRESS\s+VERSION\s+HEARD FROM$/);
@@ -172,17 +148,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     expect(lines[1]).toContain(`v1 ${VERSION}`);
 
     // Nothing heard: exit 0, an empty list, a note on stderr.
-    const none = await run(h, process.execPath, [
-      BIN,
-      'discover',
-      '--json',
-      '--timeout',
-      '1s',
-      '--interface',
-      h.ip,
-      '--cluster',
-      'green',
-    ]);
+    const none = await discover(h, ['--json', '--timeout', '1s', '--cluster', 'green']);
     expect(none.code, none.stderr).toBe(0);
     expect(JSON.parse(none.stdout)).toEqual({ items: [], invalid: [] });
     expect(none.stderr).toMatch(/no registrar of cluster green heard within 1s/);
@@ -293,15 +259,7 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
         },
       });
       const h = await host();
-      const r = await run(h, process.execPath, [
-        BIN,
-        'discover',
-        '--json',
-        '--timeout',
-        '3s',
-        '--interface',
-        h.ip,
-      ]);
+      const r = await discover(h, ['--json', '--timeout', '3s']);
       expect(r.code, r.stderr).toBe(0);
       const out = JSON.parse(r.stdout) as { items: { id: string }[]; invalid: unknown[] };
       expect(out.items.map((i) => i.id).sort()).toEqual(regs.map((x) => x.id).sort());

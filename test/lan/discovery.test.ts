@@ -10,6 +10,7 @@ import { BIN, muster } from '../helpers/cli.js';
 import {
   netnsSuite,
   registrarReady,
+  spawnLanRegistrar,
   startMulticastSniffer,
   killChild,
   testLanFixture,
@@ -48,22 +49,7 @@ describe.skipIf(gate.skip)('muster on a test LAN', () => {
   async function startReg(h: LanHost, cluster: string, extra: string[] = []): Promise<Reg> {
     const dir = path.join(fx.dir, `reg-${h.name}`);
     const sock = path.join(fx.dir, `${h.name}.sock`);
-    const args = [
-      BIN,
-      'registrar',
-      '--listen',
-      '0.0.0.0:8443',
-      '--interface',
-      h.ip,
-      '--cluster',
-      cluster,
-      '--state-dir',
-      dir,
-      '--admin-socket',
-      sock,
-      ...extra,
-    ];
-    const child = h.spawn(process.execPath, args, { env: { ...process.env, MUSTER_LOG_FORMAT: 'json' } });
+    const child = spawnLanRegistrar(h, { cluster, stateDir: dir, sock, extra });
     const { ready, out } = await registrarReady<{ url: string; ca: string }>(child, `registrar in ${h.name}`);
     const reg: Reg = {
       host: h,

@@ -16,7 +16,14 @@ import http from 'node:http';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { BIN, muster } from '../helpers/cli.js';
-import { killChild, netnsSuite, registrarReady, testLanFixture, type LanHost } from '../helpers/netlan.js';
+import {
+  killChild,
+  netnsSuite,
+  registrarReady,
+  spawnLanRegistrar,
+  testLanFixture,
+  type LanHost,
+} from '../helpers/netlan.js';
 import { opensslVerify } from '../helpers/registrar.js';
 import { MdnsProc } from '../advertiser/driver.js';
 
@@ -42,10 +49,7 @@ describe.skipIf(gate.skip)('a forged registrar advertisement on the LAN', () => 
   async function startReg(h: LanHost, name: string, extra: string[] = []): Promise<Reg> {
     const dir = path.join(fx.dir, `reg-${name}`);
     const sock = path.join(fx.dir, `${name}.sock`);
-    const args = [CLI, 'registrar', '--listen', '0.0.0.0:8443', '--interface', h.ip, '--cluster', 'omega'];
-    const child = h.spawn(process.execPath, [...args, '--state-dir', dir, '--admin-socket', sock, ...extra], {
-      env: { ...process.env, MUSTER_LOG_FORMAT: 'json' },
-    });
+    const child = spawnLanRegistrar(h, { cluster: 'omega', stateDir: dir, sock, extra, bin: CLI });
     const { ready } = await registrarReady<{ ca: string }>(child, `registrar ${name}`);
     const reg: Reg = { child, ca: ready.ca, sock, stop: () => killChild(child, 5000) };
     cleanup.push(reg.stop);

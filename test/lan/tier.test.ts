@@ -7,13 +7,19 @@
  * packet outside those namespaces.
  */
 import type { ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { certFingerprint } from '../../src/common/x509.js';
 import { BIN, muster } from '../helpers/cli.js';
-import { killChild, netnsSuite, registrarReady, testLanFixture } from '../helpers/netlan.js';
+import {
+  killChild,
+  netnsSuite,
+  registrarReady,
+  spawnLanRegistrar,
+  testLanFixture,
+} from '../helpers/netlan.js';
+import { opensslVerify } from '../helpers/registrar.js';
 
 const gate = netnsSuite('test/lan/tier.test.ts');
 
@@ -40,25 +46,7 @@ describe.skipIf(gate.skip)('tier registrars on a test LAN', () => {
     const registrar = (name: string, cluster: string, extra: string[]) => {
       return fx.lan.addHost(name, 'lan').then((h) => {
         const sock = path.join(fx.dir, `${name}.sock`);
-        const child = h.spawn(
-          process.execPath,
-          [
-            BIN,
-            'registrar',
-            '--listen',
-            '0.0.0.0:8443',
-            '--interface',
-            h.ip,
-            '--cluster',
-            cluster,
-            '--state-dir',
-            path.join(fx.dir, name),
-            '--admin-socket',
-            sock,
-            ...extra,
-          ],
-          { env },
-        );
+        const child = spawnLanRegistrar(h, { cluster, stateDir: path.join(fx.dir, name), sock, extra });
         children.push(child);
         return { h, child, sock, admin: (args: string[]) => muster([...args, '--admin-socket', sock]) };
       });
@@ -134,19 +122,12 @@ describe.skipIf(gate.skip)('tier registrars on a test LAN', () => {
 
     const ca = readFileSync(path.join(nodeDir, 'ca.crt'), 'utf8');
     expect(certFingerprint(ca)).toBe(mainReady.ca);
-    const v = spawnSync(
-      'openssl',
-      [
-        'verify',
-        '-CAfile',
-        path.join(nodeDir, 'ca.crt'),
-        '-untrusted',
-        path.join(nodeDir, 'chain.pem'),
-        path.join(nodeDir, 'node.crt'),
-      ],
-      { encoding: 'utf8' },
+    const v = opensslVerify(
+      path.join(nodeDir, 'ca.crt'),
+      path.join(nodeDir, 'node.crt'),
+      path.join(nodeDir, 'chain.pem'),
     );
-    expect(v.status, v.stdout + v.stderr).toBe(0);
+    expect(v.ok, v.out).toBe(true);
     const bundle = JSON.parse(readFileSync(path.join(nodeDir, 'bundle.json'), 'utf8'));
     expect(bundle).toMatchObject({ cluster: 'rack1', node: 'worker-1' });
     expect(nodes(main.admin).find((n) => n.name === 'rack1')).toMatchObject({ role: 'cluster' });
