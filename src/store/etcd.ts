@@ -118,6 +118,8 @@ const MAX_GROUP = 32;
  * per transaction (etcd refuses more than --max-txn-ops, 128 by default, in either branch).
  */
 const MAX_OPS = 100;
+/** Keys whose last seen value a commit may decide on without reading it first (see `known`). */
+const KNOWN_KEYS = 4096;
 
 /** `items` in slices of at most `n`. */
 function slices<T>(items: T[], n: number): T[][] {
@@ -245,6 +247,14 @@ export class EtcdRegistry implements Registry {
     { resolve: (v: string | undefined) => void; reject: (err: unknown) => void }[]
   >();
   private readsRunning = false;
+  /**
+   * The last value and mod_revision this process saw of recently used keys (its reads, its own
+   * writes, the failure branches of its lost commits, m/seq from the watch), at most KNOWN_KEYS. A
+   * commit whose keys are all here decides on them without reading first: its compares check every
+   * value it depended on, so a stale one only costs a lost round (whose failure branch reads fresh
+   * values), never a wrong decision.
+   */
+  private readonly known = new Map<string, Read>();
   private running: Promise<void> | undefined;
   /** The group being committed: watched events wait for it, so apply() resolves before they are heard. */
   private inflight: Promise<unknown> = Promise.resolve();
@@ -447,7 +457,9 @@ export class EtcdRegistry implements Registry {
             ),
           );
           batch.forEach(([, waiters], i) => {
-            const value = res.responses[i]!.response_range.kvs[0]?.value.toString();
+            const kv = res.responses[i]!.response_range.kvs[0];
+            const value = kv?.value.toString();
+            this.remember(keys[i]!, { value, mod: kv?.mod_revision ?? '0' });
             for (const w of waiters) w.resolve(value);
           });
         } catch (err) {
@@ -695,6 +707,7 @@ export class EtcdRegistry implements Registry {
         ),
       );
       if (put.succeeded) {
+        this.remember(K.serialLease, { value: String(to), mod: put.header.revision });
         this.serialNext = from + 1;
         this.serialCeiling = to;
         return;
@@ -815,11 +828,15 @@ export class EtcdRegistry implements Registry {
   private async commit(group: Queued[]): Promise<void> {
     try {
       const keys = new Set<string>([K.seq, ...group.flatMap((q) => EtcdRegistry.reads(q.change))]);
-      /** The keys as last read: by readKeys, or by the failure branch of a transaction that lost. */
-      let fresh: Map<string, Read> | undefined;
+      /** The keys to decide on: remembered (`known`), or read by the failure branch of a lost commit. */
+      let fresh: Map<string, Read> | undefined = this.knownReads(keys);
+      /** The next round decides on remembered values, not on values read since the changes were asked. */
+      let remembered = fresh !== undefined;
       round: for (let round = 0; round < MAX_ROUNDS; round++) {
         const reads = fresh ?? (await this.readKeys([...keys]));
+        const onRemembered = remembered;
         fresh = undefined;
+        remembered = false;
         const ws = new Overlay(reads);
         const outcomes: ({ events: MusterEvent[] } | { error: unknown })[] = [];
         let cut = group.length;
@@ -841,6 +858,11 @@ export class EtcdRegistry implements Registry {
             if (!isStoreConflict(err)) throw err;
             outcomes.push({ error: err });
           }
+        }
+        if (onRemembered && outcomes.some((x) => 'error' in x)) {
+          // A refusal has no compare to check it: one decided on remembered values (perhaps stale)
+          // is decided again on values read now.
+          continue round;
         }
         if (cut < group.length) {
           this.queue.unshift(...group.splice(cut));
@@ -870,10 +892,18 @@ export class EtcdRegistry implements Registry {
           );
           if (!res.succeeded) {
             if (reread.length) fresh = this.readsOf(reread, res.responses);
+            else for (const k of keys) this.known.delete(k);
             // Another registrar wrote a key this group read: decide again on fresh reads, after a
             // short random pause when it keeps happening (registrars racing in step).
             if (round >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, round * 2)));
             continue;
+          }
+          // What this transaction wrote of the keys decisions read is what the next commit may
+          // decide on (events, indexes and the like are never read back by a commit).
+          const rev = res.header.revision;
+          for (const [k, v] of ws.writes) {
+            if (!keys.has(k)) this.known.delete(k);
+            else this.remember(k, v === null ? { value: undefined, mod: '0' } : { value: v, mod: rev });
           }
         }
         const seq = Number(ws.get(K.seq, true) ?? 0);
@@ -919,8 +949,28 @@ export class EtcdRegistry implements Registry {
     const out = new Map<string, Read>();
     keys.forEach((k, i) => {
       const kv = responses[i]!.response_range.kvs[0];
-      out.set(k, kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' });
+      const read = kv ? { value: kv.value.toString(), mod: kv.mod_revision } : { value: undefined, mod: '0' };
+      out.set(k, read);
+      this.remember(k, read);
     });
+    return out;
+  }
+
+  /** Keeps a key's last seen value and mod_revision, the most recent KNOWN_KEYS keys. */
+  private remember(key: string, read: Read): void {
+    this.known.delete(key);
+    this.known.set(key, read);
+    if (this.known.size > KNOWN_KEYS) this.known.delete(this.known.keys().next().value!);
+  }
+
+  /** The keys as last seen, if every one of them is known. */
+  private knownReads(keys: Iterable<string>): Map<string, Read> | undefined {
+    const out = new Map<string, Read>();
+    for (const k of keys) {
+      const r = this.known.get(k);
+      if (!r) return undefined;
+      out.set(k, r);
+    }
     return out;
   }
 
@@ -930,7 +980,9 @@ export class EtcdRegistry implements Registry {
    * The same checks, in the same order, as the level and memory backends.
    */
   private decide(change: Change, o: Overlay): MusterEvent[] {
-    const seqBefore = Number(o.get(K.seq, true) ?? 0);
+    // Guarded when it names an archived record (its history key): a stale m/seq must not order it.
+    const archives = (change.nodes ?? []).some((w) => w.archivePrev);
+    const seqBefore = Number(o.get(K.seq, !archives) ?? 0);
     for (const w of change.nodes ?? []) {
       const name = w.next.name;
       const raw = o.get(K.node(name));
