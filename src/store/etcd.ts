@@ -30,7 +30,9 @@
  * is create-if-absent) and whose success branch holds every put and delete of the group. etcd applies
  * it atomically through raft, so it is durable on a quorum when it answers. If another registrar wrote
  * one of those keys meanwhile, nothing is written, the transaction's failure branch reads the group's
- * keys instead, and the group is decided again on them: a token's use count, install mode's window
+ * keys instead, and the group is decided again on them. (A group whose keys this process saw lately
+ * skips the first read and decides on what it saw: the compares make that safe, and a refusal, which
+ * has no compare, is decided again on a fresh read.) A token's use count, install mode's window
  * count and the event sequence are thereby counters advanced by compare-and-set, and two registrars
  * never both see "the name is free".
  *
