@@ -13,7 +13,7 @@
  */
 import { cpSync } from 'node:fs';
 import path from 'node:path';
-import { startBenchEtcd, type BenchEtcd } from './etcd.js';
+import { startEtcdCluster, type EtcdCluster } from './etcd.js';
 import {
   createToken,
   httpsRequest,
@@ -69,7 +69,7 @@ interface Setup {
   token: { id: string; secret: string };
 }
 
-async function startSetup(name: SetupName, dir: string, etcd: BenchEtcd): Promise<Setup> {
+async function startSetup(name: SetupName, dir: string, etcd: EtcdCluster): Promise<Setup> {
   const store = name === 'one-level' ? undefined : `etcd://${etcd.endpoints.join(',')}/bench-${name}`;
   const base = { mode: 'registrar' as const, rateLimit: 10_000_000, ...(store ? { store } : {}) };
   const first = await ServerChild.start({ ...base, dir: path.join(dir, `${name}-0`) });
@@ -110,7 +110,7 @@ async function joinAll(
   return { wallMs, statuses };
 }
 
-const etcdCpuMs = (etcd: BenchEtcd): number => etcd.pids.reduce((a, pid) => a + procCpuMs(pid), 0);
+const etcdCpuMs = (etcd: EtcdCluster): number => etcd.pids().reduce((a, pid) => a + procCpuMs(pid), 0);
 const clientCpuMs = (): number => {
   const c = process.cpuUsage();
   return (c.user + c.system) / 1000;
@@ -125,7 +125,7 @@ export async function benchScale(o: ScaleOptions): Promise<ScaleResult> {
   const take = (n: number): NodeIdentity[] => nodes.slice(cursor, (cursor += n));
 
   log('scale: starting a three-member etcd cluster on loopback');
-  const etcd = await startBenchEtcd(3);
+  const etcd = await startEtcdCluster({ members: 3 });
   const setups: Setup[] = [];
   try {
     for (const name of SETUPS) setups.push(await startSetup(name, o.dir, etcd));
