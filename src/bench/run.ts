@@ -1,18 +1,19 @@
 /**
- * muster benchmarks: `node dist/bench/run.js [cpu|approve|herd|store|scale ...] [--json] [--quick] [--keep]`.
+ * muster benchmarks: `node dist/bench/run.js [cpu|approve|herd|store|scale|cli ...] [--json] [--quick] [--keep]`.
  * Runs the named benchmarks (all by default) against registrars started on 127.0.0.1 with mDNS off,
  * prints a table of results against the targets (PASS/MISS) and, with --json, a JSON document on
  * stdout (the table and progress then go to stderr). See docs/benchmarks.md.
  */
 import os from 'node:os';
 import { benchApprove, type ApproveResult } from './approve.js';
+import { benchCliStart, type CliStartResult } from './cli-start.js';
 import { benchCpu, type CpuResult } from './cpu.js';
 import { benchHerd, type HerdResult } from './herd.js';
 import { log, median, round, tempDir } from './lib.js';
 import { benchScale, SETUPS, type ScaleResult } from './scale.js';
 import { benchStore, type StoreResult } from './store.js';
 
-const BENCHES = ['cpu', 'approve', 'herd', 'store', 'scale'] as const;
+const BENCHES = ['cpu', 'approve', 'herd', 'store', 'scale', 'cli'] as const;
 type BenchName = (typeof BENCHES)[number];
 
 interface Row {
@@ -208,6 +209,28 @@ function storeRows(r: StoreResult): Row[] {
   return rows;
 }
 
+/** Issue 12: `muster join` and the operator commands start within this many ms of `node -e 0`. */
+const CLI_START_TARGET_MS = 100;
+
+function cliRows(r: CliStartResult): Row[] {
+  return [
+    {
+      bench: 'cli',
+      metric: `node -e 0, spawn -> exit (in-run reference, median of ${r.runs})`,
+      value: fmt(r.referenceMedianMs, 'ms', 0),
+      target: '',
+      verdict: 'info',
+    },
+    ...r.cases.map((c): Row => ({
+      bench: 'cli',
+      metric: `${c.name}: median spawn -> exit minus node -e 0 (${fmt(c.medianMs, 'ms', 0)} in all)`,
+      value: fmt(c.overNodeMs, 'ms', 0),
+      target: `<= ${CLI_START_TARGET_MS} ms`,
+      verdict: verdict(c.overNodeMs <= CLI_START_TARGET_MS),
+    })),
+  ];
+}
+
 /** Issue 12: two registrars on one etcd do at least this many times the joins/s of one. */
 const SCALE_TARGET = 1.6;
 
@@ -311,6 +334,7 @@ async function main(): Promise<void> {
     herd: HerdResult;
     store: StoreResult;
     scale: ScaleResult;
+    cli: CliStartResult;
   }> = {};
   const errors: Record<string, string> = {};
   const rows: Row[] = [];
@@ -347,6 +371,9 @@ async function main(): Promise<void> {
           concurrency: 16,
         });
         rows.push(...scaleRows(results.scale));
+      } else if (b === 'cli') {
+        results.cli = await benchCliStart({ runs: args.quick ? 5 : 15 });
+        rows.push(...cliRows(results.cli));
       } else {
         results.store = await benchStore({
           dir,

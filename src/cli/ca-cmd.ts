@@ -3,11 +3,9 @@
  * the CA"). From the local registrar's admin socket (trusted: the socket is the registrar's), or with
  * --url from any registrar's HTTPS API, unverified: that form is for comparing out of band.
  */
-import https from 'node:https';
-import { AdminClient, type WireStatus } from '../admin/client.js';
+import type { WireStatus } from '../admin/client.js';
 import { fingerprintHex } from '../common/config.js';
 import { MusterError } from '../common/errors.js';
-import { certFingerprint } from '../common/x509.js';
 import { command } from './command.js';
 import { out, printJson } from './output.js';
 
@@ -24,7 +22,9 @@ interface CaInfo {
 }
 
 /** GET over HTTPS without verifying the certificate (a first look, as with `curl -k`). */
-function fetchUnverified(url: URL, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
+async function fetchUnverified(url: URL, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
+  // Loaded here, not at start-up: TLS is for --url only (issue 12, CLI start-up).
+  const { default: https } = await import('node:https');
   return new Promise((resolve, reject) => {
     const req = https.get(url, { rejectUnauthorized: false, agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
@@ -63,6 +63,7 @@ async function fromUrl(base: string): Promise<CaInfo> {
   // match what it says in /v1/info.
   const chain = await fetchUnverified(new URL('/v1/ca', base));
   const pems = chain.body.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const { certFingerprint } = await import('../common/x509.js');
   const fps = pems.map((p) => certFingerprint(p));
   if (!fps.includes(parsed.ca)) {
     throw new MusterError(
@@ -96,6 +97,7 @@ export const caCommand = command({
     if (o.url) {
       info = await fromUrl(o.url);
     } else {
+      const { AdminClient } = await import('../admin/client.js');
       const s = await new AdminClient(o['admin-socket']).request<WireStatus>('GET', '/v1/admin/status');
       info = {
         ca: s.ca,

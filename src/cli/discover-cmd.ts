@@ -7,9 +7,8 @@
  * pin, which cluster to ask for), never proof. Compare the CA with `muster ca` on the registrar.
  */
 import { MusterError } from '../common/errors.js';
-import { createLogger } from '../common/log.js';
 import { formatDuration } from '../common/names.js';
-import { caShort, type Listing, type ListedRegistrar } from '../advertiser/listing.js';
+import type { Listing, ListedRegistrar } from '../advertiser/listing.js';
 import { command } from './command.js';
 import { out, printJson, table } from './output.js';
 
@@ -29,6 +28,7 @@ export const discoverCommand = command({
     ['$0 discover --json --timeout 5s --interface 10.0.0.5', 'on one interface, for scripts'],
   ],
   async run(o) {
+    const { createLogger } = await import('../common/log.js');
     const log = createLogger({
       name: 'muster-discover',
       fd: 2,
@@ -64,7 +64,10 @@ export const discoverCommand = command({
     }
 
     if (o.json) printJson({ items: listing.items.map(itemJson), invalid: listing.invalid });
-    else if (listing.items.length > 0) out(listingTable(listing.items));
+    else if (listing.items.length > 0) {
+      const { caShort } = await import('../advertiser/listing.js');
+      out(listingTable(listing.items, caShort));
+    }
     const err = (s: string): void => void process.stderr.write(s);
     if (listing.items.length === 0) {
       err(
@@ -102,7 +105,7 @@ function itemJson(r: ListedRegistrar): Record<string, unknown> {
   };
 }
 
-function listingTable(items: readonly ListedRegistrar[]): string {
+function listingTable(items: readonly ListedRegistrar[], caShort: (ca: string) => string): string {
   // Short CA in the table (as much as tells them apart by eye); --json has it whole.
   return table(
     ['ID', 'ROLE', 'CLUSTER', 'CA', 'MODE', 'ADDRESS', 'VERSION', 'HEARD FROM'],

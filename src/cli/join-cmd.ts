@@ -1,9 +1,7 @@
 /** `muster join`: the node agent, for boot-time units. Exit codes: JOIN_EXIT (exit-codes.ts). */
 import { promises as fs } from 'node:fs';
 import { MusterError } from '../common/errors.js';
-import { createLogger } from '../common/log.js';
 import { parseToken } from '../common/proof.js';
-import { terminalChoice } from './choice-prompt.js';
 import { command } from './command.js';
 
 // The node agent (and its mDNS stack) loads only when this command runs.
@@ -51,6 +49,7 @@ export const joinCommand = command({
       );
     }
 
+    const { createLogger } = await import('../common/log.js');
     const log = createLogger({ name: 'muster-join', fd: 2 });
     // SIGTERM/SIGINT: stop waiting, withdraw the advertisement (goodbye), exit 143/130.
     const stop = new AbortController();
@@ -66,6 +65,7 @@ export const joinCommand = command({
     const nameFrom =
       ctx.sources.name === 'default' && o['name-from'] !== 'hostname' ? o['name-from'] : undefined;
     // At a terminal the operator may choose among several registrars; a boot job never guesses.
+    const { terminalChoice } = await import('./choice-prompt.js');
     const choose = terminalChoice();
     const result = await runJoin({
       name: o.name,

@@ -3,7 +3,6 @@
  * bundle, then the local credentials are removed (node/leave.ts). Exit 0 when done; 1 when the node is
  * not registered or the registrar refuses, with nothing changed on the node.
  */
-import { createLogger } from '../common/log.js';
 import { command } from './command.js';
 
 export const leaveCommand = command({
@@ -15,6 +14,7 @@ export const leaveCommand = command({
     ['$0 leave --keep-key', 'the same, keeping node.key to join again with it'],
   ],
   async run(o) {
+    const { createLogger } = await import('../common/log.js');
     const log = createLogger({ name: 'muster-leave', fd: 2 });
     const { runLeave } = await import('../node/leave.js');
     const r = await runLeave({

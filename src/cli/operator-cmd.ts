@@ -4,20 +4,33 @@
  * sent; what the registrar still refuses is printed with its own message.
  */
 import os from 'node:os';
-import {
+import type {
   AdminClient,
-  type WireEvent,
-  type WireInstallMode,
-  type WireNode,
-  type WireStatus,
-  type WireToken,
+  WireEvent,
+  WireInstallMode,
+  WireNode,
+  WireStatus,
+  WireToken,
 } from '../admin/client.js';
 import { MusterError } from '../common/errors.js';
 import { formatToken, parseToken } from '../common/proof.js';
 import { command } from './command.js';
 import { ago, installModeJson, out, printJson, printList, table, tokenJson } from './output.js';
 
-const client = (o: { 'admin-socket': string }): AdminClient => new AdminClient(o['admin-socket']);
+/**
+ * The admin client, loaded when a command sends its request: --help, `join` and the other commands
+ * do not load node:http (issue 12, CLI start-up).
+ */
+const client = (o: { 'admin-socket': string }): Pick<AdminClient, 'request' | 'stream'> => {
+  const load = async (): Promise<AdminClient> =>
+    new (await import('../admin/client.js')).AdminClient(o['admin-socket']);
+  return {
+    request: async <T>(method: string, path: string, body?: unknown): Promise<T> =>
+      (await load()).request<T>(method, path, body),
+    stream: async (path: string, onLine: (v: unknown) => void): Promise<void> =>
+      (await load()).stream(path, onLine),
+  };
+};
 
 /** Who acts, for the event log. */
 const operator = (): string => {

@@ -1,7 +1,6 @@
 /** `muster registrar`: runs the controller until SIGTERM/SIGINT (then drains and exits 0). */
 import { promises as fs } from 'node:fs';
 import { MusterError } from '../common/errors.js';
-import { createLogger } from '../common/log.js';
 import { command } from './command.js';
 
 // The registrar's modules (fastify, level, forge) load only when this command runs: operator commands
@@ -16,6 +15,7 @@ export const registrarCommand = command({
     ['$0 registrar --cluster lab --interface 10.0.0.1', 'serve the cluster "lab" on the LAN of 10.0.0.1'],
   ],
   async run(o) {
+    const { createLogger } = await import('../common/log.js');
     const log = createLogger({ name: 'muster-registrar', fd: 1 });
     const fault = process.env.MUSTER_TEST_FAULT;
     // Signals first: a SIGTERM that arrives while starting stops the registrar once it is up.

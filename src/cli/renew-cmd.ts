@@ -5,7 +5,6 @@
  * the node (the timer's unit does not retry it: only the operator can undo a removal); 1 otherwise.
  */
 import { isMusterError } from '../common/errors.js';
-import { createLogger } from '../common/log.js';
 import { command } from './command.js';
 import { JOIN_EXIT } from './exit-codes.js';
 
@@ -22,6 +21,7 @@ export const renewCommand = command({
     ['$0 renew --rotate-key', 'renew with a new node key'],
   ],
   async run(o) {
+    const { createLogger } = await import('../common/log.js');
     const log = createLogger({ name: 'muster-renew', fd: 2 });
     const { runRenew } = await import('../node/renew.js');
     try {
