@@ -464,8 +464,9 @@ export class Operator {
     const now = this.o.clock.now();
     if (t.revoked) return tokenView(t, now);
     const next = { ...t, revoked: true, revokedAt: new Date(now).toISOString() };
+    // Applied by the store to the token as it is then: a use landing meanwhile is kept.
     await this.o.registry.apply({
-      putToken: next,
+      tokenUpdate: { id, revokedAt: next.revokedAt },
       events: [{ type: 'token', detail: { action: 'revoked', id } }],
     });
     this.log.info({ tokenId: id }, 'join token revoked');
@@ -483,8 +484,9 @@ export class Operator {
     if (!t.locked && !t.badProofs) return tokenView(t, now);
     const { locked: _l, lockedAt: _a, ...rest } = t;
     const next = { ...rest, badProofs: 0 };
+    // Applied by the store to the token as it is then: a use landing meanwhile is never undone.
     await this.o.registry.apply({
-      putToken: next,
+      tokenUpdate: { id, unlock: true },
       events: [
         { type: 'token', detail: { action: 'unlocked', id, by: operator, badProofs: t.badProofs ?? 0 } },
       ],

@@ -13,6 +13,7 @@ import {
   type Preapproval,
   type Revocation,
   type TokenRecord,
+  type TokenUpdate,
 } from './registry.js';
 
 /** The token after one more use, or StoreConflict('token') when it may not be used (nothing changes). */
@@ -24,6 +25,18 @@ export function useTokenOnce(t: TokenRecord | undefined, id: string): TokenRecor
     throw new StoreConflict('token', `token ${id} has no uses left (${t.used} of ${t.maxUses})`);
   }
   return { ...t, used: t.used + 1 };
+}
+
+/** The token after the operator's revoke or unlock (Change.tokenUpdate), as it is when the change lands. */
+export function updateTokenOnce(t: TokenRecord | undefined, u: TokenUpdate): TokenRecord {
+  if (!t) throw new StoreConflict('token', `token ${u.id} does not exist`);
+  let next = t;
+  if (u.revokedAt !== undefined && !t.revoked) next = { ...next, revoked: true, revokedAt: u.revokedAt };
+  if (u.unlock) {
+    const { locked: _l, lockedAt: _a, ...rest } = next;
+    next = { ...rest, badProofs: 0 };
+  }
+  return next;
 }
 
 /**

@@ -87,6 +87,7 @@ import {
   normaliseRevocation,
   installModeFailureOnce,
   tokenBadProofOnce,
+  updateTokenOnce,
   useInstallModeOnce,
   usePreapprovalOnce,
   useTokenOnce,
@@ -814,6 +815,7 @@ export class EtcdRegistry implements Registry {
     const keys = (change.nodes ?? []).map((w) => K.node(w.next.name));
     if (change.useToken !== undefined) keys.push(K.token(change.useToken));
     if (change.tokenBadProof) keys.push(K.token(change.tokenBadProof.id));
+    if (change.tokenUpdate) keys.push(K.token(change.tokenUpdate.id));
     if (change.useInstallMode || change.installModeFailure || change.installModeWindow !== undefined) {
       keys.push(K.installMode);
     }
@@ -1018,6 +1020,9 @@ export class EtcdRegistry implements Registry {
       change.useToken !== undefined
         ? useTokenOnce(o.json<TokenRecord>(K.token(change.useToken)), change.useToken)
         : undefined;
+    const updatedToken = change.tokenUpdate
+      ? updateTokenOnce(o.json<TokenRecord>(K.token(change.tokenUpdate.id)), change.tokenUpdate)
+      : undefined;
     if (change.installModeWindow !== undefined) {
       expectInstallModeWindow(
         o.json<InstallModeState>(K.installMode) ?? INSTALL_MODE_OFF,
@@ -1038,6 +1043,7 @@ export class EtcdRegistry implements Registry {
 
     if (usedToken) o.put(K.token(usedToken.id), JSON.stringify(usedToken));
     if (change.putToken) o.put(K.token(change.putToken.id), JSON.stringify(change.putToken));
+    if (updatedToken) o.put(K.token(updatedToken.id), JSON.stringify(updatedToken));
     // Counts of refusals never refuse a change: they apply to the state the change left.
     const badProof = change.tokenBadProof
       ? tokenBadProofOnce(o.json<TokenRecord>(K.token(change.tokenBadProof.id)), change.tokenBadProof)

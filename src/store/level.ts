@@ -69,6 +69,7 @@ import {
   normaliseRevocation,
   installModeFailureOnce,
   tokenBadProofOnce,
+  updateTokenOnce,
   useInstallModeOnce,
   usePreapprovalOnce,
   useTokenOnce,
@@ -544,6 +545,9 @@ export class LevelRegistry implements Registry {
         change.useToken !== undefined
           ? useTokenOnce(this.queuedTokens.get(change.useToken), change.useToken)
           : undefined;
+      // Refuses an unknown token now; build() applies it to the same queued state (no await between).
+      if (change.tokenUpdate)
+        updateTokenOnce(this.queuedTokens.get(change.tokenUpdate.id), change.tokenUpdate);
       if (change.installModeWindow !== undefined) {
         expectInstallModeWindow(this.queuedInstallMode, change.installModeWindow);
       }
@@ -612,6 +616,11 @@ export class LevelRegistry implements Registry {
     if (usedToken) tokens.push(usedToken);
     if (change.putToken) tokens.push(structuredClone(change.putToken));
     for (const t of tokens) this.queuedTokens.set(t.id, t);
+    if (change.tokenUpdate) {
+      const updated = updateTokenOnce(this.queuedTokens.get(change.tokenUpdate.id), change.tokenUpdate);
+      tokens.push(updated);
+      this.queuedTokens.set(updated.id, updated);
+    }
     // Counts of refusals never refuse a change: they apply to the state the change left (no await
     // since the checks: the count is exact under concurrency, like a use).
     const badProof = change.tokenBadProof

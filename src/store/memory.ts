@@ -31,6 +31,7 @@ import {
   expectInstallModeWindow,
   installModeFailureOnce,
   tokenBadProofOnce,
+  updateTokenOnce,
   useInstallModeOnce,
   usePreapprovalOnce,
   useTokenOnce,
@@ -178,6 +179,9 @@ export class MemoryRegistry implements Registry {
       change.useToken !== undefined
         ? useTokenOnce(this.tokens.get(change.useToken), change.useToken)
         : undefined;
+    const updatedToken = change.tokenUpdate
+      ? updateTokenOnce(this.tokens.get(change.tokenUpdate.id), change.tokenUpdate)
+      : undefined;
     if (change.installModeWindow !== undefined)
       expectInstallModeWindow(this.installMode, change.installModeWindow);
     const usedInstallMode = change.useInstallMode
@@ -196,6 +200,7 @@ export class MemoryRegistry implements Registry {
     }
     if (usedToken) this.tokens.set(usedToken.id, usedToken);
     if (change.putToken) this.tokens.set(change.putToken.id, copy(change.putToken));
+    if (updatedToken) this.tokens.set(updatedToken.id, updatedToken);
     // Counts of refusals never refuse a change: they apply to the state the change left.
     const badProof = change.tokenBadProof
       ? tokenBadProofOnce(this.tokens.get(change.tokenBadProof.id), change.tokenBadProof)

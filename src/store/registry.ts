@@ -37,6 +37,14 @@ export interface NodeWrite {
  * Everything one decision changes, applied as ONE atomic, durable write (DESIGN "Exactly once"):
  * either all of it lands, or none of it does and apply() throws.
  */
+export interface TokenUpdate {
+  id: string;
+  /** Revoke, at this time (the store has no clock). */
+  revokedAt?: string;
+  /** Clear the lock and the count of bad proofs. */
+  unlock?: boolean;
+}
+
 export interface Change {
   nodes?: NodeWrite[];
   /**
@@ -64,6 +72,14 @@ export interface Change {
    * store adds the `token` event {action: 'locked'}.
    */
   tokenBadProof?: { id: string; max: number; at: string };
+  /**
+   * The operator's revoke or unlock of join token `id`, applied by the store to the token as it is
+   * when the change lands (never a read-modify-write by the caller, which could undo a use or a bad
+   * proof that landed in between, on this registrar or another). Revoke sets `revoked` and
+   * `revokedAt` (kept when already revoked); unlock clears the lock and the bad-proof count. Refused
+   * (StoreConflict 'token') when the token does not exist.
+   */
+  tokenUpdate?: TokenUpdate;
   /**
    * Consume the name's pre-approval with this acceptance (exactly once, like useToken). Refused
    * (StoreConflict 'preapproval') unless it exists and, when `now` is given, has not expired by then:

@@ -785,6 +785,34 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         expect(await reg.getNode('n')).toBeUndefined();
       });
 
+      it("applies the operator's revoke and unlock to the token as stored: uses and bad proofs that landed after the caller read it are kept", async () => {
+        const { registry: reg } = await open();
+        await reg.apply({ putToken: token('t2', 3) });
+        await reg.apply({ tokenBadProof: { id: 't2', max: 2, at: AT } });
+        await reg.apply({ tokenBadProof: { id: 't2', max: 2, at: AT } });
+        const seen = await reg.getToken('t2'); // what an operator command read: locked, 0 used
+        expect(seen).toMatchObject({ used: 0, locked: true });
+        // A use cannot land while locked; unlock, then a use lands before a second unlock by a
+        // caller that still holds the old read.
+        await reg.apply({ tokenUpdate: { id: 't2', unlock: true } });
+        await reg.apply({ nodes: [{ expectRev: 0, next: rec('u1', 'accepted') }], useToken: 't2' });
+        await reg.apply({ tokenBadProof: { id: 't2', max: 5, at: AT } });
+        await reg.apply({ tokenUpdate: { id: 't2', unlock: true } });
+        expect(await reg.getToken('t2')).toEqual(token('t2', 3, { used: 1, badProofs: 0 }));
+        await reg.apply({ nodes: [{ expectRev: 0, next: rec('u2', 'accepted') }], useToken: 't2' });
+        await reg.apply({ tokenUpdate: { id: 't2', revokedAt: AT } });
+        await reg.apply({ tokenUpdate: { id: 't2', revokedAt: 'later' } });
+        expect(await reg.getToken('t2')).toEqual(
+          token('t2', 3, { used: 2, badProofs: 0, revoked: true, revokedAt: AT }),
+        );
+        const before = await snapshot(reg);
+        const err = await reg
+          .apply({ tokenUpdate: { id: 'nope', unlock: true }, events: [{ type: 'token' }] })
+          .catch((e: unknown) => e);
+        expect(isStoreConflict(err, 'token')).toBe(true);
+        expect(await snapshot(reg)).toEqual(before);
+      });
+
       it('creates no record for an unknown token id and counts nothing for a revoked one', async () => {
         const { registry: reg } = await open();
         await reg.apply({ putToken: token('rev', null, { revoked: true }) });
