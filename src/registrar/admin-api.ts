@@ -34,6 +34,20 @@ import { PeerIdentity } from './peer-cred.js';
 import type { RegistrarService } from './service.js';
 
 /** Events one filtered `GET /v1/admin/events` reads at most before it answers with `next`. */
+
+/** A node record as the admin API shows it: without the certificate and key bytes (`nodes show` has them). */
+function listed({
+  certificate: _c,
+  spki: _s,
+  ...node
+}: NodeRecord): Omit<NodeRecord, 'certificate' | 'spki'> {
+  return node;
+}
+
+/** The answer of rebuild and approve --force: the record the name passed from, if any, and the pre-approval. */
+function replaced<P>(r: { removed?: NodeRecord; preapproval: P }) {
+  return { ...(r.removed ? { removed: listed(r.removed) } : {}), preapproval: r.preapproval };
+}
 export const EVENT_SCAN_BUDGET = 100_000;
 
 /** The `type` filter: each of a comma list must be an event type (bad_request names the unknown one). */
@@ -132,7 +146,7 @@ export async function buildAdminApi(
       if (nodes.length === limit) next = nodes[nodes.length - 1]?.name;
     }
     return {
-      nodes: nodes.map(({ certificate: _c, spki: _s, ...n }) => n),
+      nodes: nodes.map(listed),
       counts: await op.counts(),
       ...(next !== undefined ? { next } : {}),
     };
@@ -146,8 +160,7 @@ export async function buildAdminApi(
       { schema: { params: NameParams, body: OperatorBody } },
       async (req) => {
         const { name } = req.params as Static<typeof NameParams>;
-        const { certificate: _c, spki: _s, ...node } = await op[action](name, await operator(req));
-        return node;
+        return listed(await op[action](name, await operator(req)));
       },
     );
   }
@@ -174,9 +187,7 @@ export async function buildAdminApi(
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof PreapproveBody>;
-      const { removed, preapproval } = await op.rebuild(name, preapproveOpts(b), await operator(req));
-      const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
-      return { ...(removed ? { removed: node } : {}), preapproval };
+      return replaced(await op.rebuild(name, preapproveOpts(b), await operator(req)));
     },
   );
   app.post(
@@ -185,16 +196,11 @@ export async function buildAdminApi(
     async (req) => {
       const { name } = req.params as Static<typeof NameParams>;
       const b = req.body as Static<typeof ForceApproveBody>;
-      const { removed, preapproval } = await op.forceApprove(name, b.key, await operator(req));
-      const { certificate: _c, spki: _s, ...node } = removed ?? ({} as Partial<NodeRecord>);
-      return { ...(removed ? { removed: node } : {}), preapproval };
+      return replaced(await op.forceApprove(name, b.key, await operator(req)));
     },
   );
   // Groups (DESIGN "Groups"): the node learns its group at its next contact, nothing is restarted.
-  const groupChange = ({ node: { certificate: _c, spki: _s, ...node }, ...r }: GroupChange) => ({
-    ...r,
-    node,
-  });
+  const groupChange = ({ node, ...r }: GroupChange) => ({ ...r, node: listed(node) });
   app.post(
     '/v1/admin/nodes/:name/group',
     { schema: { params: NameParams, body: GroupBody } },
