@@ -14,8 +14,9 @@ import { joinProofMac, parseToken } from '../../src/common/proof.js';
 import { EtcdRegistry } from '../../src/store/etcd.js';
 import type { MusterEvent, NodeRecord, SerialRecord, TokenRecord } from '../../src/store/registry.js';
 import { musterAsync, spawnRegistrar, type SpawnedRegistrar } from '../helpers/cli.js';
-import type { EtcdCluster } from '../helpers/etcd.js';
-import { api, csrFor } from '../helpers/registrar.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
+import { api, csrFor, tempDir } from '../helpers/registrar.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -33,6 +34,46 @@ export interface Fleet {
   /** A registry client on the same prefix, for the checks (close it). */
   open(): Promise<EtcdRegistry>;
   stop(): Promise<void>;
+}
+
+/**
+ * The lifecycle every fault suite shares, registered in the calling describe(): one three-member etcd
+ * cluster for the file, and a fleet (with its temp dir) per test, stopped and removed after it.
+ */
+export function fleetPerTest(): {
+  readonly cluster: EtcdCluster;
+  /** The current test's temp dir. */
+  readonly dir: string;
+  start(prefix: string, registrars: number): Promise<Fleet>;
+} {
+  let cluster: EtcdCluster | undefined;
+  let t: ReturnType<typeof tempDir> | undefined;
+  let fleet: Fleet | undefined;
+  beforeAll(async () => {
+    cluster = await startEtcdCluster({ members: 3 });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+  afterEach(async () => {
+    await fleet?.stop();
+    fleet = undefined;
+    t?.cleanup();
+    t = undefined;
+  });
+  return {
+    get cluster() {
+      return cluster!;
+    },
+    get dir() {
+      return t!.dir;
+    },
+    async start(prefix, registrars) {
+      t = tempDir(prefix);
+      fleet = await startFleet(t.dir, cluster!, registrars);
+      return fleet;
+    },
+  };
 }
 
 export async function startFleet(dir: string, cluster: EtcdCluster, n: number): Promise<Fleet> {

@@ -7,17 +7,16 @@
  *   the same join succeeds once etcd is back.
  */
 import { Etcd3 } from 'etcd3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdCluster, etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
-import { api, tempDir } from '../helpers/registrar.js';
+import { describe, expect, it } from 'vitest';
+import { etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
+import { api } from '../helpers/registrar.js';
 import {
   exactlyOnceViolations,
   joinBody,
   joinUntilAnswered,
   makeHerd,
   snapshot,
-  startFleet,
-  type Fleet,
+  fleetPerTest,
 } from './etcd-fleet.js';
 
 const gate = etcdSuite('faults/etcd-outage');
@@ -42,28 +41,14 @@ async function leaderIndex(cluster: EtcdCluster): Promise<number> {
 }
 
 describe.skipIf(gate.skip)('registrars on etcd when etcd fails', () => {
-  let cluster: EtcdCluster;
-  let t: ReturnType<typeof tempDir>;
-  let fleet: Fleet | undefined;
-  beforeAll(async () => {
-    cluster = await startEtcdCluster({ members: 3 });
-  }, 30_000);
-  afterAll(async () => {
-    await cluster?.stop();
-  });
-  afterEach(async () => {
-    await fleet?.stop();
-    fleet = undefined;
-    t?.cleanup();
-  });
+  const env = fleetPerTest();
 
   it('with the etcd leader killed, joins through both registrars still succeed, exactly once', async () => {
-    t = tempDir('muster-etcd-member-');
-    fleet = await startFleet(t.dir, cluster, 2);
+    const fleet = await env.start('muster-etcd-member-', 2);
     const token = await fleet.token(0);
     const urls = fleet.registrars.map((r) => r!.url);
-    const dead = await leaderIndex(cluster);
-    await cluster.kill(dead);
+    const dead = await leaderIndex(env.cluster);
+    await env.cluster.kill(dead);
     try {
       const nodes = makeHerd('m-', 60);
       const until = Date.now() + 30_000;
@@ -78,13 +63,12 @@ describe.skipIf(gate.skip)('registrars on etcd when etcd fails', () => {
         await reg.close();
       }
     } finally {
-      await cluster.restart(dead);
+      await env.cluster.restart(dead);
     }
   }, 60_000);
 
   it('without a quorum a join gets 503 + Retry-After and writes nothing; joins succeed once etcd is back', async () => {
-    t = tempDir('muster-etcd-outage-');
-    fleet = await startFleet(t.dir, cluster, 2);
+    const fleet = await env.start('muster-etcd-outage-', 2);
     const f = fleet;
     const token = await f.token(0);
     const urls = f.registrars.map((r) => r!.url);
@@ -110,18 +94,18 @@ describe.skipIf(gate.skip)('registrars on etcd when etcd fails', () => {
     // The leader and one more member down: the survivor has no leader and can commit nothing (its
     // calls run to the deadline). Killing the leader first means no member holds a proposal that a
     // later election could still commit.
-    const leader = await leaderIndex(cluster);
+    const leader = await leaderIndex(env.cluster);
     const other = (leader + 1) % 3;
-    await cluster.kill(leader);
-    await cluster.kill(other);
+    await env.cluster.kill(leader);
+    await env.cluster.kill(other);
     try {
       await refused();
       // Every member down: connections refused at once.
-      await cluster.kill((leader + 2) % 3);
+      await env.cluster.kill((leader + 2) % 3);
       await refused();
       for (const r of f.registrars) expect(r!.child.exitCode).toBeNull();
     } finally {
-      await Promise.all([0, 1, 2].map((i) => cluster.restart(i)));
+      await Promise.all([0, 1, 2].map((i) => env.cluster.restart(i)));
     }
 
     // Nothing of the refused joins was written: no record, no serial, no event, no token use.

@@ -8,40 +8,19 @@
  * The registry is read back through EtcdRegistry (test/faults/etcd-fleet.ts).
  */
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdCluster, etcdSuite, type EtcdCluster } from '../helpers/etcd.js';
-import { opensslVerify, tempDir } from '../helpers/registrar.js';
+import { describe, expect, it } from 'vitest';
+import { etcdSuite } from '../helpers/etcd.js';
+import { opensslVerify } from '../helpers/registrar.js';
 import { writeFileSync } from 'node:fs';
-import {
-  exactlyOnceViolations,
-  joinUntilAnswered,
-  makeHerd,
-  snapshot,
-  startFleet,
-  type Fleet,
-} from './etcd-fleet.js';
+import { exactlyOnceViolations, joinUntilAnswered, makeHerd, snapshot, fleetPerTest } from './etcd-fleet.js';
 
 const gate = etcdSuite('faults/etcd-registrars');
 
 describe.skipIf(gate.skip)('registrars sharing one etcd registry, under faults', () => {
-  let cluster: EtcdCluster;
-  let t: ReturnType<typeof tempDir>;
-  let fleet: Fleet | undefined;
-  beforeAll(async () => {
-    cluster = await startEtcdCluster({ members: 3 });
-  }, 30_000);
-  afterAll(async () => {
-    await cluster?.stop();
-  });
-  afterEach(async () => {
-    await fleet?.stop();
-    fleet = undefined;
-    t?.cleanup();
-  });
+  const env = fleetPerTest();
 
   it('every name sent to two registrars at once gets one certificate, the same in both answers', async () => {
-    t = tempDir('muster-etcd-dup-');
-    fleet = await startFleet(t.dir, cluster, 3);
+    const fleet = await env.start('muster-etcd-dup-', 3);
     const token = await fleet.token(1);
     const urls = fleet.registrars.map((r) => r!.url);
     const nodes = makeHerd('dup-', 120);
@@ -66,10 +45,10 @@ describe.skipIf(gate.skip)('registrars sharing one etcd registry, under faults',
       expect(exactlyOnceViolations(snap, nodes, fleet.caPem, token.id)).toEqual([]);
       expect(snap.serials).toHaveLength(nodes.length);
       // A few through openssl too, as a node's tooling would check them.
-      const ca = path.join(t.dir, 'ca.crt');
+      const ca = path.join(env.dir, 'ca.crt');
       writeFileSync(ca, fleet.caPem);
       for (const rec of snap.nodes.slice(0, 3)) {
-        const file = path.join(t.dir, `${rec.name}.crt`);
+        const file = path.join(env.dir, `${rec.name}.crt`);
         writeFileSync(file, rec.certificate!);
         expect(opensslVerify(ca, file)).toMatchObject({ ok: true });
       }
@@ -79,8 +58,7 @@ describe.skipIf(gate.skip)('registrars sharing one etcd registry, under faults',
   }, 60_000);
 
   it('a registrar SIGKILLed mid-herd: the others finish every node exactly once', async () => {
-    t = tempDir('muster-etcd-kill-');
-    fleet = await startFleet(t.dir, cluster, 3);
+    const fleet = await env.start('muster-etcd-kill-', 3);
     const f = fleet;
     const token = await f.token(0, 150);
     const nodes = makeHerd('k-', 150);
