@@ -138,10 +138,11 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
     let failedRequests = 0;
     let inFlight = 0;
     let stop = false;
-    /** Told whenever a request starts (the kill trigger listens). */
-    let onRequest: ((n: HerdNode) => void) | undefined;
+    /** Told whenever a request starts, and whether it is the node's first (the kill trigger listens). */
+    let onRequest: ((n: HerdNode, first: boolean) => void) | undefined;
     const runNode = async (n: HerdNode, startAt: number): Promise<void> => {
       await sleep(startAt);
+      let first = true;
       while (!stop) {
         const ts = Math.floor(Date.now() / 1000);
         const body = {
@@ -167,7 +168,8 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
         };
         requests++;
         inFlight++;
-        onRequest?.(n);
+        onRequest?.(n, first);
+        first = false;
         try {
           const r = await api({ url }, 'POST', '/v1/join', body).finally(() => inFlight--);
           if (r.status === 200 || r.status === 201) {
@@ -192,9 +194,10 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
       }
     };
     // The nodes come in waves, one before each kill and one after the last. Each kill comes at a
-    // random instant inside its wave: a random few milliseconds after the R-th request of the wave's
-    // nodes (R uniform in 1..wave size - 1), if a request is still in flight then, else at the wave's
-    // next request (its last node has yet to ask).
+    // random instant inside its wave: a random few milliseconds after the R-th first request of the
+    // wave's nodes (R uniform in 1..wave size - 1), if a request is still in flight then, else at the
+    // next request. Counting first requests only (not retries) means at least one node of the wave has
+    // yet to ask when R is reached, so there always is a next request to kill under.
     // Event-driven, not polled, so that a loaded machine cannot make the kills miss the herd.
     const waves = o.kills + 1;
     const running: Promise<void>[] = [];
@@ -224,9 +227,9 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
           resolve(during);
         };
         const members = new Set(wave);
-        const check = (n: HerdNode): void => {
-          if (!members.has(n) || ++started < target) return;
+        const check = (n: HerdNode, first: boolean): void => {
           if (armed) return fire();
+          if (!first || !members.has(n) || ++started < target) return;
           if (timer) return;
           timer = setTimeout(() => {
             timer = undefined;
@@ -234,7 +237,8 @@ export async function runCrashHerd(o: HerdOptions): Promise<HerdReport> {
             else armed = true;
           }, Math.random() * 20);
         };
-        // Nothing left to ask (every node released so far is answered): kill now all the same.
+        // Nothing left to ask (every node released so far is answered; only when the deadline stopped
+        // the herd, given the count above): kill now all the same.
         const idle = setInterval(() => {
           if (stop || (inFlight === 0 && released.every((n) => n.done))) fire();
         }, 50);
