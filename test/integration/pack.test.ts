@@ -35,9 +35,11 @@ describe('npm pack', () => {
       ).toBe(true);
 
       const prefix = path.join(t.dir, 'prefix');
+      // --offline: the dependencies come from the npm cache `npm ci` filled, never the registry (tests
+      // are hermetic after npm ci; without it, a machine with no network hangs here).
       const inst = spawnSync(
         'npm',
-        ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', path.join(t.dir, info.filename)],
+        ['install', '-g', '--offline', '--prefix', prefix, '--no-audit', '--no-fund', path.join(t.dir, info.filename)],
         { encoding: 'utf8' },
       );
       expect(inst.status, inst.stderr).toBe(0);
