@@ -39,7 +39,16 @@ describe('npm pack', () => {
       // are hermetic after npm ci; without it, a machine with no network hangs here).
       const inst = spawnSync(
         'npm',
-        ['install', '-g', '--offline', '--prefix', prefix, '--no-audit', '--no-fund', path.join(t.dir, info.filename)],
+        [
+          'install',
+          '-g',
+          '--offline',
+          '--prefix',
+          prefix,
+          '--no-audit',
+          '--no-fund',
+          path.join(t.dir, info.filename),
+        ],
         { encoding: 'utf8' },
       );
       expect(inst.status, inst.stderr).toBe(0);
