@@ -12,7 +12,7 @@ import type {
   WireStatus,
   WireToken,
 } from '../admin/client.js';
-import { MusterError } from '../common/errors.js';
+import { isMusterError, MusterError } from '../common/errors.js';
 import { formatToken, parseToken } from '../common/proof.js';
 import { command } from './command.js';
 import { ago, installModeJson, out, printJson, printList, table, tokenJson } from './output.js';
@@ -509,6 +509,55 @@ const groupsList = command({
   },
 });
 
+/** Back-off of `events --follow` between reconnects: from the first delay, doubling, up to the last. */
+export const FOLLOW_BACKOFF_MS = { first: 250, max: 5_000 } as const;
+
+/**
+ * `events --follow` (issue 13, item 2): streams from `after`, and when the stream ends (the registrar
+ * stopped or restarted) or the socket is gone, connects again with back-off asking for the events
+ * after the last one printed. The event log's sequence numbers are the cursor, so each event is
+ * printed once, in order, and none is lost across an outage (within --event-retention). The first
+ * connection failing is an error as before: a typo'd --admin-socket must not wait forever.
+ */
+export async function followEvents(
+  c: Pick<AdminClient, 'stream'>,
+  after: number,
+  filter: string,
+  print: (ev: WireEvent) => void,
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+): Promise<never> {
+  let last = after;
+  let connected = false;
+  let delay: number = FOLLOW_BACKOFF_MS.first;
+  for (;;) {
+    try {
+      await c.stream(`/v1/admin/events?follow=true&after=${last}${filter}`, (e) => {
+        const ev = e as WireEvent;
+        connected = true;
+        delay = FOLLOW_BACKOFF_MS.first;
+        // The registrar never repeats an event within one stream; across streams `after` holds.
+        if (ev.seq <= last) return;
+        last = ev.seq;
+        print(ev);
+      });
+      // Ended by the registrar (it stops, or restarts): it was there, so wait for it to come back.
+      connected = true;
+      delay = FOLLOW_BACKOFF_MS.first;
+    } catch (err) {
+      // Only an unreachable socket is waited out, and only once the registrar was there.
+      if (!connected || !isMusterError(err, 'MUSTER_ERR_ADMIN_SOCKET')) throw err;
+    }
+    // Said once an outage (stderr: stdout holds the events alone), not at every attempt.
+    if (delay === FOLLOW_BACKOFF_MS.first) {
+      process.stderr.write(
+        `muster: the event stream ended (is the registrar restarting?); reconnecting, after event ${last}\n`,
+      );
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, FOLLOW_BACKOFF_MS.max);
+  }
+}
+
 const events = command({
   name: 'events',
   describe: 'show the event log (--follow: and stream new events)',
@@ -528,10 +577,8 @@ const events = command({
     const types = [...new Set(o.type.flatMap((t) => t.split(',')))];
     const filter = types.length ? `&type=${encodeURIComponent(types.join(','))}` : '';
     if (o.follow) {
-      // A stream: one event a line (NDJSON) with --json, as it happens.
-      return c.stream(`/v1/admin/events?follow=true&after=${o.after}${filter}`, (e) =>
-        o.json ? out(JSON.stringify(e) + '\n') : text(e as WireEvent),
-      );
+      // A stream: one event a line (NDJSON) with --json, as it happens; it outlives the registrar.
+      return followEvents(c, o.after, filter, (e) => (o.json ? out(JSON.stringify(e) + '\n') : text(e)));
     }
     const { events: page, next: after } = await c.request<{ events: WireEvent[]; next?: number }>(
       'GET',
