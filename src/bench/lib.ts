@@ -104,6 +104,8 @@ export interface ChildConfig {
   rateLimit?: number;
   maxInFlightJoins?: number;
   cluster?: string;
+  /** The registrar's state dir (default: <dir>/registrar). */
+  stateDir?: string;
   /** --store: `etcd://...` for a registrar on a shared registry (default: level in its state dir). */
   store?: string;
 }
