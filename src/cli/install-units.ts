@@ -2,6 +2,11 @@
  * `muster install-units`: installs the systemd units (or the upstart job) shipped in the package's
  * systemd/ folder (DESIGN "Files and units"), with ExecStart= pointing at this installation's binary.
  * Prints one line per action; --dry-run prints the same lines and writes nothing.
+ *
+ * Into an image tree (--prefix other than /), the units name muster as the image will run it, not as
+ * the builder runs it: the builder's `/usr/bin/node /home/me/muster/dist/cli/main.js` does not exist
+ * on the booted image, and the join unit would restart in a loop (issue 13). So there the command is
+ * `muster` found on the service PATH inside the image, else `/usr/bin/env muster`, or `--bin PATH`.
  */
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
@@ -64,8 +69,13 @@ export interface InstallUnitsOptions {
   prefix: string;
   /** systemd unit directory, inside the prefix. */
   unitDir: string;
-  /** The muster binary to run (default: the realpath of the running one). */
+  /** The muster binary to run, a path on this machine (default: the realpath of the running one). */
   binary?: string | undefined;
+  /**
+   * The muster command to run as the installed system sees it (a path inside the prefix), written
+   * as given (default with a prefix: muster on the image's service PATH, else /usr/bin/env muster).
+   */
+  bin?: string | undefined;
   /** Install the upstart job instead of the systemd units. */
   upstart: boolean;
   dryRun: boolean;
@@ -141,6 +151,119 @@ export async function resolveMusterCommand(binary: string | undefined): Promise<
     }
   }
   return command;
+}
+
+/** A path inside the tree `root`, with symlinks followed as the booted tree will (absolute ones from root). */
+async function realpathIn(root: string, p: string): Promise<string | undefined> {
+  let parts = p.split('/').filter(Boolean);
+  const done: string[] = [];
+  for (let hops = 0; parts.length > 0;) {
+    const part = parts.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const here = path.join(root, ...done, part);
+    let st;
+    try {
+      st = await fs.lstat(here);
+    } catch {
+      return undefined;
+    }
+    if (!st.isSymbolicLink()) {
+      done.push(part);
+      continue;
+    }
+    if (++hops > 40) return undefined; // ELOOP
+    const target = await fs.readlink(here);
+    if (target.startsWith('/')) done.length = 0;
+    parts = [...target.split('/').filter(Boolean), ...parts];
+  }
+  return '/' + done.join('/');
+}
+
+/** A file in the tree `root` that the booted tree can run: its path there, or why not. */
+async function imageFile(
+  root: string,
+  p: string,
+): Promise<{ real: string; executable: boolean; shebang: string } | undefined> {
+  const real = await realpathIn(root, p);
+  if (real === undefined) return undefined;
+  const onHost = path.join(root, real);
+  try {
+    if (!(await fs.stat(onHost)).isFile()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return {
+    real,
+    executable: await isExecutable(onHost),
+    shebang: await firstLine(onHost).catch(() => ''),
+  };
+}
+
+/**
+ * The command that runs muster in the image tree `root` (install-units --prefix): `bin` as given, or
+ * `muster` on the service PATH inside the tree, or `/usr/bin/env muster` when the tree has none yet
+ * (muster may be installed after the units). Never a path of this machine: the image boots without it.
+ * Warnings say what would keep the units from starting on the booted image.
+ */
+export async function resolveImageCommand(
+  root: string,
+  bin: string | undefined,
+): Promise<{ command: string[]; warnings: string[] }> {
+  const warnings: string[] = [];
+  let command: string[];
+  let found: Awaited<ReturnType<typeof imageFile>>;
+  if (bin !== undefined) {
+    if (!path.isAbsolute(bin)) throw usage(`--bin must be an absolute path, not ${bin}`);
+    command = [bin];
+    found = await imageFile(root, bin);
+    if (!found) warnings.push(`warning: ${root} has no file ${bin} (--bin): install muster there`);
+  } else {
+    const hits = await Promise.all(
+      SERVICE_PATH.map(async (d) => ({
+        p: path.join(d, 'muster'),
+        f: await imageFile(root, path.join(d, 'muster')),
+      })),
+    );
+    const hit = hits.find((h) => h.f?.executable);
+    if (hit) {
+      // The name on the PATH, not its target: an upgrade that moves the package keeps the link.
+      command = [hit.p];
+      found = hit.f;
+    } else {
+      command = ['/usr/bin/env', 'muster'];
+      warnings.push(
+        `warning: muster is not installed in ${root} (no muster in ${SERVICE_PATH.join(', ')}): ` +
+          'the units run /usr/bin/env muster; install it into the image (npm install -g ' +
+          `--prefix ${path.join(root, 'usr/local')} muster-*.tgz) or pass --bin PATH`,
+      );
+    }
+  }
+  if (found) {
+    const isNodeScript = /\.[cm]?js$/.test(found.real) || /^#!.*\bnode\b/.test(found.shebang);
+    if (!found.executable) {
+      if (!isNodeScript) throw usage(`--bin ${bin} is not executable in ${root}`);
+      command = ['/usr/bin/env', 'node', command[0]!];
+    }
+    if (isNodeScript && (/^#!\s*\/usr\/bin\/env\s+node\b/.test(found.shebang) || !found.executable)) {
+      const nodes = await Promise.all(SERVICE_PATH.map((d) => imageFile(root, path.join(d, 'node'))));
+      if (!nodes.some((n) => n?.executable)) {
+        warnings.push(
+          `warning: ${root} has no node in ${SERVICE_PATH.join(', ')}: ${command.join(' ')} needs one ` +
+            '(Node >= 20) there when the image boots',
+        );
+      }
+    }
+  }
+  for (const p of command) {
+    if (!SAFE_PATH.test(p)) {
+      throw usage(`the path ${p} has characters that cannot go into a unit file unquoted`);
+    }
+  }
+  return { command, warnings };
 }
 
 /** A shipped unit with ExecStart= pointing at `command`, adapted to the systemd version when known. */
@@ -232,8 +355,29 @@ export async function installUnits(o: InstallUnitsOptions): Promise<void> {
   const under = (p: string): string => path.join(prefix, p);
   const say = (line: string): void => o.print(o.dryRun ? `dry run: would ${line}` : line);
   const sourceDir = o.sourceDir ?? UNITS_SOURCE_DIR;
-  const command = await resolveMusterCommand(o.binary);
-  if (command.some((p) => /^\/(home|root|run\/user|tmp|var\/tmp)\//.test(p))) {
+  if (o.bin !== undefined && o.binary !== undefined) {
+    throw usage('--bin and --binary both name the muster binary: give one');
+  }
+  // An image tree runs muster as installed there (resolveImageCommand), unless --binary names a file
+  // of this machine on purpose; --bin on this machine is the same as --binary, minus the resolving.
+  const inImage = o.bin !== undefined || (prefix !== '/' && o.binary === undefined);
+  let command: string[];
+  if (inImage) {
+    const image = await resolveImageCommand(prefix, o.bin);
+    command = image.command;
+    image.warnings.forEach((w) => o.print(w));
+  } else {
+    command = await resolveMusterCommand(o.binary);
+    const missing = [];
+    for (const p of command) if (prefix !== '/' && !(await imageFile(prefix, p))) missing.push(p);
+    if (missing.length > 0) {
+      o.print(
+        `warning: --binary ${command.join(' ')}: ${prefix} has no ${missing.join(', ')} (a path on ` +
+          'this machine): the units cannot start when the image boots; pass --bin PATH (the path inside the image)',
+      );
+    }
+  }
+  if (!inImage && command.some((p) => /^\/(home|root|run\/user|tmp|var\/tmp)\//.test(p))) {
     o.print(
       `warning: ${command.join(' ')} is under /home, /root or a temporary directory, which the units hide ` +
         '(ProtectHome=, PrivateTmp=): install muster and node system-wide, or pass --binary',
@@ -401,6 +545,7 @@ export const installUnitsCommand = command({
       prefix: o.prefix,
       unitDir: o['unit-dir'],
       binary: o.binary,
+      bin: o.bin,
       upstart: o.upstart,
       dryRun: o['dry-run'],
       reload: o.reload,

@@ -866,9 +866,15 @@ export const SETTINGS = {
       default: '/etc/systemd/system',
     },
     binary: {
-      describe: 'the muster binary ExecStart= runs',
+      describe: 'the muster binary ExecStart= runs, a path on this machine (for an image: --bin)',
       parse: filePath,
-      defaultDescription: 'this one',
+      defaultDescription: 'this one; with --prefix, muster as installed in the image',
+    },
+    bin: {
+      describe:
+        'the muster command ExecStart= runs, as the path the installed system sees (inside --prefix), written as given',
+      parse: absolutePath,
+      defaultDescription: "muster on the image's PATH, else /usr/bin/env muster",
     },
     upstart: {
       describe: 'install the upstart job (/etc/init) instead of the systemd units',
