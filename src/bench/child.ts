@@ -31,7 +31,11 @@ process.on('message', (m: { cmd: string; intervalUs?: number; file?: string }) =
     switch (m.cmd) {
       case 'cpu': {
         const c = process.cpuUsage();
-        send({ type: 'cpu', userMs: c.user / 1000, systemMs: c.system / 1000 });
+        // A registrar on etcd: its etcd calls and lost commits too (the scale bench, per join).
+        const etcd = cfg.store?.startsWith('etcd')
+          ? (await import('../store/etcd.js')).etcdStats()
+          : undefined;
+        send({ type: 'cpu', userMs: c.user / 1000, systemMs: c.system / 1000, ...(etcd ? { etcd } : {}) });
         break;
       }
       case 'prof-start':
@@ -93,7 +97,7 @@ async function startMuster(): Promise<void> {
   const t1 = performance.now();
   const adminSocket = path.join(cfg.dir, 'admin.sock');
   const reg = await startRegistrar({
-    stateDir: cfg.stateDir ?? path.join(cfg.dir, 'registrar'),
+    stateDir: path.join(cfg.dir, 'registrar'),
     listen: '127.0.0.1:0',
     cluster: cfg.cluster ?? 'bench',
     autoregister: 'local',
@@ -160,7 +164,7 @@ async function startPhases(): Promise<void> {
   const { systemClock } = await import('../common/clock.js');
   lap('import registrar/main.js (rest)');
   const log = createLogger({ name: 'muster-registrar', fd: 1, format: 'json' });
-  const stateDir = cfg.stateDir ?? path.join(cfg.dir, 'registrar');
+  const stateDir = path.join(cfg.dir, 'registrar');
   const registry = await openRegistry({ kind: 'level', dir: path.join(stateDir, 'registry') });
   lap('openRegistry (level open, counters, tokens)');
   const id = await registry.identity(() => {

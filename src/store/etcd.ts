@@ -135,6 +135,26 @@ const MAX_ROUNDS = 200;
 
 const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
 
+/**
+ * What this process's etcd registries asked of etcd, for the scale bench (calls and lost rounds per
+ * join): counters only, never keys or values.
+ */
+export interface EtcdStats {
+  /** etcd calls (each try of call(): reads, commits, leases, lists). */
+  calls: number;
+  /** Commit transactions sent (groups of changes, with writes). */
+  commits: number;
+  /** Commits that lost their compare to another writer and were decided again. */
+  lost: number;
+  /** Changes that landed. */
+  changes: number;
+}
+const STATS: EtcdStats = { calls: 0, commits: 0, lost: 0, changes: 0 };
+/** A copy of this process's counters (src/bench/child.ts reports them to the scale bench). */
+export function etcdStats(): EtcdStats {
+  return { ...STATS };
+}
+
 const K = {
   node: (name: string) => 'n/' + name,
   state: (state: NodeState, name: string) => `s/${state}/${name}`,
@@ -419,6 +439,7 @@ export class EtcdRegistry implements Registry {
         return Math.min(Date.now() + tryMs, end);
       },
     };
+    STATS.calls++;
     try {
       return await fn(options);
     } catch (err) {
@@ -875,6 +896,7 @@ export class EtcdRegistry implements Registry {
           // If the compare fails, the transaction reads the group's keys instead (at its revision,
           // one consistent snapshot): the next round decides on them without a read of its own.
           const reread = keys.size <= MAX_OPS ? [...keys] : [];
+          STATS.commits++;
           const res = await this.call((co) =>
             this.client.kv.txn(
               {
@@ -895,6 +917,7 @@ export class EtcdRegistry implements Registry {
             ),
           );
           if (!res.succeeded) {
+            STATS.lost++;
             if (reread.length) fresh = this.readsOf(reread, res.responses);
             else for (const k of keys) this.known.delete(k);
             // Another registrar wrote a key this group read: decide again on fresh reads, after a
@@ -914,8 +937,10 @@ export class EtcdRegistry implements Registry {
         this.knownSeq = Math.max(this.knownSeq, seq);
         group.forEach((q, i) => {
           const out = outcomes[i]!;
-          if ('events' in out) q.resolve(out.events);
-          else q.reject(out.error);
+          if ('events' in out) {
+            STATS.changes++;
+            q.resolve(out.events);
+          } else q.reject(out.error);
         });
         return;
       }
