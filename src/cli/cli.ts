@@ -28,6 +28,7 @@ import { joinCommand } from './join-cmd.js';
 import { leaveCommand } from './leave-cmd.js';
 import { renewCommand } from './renew-cmd.js';
 import { operatorCommands } from './operator-cmd.js';
+import { adminCommands } from './admin-cmd.js';
 import { registrarCommand } from './registrar-cmd.js';
 import {
   commandString,
@@ -45,6 +46,7 @@ export const COMMANDS: CommandSpec[] = [
   leaveCommand,
   renewCommand,
   ...operatorCommands,
+  ...adminCommands,
   caCommand,
   discoverCommand,
   ...configCommands,

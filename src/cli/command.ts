@@ -39,4 +39,5 @@ export const GROUPS: Record<string, string> = {
   nodes: 'list, inspect, approve, reject, remove, pre-approve, rebuild, ban and group nodes',
   groups: 'list node groups',
   config: 'check the configuration',
+  admin: 'the admin web page (registrar --admin-listen)',
 };

@@ -62,6 +62,7 @@ export const registrarCommand = command({
           }
         : {}),
       ...(o['singleton-role'] ? { singletonRoles: o['singleton-role'] } : {}),
+      ...(o['admin-listen'] ? { adminListen: o['admin-listen'] } : {}),
       mdns: o.mdns === 'on',
       ...(parent ? { parent } : {}),
       ...(o.interface ? { interface: o.interface } : {}),

@@ -194,6 +194,17 @@ export const hostPort: Parser<string> = (v) => {
   return v as string;
 };
 
+/** HOST:PORT on loopback (127.0.0.0/8 or [::1]): the admin web page is plain HTTP (README "Admin web page"). */
+export const loopbackHostPort: Parser<string> = (v) => {
+  const s = hostPort(v);
+  const host = s.slice(0, s.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  if (!((isIP(host) === 4 && host.startsWith('127.')) || host === '::1'))
+    throw new Invalid(
+      'must be a loopback HOST:PORT such as 127.0.0.1:8440 (plain HTTP: from another machine use ssh -L)',
+    );
+  return s;
+};
+
 /**
  * The CA pin (DESIGN "Discovery": SHA-256 of the CA certificate, base64url), as muster prints it, or
  * as `openssl x509 -noout -fingerprint -sha256` prints it ("sha256 Fingerprint=AB:CD:...", colon hex,
@@ -528,6 +539,12 @@ export const SETTINGS = {
       parse: caFingerprint,
     },
     'admin-socket': { ...adminSocket, describe: 'Unix socket of the admin API' },
+    // The admin web page (issue 13; registrar/admin-web.ts): off unless set, loopback only.
+    'admin-listen': {
+      describe:
+        'serve the admin web page on this loopback HOST:PORT (plain HTTP, off when unset; log in with muster admin url)',
+      parse: loopbackHostPort,
+    },
     'cert-lifetime': {
       describe: 'lifetime of node certificates',
       parse: duration(1000, L.TOKEN_TTL_MAX_MS),

@@ -64,10 +64,16 @@ function eventTypes(q: string): Set<string> {
   return types;
 }
 
+/** The admin web page (registrar/admin-web.ts), when --admin-listen is set: it mints login links. */
+export interface AdminWebLinks {
+  loginLink(by: string): { url: string; expiresAt: string };
+}
+
 export async function buildAdminApi(
   svc: RegistrarService,
   log: Logger,
   metrics?: Metrics,
+  web?: AdminWebLinks,
 ): Promise<FastifyInstance> {
   const op = svc.operator;
   const app = Fastify({
@@ -93,6 +99,18 @@ export async function buildAdminApi(
   app.get('/metrics', async (_req, reply) => {
     if (!metrics) return reply.code(404).send({ error: 'not_found', message: 'metrics are off' });
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  // `muster admin url` (issue 13): a one-time login link for the web page, for whoever holds this
+  // socket; the page acts as that operator. The link is the answer only: never logged.
+  app.post('/v1/admin/web/login-link', async (req, reply) => {
+    if (!web) {
+      throw new MusterError(
+        'web_page_off',
+        'the admin web page is off: start the registrar with --admin-listen 127.0.0.1:PORT',
+      );
+    }
+    return reply.header('cache-control', 'no-store').send(web.loginLink(await operator(req)));
   });
 
   app.get('/v1/admin/install-mode', async () => op.installModeStatus());

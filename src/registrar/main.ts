@@ -13,7 +13,7 @@ import { MusterError } from '../common/errors.js';
 import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
 import { storeEndpoints } from '../common/config.js';
 import type { Logger } from '../common/log.js';
-import { buildApi } from '../fallback/api.js';
+import { buildApi, LISTEN_BACKLOG } from '../fallback/api.js';
 import { buildAdminApi } from './admin-api.js';
 import { issueServerIdentity, loadOrCreateCa, type CertificateAuthority } from './ca.js';
 import { checkPolicyCommand } from './admission/policy-hook.js';
@@ -77,6 +77,8 @@ export interface RegistrarOptions {
   policyConcurrency?: number;
   /** --singleton-role. */
   singletonRoles?: string[];
+  /** --admin-listen: serve the admin web page on this loopback HOST:PORT (registrar/admin-web.ts). */
+  adminListen?: string;
 }
 
 export interface RunningRegistrar {
@@ -92,6 +94,8 @@ export interface RunningRegistrar {
    * decisions and must be restarted (its unit's Restart= does it; a fresh start reads what is durable).
    */
   fatal: Promise<Error>;
+  /** The admin web page, when --admin-listen is set. */
+  web?: import('./admin-web.js').AdminWeb;
   /** A tier registrar's link to its parent (issue 11): check() renews when due, else checks in. */
   tier?: {
     parentUrl: string;
@@ -280,7 +284,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
       ...(opts.maxInFlightJoins ? { maxInFlightJoins: opts.maxInFlightJoins } : {}),
     });
-    await api.listen({ host, port });
+    await api.listen({ host, port, backlog: LISTEN_BACKLOG });
     // Wake long polls first (they answer 202, retry shortly), or close() would wait up to 60 s for them.
     cleanup.unshift(async () => {
       service.close();
@@ -322,8 +326,22 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       cleanup.unshift(() => discovery.close());
     }
 
+    let web: import('./admin-web.js').AdminWeb | undefined;
+    if (opts.adminListen) {
+      // The web page loads only when it is on; it stops before the admin socket (its links die with it).
+      const { AdminWeb } = await import('./admin-web.js');
+      web = await AdminWeb.start({
+        service,
+        log: log.child({ component: 'admin-web' }),
+        clock,
+        listen: opts.adminListen,
+      });
+      const w = web;
+      cleanup.unshift(() => w.close());
+    }
+
     await prepareSocket(opts.adminSocket);
-    const admin = await buildAdminApi(service, log.child({ component: 'admin' }), metrics);
+    const admin = await buildAdminApi(service, log.child({ component: 'admin' }), metrics, web);
     // Bound under umask 077 (issue 8): a socket made under the process umask (0755 with 022) would
     // let any local user connect until the chmod below.
     const umask = process.umask(0o077);
@@ -346,6 +364,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
         ca: ca.fingerprint,
         autoregister: opts.autoregister,
         adminSocket: opts.adminSocket,
+        ...(web ? { adminWeb: web.url } : {}),
         stateDir: opts.stateDir,
       },
       'registrar ready',
@@ -360,6 +379,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       metrics,
       fatal,
       ...(link ? { tier: link } : {}),
+      ...(web ? { web } : {}),
       async close() {
         for (const step of cleanup.splice(0)) await step();
       },
