@@ -97,7 +97,7 @@ async function startMuster(): Promise<void> {
   const t1 = performance.now();
   const adminSocket = path.join(cfg.dir, 'admin.sock');
   const reg = await startRegistrar({
-    stateDir: path.join(cfg.dir, 'registrar'),
+    stateDir: cfg.stateDir ?? path.join(cfg.dir, 'registrar'),
     listen: '127.0.0.1:0',
     cluster: cfg.cluster ?? 'bench',
     autoregister: 'local',
@@ -164,7 +164,7 @@ async function startPhases(): Promise<void> {
   const { systemClock } = await import('../common/clock.js');
   lap('import registrar/main.js (rest)');
   const log = createLogger({ name: 'muster-registrar', fd: 1, format: 'json' });
-  const stateDir = path.join(cfg.dir, 'registrar');
+  const stateDir = cfg.stateDir ?? path.join(cfg.dir, 'registrar');
   const registry = await openRegistry({ kind: 'level', dir: path.join(stateDir, 'registry') });
   lap('openRegistry (level open, counters, tokens)');
   const id = await registry.identity(() => {
