@@ -1,26 +1,32 @@
 /**
- * Target 3: 1,000 nodes at once. N token joins start at the same instant, each on a fresh TLS
- * connection, against one freshly started registrar (per-IP rate limit raised: every client here is
- * 127.0.0.1, where a real herd comes from N addresses). A node that gets 429/503 honours Retry-After
- * with the agent's jitter (hint + up to 20 %), one that cannot connect retries after 0.1-1 s; all
- * stop at a deadline. Per node: time from the start to its 201/200. The registrar's RSS is sampled
- * every 50 ms and its peak (VmHWM) read at the end.
+ * Target 3 (issue 12): herds of real agents, all at once, against one freshly started registrar.
+ * Every node is a `runJoin` of src/node/agent.ts, the code of `muster join` (its first contact, token
+ * proof, back-off, Retry-After with jitter, bundle checks, files and acknowledgement), many per
+ * process in a few client processes (herd-client.ts): a process per node does not fit on 2 cores.
+ * The clients prepare their nodes' state directories and keys first, then all agents start at the
+ * same wall-clock instant. Per node: the time from that instant to `muster join` returning (credentials
+ * checked, written and acknowledged) and to the credentials written. The per-IP rate limit is raised:
+ * every client here is 127.0.0.1, where a real herd comes from N addresses.
+ *
+ * The registrar's RSS is sampled every 50 ms and its peak (VmHWM) read at the end; its CPU and the
+ * clients' CPU are measured over the herd (they share the machine's cores).
  */
+import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { HerdClientConfig, HerdClientResult } from './herd-client.js';
 import {
-  createToken,
-  httpsRequest,
-  joinBody,
+  admin,
+  HERE,
   log,
-  makeNodes,
   median,
   percentile,
   procCpuMs,
   procMem,
   round,
   ServerChild,
-  retryAfterMs,
   sleep,
-  type NodeIdentity,
 } from './lib.js';
 
 export interface HerdOptions {
@@ -28,21 +34,26 @@ export interface HerdOptions {
   nodes: number;
   reps: number;
   rateLimit: number;
-  deadlineMs: number;
+  /** Each agent's --timeout: a node not registered by then has failed. */
+  timeoutMs: number;
+  /** Client processes the agents are spread over. */
+  clients: number;
 }
 
 export interface HerdRun {
   n: number;
   ok: number;
   failed: number;
+  failures: Record<string, number>;
+  /** From the start to `muster join` returning (registered and acknowledged). */
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** From the start to the credentials written. */
+  credentialsP50Ms: number;
+  credentialsP99Ms: number;
   totalMs: number;
-  status429: number;
-  status503: number;
-  connectErrors: number;
-  otherStatuses: Record<string, number>;
+  retries: HerdClientResult['retries'];
   rssBeforeMb: number;
   rssPeakSampledMb: number;
   hwmMb: number;
@@ -50,23 +61,100 @@ export interface HerdRun {
   /** The registrar's CPU during the herd (all threads, /proc) and as a share of one core over the wall time. */
   registrarCpuMs: number;
   registrarCoreShare: number;
+  /** The client processes' CPU during the herd, in all, and as a share of one core. */
+  clientCpuMs: number;
+  clientCoreShare: number;
+  /** 1-minute load average at the end of the run. */
+  loadAfter: number;
 }
 
 export interface HerdResult {
   nodes: number;
   rateLimit: number;
+  clients: number;
   runs: HerdRun[];
   p50MedianMs: number;
   p99MedianMs: number;
+  credentialsP99MedianMs: number;
   totalMedianMs: number;
   hwmMedianMb: number;
   hwmMaxMb: number;
 }
 
-async function oneHerd(o: HerdOptions, nodes: NodeIdentity[], dir: string): Promise<HerdRun> {
+/** A client process of the herd (herd-client.ts). */
+class HerdClient {
+  private readonly messages: Record<string, unknown>[] = [];
+  private waiter: (() => void) | undefined;
+  private readonly exited: Promise<number | null>;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: Record<string, unknown>) => {
+      this.messages.push(m);
+      this.waiter?.();
+    });
+    this.exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+  }
+
+  static start(cfg: HerdClientConfig): HerdClient {
+    return new HerdClient(
+      fork(path.join(HERE, 'herd-client.js'), [JSON.stringify(cfg)], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        // Node files are small and on tmpfs; a wider pool keeps 2,500 agents' file steps from queueing.
+        env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+      }),
+    );
+  }
+
+  async next<T>(type: string, timeoutMs: number): Promise<T> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.messages.findIndex((m) => m.type === type);
+      if (i >= 0) {
+        const m = this.messages.splice(i, 1)[0]!;
+        if (typeof m.error === 'string') throw new Error(`herd client: ${m.error}`);
+        return m as T;
+      }
+      if (this.proc.exitCode !== null) throw new Error(`herd client exited (${this.proc.exitCode})`);
+      if (Date.now() > until) throw new Error(`no ${type} from a herd client within ${timeoutMs} ms`);
+      await Promise.race([new Promise<void>((r) => (this.waiter = r)), sleep(500), this.exited]);
+      this.waiter = undefined;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+async function oneHerd(o: HerdOptions, prefix: string, dir: string): Promise<HerdRun> {
   const reg = await ServerChild.start({ mode: 'registrar', dir, rateLimit: o.rateLimit });
+  // Node state on tmpfs when there is one: the nodes' own disks are not what is measured.
+  const stateRoot = path.join(
+    existsSync('/dev/shm') ? '/dev/shm' : dir,
+    `muster-herd-${process.pid}-${prefix}`,
+  );
+  const clients: HerdClient[] = [];
   try {
-    const token = await createToken(reg.ready.adminSocket!);
+    const { token } = await admin<{ token: string }>(reg.ready.adminSocket!, 'POST', '/v1/admin/tokens', {
+      ttlMs: 24 * 3_600_000,
+    });
+    mkdirSync(stateRoot, { recursive: true });
+    const names = Array.from({ length: o.nodes }, (_, i) => `${prefix}-${String(i).padStart(5, '0')}`);
+    for (let c = 0; c < o.clients; c++) {
+      clients.push(
+        HerdClient.start({
+          url: reg.ready.url,
+          token,
+          names: names.filter((_, i) => i % o.clients === c),
+          stateRoot,
+          timeoutMs: o.timeoutMs,
+        }),
+      );
+    }
+    await Promise.all(clients.map((c) => c.next('ready', 300_000)));
     await sleep(300);
     const rssBefore = procMem(reg.pid).rssMb;
     let rssPeak = rssBefore;
@@ -77,87 +165,79 @@ async function oneHerd(o: HerdOptions, nodes: NodeIdentity[], dir: string): Prom
         /* exited */
       }
     }, 50);
-    const counts = { s429: 0, s503: 0, conn: 0 };
-    const other: Record<string, number> = {};
-    const times: number[] = [];
-    let failed = 0;
+    const at = Date.now() + 200;
     const cpu0 = procCpuMs(reg.pid);
-    const t0 = performance.now();
-    const deadline = t0 + o.deadlineMs;
-    const one = async (n: NodeIdentity): Promise<void> => {
-      while (performance.now() < deadline) {
-        let delay: number;
-        try {
-          const r = await httpsRequest(reg.ready.url, 'POST', '/v1/join', joinBody(n, token), o.deadlineMs);
-          if (r.status === 201 || r.status === 200) {
-            times.push(r.endAt - t0);
-            return;
-          }
-          if (r.status === 429) counts.s429++;
-          else if (r.status === 503) counts.s503++;
-          else {
-            other[r.status] = (other[r.status] ?? 0) + 1;
-            failed++;
-            return;
-          }
-          const hint = retryAfterMs(r) ?? 2000;
-          delay = hint + Math.random() * Math.min(hint * 0.2, 5000);
-        } catch {
-          counts.conn++;
-          delay = 100 + Math.random() * 900;
-        }
-        await sleep(Math.min(delay, Math.max(0, deadline - performance.now())));
-      }
-      failed++;
-    };
-    await Promise.all(nodes.map(one));
-    const totalMs = performance.now() - t0;
+    for (const c of clients) c.proc.send({ cmd: 'go', at });
+    const results = await Promise.all(
+      clients.map((c) => c.next<HerdClientResult>('done', o.timeoutMs + 120_000)),
+    );
+    const totalMs = Math.max(...results.map((r) => r.wallMs));
     const cpuMs = procCpuMs(reg.pid) - cpu0;
     clearInterval(sampler);
     const mem = procMem(reg.pid);
+    const done = results.flatMap((r) => r.doneMs);
+    const creds = results.flatMap((r) => r.credentialsMs);
+    const failures: Record<string, number> = {};
+    for (const r of results)
+      for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
+    const retries = { busy: 0, rateLimited: 0, unreachable: 0, other: 0, ack: 0 };
+    for (const r of results)
+      for (const k of Object.keys(retries) as (keyof typeof retries)[]) retries[k] += r.retries[k];
+    const clientCpuMs = results.reduce((a, r) => a + r.cpuMs, 0);
     return {
-      n: nodes.length,
-      ok: times.length,
-      failed,
-      p50Ms: round(percentile(times, 50), 0),
-      p99Ms: round(percentile(times, 99), 0),
-      maxMs: round(Math.max(...times), 0),
+      n: o.nodes,
+      ok: done.length,
+      failed: o.nodes - done.length,
+      failures,
+      p50Ms: round(percentile(done, 50), 0),
+      p99Ms: round(percentile(done, 99), 0),
+      maxMs: round(Math.max(...done), 0),
+      credentialsP50Ms: round(percentile(creds, 50), 0),
+      credentialsP99Ms: round(percentile(creds, 99), 0),
       totalMs: round(totalMs, 0),
-      status429: counts.s429,
-      status503: counts.s503,
-      connectErrors: counts.conn,
-      otherStatuses: other,
+      retries,
       rssBeforeMb: round(rssBefore, 1),
       rssPeakSampledMb: round(Math.max(rssPeak, mem.rssMb), 1),
       hwmMb: round(mem.hwmMb, 1),
       rssAfterMb: round(mem.rssMb, 1),
       registrarCpuMs: round(cpuMs, 0),
       registrarCoreShare: round(cpuMs / totalMs, 2),
+      clientCpuMs: round(clientCpuMs, 0),
+      clientCoreShare: round(clientCpuMs / totalMs, 2),
+      loadAfter: round(os.loadavg()[0]!, 1),
     };
   } finally {
+    await Promise.all(clients.map((c) => c.stop()));
     await reg.stop();
+    rmSync(stateRoot, { recursive: true, force: true });
   }
 }
 
 export async function benchHerd(o: HerdOptions): Promise<HerdResult> {
   const runs: HerdRun[] = [];
   for (let r = 0; r < o.reps; r++) {
-    log(`herd ${r + 1}/${o.reps}: making ${o.nodes} node keys and CSRs`);
-    const nodes = makeNodes(`herd${r}`, o.nodes);
-    const run = await oneHerd(o, nodes, `${o.dir}/herd-${r}`);
+    log(
+      `herd ${o.nodes} ${r + 1}/${o.reps}: preparing ${o.nodes} node state directories in ${o.clients} client processes`,
+    );
+    const run = await oneHerd(o, `herd${o.nodes}r${r}`, `${o.dir}/herd-${o.nodes}-${r}`);
     runs.push(run);
     log(
-      `herd ${r + 1}/${o.reps}: ok ${run.ok}/${run.n}, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, total ${run.totalMs} ms, ` +
-        `429 x${run.status429}, 503 x${run.status503}, connect errors ${run.connectErrors}, peak RSS ${run.hwmMb} MB, ` +
-        `registrar CPU ${run.registrarCpuMs} ms (${run.registrarCoreShare} core)`,
+      `herd ${o.nodes} ${r + 1}/${o.reps}: ok ${run.ok}/${run.n}, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms ` +
+        `(credentials written: p99 ${run.credentialsP99Ms} ms), total ${run.totalMs} ms, ` +
+        `retries busy ${run.retries.busy} / 429 ${run.retries.rateLimited} / unreachable ${run.retries.unreachable} / ` +
+        `other ${run.retries.other} / ack ${run.retries.ack}, failed ${JSON.stringify(run.failures)}, peak RSS ${run.hwmMb} MB, ` +
+        `registrar CPU ${run.registrarCpuMs} ms (${run.registrarCoreShare} core), clients ${run.clientCpuMs} ms ` +
+        `(${run.clientCoreShare} core), load ${run.loadAfter}`,
     );
   }
   return {
     nodes: o.nodes,
     rateLimit: o.rateLimit,
+    clients: o.clients,
     runs,
     p50MedianMs: median(runs.map((r) => r.p50Ms)),
     p99MedianMs: median(runs.map((r) => r.p99Ms)),
+    credentialsP99MedianMs: median(runs.map((r) => r.credentialsP99Ms)),
     totalMedianMs: median(runs.map((r) => r.totalMs)),
     hwmMedianMb: median(runs.map((r) => r.hwmMb)),
     hwmMaxMb: Math.max(...runs.map((r) => r.hwmMb)),
