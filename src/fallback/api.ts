@@ -6,17 +6,41 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import { Type, type Static } from '@sinclair/typebox';
+import type { Server as TlsServer } from 'node:tls';
+import { systemClock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { normaliseAddress, sourceKey } from '../common/net.js';
 import { toPem } from '../common/x509.js';
 import { FailureLimiter } from './failure-limit.js';
 import { frameworkErrors, installErrorHandling } from './http-errors.js';
+import { HandshakeGate } from './handshake-gate.js';
+import { GateFull, JoinGate } from './join-gate.js';
 import { JoinBody, LeaveBody, NameParams, RenewBody, SignedBody, WaitQuery } from './schemas.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
 export const DEFAULT_FAILURES_PER_MINUTE = 60;
+/**
+ * Joins worked on at once: enough to overlap the store's writes, few enough that each finishes soon
+ * (the work is CPU on one thread: more at once only makes each take longer).
+ */
+export const DEFAULT_JOIN_SLOTS = 64;
+/**
+ * Joins waiting at most (about 2 kB each: the parsed body) and for how long: under the node's 15 s
+ * request timeout (join-loop.ts REQUEST_SLACK_MS), so a node is answered before it gives up.
+ */
+export const DEFAULT_JOIN_QUEUE = { max: 4096, waitMs: 10_000 };
+/**
+ * Handshakes at once (more only share the CPU, each finishing later), new connections waiting their
+ * turn, and for how long (under the node's 15 s request timeout).
+ */
+export const DEFAULT_HANDSHAKES = { max: 128, maxQueued: 8192, waitMs: 10_000 };
+/**
+ * The listen backlog: a herd's connections wait in the kernel rather than having their SYNs dropped
+ * (a dropped SYN costs the node 1 s, then 3 s). Linux caps it at net.core.somaxconn.
+ */
+export const LISTEN_BACKLOG = 4096;
 
 /** Told of every answer (the registrar counts them in its metrics). */
 export type ResponseObserver = (r: {
@@ -47,8 +71,15 @@ export interface ApiOptions {
   maxConnections?: number;
   /** Time for the clock of the failure limiter (tests). */
   now?: () => number;
-  /** Join requests in flight beyond which the registrar sheds load with 503 + Retry-After. */
+  /** TLS handshakes at once, connections waiting for one, and how long (handshake-gate.ts). */
+  handshakes?: { max: number; maxQueued: number; waitMs: number };
+  /** Join requests worked on at once; the rest wait in a bounded queue (join-gate.ts). */
   maxInFlightJoins?: number;
+  /**
+   * Join requests waiting at most, and how long one may wait (ms), beyond which the registrar sheds
+   * load with 503 + a Retry-After from its drain rate (join-gate.ts).
+   */
+  joinQueue?: { max: number; waitMs: number };
   bodyLimit?: number;
   onResponse?: ResponseObserver;
 }
@@ -85,6 +116,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.server.maxConnections = opts.maxConnections ?? 20_000;
   app.server.headersTimeout = 10_000;
+  if (opts.https) {
+    const h = opts.handshakes ?? DEFAULT_HANDSHAKES;
+    HandshakeGate.install(app.server as unknown as TlsServer, {
+      max: h.max,
+      maxQueued: h.maxQueued,
+      maxWaitMs: h.waitMs,
+      clock: systemClock,
+    });
+  }
 
   // Failures are limited per source and in total (see failure-limit.ts); successful requests only by
   // a generous flood guard (100 a second per source), so a herd behind one NAT address gets through.
@@ -110,7 +150,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       failures.record(source(req));
   });
   await app.register(rateLimit, {
-    max: 6000,
+    // Never below the failure limit: a source allowed that many refusals may make as many good requests.
+    max: Math.max(6000, perSource),
     timeWindow: 60_000,
     keyGenerator: source,
     errorResponseBuilder: (_req, ctx) => ({
@@ -122,8 +163,14 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   const svc = opts.service;
   const addr = (socketAddr: string | undefined): string => normaliseAddress(socketAddr ?? '');
-  let inFlight = 0;
-  const maxInFlight = opts.maxInFlightJoins ?? 256;
+  // A herd waits in a FIFO queue rather than being refused at once (join-gate.ts); a flood beyond the
+  // queue's bounds is answered 503 with a Retry-After from the drain rate.
+  const gate = new JoinGate({
+    slots: opts.maxInFlightJoins ?? DEFAULT_JOIN_SLOTS,
+    maxQueued: opts.joinQueue?.max ?? DEFAULT_JOIN_QUEUE.max,
+    maxWaitMs: opts.joinQueue?.waitMs ?? DEFAULT_JOIN_QUEUE.waitMs,
+    clock: systemClock,
+  });
   let parked = 0;
   const polls = new Map<string, number>();
   const maxPolls = opts.maxPolls ?? { total: 10_000, perSource: 512 };
@@ -153,18 +200,26 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
 
   app.post('/v1/join', { schema: { body: JoinBody } }, async (req, reply) => {
-    if (inFlight >= maxInFlight) {
-      throw new MusterError('busy', 'the registrar is signing as fast as it can: retry shortly', {
-        retryAfter: 2,
-      });
-    }
-    inFlight++;
+    const gone = new AbortController();
+    const onClose = (): void => gone.abort();
+    req.socket.once('close', onClose);
+    let out: JoinOutcome;
     try {
-      const body = req.body as Static<typeof JoinBody>;
-      return send(reply, await svc.join(body, addr(req.socket.remoteAddress)));
+      out = await gate.run(
+        () => svc.join(req.body as Static<typeof JoinBody>, addr(req.socket.remoteAddress)),
+        gone.signal,
+      );
+    } catch (err) {
+      if (!(err instanceof GateFull)) throw err;
+      throw new MusterError(
+        'busy',
+        `the registrar is signing as fast as it can (${err.why}): retry in ${err.retryAfterS} s`,
+        { retryAfter: err.retryAfterS },
+      );
     } finally {
-      inFlight--;
+      req.socket.off('close', onClose);
     }
+    return send(reply, out);
   });
 
   app.get(

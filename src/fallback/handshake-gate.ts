@@ -1,0 +1,105 @@
+/**
+ * Admission of TLS connections: at most `max` handshakes at once, the other new connections waiting
+ * their turn in arrival order, unread (their ClientHello stays in the socket buffer).
+ *
+ * Why: a node:tls server starts the handshake of every accepted connection at once. When a herd of
+ * thousands connects together and the CPU cannot do their handshakes within the timeouts (10 s on
+ * the server, 15 s in the node's client), every handshake progresses a little and almost none
+ * finishes: the work is thrown away, the nodes back off and come again, and nobody gets through
+ * (measured: 1,000 agents at once on a loaded 2-core machine, none registered in 60 s). In arrival
+ * order, each handshake finishes in the time of a few, so the registrar's throughput goes to nodes
+ * that then finish.
+ *
+ * Bounded: a connection that waited `maxWaitMs` is closed rather than started (its client is about to
+ * give up), and beyond `maxQueued` waiting ones a new connection is closed at once (a flood of idle
+ * connections cannot grow the queue; server.maxConnections bounds the connections in all). A closed
+ * connection is, for the node, an unreachable registrar: it backs off and comes again (join-loop.ts).
+ */
+import type { Socket } from 'node:net';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { Clock } from '../common/clock.js';
+
+export interface HandshakeGateOptions {
+  /** Handshakes in progress at most. */
+  max: number;
+  /** Connections waiting for a handshake slot at most. */
+  maxQueued: number;
+  /** A connection that waited this long is closed instead of started. */
+  maxWaitMs: number;
+  clock: Pick<Clock, 'now'>;
+}
+
+export class HandshakeGate {
+  private readonly active = new Set<Socket>();
+  private readonly waiting: { socket: Socket; since: number }[] = [];
+  /** Connections closed unstarted (queue full or waited too long), for the log and tests. */
+  shed = 0;
+
+  private constructor(
+    private readonly server: TlsServer,
+    private readonly start: (socket: Socket) => void,
+    private readonly o: HandshakeGateOptions,
+  ) {}
+
+  /**
+   * Puts the gate in front of the server's own connection listener (node:tls's, which wraps the socket
+   * and starts the handshake).
+   */
+  static install(server: TlsServer, o: HandshakeGateOptions): HandshakeGate {
+    const listeners = server.listeners('connection') as ((s: Socket) => void)[];
+    server.removeAllListeners('connection');
+    const gate = new HandshakeGate(server, (s) => listeners.forEach((f) => f.call(server, s)), o);
+    server.on('connection', (s: Socket) => gate.arrive(s));
+    // The raw socket a TLSSocket wraps is its `_parent` (node:_tls_wrap). Should that ever be missing,
+    // the raw socket's 'close' still frees the slot, at the end of the connection instead.
+    const done = (t: TLSSocket): void => gate.release((t as unknown as { _parent?: Socket })._parent ?? t);
+    server.on('secureConnection', done);
+    server.on('tlsClientError', (_err: Error, t: TLSSocket) => done(t));
+    return gate;
+  }
+
+  get stats(): { active: number; waiting: number; shed: number } {
+    return { active: this.active.size, waiting: this.waiting.length, shed: this.shed };
+  }
+
+  private arrive(socket: Socket): void {
+    // A waiting socket has no other listener yet: a reset must not be an uncaught 'error'.
+    socket.on('error', () => undefined);
+    socket.once('close', () => this.gone(socket));
+    if (this.active.size < this.o.max && this.waiting.length === 0) return this.begin(socket);
+    if (this.waiting.length >= this.o.maxQueued) return this.drop(socket);
+    this.waiting.push({ socket, since: this.o.clock.now() });
+  }
+
+  private begin(socket: Socket): void {
+    this.active.add(socket);
+    this.start(socket);
+  }
+
+  private drop(socket: Socket): void {
+    this.shed++;
+    socket.destroy();
+  }
+
+  /** The handshake of `socket` ended (done or failed): the next waiting connection starts. */
+  release(socket: Socket): void {
+    if (!this.active.delete(socket)) return;
+    this.next();
+  }
+
+  private gone(socket: Socket): void {
+    if (this.active.delete(socket)) return this.next();
+    const i = this.waiting.findIndex((w) => w.socket === socket);
+    if (i >= 0) this.waiting.splice(i, 1);
+  }
+
+  private next(): void {
+    const now = this.o.clock.now();
+    while (this.active.size < this.o.max && this.waiting.length > 0) {
+      const w = this.waiting.shift()!;
+      if (w.socket.destroyed) continue;
+      if (now - w.since > this.o.maxWaitMs) this.drop(w.socket);
+      else this.begin(w.socket);
+    }
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The TLS connection gate in front of the registrar's HTTPS server (src/fallback/handshake-gate.ts):
+ * at most `max` handshakes at once, the other connections waiting in arrival order; a connection
+ * beyond the queue, or one that waited too long, is closed without a handshake. Real sockets on
+ * 127.0.0.1; the gate's clock is a ManualClock.
+ */
+import https from 'node:https';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/common/clock.js';
+import { HandshakeGate } from '../../src/fallback/handshake-gate.js';
+import { issueServerIdentity, loadOrCreateCa } from '../../src/registrar/ca.js';
+import { tempDir } from '../helpers/registrar.js';
+
+let t: { dir: string; cleanup: () => void };
+let server: https.Server;
+let gate: HandshakeGate;
+let port: number;
+const clock = new ManualClock();
+const open: net.Socket[] = [];
+
+beforeEach(async () => {
+  t = tempDir('muster-gate-');
+  const { ca } = await loadOrCreateCa(t.dir, 'gate test', new Date());
+  const id = issueServerIdentity(ca, 'r-gate', ['127.0.0.1'], new Date());
+  server = https.createServer({ key: id.keyPem, cert: id.certPem }, (_req, res) => res.end('ok'));
+  gate = HandshakeGate.install(server, { max: 1, maxQueued: 1, maxWaitMs: 5000, clock });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+});
+
+afterEach(async () => {
+  for (const s of open) s.destroy();
+  open.length = 0;
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+  t.cleanup();
+});
+
+/** Waits (polling, no time limit of its own) until the condition holds. */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** A plain TCP connection that never sends a ClientHello: its handshake holds the slot. */
+async function idle(): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  open.push(s);
+  await new Promise((r) => s.once('connect', r));
+  return s;
+}
+
+/** A TLS client; `events` records 'secure' or 'closed' (closed before any handshake). */
+function client(): { socket: tls.TLSSocket; events: string[]; ended: Promise<void> } {
+  const events: string[] = [];
+  const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  open.push(socket);
+  socket.on('secureConnect', () => events.push('secure'));
+  socket.on('error', () => undefined);
+  const ended = new Promise<void>((r) =>
+    socket.once('close', () => {
+      events.push('closed');
+      r();
+    }),
+  );
+  return { socket, events, ended };
+}
+
+describe('HandshakeGate', () => {
+  it('starts a waiting connection only when the handshake before it ends, and it is then served', async () => {
+    const a = await idle();
+    await until(() => gate.stats.active === 1);
+    const b = client();
+    await until(() => gate.stats.waiting === 1);
+    expect(b.events).toEqual([]);
+    a.destroy();
+    await new Promise((r) => b.socket.once('secureConnect', r));
+    expect(gate.stats).toMatchObject({ waiting: 0, shed: 0 });
+    // The waiting connection's ClientHello was kept: it is an ordinary HTTPS connection.
+    const body = await new Promise<string>((resolve, reject) => {
+      https
+        .get({ host: '127.0.0.1', port, rejectUnauthorized: false, agent: false }, (res) => {
+          let s = '';
+          res.on('data', (c: Buffer) => (s += c.toString()));
+          res.on('end', () => resolve(s));
+        })
+        .on('error', reject);
+    });
+    expect(body).toBe('ok');
+  });
+
+  it('closes a connection beyond the queue at once, without a handshake', async () => {
+    await idle();
+    await until(() => gate.stats.active === 1);
+    const b = client();
+    await until(() => gate.stats.waiting === 1);
+    const c = client();
+    await c.ended;
+    expect(c.events).toEqual(['closed']);
+    expect(gate.stats).toMatchObject({ active: 1, waiting: 1, shed: 1 });
+    expect(b.events).toEqual([]);
+  });
+
+  it('closes a connection that waited longer than maxWaitMs instead of starting it', async () => {
+    const a = await idle();
+    await until(() => gate.stats.active === 1);
+    const b = client();
+    await until(() => gate.stats.waiting === 1);
+    clock.advance(5001);
+    a.destroy();
+    await b.ended;
+    expect(b.events).toEqual(['closed']);
+    expect(gate.stats).toMatchObject({ active: 0, waiting: 0, shed: 1 });
+  });
+});
