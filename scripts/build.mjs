@@ -1,0 +1,154 @@
+// @ts-check
+/**
+ * `npm run build`: the compiled tree, then the bundled command line (issue 12, target 2: the CLI starts
+ * within 100 ms of `node -e 0`).
+ *
+ * 1. `tsc -p tsconfig.build.json` compiles src/ to dist/ file by file (bench, demo and the test network
+ *    run from there; type errors fail the build, as before, but dist/ is still emitted).
+ * 2. esbuild bundles src/cli/main.ts, everything it imports and yargs into dist/cli/main.js, the `muster`
+ *    bin (tsconfig.build.json leaves main.ts out, so a bare tsc run never replaces it). Resolving, reading
+ *    and compiling ~80 small modules cost more at start-up than any command's own work. The lazy
+ *    `import()`s of command implementations (registrar, agent, admin client...) stay lazy: with
+ *    `splitting` each becomes a chunk in dist/chunks/, loaded only by the command that needs it.
+ *    dist/chunks/ is at the depth of dist/cli/ and dist/common/, so `new URL('../../package.json',
+ *    import.meta.url)` (common/version.ts) and `../../systemd/` (cli/install-units.ts) find the same
+ *    files from the bundle, from any chunk and from the compiled tree.
+ *
+ * Packages other than yargs stay external (imported from node_modules at run time, as the compiled tree
+ * does): they are not on the start-up path, and several find files by path at run time (etcd3's .proto
+ * files, level's native addon, pino-pretty through createRequire). yargs' y18n looks for its locale
+ * files next to yargs and finds none beside the bundle: it then prints the English strings in yargs'
+ * code, the same text as its en.json for every message muster shows or parses (cli.ts explainUsage).
+ *
+ * Runs offline (prepack runs it): esbuild is a devDependency whose binary `npm ci` installs.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+
+/** The packages src/ imports that go into the bundle (with everything they import in turn). */
+const BUNDLED = new Set(['yargs']);
+
+/** The package name of a bare import specifier: `yargs/helpers` -> `yargs`, `@a/b/c` -> `@a/b`. */
+const packageOf = (/** @type {string} */ spec) =>
+  spec
+    .split('/')
+    .slice(0, spec.startsWith('@') ? 2 : 1)
+    .join('/');
+
+/** @type {esbuild.Plugin} */
+const externals = {
+  name: 'muster-externals',
+  setup(build) {
+    build.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.kind === 'entry-point') return undefined;
+      if (args.path.startsWith('node:')) return { path: args.path, external: true };
+      // Inside a bundled package: bundle what it imports too (its own dependencies).
+      if (args.importer.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
+      if (BUNDLED.has(packageOf(args.path))) return undefined;
+      return { path: args.path, external: true };
+    });
+  },
+};
+
+/**
+ * string-width, as imported by yargs, cliui and wrap-ansi, is scripts/bundle/string-width.js: the width
+ * of printable ASCII (all of muster's usage text) without loading string-width, whose Unicode regexes
+ * and Intl.Segmenter cost tens of ms at load. Other text goes to yargs' own string-width (8.x; cliui and
+ * wrap-ansi ask for ^7: same API, and they agree on every string muster prints).
+ */
+/** @type {esbuild.Plugin} */
+const asciiStringWidth = {
+  name: 'muster-ascii-string-width',
+  setup(build) {
+    const shim = path.join(root, 'scripts', 'bundle', 'string-width.js');
+    const yargsDir = path.dirname(require.resolve('yargs/package.json'));
+    build.onResolve({ filter: /^string-width$/ }, async (args) => {
+      if (args.pluginData === 'real') return undefined;
+      if (args.importer !== shim) return { path: shim };
+      const r = await build.resolve(args.path, {
+        kind: args.kind,
+        resolveDir: yargsDir,
+        importer: path.join(yargsDir, 'index.mjs'),
+        pluginData: 'real',
+      });
+      return r.errors.length ? { errors: r.errors } : { path: r.path };
+    });
+  },
+};
+
+// --bundle-only: just step 2 (iterating on the bundle); --outdir DIR: write it elsewhere than dist/.
+const argv = process.argv.slice(2);
+const bundleOnly = argv.includes('--bundle-only');
+const outIndex = argv.indexOf('--outdir');
+const outdir = outIndex >= 0 ? path.resolve(argv[outIndex + 1] ?? '') : path.join(root, 'dist');
+
+/**
+ * Bundled packages are mapped to their JavaScript as published. esbuild would follow a package's own
+ * source map instead, and get-caller-file's names an index.ts it does not ship, with no content: every
+ * shipped map must carry its sources (test/integration/pack.test.ts).
+ */
+/** @type {esbuild.Plugin} */
+const packageSourcesAsShipped = {
+  name: 'muster-package-sources-as-shipped',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/].*\.[cm]?js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      return { contents: source.replace(/^\/\/# sourceMappingURL=.*$/gm, ''), loader: 'js' };
+    });
+  },
+};
+
+let code = 0;
+if (!bundleOnly) {
+  const tsc = spawnSync(
+    process.execPath,
+    [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: root,
+      stdio: 'inherit',
+    },
+  );
+  if (tsc.status !== 0) code = tsc.status ?? 1;
+}
+
+rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
+const result = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: { 'cli/main': 'src/cli/main.ts' },
+  outdir,
+  chunkNames: 'chunks/[name]-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  // Every shipped map carries its sources: the .ts files it names do not ship (test/integration/pack).
+  sourcemap: true,
+  sourcesContent: true,
+  plugins: [asciiStringWidth, externals, packageSourcesAsShipped],
+  logLevel: 'warning',
+  write: false,
+});
+// A chunk that only re-exports other chunks maps no source: ship it without a map (an empty map
+// resolves nothing and would only look like a map that lost its sources).
+const unmapped = new Set(
+  result.outputFiles
+    .filter((f) => f.path.endsWith('.js.map') && JSON.parse(f.text).sources.length === 0)
+    .map((f) => f.path.slice(0, -'.map'.length)),
+);
+for (const f of result.outputFiles) {
+  if (unmapped.has(f.path.replace(/\.map$/, '')) && f.path.endsWith('.map')) continue;
+  mkdirSync(path.dirname(f.path), { recursive: true });
+  const text = unmapped.has(f.path) ? f.text.replace(/\n\/\/# sourceMappingURL=\S+\n?$/, '\n') : f.contents;
+  writeFileSync(f.path, text);
+}
+
+process.exit(code);
