@@ -148,6 +148,7 @@ async function refreshPending() {
         actions,
       ]);
       tr.children[3].replaceWith(fp);
+      tr.children[4].classList.add('wrap');
       tr.dataset.node = n.name;
       return tr;
     }),
@@ -295,7 +296,7 @@ function refreshSoon() {
   refreshQueued = true;
   setTimeout(() => {
     refreshQueued = false;
-    Promise.all([refreshStatus(), refreshPending(), refreshTokens()]).catch(notice);
+    Promise.all([refreshStatus(), refreshPending(), refreshTokens(), refreshNodes()]).catch(notice);
   }, 300);
 }
 
