@@ -9,8 +9,9 @@
  * made its key at first boot would have), under /dev/shm when it exists: the node's disk is not what
  * is measured, and 5,000 nodes' fsyncs on one shared disk would be.
  *
- * IPC: the parent sends {cmd: 'go', at} (an epoch ms, the same for every client); the client answers
- * {type: 'ready'} after preparing and {type: 'done', ...} when every agent has ended.
+ * IPC: the parent sends {cmd: 'config', cfg} (over IPC, not argv: the token is a secret, and argv is
+ * visible to every user in ps), then {cmd: 'go', at} (an epoch ms, the same for every client); the
+ * client answers {type: 'ready'} after preparing and {type: 'done', ...} when every agent has ended.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -46,7 +47,7 @@ export interface HerdClientResult {
   wallMs: number;
 }
 
-const cfg = JSON.parse(process.argv[2] ?? '{}') as HerdClientConfig;
+let cfg: HerdClientConfig;
 const send = (m: Record<string, unknown>): void => void process.send?.(m);
 
 function prepare(): void {
@@ -141,18 +142,19 @@ async function herd(at: number): Promise<HerdClientResult> {
   return r;
 }
 
-process.on('message', (m: { cmd: string; at?: number }) => {
-  if (m.cmd === 'go') {
+process.on('message', (m: { cmd: string; at?: number; cfg?: HerdClientConfig }) => {
+  if (m.cmd === 'config') {
+    cfg = m.cfg!;
+    try {
+      prepare();
+      send({ type: 'ready' });
+    } catch (err) {
+      send({ type: 'ready', error: (err as Error).stack ?? String(err) });
+    }
+  } else if (m.cmd === 'go') {
     herd(m.at!).then(
       (r) => send(r as unknown as Record<string, unknown>),
       (err: Error) => send({ type: 'done', error: err.stack ?? err.message }),
     );
   } else if (m.cmd === 'stop') process.exit(0);
 });
-
-try {
-  prepare();
-  send({ type: 'ready' });
-} catch (err) {
-  send({ type: 'ready', error: (err as Error).stack ?? String(err) });
-}

@@ -96,13 +96,16 @@ class HerdClient {
   }
 
   static start(cfg: HerdClientConfig): HerdClient {
-    return new HerdClient(
-      fork(path.join(HERE, 'herd-client.js'), [JSON.stringify(cfg)], {
+    const c = new HerdClient(
+      fork(path.join(HERE, 'herd-client.js'), [], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         // Node files are small and on tmpfs; a wider pool keeps 2,500 agents' file steps from queueing.
         env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
       }),
     );
+    // Over IPC, not argv: the config carries the join token.
+    c.proc.send({ cmd: 'config', cfg });
+    return c;
   }
 
   async next<T>(type: string, timeoutMs: number): Promise<T> {
