@@ -9,9 +9,13 @@
  *   s/<state>/<name>                index by state ('' value); counts() counts these keys
  *   g/<group>/<name>                index by group ('' value; only records that name a group)
  *   gc/<group>                      number of current records that name the group (decimal; absent: 0)
- *   h/<name>/<seq:16 hex>/<rev:16 hex>
- *                                   an earlier record of the name (archivePrev), oldest first
- *   e/<seq:16 hex>                  event; seq from m/seq, the newest `eventRetention` kept
+ *   h/<name>/<slot:16 hex>/<rev:16 hex>
+ *                                   an earlier record of the name (archivePrev), oldest first (slot:
+ *                                   the revision the name's record was read at, x 256)
+ *   q/<writer>/<n:16 hex>           the events of one commit, staged (JSON array, unnumbered): event
+ *                                   i of it is number create_revision x 256 + i; the watched log
+ *   e/<seq:16 hex>                  event, indexed from q/ by a later transaction; the newest
+ *                                   `eventRetention` kept
  *   sn/<counter:16 hex>             serial issued -> {name, serial}
  *   rv/<serial>                     revoked serial
  *   t/<id>                          join token
@@ -19,12 +23,14 @@
  *   b/<kind>!<value>                ban of a name or a key
  *   m/install-mode                  install mode state
  *   m/id                            registrar id (created if absent)
- *   m/seq                           the last event sequence number handed out (decimal)
+ *   m/last                          the highest indexed event number (16 hex: compared as bytes)
+ *   m/seq                           registries written before events were numbered by revision: their
+ *                                   last event number (decimal; read, never written)
  *   m/serial-lease                  serial counters up to here may have been handed out (decimal)
  *
  * Exactly once across registrars (DESIGN "Exactly once"): apply() is optimistic concurrency over
  * etcd's multi-version store. A group of queued changes reads every key its preconditions depend on
- * (the node records, the token, install mode, the pre-approval, m/seq), checks the preconditions in
+ * (the node records, the token, install mode, the pre-approval), checks the preconditions in
  * memory with the same functions as the other backends (common.ts), and commits ONE etcd transaction
  * whose compares say "each of those keys still has the mod_revision I read" (0: still absent, which
  * is create-if-absent) and whose success branch holds every put and delete of the group. etcd applies
@@ -32,9 +38,19 @@
  * one of those keys meanwhile, nothing is written, the transaction's failure branch reads the group's
  * keys instead, and the group is decided again on them. (A group whose keys this process saw lately
  * skips the first read and decides on what it saw: the compares make that safe, and a refusal, which
- * has no compare, is decided again on a fresh read.) A token's use count, install mode's window
- * count and the event sequence are thereby counters advanced by compare-and-set, and two registrars
- * never both see "the name is free".
+ * has no compare, is decided again on a fresh read.) A token's use count and install mode's window
+ * count are thereby counters advanced by compare-and-set, and two registrars never both see "the
+ * name is free".
+ *
+ * Events take no counter (issue 12: a counter every commit of every registrar advanced made two
+ * registrars' commits conflict whatever they decided). A commit puts its events, unnumbered, under a
+ * key of its own writer (q/), compared by nobody; their numbers are the commit's etcd revision x 256
+ * plus their place in it: unique, increasing in commit order across registrars, with gaps (DESIGN
+ * "monotonic"; `events --after N` and watches resume from any number). Every registrar watches q/.
+ * The writer's next transaction (its next commit, or one of its own when nothing follows) copies
+ * them to e/<seq> and deletes the staged key in one step, so a read of e/ and q/ at one revision
+ * lists each event once, in order; events staged by a registrar that stopped first are indexed by
+ * the next one to open. The log is trimmed to the retention every so many events (a count of e/).
  *
  * Changes queued by one process are grouped (group commit, up to MAX_GROUP changes and about
  * MAX_OPS keys per transaction, below etcd's default --max-txn-ops 128) and land in call order.
@@ -48,6 +64,7 @@
  * its change or none of it (when the answer was lost, the caller's retry meets its own write, which
  * exactly once answers the same way).
  */
+import { randomBytes } from 'node:crypto';
 import {
   Etcd3,
   type IKeyValue,
@@ -123,6 +140,20 @@ const MAX_GROUP = 32;
 const MAX_OPS = 100;
 /** Keys whose last seen value a commit may decide on without reading it first (see `known`). */
 const KNOWN_KEYS = 4096;
+/**
+ * Event numbers per etcd revision: the i-th event of the transaction at revision R is R * 256 + i
+ * (a group is cut before it holds more). Unique and increasing in commit order with no counter to
+ * advance; R < 2^45 keeps every number exact in a double and within the admin API's 15 digits.
+ */
+const EVENTS_PER_REV = 256;
+
+/** An event as decided, numbered once its transaction's revision is known. */
+type Unnumbered = Omit<MusterEvent, 'seq'>;
+/** Events of one commit, staged under `key` until they are indexed under e/ (see indexOps()). */
+interface Staged {
+  key: string;
+  events: MusterEvent[];
+}
 
 /** `items` in slices of at most `n`. */
 function slices<T>(items: T[], n: number): T[][] {
@@ -167,9 +198,11 @@ const K = {
   token: (id: string) => 't/' + id,
   preapproval: (name: string) => 'pa/' + name,
   ban: (id: string) => 'b/' + id,
+  staged: (writer: string, n: number) => `q/${writer}/${hex16(n)}`,
   installMode: 'm/install-mode',
   id: 'm/id',
   seq: 'm/seq',
+  last: 'm/last',
   serialLease: 'm/serial-lease',
 };
 
@@ -229,6 +262,10 @@ class Overlay {
     if (!peek) this.guarded.add(key);
     return r.value;
   }
+  /** The mod_revision the key was read at ('0': absent), without depending on it. */
+  readMod(key: string): number {
+    return Number(this.reads.get(key)?.mod ?? 0);
+  }
   json<T>(key: string, peek = false): T | undefined {
     const v = this.get(key, peek);
     return v === undefined ? undefined : (JSON.parse(v) as T);
@@ -264,6 +301,13 @@ export class EtcdRegistry implements Registry {
   /** The highest event seq passed to watchers. */
   private publishedSeq = 0;
   private queue: Queued[] = [];
+  /** This process's name among the writers of staged events (q/<writer>/...): new at each open. */
+  private readonly writer = randomBytes(8).toString('hex');
+  private stagedCount = 0;
+  /** This process's committed events not indexed under e/ yet: the next commit (or flush) does it. */
+  private unindexed: Staged[] = [];
+  /** Events this process indexed since it last trimmed the log to the retention. */
+  private indexedSinceTrim = 0;
   /** Single-key reads waiting for the next batch, by key (getValue). */
   private readonly readQueue = new Map<
     string,
@@ -272,7 +316,7 @@ export class EtcdRegistry implements Registry {
   private readsRunning = false;
   /**
    * The last value and mod_revision this process saw of recently used keys (its reads, its own
-   * writes, the failure branches of its lost commits, m/seq from the watch), at most KNOWN_KEYS. A
+   * writes, the failure branches of its lost commits), at most KNOWN_KEYS. A
    * commit whose keys are all here decides on them without reading first: its compares check every
    * value it depended on, so a stale one only costs a lost round (whose failure branch reads fresh
    * values), never a wrong decision.
@@ -323,17 +367,133 @@ export class EtcdRegistry implements Registry {
   }
 
   private async load(): Promise<void> {
-    const res = await this.call((co) => this.client.kv.range({ key: this.key(K.seq) }, co));
-    const kv = res.kvs[0];
-    this.knownSeq = this.publishedSeq = kv ? Number(kv.value.toString()) : 0;
-    // A smaller retention than at the last start clears the older events once, in one call.
-    const keep = this.knownSeq - this.eventRetention;
-    if (keep > 0) {
-      await this.call((co) =>
-        this.client.kv.deleteRange({ key: this.key('e/'), range_end: this.key(K.event(keep + 1)) }, co),
-      );
+    const { events, staged, revision } = await this.readLog();
+    this.knownSeq = this.publishedSeq = events;
+    // m/last exists before any commit compares it (a value compare on an absent key always fails).
+    await this.call((co) =>
+      this.client.kv.txn(
+        {
+          compare: [{ key: this.key(K.last), target: 'Version', result: 'Equal', version: 0 }],
+          success: [{ request_put: { key: this.key(K.last), value: Buffer.from(hex16(this.knownSeq)) } }],
+        },
+        co,
+      ),
+    );
+    // Events staged by a registrar that stopped before indexing them: indexed now (idempotent, so a
+    // live writer indexing the same ones meanwhile is harmless).
+    while (staged.length) {
+      const part = EtcdRegistry.indexable(staged);
+      await this.call((co) => this.client.kv.txn({ success: this.indexOps(part) }, co));
     }
-    await this.startWatch(res.header.revision);
+    await this.trim();
+    await this.startWatch(revision);
+  }
+
+  /**
+   * Where the event log is: the highest event number (indexed, staged, or the counter of registries
+   * written before events were numbered by revision), the staged events, at one revision.
+   */
+  private async readLog(): Promise<{ events: number; staged: Staged[]; revision: string }> {
+    const res = await this.call((co) =>
+      this.client.kv.txn(
+        {
+          success: [
+            { request_range: { key: this.key(K.seq) } },
+            { request_range: { key: this.key(K.last) } },
+            { request_range: { key: this.key('q/'), range_end: prefixEnd(this.key('q/')) } },
+          ],
+        },
+        co,
+      ),
+    );
+    const value = (i: number): string | undefined =>
+      res.responses[i]!.response_range.kvs[0]?.value.toString();
+    const staged = res.responses[2]!.response_range.kvs.map((kv) => this.stagedOf(kv));
+    const events = Math.max(
+      Number(value(0) ?? 0),
+      parseInt(value(1) ?? '0', 16),
+      ...staged.map((st) => st.events.at(-1)?.seq ?? 0),
+    );
+    return { events, staged, revision: res.header.revision };
+  }
+
+  /** A staged key's events, numbered by the revision that created it. */
+  private stagedOf(kv: IKeyValue): Staged {
+    const base = Number(kv.create_revision) * EVENTS_PER_REV;
+    const events = (JSON.parse(kv.value.toString()) as Unnumbered[]).map((e, i): MusterEvent => ({
+      seq: base + i,
+      ...e,
+    }));
+    return { key: kv.key.toString().slice(this.prefix.length), events };
+  }
+
+  /**
+   * The operations that index staged events: each under e/<seq>, the staged key deleted, and m/last
+   * raised to the highest (a nested transaction: raised only, whoever indexes last). The same
+   * operations twice write the same values: any registrar may index any staged events.
+   */
+  /** Takes staged events from the front of `list` whose index fits one transaction level (at least one key). */
+  private static indexable(list: Staged[]): Staged[] {
+    let ops = 1;
+    let n = 0;
+    while (n < list.length && (n === 0 || ops + list[n]!.events.length + 1 <= MAX_OPS)) {
+      ops += list[n]!.events.length + 1;
+      n++;
+    }
+    return list.splice(0, n);
+  }
+
+  private indexOps(staged: Staged[]): IRequestOp[] {
+    const ops: IRequestOp[] = [];
+    let last = 0;
+    for (const st of staged) {
+      for (const ev of st.events) {
+        ops.push({ request_put: { key: this.key(K.event(ev.seq)), value: Buffer.from(JSON.stringify(ev)) } });
+        last = Math.max(last, ev.seq);
+      }
+      ops.push({ request_delete_range: { key: this.key(st.key) } });
+    }
+    if (last > 0) {
+      ops.push({
+        request_txn: {
+          compare: [
+            { key: this.key(K.last), target: 'Value', result: 'Less', value: Buffer.from(hex16(last)) },
+          ],
+          success: [{ request_put: { key: this.key(K.last), value: Buffer.from(hex16(last)) } }],
+          failure: [],
+        },
+      });
+    }
+    return ops;
+  }
+
+  /**
+   * Keeps the newest `eventRetention` indexed events (the log is history, not state): counts e/ and
+   * deletes the oldest beyond it, the count and the cut read at one revision so that two registrars
+   * trimming at once cut at the same event. Done every so many indexed events (each one when the
+   * retention is small), so the log may hold that many more between trims.
+   */
+  private async trim(): Promise<void> {
+    this.indexedSinceTrim = 0;
+    const range = { key: this.key('e/'), range_end: prefixEnd(this.key('e/')) };
+    const counted = await this.call((co) => this.client.kv.range({ ...range, count_only: true }, co));
+    const over = Number(counted.count) - this.eventRetention;
+    if (over <= 0) return;
+    const oldest = await this.call((co) =>
+      this.client.kv.range({ ...range, keys_only: true, limit: over, revision: counted.header.revision }, co),
+    );
+    const cut = oldest.kvs.at(-1);
+    if (!cut) return;
+    await this.call((co) =>
+      this.client.kv.deleteRange(
+        { key: range.key, range_end: Buffer.concat([cut.key, Buffer.from([0])]) },
+        co,
+      ),
+    );
+  }
+
+  private get trimEvery(): number {
+    return Math.max(1, Math.min(1024, Math.floor(this.eventRetention / 64)));
   }
 
   /**
@@ -346,7 +506,7 @@ export class EtcdRegistry implements Registry {
   private async startWatch(revision: string): Promise<void> {
     const w = await this.client
       .watch()
-      .prefix(this.prefix + 'e/')
+      .prefix(this.prefix + 'q/')
       .startRevision(String(Number(revision) + 1))
       .create();
     if (this.closing) {
@@ -355,7 +515,11 @@ export class EtcdRegistry implements Registry {
     }
     this.watcher = w;
     let cut = false;
-    w.on('put', (kv: IKeyValue) => this.heard(JSON.parse(kv.value.toString()) as MusterEvent));
+    // Each commit's events are one staged key, put once: its puts come in revision order, which is
+    // event order (indexing deletes it later; deletes are not events).
+    w.on('put', (kv: IKeyValue) => {
+      for (const ev of this.stagedOf(kv).events) this.heard(ev);
+    });
     w.on('disconnected', (err: Error) => {
       if (cut || this.closing) return;
       cut = true;
@@ -388,10 +552,10 @@ export class EtcdRegistry implements Registry {
   private async rewatch(): Promise<void> {
     for (let attempt = 0; !this.closing; attempt++) {
       try {
-        const { kvs, revision } = await this.rangeOf('e/', { after: hex16(this.publishedSeq) });
-        for (const kv of kvs) this.heard(JSON.parse(kv.value.toString()) as MusterEvent);
+        const { events, revision } = await this.eventsAfter(this.publishedSeq);
+        for (const ev of events) this.heard(ev);
         await this.startWatch(revision);
-        this.log('info', 'the watch of the event log in etcd is back', { missed: kvs.length });
+        this.log('info', 'the watch of the event log in etcd is back', { missed: events.length });
         return;
       } catch (err) {
         if (attempt === 0) {
@@ -765,15 +929,51 @@ export class EtcdRegistry implements Registry {
   }
 
   async lastEventSeq(): Promise<number> {
-    const v = await this.getValue(K.seq);
-    const seq = v === undefined ? 0 : Number(v);
-    this.knownSeq = Math.max(this.knownSeq, seq);
-    return seq;
+    const { events } = await this.readLog();
+    this.knownSeq = Math.max(this.knownSeq, events);
+    return events;
   }
 
   async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
     if (limit <= 0) return [];
-    return this.values<MusterEvent>('e/', { after: hex16(after), limit });
+    return (await this.eventsAfter(after, limit)).events;
+  }
+
+  /**
+   * The events after `after`, in order, up to `limit`: the indexed ones (e/) and the staged ones not
+   * indexed yet (q/), read at one revision. A staged key and its index never both exist at one
+   * revision (indexing writes one and deletes the other in one transaction), so nothing is listed
+   * twice, and an event committed after this read has a higher number than any listed.
+   */
+  private async eventsAfter(
+    after: number,
+    limit?: number,
+  ): Promise<{ events: MusterEvent[]; revision: string }> {
+    const res = await this.call((co) =>
+      this.client.kv.txn(
+        {
+          success: [
+            {
+              request_range: {
+                key: Buffer.concat([this.key(K.event(after)), Buffer.from([0])]),
+                range_end: prefixEnd(this.key('e/')),
+                ...(limit !== undefined ? { limit } : {}),
+              },
+            },
+            { request_range: { key: this.key('q/'), range_end: prefixEnd(this.key('q/')) } },
+          ],
+        },
+        co,
+      ),
+    );
+    const indexed = res.responses[0]!.response_range.kvs.map(
+      (kv) => JSON.parse(kv.value.toString()) as MusterEvent,
+    );
+    const staged = res.responses[1]!.response_range.kvs.flatMap((kv) => this.stagedOf(kv).events).filter(
+      (ev) => ev.seq > after,
+    );
+    const events = staged.length ? [...indexed, ...staged].sort((a, b) => a.seq - b.seq) : indexed;
+    return { events: limit !== undefined ? events.slice(0, limit) : events, revision: res.header.revision };
   }
 
   watch(fn: (ev: MusterEvent) => void): () => void {
@@ -782,7 +982,7 @@ export class EtcdRegistry implements Registry {
 
   /**
    * An event heard by the etcd watch (this registrar's or another's), in revision order, which is
-   * sequence order (m/seq is advanced in the transaction that writes the event). It is passed on
+   * sequence order (an event's number is its transaction's revision, then its place in it). It is passed on
    * once the group this process is committing has resolved, so that an apply() resolves before its
    * events are heard.
    */
@@ -852,7 +1052,7 @@ export class EtcdRegistry implements Registry {
    */
   private async commit(group: Queued[]): Promise<void> {
     try {
-      const keys = new Set<string>([K.seq, ...group.flatMap((q) => EtcdRegistry.reads(q.change))]);
+      const keys = new Set<string>(group.flatMap((q) => EtcdRegistry.reads(q.change)));
       /** The keys to decide on: remembered (`known`), or read by the failure branch of a lost commit. */
       let fresh: Map<string, Read> | undefined = this.knownReads(keys);
       /** The next round decides on remembered values, not on values read since the changes were asked. */
@@ -863,17 +1063,24 @@ export class EtcdRegistry implements Registry {
         fresh = undefined;
         remembered = false;
         const ws = new Overlay(reads);
-        const outcomes: ({ events: MusterEvent[] } | { error: unknown })[] = [];
+        const outcomes: ({ events: Unnumbered[] } | { error: unknown })[] = [];
         let cut = group.length;
+        let eventCount = 0;
         for (let i = 0; i < group.length; i++) {
           const o = ws.child();
           try {
             const events = this.decide(group[i]!.change, o);
-            if (i > 0 && (o.writes.size > MAX_OPS || o.guarded.size > MAX_OPS)) {
+            if (
+              i > 0 &&
+              (o.writes.size > MAX_OPS ||
+                o.guarded.size > MAX_OPS ||
+                eventCount + events.length >= Math.min(EVENTS_PER_REV, MAX_OPS))
+            ) {
               cut = i; // too big for one transaction with what is before it: the next group
               break;
             }
             ws.merge(o);
+            eventCount += events.length;
             outcomes.push({ events });
           } catch (err) {
             if (err instanceof NeedRead) {
@@ -892,7 +1099,16 @@ export class EtcdRegistry implements Registry {
         if (cut < group.length) {
           this.queue.unshift(...group.splice(cut));
         }
-        if (ws.writes.size > 0) {
+        const decided = outcomes.flatMap((x) => ('events' in x ? x.events : []));
+        let revision = 0;
+        if (ws.writes.size > 0 || decided.length > 0) {
+          // The group's events, unnumbered, under a key of this process's own (no other writer
+          // touches it: nothing to compare); numbered by the revision of this transaction.
+          const staged = decided.length ? K.staged(this.writer, ++this.stagedCount) : undefined;
+          // The events of this process's previous commits ride along to their index (one nested
+          // transaction: etcd's limit on operations is per level).
+          const indexing = EtcdRegistry.indexable(this.unindexed);
+          const index = indexing.length ? this.indexOps(indexing) : [];
           // If the compare fails, the transaction reads the group's keys instead (at its revision,
           // one consistent snapshot): the next round decides on them without a read of its own.
           const reread = keys.size <= MAX_OPS ? [...keys] : [];
@@ -906,18 +1122,33 @@ export class EtcdRegistry implements Registry {
                   result: 'Equal',
                   mod_revision: reads.get(k)!.mod,
                 })),
-                success: [...ws.writes].map(([k, v]): IRequestOp =>
-                  v === null
-                    ? { request_delete_range: { key: this.key(k) } }
-                    : { request_put: { key: this.key(k), value: Buffer.from(v) } },
-                ),
+                success: [
+                  ...[...ws.writes].map(([k, v]): IRequestOp =>
+                    v === null
+                      ? { request_delete_range: { key: this.key(k) } }
+                      : { request_put: { key: this.key(k), value: Buffer.from(v) } },
+                  ),
+                  ...(staged
+                    ? [
+                        {
+                          request_put: { key: this.key(staged), value: Buffer.from(JSON.stringify(decided)) },
+                        },
+                      ]
+                    : []),
+                  ...(index.length ? [{ request_txn: { compare: [], success: index, failure: [] } }] : []),
+                ],
                 failure: reread.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
               },
               co,
             ),
-          );
+          ).catch((err: unknown) => {
+            // Perhaps landed, perhaps not: indexing is idempotent, so it is done again either way.
+            this.unindexed.unshift(...indexing);
+            throw err;
+          });
           if (!res.succeeded) {
             STATS.lost++;
+            this.unindexed.unshift(...indexing);
             if (reread.length) fresh = this.readsOf(reread, res.responses);
             else for (const k of keys) this.known.delete(k);
             // Another registrar wrote a key this group read: decide again on fresh reads, after a
@@ -925,21 +1156,39 @@ export class EtcdRegistry implements Registry {
             if (round >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, round * 2)));
             continue;
           }
+          this.indexedSinceTrim += indexing.reduce((a, st) => a + st.events.length, 0);
           // What this transaction wrote of the keys decisions read is what the next commit may
           // decide on (events, indexes and the like are never read back by a commit).
           const rev = res.header.revision;
+          revision = Number(rev);
           for (const [k, v] of ws.writes) {
             if (!keys.has(k)) this.known.delete(k);
             else this.remember(k, v === null ? { value: undefined, mod: '0' } : { value: v, mod: rev });
           }
+          if (staged) {
+            const numbered = decided.map((e, i): MusterEvent => ({
+              seq: revision * EVENTS_PER_REV + i,
+              ...e,
+            }));
+            this.unindexed.push({ key: staged, events: numbered });
+            this.knownSeq = Math.max(this.knownSeq, numbered.at(-1)!.seq);
+          }
         }
-        const seq = Number(ws.get(K.seq, true) ?? 0);
-        this.knownSeq = Math.max(this.knownSeq, seq);
+        // Nothing more to commit now: the events just staged are indexed before the changes resolve
+        // (a read of the log then finds them indexed and the log trimmed); with more queued, the
+        // next commit carries them.
+        if (this.queue.length === 0) await this.flushIndex();
+        else if (this.indexedSinceTrim >= this.trimEvery) await this.trim().catch(() => undefined);
+        let next = 0;
         group.forEach((q, i) => {
           const out = outcomes[i]!;
           if ('events' in out) {
             STATS.changes++;
-            q.resolve(out.events);
+            const events = out.events.map((e): MusterEvent => ({
+              seq: revision * EVENTS_PER_REV + next++,
+              ...e,
+            }));
+            q.resolve(events);
           } else q.reject(out.error);
         });
         return;
@@ -949,6 +1198,25 @@ export class EtcdRegistry implements Registry {
       const e = this.unavailable(err);
       for (const q of group) q.reject(e);
     }
+  }
+
+  /**
+   * Indexes this process's staged events in a transaction of its own (when no commit follows to
+   * carry them), and trims the log when due. A failure leaves them staged: listed all the same, and
+   * indexed by a later commit or the next open.
+   */
+  private async flushIndex(): Promise<void> {
+    while (this.unindexed.length) {
+      const indexing = EtcdRegistry.indexable(this.unindexed);
+      try {
+        await this.call((co) => this.client.kv.txn({ success: this.indexOps(indexing) }, co));
+        this.indexedSinceTrim += indexing.reduce((a, st) => a + st.events.length, 0);
+      } catch {
+        this.unindexed.unshift(...indexing);
+        return;
+      }
+    }
+    if (this.indexedSinceTrim >= this.trimEvery) await this.trim().catch(() => undefined);
   }
 
   /**
@@ -1008,10 +1276,7 @@ export class EtcdRegistry implements Registry {
    * write; throws StoreConflict, leaving `o` to be dropped, when a precondition does not hold.
    * The same checks, in the same order, as the level and memory backends.
    */
-  private decide(change: Change, o: Overlay): MusterEvent[] {
-    // Guarded when it names an archived record (its history key): a stale m/seq must not order it.
-    const archives = (change.nodes ?? []).some((w) => w.archivePrev);
-    const seqBefore = Number(o.get(K.seq, !archives) ?? 0);
+  private decide(change: Change, o: Overlay): Unnumbered[] {
     for (const w of change.nodes ?? []) {
       const name = w.next.name;
       const raw = o.get(K.node(name));
@@ -1021,7 +1286,12 @@ export class EtcdRegistry implements Registry {
       }
       const next: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
       o.put(K.node(name), JSON.stringify(next));
-      if (cur && w.archivePrev) o.put(K.history(name, seqBefore + 1, cur.rev), raw!);
+      // A name's archived records in order: each archive rewrites the name's record, so the revision
+      // it was read at grows from one archive to the next (and is above the event counter of
+      // registries written before events were numbered by revision).
+      if (cur && w.archivePrev) {
+        o.put(K.history(name, o.readMod(K.node(name)) * EVENTS_PER_REV + 1, cur.rev), raw!);
+      }
       if (!cur || cur.state !== next.state) {
         if (cur) o.del(K.state(cur.state, name));
         o.put(K.state(next.state, name), '');
@@ -1108,19 +1378,9 @@ export class EtcdRegistry implements Registry {
       ...(badProof?.event ? [badProof.event] : []),
       ...(failure?.event ? [failure.event] : []),
     ];
-    if (inputs.length === 0) return [];
-    // The event sequence is a counter advanced by compare-and-set: unique and in commit order
-    // across registrars.
-    let seq = Number(o.get(K.seq) ?? 0);
+    // Numbered by the commit, from its transaction's revision: no counter every commit advances.
     const at = new Date(this.now()).toISOString();
-    const events = inputs.map((e): MusterEvent => ({ seq: ++seq, at, ...e }));
-    for (const ev of events) {
-      o.put(K.event(ev.seq), JSON.stringify(ev));
-      // The log is history, not state: each event beyond the retention deletes the oldest kept one.
-      if (ev.seq > this.eventRetention) o.del(K.event(ev.seq - this.eventRetention));
-    }
-    o.put(K.seq, String(seq));
-    return events;
+    return inputs.map((e): Unnumbered => ({ at, ...e }));
   }
 
   private assertOpen(): void {

@@ -112,7 +112,33 @@ async function snapshot(reg: Registry) {
   };
 }
 
-export function registryContract(label: string, make: (opts?: RegistryOptions) => Promise<Harness>): void {
+/**
+ * What a backend promises of event numbers beyond the contract's: `dense` (the default: level,
+ * memory) numbers them 1, 2, 3... with no gap; etcd numbers them by the revision of the transaction
+ * that wrote them (unique and increasing in commit order, with gaps: no counter every commit of
+ * every registrar advances). Every backend: increasing in commit order, and `after` cursors resume.
+ */
+export interface ContractOptions {
+  denseEvents?: boolean;
+}
+
+export function registryContract(
+  label: string,
+  make: (opts?: RegistryOptions) => Promise<Harness>,
+  { denseEvents = true }: ContractOptions = {},
+): void {
+  /** Strictly increasing (and, for a dense backend, exactly from..from+n-1). */
+  const expectNumbered = (seqs: number[], from?: number): void => {
+    for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBeGreaterThan(seqs[i - 1]!);
+    if (denseEvents && from !== undefined) expect(seqs).toEqual(seqs.map((_, i) => from + i));
+  };
+  /** The log holds `n` events after `after`, and lastEventSeq() is the last of them. */
+  const expectEvents = async (reg: Registry, n: number, after = 0): Promise<void> => {
+    const evs = await reg.listEvents(after, 100_000);
+    expect(evs).toHaveLength(n);
+    expectNumbered([after, ...evs.map((e) => e.seq)], after);
+    expect(await reg.lastEventSeq()).toBe(evs.at(-1)?.seq ?? after);
+  };
   describe(`registry contract: ${label}`, () => {
     const cleanups: (() => Promise<void>)[] = [];
     const open = async (opts?: RegistryOptions): Promise<Harness> => {
@@ -150,7 +176,11 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         const { registry: reg } = await open({ now: () => clock.now() });
         expect(await reg.getNode('a')).toBeUndefined();
         const evs = await create(reg, 'a', 'pending', { pendingReason: 'waiting for approval' });
-        expect(evs).toEqual([{ seq: 1, at: '2026-03-03T04:05:06.000Z', type: 'pending', name: 'a' }]);
+        expect(evs).toEqual([
+          { seq: evs[0]!.seq, at: '2026-03-03T04:05:06.000Z', type: 'pending', name: 'a' },
+        ]);
+        expect(evs[0]!.seq).toBeGreaterThan(0);
+        expectNumbered([0, evs[0]!.seq], 0);
         expect(await reg.getNode('a')).toEqual({
           ...rec('a', 'pending', { pendingReason: 'waiting for approval' }),
           rev: 1,
@@ -186,9 +216,10 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         }
         expect(await snapshot(reg)).toEqual(before);
         // A later change is heard: the refused ones before it would have been heard first.
-        await create(reg, 'b');
+        const [b] = await create(reg, 'b');
         await eventually(() => heard.length > 0);
-        expect(heard.map((e) => [e.seq, e.name])).toEqual([[before.lastEventSeq + 1, 'b']]);
+        expect(heard.map((e) => [e.seq, e.name])).toEqual([[b!.seq, 'b']]);
+        expectNumbered([before.lastEventSeq, b!.seq], before.lastEventSeq);
       });
 
       it('a change is all or nothing: one stale write refuses the other writes of the change', async () => {
@@ -377,7 +408,7 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
 
       it('lands changes in the order apply() was called', async () => {
         const { registry: reg } = await open();
-        await create(reg, 'a');
+        const [first] = await create(reg, 'a');
         const a = (await reg.getNode('a'))!;
         const all = await Promise.all([
           create(reg, 'new-1'),
@@ -389,8 +420,12 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
           create(reg, 'new-2'),
           reg.apply({ events: [{ type: 'group' }] }),
         ]);
-        expect(all.map((evs) => evs[0]!.seq)).toEqual([2, 3, 4, 5, 6]);
-        expect((await reg.listEvents(1, 10)).map((e) => e.type)).toEqual([
+        expectNumbered(
+          all.map((evs) => evs[0]!.seq),
+          2,
+        );
+        expectNumbered([first!.seq, ...all.map((evs) => evs[0]!.seq)], 1);
+        expect((await reg.listEvents(first!.seq, 10)).map((e) => e.type)).toEqual([
           'pending',
           'token',
           'accepted',
@@ -569,7 +604,10 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         const landed = results.ok.map((evs) => evs[0]!.name).sort();
         expect((await reg.listNodes({ limit: 100 })).map((n) => n.name)).toEqual(landed);
         expect((await reg.counts()).accepted).toBe(5);
-        expect(await reg.lastEventSeq()).toBe(seqBefore + 5);
+        const after = await reg.listEvents(seqBefore, 100);
+        expect(after.map((e) => e.name).sort()).toEqual(landed);
+        expectNumbered([seqBefore, ...after.map((e) => e.seq)], seqBefore);
+        expect(await reg.lastEventSeq()).toBe(after.at(-1)!.seq);
       });
 
       it('refuses a revoked, used-up or unknown token, changing nothing; unlimited tokens count on', async () => {
@@ -687,7 +725,7 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         const raced = outcomes(await Promise.allSettled([off('deadline', 1000), off('deadline', 1000)]));
         expect(raced.ok).toHaveLength(1);
         expect(raced.errors.every((e) => isStoreConflict(e, 'install-mode'))).toBe(true);
-        expect(await reg.lastEventSeq()).toBe(1);
+        await expectEvents(reg, 1);
         // A new window opened meanwhile is not switched off by a late off of the old one.
         await reg.apply({ setInstallMode: window(2000, 5) });
         const before = await snapshot(reg);
@@ -943,7 +981,7 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         for (const e of errors) expect(isStoreConflict(e, 'preapproval')).toBe(true);
         expect(await reg.getPreapproval('a')).toBeUndefined();
         expect((await reg.counts()).accepted).toBe(1);
-        expect(await reg.lastEventSeq()).toBe(1);
+        await expectEvents(reg, 1);
       });
 
       it('refuses to consume a missing or expired pre-approval and changes nothing', async () => {
@@ -1017,34 +1055,46 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         clock.advance(1500);
         const second = await reg.apply({ events: [{ type: 'group', name: 'a', detail: { group: 'g' } }] });
         const t0 = '2026-05-01T00:00:00.000Z';
+        const [s1, s2, s3] = [...first, ...second].map((e) => e.seq) as [number, number, number];
+        expectNumbered([s1, s2, s3], 1);
         expect([...first, ...second]).toEqual([
-          { seq: 1, at: t0, type: 'token', detail: { action: 'created', id: 't1' } },
-          { seq: 2, at: t0, type: 'pending', name: 'a', detail: { reason: 'approval' } },
-          { seq: 3, at: '2026-05-01T00:00:01.500Z', type: 'group', name: 'a', detail: { group: 'g' } },
+          { seq: s1, at: t0, type: 'token', detail: { action: 'created', id: 't1' } },
+          { seq: s2, at: t0, type: 'pending', name: 'a', detail: { reason: 'approval' } },
+          { seq: s3, at: '2026-05-01T00:00:01.500Z', type: 'group', name: 'a', detail: { group: 'g' } },
         ]);
-        expect(await reg.lastEventSeq()).toBe(3);
+        expect(await reg.lastEventSeq()).toBe(s3);
         expect(await reg.listEvents(0, 10)).toEqual([...first, ...second]);
         expect(await reg.listEvents(0, 2)).toEqual(first);
-        expect(await reg.listEvents(1, 1)).toEqual([first[1]]);
-        expect(await reg.listEvents(2, 10)).toEqual(second);
-        expect(await reg.listEvents(3, 10)).toEqual([]);
+        expect(await reg.listEvents(s1, 1)).toEqual([first[1]]);
+        expect(await reg.listEvents(s2, 10)).toEqual(second);
+        expect(await reg.listEvents(s3, 10)).toEqual([]);
         expect(await reg.apply({ putToken: token('quiet', 1) })).toEqual([]);
-        expect(await reg.lastEventSeq()).toBe(3);
+        expect(await reg.lastEventSeq()).toBe(s3);
       });
 
       it('keeps the newest eventRetention events; numbering goes on', async () => {
         const h = await open({ eventRetention: 5 });
-        for (let i = 0; i < 8; i++) await h.registry.apply({ events: [{ type: 'token', detail: { i } }] });
-        expect((await h.registry.listEvents(0, 100)).map((e) => e.seq)).toEqual([4, 5, 6, 7, 8]);
-        expect(await h.registry.lastEventSeq()).toBe(8);
+        const seqs: number[] = [];
+        const add = async (reg: Registry, n: number): Promise<void> => {
+          const evs = await reg.apply({
+            events: Array.from({ length: n }, (_, i) => ({ type: 'token' as const, detail: { i } })),
+          });
+          seqs.push(...evs.map((e) => e.seq));
+        };
+        for (let i = 0; i < 8; i++) await add(h.registry, 1);
+        expectNumbered(seqs, 1);
+        expect((await h.registry.listEvents(0, 100)).map((e) => e.seq)).toEqual(seqs.slice(3, 8));
+        expect(await h.registry.lastEventSeq()).toBe(seqs[7]);
         // Several events in one change each push out one old event.
-        await h.registry.apply({ events: [{ type: 'token' }, { type: 'token' }, { type: 'token' }] });
-        expect((await h.registry.listEvents(0, 100)).map((e) => e.seq)).toEqual([7, 8, 9, 10, 11]);
+        await add(h.registry, 3);
+        expectNumbered(seqs, 1);
+        expect((await h.registry.listEvents(0, 100)).map((e) => e.seq)).toEqual(seqs.slice(6, 11));
         if (h.reopen) {
           const reg = await h.reopen();
-          expect(await reg.lastEventSeq()).toBe(11);
-          await reg.apply({ events: [{ type: 'token' }] });
-          expect((await reg.listEvents(0, 100)).map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+          expect(await reg.lastEventSeq()).toBe(seqs[10]);
+          await add(reg, 1);
+          expectNumbered(seqs, 1);
+          expect((await reg.listEvents(0, 100)).map((e) => e.seq)).toEqual(seqs.slice(7, 12));
         }
       });
 
@@ -1071,7 +1121,11 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         );
         const total = (await Promise.all(applies)).flat().length;
         await eventually(() => heard.length >= total);
-        expect(heard.map((h) => h.ev.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+        expect(heard.map((h) => h.ev.seq)).toEqual([...resolved].sort((x, y) => x - y));
+        expectNumbered(
+          heard.map((h) => h.ev.seq),
+          1,
+        );
         expect(heard.every((h) => h.resolved)).toBe(true);
         for (const h of heard) expect(await h.node).toMatchObject({ name: h.ev.name, rev: 1 });
         expect(heard.map((h) => h.ev)).toEqual(await reg.listEvents(0, 100));
@@ -1079,19 +1133,21 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
 
       it('a watcher hears only events after it subscribed, and nothing after it unsubscribed', async () => {
         const { registry: reg } = await open();
-        await reg.apply({ events: [{ type: 'token' }] });
+        const one = async (): Promise<number> => (await reg.apply({ events: [{ type: 'token' }] }))[0]!.seq;
+        const s1 = await one();
         const early: number[] = [];
         const late: number[] = [];
         const stopEarly = reg.watch((ev) => early.push(ev.seq));
-        await reg.apply({ events: [{ type: 'token' }] });
+        const s2 = await one();
         const stopLate = reg.watch((ev) => late.push(ev.seq));
-        await reg.apply({ events: [{ type: 'token' }] });
+        const s3 = await one();
         await eventually(() => late.length === 1);
         stopEarly();
-        await reg.apply({ events: [{ type: 'token' }] });
+        const s4 = await one();
         await eventually(() => late.length === 2);
-        expect(early).toEqual([2, 3]);
-        expect(late).toEqual([3, 4]);
+        expectNumbered([s1, s2, s3, s4], 1);
+        expect(early).toEqual([s2, s3]);
+        expect(late).toEqual([s3, s4]);
         stopLate();
       });
     });
@@ -1133,7 +1189,7 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         expect(await reg.getNode('a')).toMatchObject({ rev: 3 });
         await reg.apply({ useToken: 't1' });
         expect((await reg.getToken('t1'))!.used).toBe(2);
-        expect(await reg.lastEventSeq()).toBe(before.lastEventSeq + 1);
+        await expectEvents(reg, 1, before.lastEventSeq);
       });
 
       it('close() waits for the changes already called for; they are there after a restart', async (ctx) => {
@@ -1153,7 +1209,7 @@ export function registryContract(label: string, make: (opts?: RegistryOptions) =
         );
         const reg = await h.reopen(); // closes the first without awaiting the applies
         expect((await Promise.all(applies)).flat()).toHaveLength(40);
-        expect(await reg.lastEventSeq()).toBe(40);
+        await expectEvents(reg, 40);
         expect((await reg.counts()).accepted).toBe(40);
         expect((await reg.getToken('t'))!.used).toBe(20);
         expect((await reg.getInstallMode()).accepted).toBe(20);
