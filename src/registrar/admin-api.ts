@@ -28,6 +28,7 @@ import {
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import { EVENT_TYPES, type MusterEvent, type NodeRecord, type NodeState } from '../store/types.js';
 import { MusterError } from '../common/errors.js';
+import { followEvents } from './event-follow.js';
 import type { GroupChange } from './groups.js';
 import type { Metrics } from './metrics.js';
 import { PeerIdentity } from './peer-cred.js';
@@ -284,35 +285,27 @@ export async function buildAdminApi(
       }
     }
     // Follow: NDJSON, first the stored events after `after`, then live ones, until the client goes.
+    // A client that reconnects (events --follow after a restart) asks after the last seq it printed.
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-    let last = after;
-    const buffered: MusterEvent[] = [];
-    let replaying = true;
-    const write = (ev: MusterEvent): void => {
-      if (ev.seq <= last) return;
-      last = ev.seq;
-      if (wanted(ev)) raw.write(JSON.stringify(ev) + '\n');
-    };
-    const onEvent = (ev: MusterEvent): void => {
-      if (replaying) buffered.push(ev);
-      else write(ev);
-    };
-    const unwatch = svc.registry.watch(onEvent);
+    const stop = followEvents(
+      svc,
+      after,
+      (ev) => {
+        if (wanted(ev)) raw.write(JSON.stringify(ev) + '\n');
+      },
+      (err) => {
+        // The store failed the replay: end the stream; the CLI reconnects from its last event.
+        log.warn({ err: err.message }, 'events --follow: the event stream failed');
+        raw.end();
+      },
+    );
     followers.add(raw);
-    const stop = (): void => {
+    raw.on('close', () => {
       followers.delete(raw);
-      unwatch();
-    };
-    raw.on('close', stop);
-    for (;;) {
-      const page = await op.listEvents(last, 1000);
-      for (const ev of page) write(ev);
-      if (page.length < 1000) break;
-    }
-    replaying = false;
-    for (const ev of buffered.splice(0)) write(ev);
+      stop();
+    });
   });
 
   return app;

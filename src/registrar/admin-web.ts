@@ -34,7 +34,8 @@ import type { Logger } from '../common/log.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import { CreateTokenBody, InstallModeBody, NameParams, TokenIdParams } from '../admin/schemas.js';
 import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
-import type { MusterEvent, NodeRecord, NodeState } from '../store/types.js';
+import type { NodeRecord, NodeState } from '../store/types.js';
+import { followEvents } from './event-follow.js';
 import type { RegistrarService } from './service.js';
 
 /** A login link works once, within this (README "Admin web page"). */
@@ -542,45 +543,4 @@ export class AdminWeb {
       if (scanned >= WEB_NODE_SCAN_BUDGET) return { nodes: nodes.map(shown), next: cursor! };
     }
   }
-}
-
-/**
- * Follows the event log from `after`: the stored events first, then live ones, each once and in
- * order (the live ones that arrive during the replay wait for it). Returns the function that stops.
- */
-export function followEvents(
-  svc: Pick<RegistrarService, 'registry'>,
-  after: number,
-  send: (ev: MusterEvent) => void,
-  onError: (err: Error) => void,
-): () => void {
-  let last = after;
-  let replaying = true;
-  let stopped = false;
-  const buffered: MusterEvent[] = [];
-  const write = (ev: MusterEvent): void => {
-    if (stopped || ev.seq <= last) return;
-    last = ev.seq;
-    send(ev);
-  };
-  const unwatch = svc.registry.watch((ev) => (replaying ? buffered.push(ev) : write(ev)));
-  void (async () => {
-    try {
-      for (;;) {
-        const page = await svc.registry.listEvents(last, 1000);
-        for (const ev of page) write(ev);
-        if (page.length < 1000 || stopped) break;
-      }
-      replaying = false;
-      for (const ev of buffered.splice(0)) write(ev);
-    } catch (err) {
-      stopped = true;
-      unwatch();
-      onError(err as Error);
-    }
-  })();
-  return () => {
-    stopped = true;
-    unwatch();
-  };
 }

@@ -20,6 +20,8 @@ import {
   SESSION_IDLE_MS,
   webAssetsDir,
 } from '../../src/registrar/admin-web.js';
+import { parseCommandLine } from '../../src/cli/cli.js';
+import { musterAsync } from '../helpers/cli.js';
 import { csrFor, startTestRegistrar, tempDir, type TestRegistrar } from '../helpers/registrar.js';
 
 let t: ReturnType<typeof tempDir>;
@@ -401,7 +403,44 @@ describe('the event stream (SSE)', () => {
   });
 });
 
+describe('muster admin url', () => {
+  it('prints the one-time link alone on stdout, and says it is single use on stderr', async () => {
+    const r = await musterAsync(['admin', 'url', '--admin-socket', reg.opts.adminSocket]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:${base.port}/login#[A-Za-z0-9_-]{43}\n$`));
+    expect(r.stderr).toMatch(/single use, valid until/);
+    // The printed link logs in (once).
+    const login = await request('POST', '/api/login', {
+      headers: { origin: origin() },
+      body: { token: tokenOf(r.stdout.trim()) },
+    });
+    expect(login.status).toBe(200);
+  });
+
+  it('says how to turn the page on when it is off (exit 1)', async () => {
+    const t2 = tempDir('muster-web-off-cli-');
+    const other = await startTestRegistrar(t2.dir, { mdns: false });
+    try {
+      const r = await musterAsync(['admin', 'url', '--admin-socket', other.opts.adminSocket]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/admin web page is off: start the registrar with --admin-listen/);
+    } finally {
+      await other.close();
+      t2.cleanup();
+    }
+  });
+});
+
 describe('--admin-listen', () => {
+  it('a non-loopback address is a usage error before anything starts', async () => {
+    await expect(parseCommandLine(['registrar', '--admin-listen', '0.0.0.0:8440'])).rejects.toThrow(
+      /--admin-listen must be a loopback HOST:PORT/,
+    );
+    const ok = await parseCommandLine(['registrar', '--admin-listen', '127.0.0.1:8440']);
+    expect(ok!.values['admin-listen']).toBe('127.0.0.1:8440');
+  });
+
   it('is loopback only', () => {
     expect(loopbackHostPort('127.0.0.1:8440')).toBe('127.0.0.1:8440');
     expect(loopbackHostPort('[::1]:0')).toBe('[::1]:0');
