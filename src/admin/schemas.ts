@@ -1,9 +1,11 @@
 /**
- * Wire schemas of the registrar's admin API (the operator CLI's only server), as JSON Schema via
- * TypeBox. The limits are the CLI's too (common/limits.ts): the CLI refuses in the operator's words
- * what this API would refuse.
+ * Wire schemas of the registrar's admin API (the operator CLI's only server), as JSON Schema
+ * (TypeBox's builders without TypeBox at run time: fallback/json-schema.ts; validators generated at
+ * build time). The limits are the CLI's too (common/limits.ts): the CLI refuses in the operator's
+ * words what this API would refuse.
  */
-import { Type, type Static } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
+import { Type } from '../fallback/json-schema.js';
 import {
   EVENTS_PAGE_MAX,
   INSTALL_MODE_FOR_MAX_MS,

@@ -5,7 +5,7 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
-import { Type, type Static } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
 import type { Server as TlsServer } from 'node:tls';
 import { systemClock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
@@ -16,7 +16,16 @@ import { FailureLimiter } from './failure-limit.js';
 import { frameworkErrors, installErrorHandling } from './http-errors.js';
 import { HandshakeGate } from './handshake-gate.js';
 import { GateFull, JoinGate } from './join-gate.js';
-import { JoinBody, LeaveBody, NameParams, RenewBody, SignedBody, WaitQuery } from './schemas.js';
+import {
+  CrlQuery,
+  JoinBody,
+  LeaveBody,
+  NameParams,
+  RenewBody,
+  SignedBody,
+  WaitQuery,
+} from './schemas.js';
+import { precompiledValidator } from './validate.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
@@ -49,12 +58,6 @@ export type ResponseObserver = (r: {
   status: number;
   seconds: number;
 }) => void;
-
-/** GET /v1/crl?format=der|pem (the Accept header chooses when the query does not). */
-const CrlQuery = Type.Object(
-  { format: Type.Optional(Type.Union([Type.Literal('der'), Type.Literal('pem')])) },
-  { additionalProperties: false },
-);
 
 export interface ApiOptions {
   service: RegistrationEndpoint;
@@ -102,6 +105,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
+  // Validators generated at build time: no Ajv compilation at start (validate.ts).
+  app.setValidatorCompiler(precompiledValidator);
   const observe = opts.onResponse;
   if (observe) {
     app.addHook('onResponse', async (req, reply) => {

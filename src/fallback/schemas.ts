@@ -1,9 +1,11 @@
 /**
- * Wire schemas of the HTTPS registration API (DESIGN "HTTPS API"), as JSON Schema via TypeBox: fastify
- * validates every body, query and param against them before a handler runs, and the same
- * definitions give the TypeScript types. Bounded lengths everywhere.
+ * Wire schemas of the HTTPS registration API (DESIGN "HTTPS API"), as JSON Schema (TypeBox's builders
+ * without TypeBox at run time: json-schema.ts): fastify validates every body, query and param against
+ * them before a handler runs, with validators generated at build time (validators.gen.ts), and the
+ * same definitions give the TypeScript types. Bounded lengths everywhere.
  */
-import { Type, type Static } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
+import { Type } from './json-schema.js';
 import { LABEL_PATTERN } from '../common/names.js';
 import { TOKEN_ID_PATTERN } from '../common/proof.js';
 
@@ -78,4 +80,10 @@ export const RenewBody = Type.Object(
 export const ErrorReply = Type.Object(
   { error: Type.String(), message: Type.String() },
   { additionalProperties: true },
+);
+
+/** GET /v1/crl?format=der|pem (the Accept header chooses when the query does not). */
+export const CrlQuery = Type.Object(
+  { format: Type.Optional(Type.Union([Type.Literal('der'), Type.Literal('pem')])) },
+  { additionalProperties: false },
 );
