@@ -23,7 +23,7 @@
  * Runs offline (prepack runs it): esbuild is a devDependency whose binary `npm ci` installs.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -90,18 +90,52 @@ const bundleOnly = argv.includes('--bundle-only');
 const outIndex = argv.indexOf('--outdir');
 const outdir = outIndex >= 0 ? path.resolve(argv[outIndex + 1] ?? '') : path.join(root, 'dist');
 
+/** yargs' `assert` is scripts/bundle/assert.js: the same checks, node:assert loaded only if one fails. */
+/** @type {esbuild.Plugin} */
+const lazyAssert = {
+  name: 'muster-lazy-assert',
+  setup(build) {
+    const shim = path.join(root, 'scripts', 'bundle', 'assert.js');
+    build.onResolve({ filter: /^(node:)?assert$/ }, (args) =>
+      args.importer.includes(`${path.sep}node_modules${path.sep}yargs${path.sep}`)
+        ? { path: shim }
+        : undefined,
+    );
+  },
+};
+
 /**
- * Bundled packages are mapped to their JavaScript as published. esbuild would follow a package's own
- * source map instead, and get-caller-file's names an index.ts it does not ship, with no content: every
- * shipped map must carry its sources (test/integration/pack.test.ts).
+ * Edits of bundled package code, each found verbatim or the build fails (a new version is then
+ * re-examined rather than silently bundled unedited).
+ */
+const PATCHES = [
+  {
+    // After a command's handler returns, yargs renders that command's full --help text and keeps it,
+    // in case something shows help later in the same parse (~20% of a command's start-up). muster's
+    // handlers only record the chosen command (cli.ts), validation has already passed by then, and
+    // nothing after it asks yargs for help: the text was never read.
+    file: /[\\/]node_modules[\\/]yargs[\\/]build[\\/]lib[\\/]command\.js$/,
+    from: 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();',
+    to: '/* muster: help text not cached (scripts/build.mjs) */',
+  },
+];
+
+/**
+ * Bundled packages are mapped to their JavaScript as published (after PATCHES). esbuild would follow a
+ * package's own source map instead, and get-caller-file's names an index.ts it does not ship, with no
+ * content: every shipped map must carry its sources (test/integration/pack.test.ts).
  */
 /** @type {esbuild.Plugin} */
-const packageSourcesAsShipped = {
-  name: 'muster-package-sources-as-shipped',
+const packageSources = {
+  name: 'muster-package-sources',
   setup(build) {
     build.onLoad({ filter: /[\\/]node_modules[\\/].*\.[cm]?js$/ }, async (args) => {
-      const source = await readFile(args.path, 'utf8');
-      return { contents: source.replace(/^\/\/# sourceMappingURL=.*$/gm, ''), loader: 'js' };
+      let source = (await readFile(args.path, 'utf8')).replace(/^\/\/# sourceMappingURL=.*$/gm, '');
+      for (const p of PATCHES.filter((p) => p.file.test(args.path))) {
+        if (!source.includes(p.from)) throw new Error(`${args.path}: "${p.from}" not found; see PATCHES`);
+        source = source.replace(p.from, p.to);
+      }
+      return { contents: source, loader: 'js' };
     });
   },
 };
@@ -119,7 +153,6 @@ if (!bundleOnly) {
   if (tsc.status !== 0) code = tsc.status ?? 1;
 }
 
-rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
 const result = await esbuild.build({
   absWorkingDir: root,
   entryPoints: { 'cli/main': 'src/cli/main.ts' },
@@ -133,7 +166,7 @@ const result = await esbuild.build({
   // Every shipped map carries its sources: the .ts files it names do not ship (test/integration/pack).
   sourcemap: true,
   sourcesContent: true,
-  plugins: [asciiStringWidth, externals, packageSourcesAsShipped],
+  plugins: [asciiStringWidth, lazyAssert, externals, packageSources],
   logLevel: 'warning',
   write: false,
 });
@@ -144,11 +177,25 @@ const unmapped = new Set(
     .filter((f) => f.path.endsWith('.js.map') && JSON.parse(f.text).sources.length === 0)
     .map((f) => f.path.slice(0, -'.map'.length)),
 );
-for (const f of result.outputFiles) {
-  if (unmapped.has(f.path.replace(/\.map$/, '')) && f.path.endsWith('.map')) continue;
+// Tests and engineers run the CLI while it is rebuilt: every file is replaced whole (written aside,
+// then renamed over), the chunks (named by content hash) before the bin that imports them, and a
+// chunk the new bin no longer uses is removed only once it is 10 minutes old, since a CLI started
+// from the previous bin may still import it. `npm pack` starts from an empty dist/ (prepack).
+const entry = (/** @type {string} */ p) => p.startsWith(path.join(outdir, 'cli') + path.sep);
+const written = new Set();
+for (const f of [...result.outputFiles].sort((a, b) => Number(entry(a.path)) - Number(entry(b.path)))) {
+  if (f.path.endsWith('.map') && unmapped.has(f.path.slice(0, -'.map'.length))) continue;
   mkdirSync(path.dirname(f.path), { recursive: true });
   const text = unmapped.has(f.path) ? f.text.replace(/\n\/\/# sourceMappingURL=\S+\n?$/, '\n') : f.contents;
-  writeFileSync(f.path, text);
+  const aside = `${f.path}.${process.pid}.tmp`;
+  writeFileSync(aside, text);
+  renameSync(aside, f.path);
+  written.add(f.path);
+}
+const chunks = path.join(outdir, 'chunks');
+for (const name of readdirSync(chunks)) {
+  const p = path.join(chunks, name);
+  if (!written.has(p) && Date.now() - statSync(p).mtimeMs > 10 * 60_000) rmSync(p, { force: true });
 }
 
 process.exit(code);
