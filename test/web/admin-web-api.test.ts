@@ -7,7 +7,7 @@
  */
 import http from 'node:http';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { loopbackHostPort } from '../../src/common/config.js';
 import { MusterError } from '../../src/common/errors.js';
@@ -324,6 +324,70 @@ describe('the node table', () => {
     const detail = await request('GET', '/api/nodes/pfx-a1', { headers });
     expect(detail.body.node).toMatchObject({ name: 'pfx-a1', state: 'pending', role: 'app' });
     expect(detail.body.node.spki).toBeUndefined();
+  });
+
+  it('reads one page of records per page among thousands of nodes (never a scan of them all)', async () => {
+    // 3,000 records written straight into the registry: many nodes without 3,000 CSRs.
+    const at = new Date(clock.now()).toISOString();
+    for (let b = 0; b < 30; b++) {
+      await reg.service.registry.apply({
+        nodes: Array.from({ length: 100 }, (_, i) => {
+          const n = b * 100 + i;
+          return {
+            expectRev: 0,
+            next: {
+              name: `fleet-${String(n).padStart(4, '0')}`,
+              rev: 0,
+              state: 'active' as const,
+              key: `k${n}`.padEnd(43, 'x'),
+              spki: '',
+              role: n % 1000 === 999 ? 'gpu' : 'worker',
+              cluster: '',
+              channel: 'https' as const,
+              addresses: [],
+              times: { active: at },
+              lastSeen: at,
+            },
+          };
+        }),
+      });
+    }
+    const { cookie } = await login();
+    const headers = { cookie: `${SESSION_COOKIE}=${cookie}` };
+    const read = vi.spyOn(reg.service.operator, 'listNodes');
+    const recordsRead = async (query: string): Promise<{ answer: Answer; records: number }> => {
+      read.mockClear();
+      const answer = await request('GET', `/api/nodes?${query}`, { headers });
+      expect(answer.status, answer.text).toBe(200);
+      let records = 0;
+      for (const r of read.mock.results) records += ((await r.value) as unknown[]).length;
+      return { answer, records };
+    };
+    try {
+      // A prefix deep in the fleet: the walk starts there and reads one page.
+      const deep = await recordsRead('prefix=fleet-27&limit=50');
+      expect(deep.answer.body.nodes[0].name).toBe('fleet-2700');
+      expect(deep.answer.body.nodes).toHaveLength(50);
+      expect(deep.records).toBe(50);
+      // The page after it starts where it ended.
+      const next = await recordsRead(`prefix=fleet-27&limit=50&after=${deep.answer.body.next}`);
+      expect(next.answer.body.nodes[0].name).toBe('fleet-2750');
+      expect(next.records).toBe(50);
+      // By state: the state index, one page.
+      expect((await recordsRead('state=active&limit=50')).records).toBe(50);
+      // Role has no index: a bounded walk that says where it stopped.
+      const gpu = await recordsRead('prefix=fleet-&role=gpu&limit=50');
+      expect(gpu.answer.body.nodes.map((n: { name: string }) => n.name)).toEqual([
+        'fleet-0999',
+        'fleet-1999',
+        'fleet-2999',
+      ]);
+      // The prefix's 3,000 records and at most one chunk (500) past them.
+      expect(gpu.records).toBeLessThanOrEqual(3500);
+      expect(gpu.answer.body.next).toBeUndefined();
+    } finally {
+      read.mockRestore();
+    }
   });
 
   it('a prefix starts the index walk right before its first name', () => {
