@@ -19,6 +19,15 @@ export interface BrowseHandlers {
   down?(s: Discovered): void;
 }
 
+export interface BrowseOptions {
+  /**
+   * Send the first query at once rather than after RFC 6762 §5.2's random 20-120 ms: for a browse
+   * whose caller waits on the answer (a node looking for its registrar, node/discovery.ts). §5.1
+   * allows a one-shot query to go at once; the series goes on 1 s, 2 s, 4 s ... after it.
+   */
+  queryAtOnce?: boolean;
+}
+
 export interface BrowseHandle {
   stop(): void;
   list(): Discovered[];
@@ -56,13 +65,14 @@ export class Browser implements BrowseHandle {
     private readonly type: string,
     private readonly handlers: BrowseHandlers,
     maxIntervalMs?: number,
+    private readonly opts: BrowseOptions = {},
   ) {
     this.cache = new BrowseCache(type);
     this.schedule = new RequerySchedule(core, () => this.query(), maxIntervalMs);
   }
 
   start(): void {
-    this.schedule.start();
+    this.schedule.start(this.opts.queryAtOnce === true);
   }
 
   /** The link came up or changed (mdns.ts): query again from the start of the schedule (§5.2). */

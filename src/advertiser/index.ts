@@ -5,6 +5,7 @@ export { createMdns } from './mdns.js';
 export type {
   BrowseHandle,
   BrowseHandlers,
+  BrowseOptions,
   Discovered,
   Mdns,
   MdnsLogger,

@@ -36,9 +36,16 @@ export class RequerySchedule {
     this.interval = REQUERY_FIRST_INTERVAL_MS;
   }
 
-  start(): void {
+  /**
+   * Starts the schedule. `atOnce`: the first query now instead of after 20-120 ms, for a querier that
+   * wants an answer now (§5.1 lets a one-shot query go at once; §5.2's delay is there so that hosts
+   * started together by a power cut do not query in the same instant). The rest of the series keeps
+   * its 1 s, 2 s, 4 s ... intervals from that first query.
+   */
+  start(atOnce = false): void {
     if (this.stopped || this.timer) return;
-    this.arm(FIRST_QUERY_MIN_MS + this.deps.random() * FIRST_QUERY_JITTER_MS);
+    if (atOnce) this.fire();
+    else this.arm(FIRST_QUERY_MIN_MS + this.deps.random() * FIRST_QUERY_JITTER_MS);
   }
 
   /**

@@ -37,14 +37,21 @@ export interface DiscoverOptions {
   held?: string;
   timeoutMs: number;
   /**
-   * After the first match, how long to listen for others before deciding (ambiguity check). Responders
-   * delay answers to a shared PTR question by 20-120 ms (RFC 6762 §6), so 150 ms hears them all.
+   * How long after our first query to listen for other registrars before deciding (ambiguity check).
+   * Responders delay answers to a shared PTR question by 20-120 ms (RFC 6762 §6), so 150 ms after
+   * the query hears them all. The first query goes out at once (no §5.2 random delay: this caller
+   * waits on the answer), so a registrar that answers at once is taken 150 ms after the browse
+   * started, not 150 ms after its answer; one first heard later (a lost query, a registrar that came
+   * up meanwhile) is taken 150 ms after it was heard.
    */
   settleMs?: number;
   signal?: AbortSignal;
   /** Time for the timeout and the settle delay (default: the real clock). */
   clock?: Clock;
 }
+
+/** RFC 6762 §6: answers to a shared question come within 120 ms; 30 ms more for the link and a busy host. */
+export const DEFAULT_SETTLE_MS = 150;
 
 /** Candidates kept at most: the list comes from packets anyone on the link can send. */
 const MAX_FOUND = 64;
@@ -76,6 +83,8 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
     const found = new Map<string, Candidate>();
     const ignored = new Set<string>();
     const clock = o.clock ?? nodeClock;
+    const settleMs = o.settleMs ?? DEFAULT_SETTLE_MS;
+    const startedAt = clock.now();
     let settleTimer: TimerHandle | undefined;
     const finish = (fn: () => void): void => {
       clock.clearTimeout(deadline);
@@ -123,14 +132,17 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       if (!found.has(key) && found.size >= MAX_FOUND) return;
       found.set(key, c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
-      settleTimer ??= clock.setTimeout(decide, o.settleMs ?? 150);
+      if (!settleTimer) {
+        const sinceQuery = clock.now() - startedAt;
+        settleTimer = clock.setTimeout(decide, sinceQuery < settleMs ? settleMs - sinceQuery : settleMs);
+      }
     };
     const onAbort = (): void => finish(() => reject(o.signal!.reason));
     o.signal?.addEventListener('abort', onAbort, { once: true });
     const deadline = clock.setTimeout(() => (found.size ? decide() : finish(() => resolve([]))), o.timeoutMs);
     let browser: ReturnType<Mdns['browse']>;
     try {
-      browser = o.mdns.browse('muster', { up: seen, update: seen });
+      browser = o.mdns.browse('muster', { up: seen, update: seen }, { queryAtOnce: true });
     } catch (err) {
       // The stack cannot browse (closed, broken socket): nothing to stop, the caller decides.
       clock.clearTimeout(deadline);

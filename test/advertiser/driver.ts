@@ -72,7 +72,7 @@ export interface ServiceView {
 }
 
 export type RunnerEvent =
-  | { t: number; ev: 'ready' | 'closed' }
+  | { t: number; ev: 'ready' | 'closed' | 'busy' }
   | { t: number; ev: 'ack'; id: number; result?: unknown; error?: string }
   | { t: number; ev: 'up' | 'update' | 'down'; browse: string; service: ServiceView }
   | { t: number; ev: 'announced'; pub: string }

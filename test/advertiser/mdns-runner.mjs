@@ -62,6 +62,12 @@ const ops = {
   async close() {
     await mdns.close();
   },
+  /** Keeps the event loop busy for `ms` (a registrar busy for a moment): datagrams wait in the socket. */
+  async busy({ ms }) {
+    out({ ev: 'busy' }); // stdout is a pipe: written before the loop blocks
+    const end = Date.now() + ms;
+    while (Date.now() < end);
+  },
 };
 
 mdns.ready().then(

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { REQUERY_DEFAULT_MAX_MS, RequerySchedule } from '../../src/advertiser/requery.js';
 
-function run(opts: { random?: number; max?: number; forMs: number }): number[] {
+function run(opts: { random?: number; max?: number; forMs: number; atOnce?: boolean }): number[] {
   const clock = new ManualClock();
   const t0 = clock.now();
   const at: number[] = [];
@@ -12,7 +12,7 @@ function run(opts: { random?: number; max?: number; forMs: number }): number[] {
     () => at.push(clock.now() - t0),
     opts.max,
   );
-  s.start();
+  s.start(opts.atOnce);
   clock.advance(opts.forMs);
   s.stop();
   return at;
@@ -25,6 +25,11 @@ describe('RequerySchedule (RFC 6762 §5.2)', () => {
     expect(run({ random: 0, forMs: 20 })).toEqual([20]);
     expect(run({ random: 0.5, forMs: 70 + 15_000 })).toEqual([70, 1070, 3070, 7070, 15_070]);
     expect(run({ random: 0.999, forMs: 1000 })[0]).toBeCloseTo(119.9);
+  });
+
+  it('atOnce: the first query now (a caller waiting on the answer), the series 1 s, 2 s, 4 s ... after it', () => {
+    expect(run({ atOnce: true, random: 0.999, forMs: 0 })).toEqual([0]);
+    expect(run({ atOnce: true, random: 0.5, forMs: 15_000 })).toEqual([0, 1000, 3000, 7000, 15_000]);
   });
 
   it('caps the interval', () => {
