@@ -138,6 +138,8 @@ const MAX_GROUP = 32;
  * per transaction (etcd refuses more than --max-txn-ops, 128 by default, in either branch).
  */
 const MAX_OPS = 100;
+/** etcd's default --max-txn-ops: operations in one branch of a transaction, reads carried along included. */
+const TXN_OPS = 128;
 /** Keys whose last seen value a commit may decide on without reading it first (see `known`). */
 const KNOWN_KEYS = 4096;
 /**
@@ -277,6 +279,11 @@ class Overlay {
     this.writes.set(key, null);
   }
 }
+
+type ReadBatch = (readonly [
+  string,
+  { resolve: (v: string | undefined) => void; reject: (err: unknown) => void }[],
+])[];
 
 interface Queued {
   change: Change;
@@ -631,12 +638,42 @@ export class EtcdRegistry implements Registry {
     });
   }
 
+  /** Up to `max` queued single-key reads, taken off the queue. */
+  private takeReads(max: number): ReadBatch {
+    const keys = [...this.readQueue.keys()].slice(0, Math.max(0, max));
+    const batch = keys.map((k) => [k, this.readQueue.get(k)!] as const);
+    for (const k of keys) this.readQueue.delete(k);
+    return batch;
+  }
+
+  /** Answers taken reads from the range responses of a transaction, in order. */
+  private answerReads(batch: ReadBatch, responses: ITxnResponse['responses']): void {
+    batch.forEach(([key, waiters], i) => {
+      const kv = responses[i]!.response_range.kvs[0];
+      const value = kv?.value.toString();
+      this.remember(key, { value, mod: kv?.mod_revision ?? '0' });
+      for (const w of waiters) w.resolve(value);
+    });
+  }
+
+  /** Puts taken reads back on the queue (their transaction failed): the read batches try them again. */
+  private requeueReads(batch: ReadBatch): void {
+    for (const [key, waiters] of batch) {
+      const waiting = this.readQueue.get(key);
+      if (waiting) waiting.push(...waiters);
+      else this.readQueue.set(key, [...waiters]);
+    }
+    if (batch.length && !this.readsRunning) {
+      this.readsRunning = true;
+      queueMicrotask(() => void this.runReads());
+    }
+  }
+
   private async runReads(): Promise<void> {
     try {
       while (this.readQueue.size) {
-        const keys = [...this.readQueue.keys()].slice(0, MAX_OPS);
-        const batch = keys.map((k) => [k, this.readQueue.get(k)!] as const);
-        for (const k of keys) this.readQueue.delete(k);
+        const batch = this.takeReads(MAX_OPS);
+        const keys = batch.map(([k]) => k);
         try {
           const res = await this.call((co) =>
             this.client.kv.txn(
@@ -644,12 +681,7 @@ export class EtcdRegistry implements Registry {
               co,
             ),
           );
-          batch.forEach(([, waiters], i) => {
-            const kv = res.responses[i]!.response_range.kvs[0];
-            const value = kv?.value.toString();
-            this.remember(keys[i]!, { value, mod: kv?.mod_revision ?? '0' });
-            for (const w of waiters) w.resolve(value);
-          });
+          this.answerReads(batch, res.responses);
         } catch (err) {
           for (const [, waiters] of batch) for (const w of waiters) w.reject(err);
         }
@@ -1112,6 +1144,22 @@ export class EtcdRegistry implements Registry {
           // If the compare fails, the transaction reads the group's keys instead (at its revision,
           // one consistent snapshot): the next round decides on them without a read of its own.
           const reread = keys.size <= MAX_OPS ? [...keys] : [];
+          const success: IRequestOp[] = [
+            ...[...ws.writes].map(([k, v]): IRequestOp =>
+              v === null
+                ? { request_delete_range: { key: this.key(k) } }
+                : { request_put: { key: this.key(k), value: Buffer.from(v) } },
+            ),
+            ...(staged
+              ? [{ request_put: { key: this.key(staged), value: Buffer.from(JSON.stringify(decided)) } }]
+              : []),
+            ...(index.length ? [{ request_txn: { compare: [], success: index, failure: [] } }] : []),
+          ];
+          const failure = reread.map((k): IRequestOp => ({ request_range: { key: this.key(k) } }));
+          // Single-key reads waiting for their batch ride along in both branches (a round trip
+          // fewer; still linearizable: the transaction is sent after they were asked for).
+          const carried = this.takeReads(TXN_OPS - Math.max(success.length, failure.length));
+          const carriedOps = carried.map(([k]): IRequestOp => ({ request_range: { key: this.key(k) } }));
           STATS.commits++;
           const res = await this.call((co) =>
             this.client.kv.txn(
@@ -1122,30 +1170,18 @@ export class EtcdRegistry implements Registry {
                   result: 'Equal',
                   mod_revision: reads.get(k)!.mod,
                 })),
-                success: [
-                  ...[...ws.writes].map(([k, v]): IRequestOp =>
-                    v === null
-                      ? { request_delete_range: { key: this.key(k) } }
-                      : { request_put: { key: this.key(k), value: Buffer.from(v) } },
-                  ),
-                  ...(staged
-                    ? [
-                        {
-                          request_put: { key: this.key(staged), value: Buffer.from(JSON.stringify(decided)) },
-                        },
-                      ]
-                    : []),
-                  ...(index.length ? [{ request_txn: { compare: [], success: index, failure: [] } }] : []),
-                ],
-                failure: reread.map((k): IRequestOp => ({ request_range: { key: this.key(k) } })),
+                success: [...success, ...carriedOps],
+                failure: [...failure, ...carriedOps],
               },
               co,
             ),
           ).catch((err: unknown) => {
             // Perhaps landed, perhaps not: indexing is idempotent, so it is done again either way.
             this.unindexed.unshift(...indexing);
+            this.requeueReads(carried);
             throw err;
           });
+          this.answerReads(carried, res.responses.slice(res.succeeded ? success.length : failure.length));
           if (!res.succeeded) {
             STATS.lost++;
             this.unindexed.unshift(...indexing);
@@ -1397,6 +1433,8 @@ export class EtcdRegistry implements Registry {
     // Changes already called for are decided and committed (or refused): they may be about to be
     // acknowledged.
     while (this.running) await this.running;
+    // What it committed is indexed before it goes (else the next registrar to open does it).
+    await this.flushIndex();
     await this.watchChain;
     await this.watcher?.cancel().catch(() => undefined);
     this.delivery.drain();

@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MusterError } from '../../src/common/errors.js';
-import { EtcdRegistry } from '../../src/store/etcd.js';
+import { Etcd3 } from 'etcd3';
+import { EtcdRegistry, etcdStats } from '../../src/store/etcd.js';
 import { openRegistry } from '../../src/store/index.js';
 import {
   isStoreConflict,
@@ -298,6 +299,69 @@ describe.skipIf(gate.skip)('etcd registry', () => {
       }
     });
 
+    it("two registrars' commits on names of their own never conflict: events share no counter", async () => {
+      const [a, b] = await pair();
+      try {
+        const before = etcdStats();
+        const evs = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            (i % 2 ? a : b).apply({
+              nodes: [{ expectRev: 0, next: rec(`own-${i}`, 'accepted') }],
+              events: [{ type: 'accepted', name: `own-${i}` }],
+            }),
+          ),
+        );
+        const after = etcdStats();
+        expect(after.changes - before.changes).toBe(40);
+        expect(after.lost - before.lost).toBe(0);
+        const seqs = evs.map((e) => e[0]!.seq).sort((x, y) => x - y);
+        expect(new Set(seqs).size).toBe(40);
+        for (const reg of [a, b]) expect((await reg.listEvents(0, 100)).map((e) => e.seq)).toEqual(seqs);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('events a registrar committed but had not indexed when it stopped are listed, then indexed by the next to open', async () => {
+      const prefix = freshPrefix();
+      const raw = new Etcd3({ hosts: cluster.endpoints.map((e) => `http://${e}`) });
+      const keys = async (sub: string) =>
+        (
+          await raw
+            .getAll()
+            .prefix(prefix + sub)
+            .keys()
+        ).length;
+      const a = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix });
+      try {
+        // As if it crashed right after its commit: nothing indexes what it staged.
+        (a as unknown as { flushIndex: () => Promise<void> }).flushIndex = async () => undefined;
+        const evs = await a.apply({
+          events: [
+            { type: 'token', name: 'one' },
+            { type: 'token', name: 'two' },
+          ],
+        });
+        expect([await keys('q/'), await keys('e/')]).toEqual([1, 0]);
+        expect(await a.listEvents(0, 10)).toEqual(evs);
+        expect(await a.lastEventSeq()).toBe(evs[1]!.seq);
+        await a.close();
+        const b = await EtcdRegistry.open({ endpoints: cluster.endpoints, prefix });
+        try {
+          expect([await keys('q/'), await keys('e/')]).toEqual([0, 2]);
+          expect(await b.listEvents(0, 10)).toEqual(evs);
+          expect(await b.listEvents(evs[0]!.seq, 10)).toEqual([evs[1]]);
+          expect(await b.lastEventSeq()).toBe(evs[1]!.seq);
+        } finally {
+          await b.close();
+        }
+      } finally {
+        await a.close();
+        raw.close();
+      }
+    });
+
     it('openRegistry opens it by kind, and each prefix is a registry of its own', async () => {
       const prefix = freshPrefix();
       const reg = await openRegistry({ kind: 'etcd', endpoints: cluster.endpoints, prefix });
@@ -353,6 +417,21 @@ describe.skipIf(gate.skip)('etcd registry', () => {
         const cur = (await reg.getNode('r-1'))!;
         await reg.apply({ nodes: [{ expectRev: cur.rev, next: { ...cur, state: 'accepted' } }] });
         expect(await reg.getNode('r-1')).toMatchObject({ state: 'accepted', rev: 2 });
+        // Reads that wait for the batch in flight ride along with a commit that goes out meanwhile:
+        // the read batch, then the commit with the waiting reads, and no third transaction.
+        const moved = (await reg.getNode('r-1'))!;
+        calls.length = 0;
+        const inFlight = reg.getNode('r-1');
+        await Promise.resolve(); // the read batch is on its way
+        await Promise.resolve();
+        const waiting = [reg.getBan('name', 'r-bad'), reg.getToken('r-t')] as const;
+        await reg.apply({ nodes: [{ expectRev: moved.rev, next: { ...moved, state: 'issued' } }] });
+        const [banAgain, tokAgain] = await Promise.all(waiting);
+        await inFlight;
+        expect(calls).toEqual(['txn', 'txn']);
+        expect(banAgain).toMatchObject({ kind: 'name', value: 'r-bad' });
+        expect(tokAgain).toMatchObject({ id: 'r-t', maxUses: 3 });
+        expect(await reg.getNode('r-1')).toMatchObject({ state: 'issued', rev: 3 });
       } finally {
         await reg.close();
       }
