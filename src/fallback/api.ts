@@ -42,9 +42,10 @@ export const DEFAULT_JOIN_SLOTS = 64;
 export const DEFAULT_JOIN_QUEUE = { max: 4096, waitMs: 10_000 };
 /**
  * Handshakes at once (more only share the CPU, each finishing later), new connections waiting their
- * turn, and for how long (under the node's 15 s request timeout).
+ * turn, for how long (under the node's 15 s request timeout), and how long a slow client's handshake
+ * may hold its slot.
  */
-export const DEFAULT_HANDSHAKES = { max: 128, maxQueued: 8192, waitMs: 10_000 };
+export const DEFAULT_HANDSHAKES = { max: 128, maxQueued: 8192, waitMs: 10_000, holdMs: 1000 };
 /**
  * The listen backlog: a herd's connections wait in the kernel rather than having their SYNs dropped
  * (a dropped SYN costs the node 1 s, then 3 s). Linux caps it at net.core.somaxconn.
@@ -75,7 +76,7 @@ export interface ApiOptions {
   /** Time for the clock of the failure limiter (tests). */
   now?: () => number;
   /** TLS handshakes at once, connections waiting for one, and how long (handshake-gate.ts). */
-  handshakes?: { max: number; maxQueued: number; waitMs: number };
+  handshakes?: { max: number; maxQueued: number; waitMs: number; holdMs: number };
   /** Join requests worked on at once; the rest wait in a bounded queue (join-gate.ts). */
   maxInFlightJoins?: number;
   /**
@@ -127,6 +128,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       max: h.max,
       maxQueued: h.maxQueued,
       maxWaitMs: h.waitMs,
+      holdMs: h.holdMs,
       clock: systemClock,
     });
   }

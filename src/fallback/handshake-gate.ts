@@ -10,6 +10,13 @@
  * order, each handshake finishes in the time of a few, so the registrar's throughput goes to nodes
  * that then finish.
  *
+ * A slot is the server's work on a handshake, not the client's: a TLS 1.3 server does its part (the
+ * key exchange and signature) on the ClientHello, then waits for the client's Finished. A slow client
+ * (a loaded machine, a far network) must not hold a slot for the 10 s handshake timeout while the
+ * server idles, so a handshake gives its slot back when it ends or after `holdMs`, whichever first
+ * (measured: 5,000 agents from 2 starved client processes, slots held by their slow handshakes, the
+ * registrar at 2 % of a core and no node through in 300 s).
+ *
  * Bounded: a connection that waited `maxWaitMs` is closed rather than started (its client is about to
  * give up), and beyond `maxQueued` waiting ones a new connection is closed at once (a flood of idle
  * connections cannot grow the queue; server.maxConnections bounds the connections in all). A closed
@@ -17,7 +24,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Clock } from '../common/clock.js';
+import type { Clock, TimerHandle } from '../common/clock.js';
 
 export interface HandshakeGateOptions {
   /** Handshakes in progress at most. */
@@ -26,11 +33,14 @@ export interface HandshakeGateOptions {
   maxQueued: number;
   /** A connection that waited this long is closed instead of started. */
   maxWaitMs: number;
-  clock: Pick<Clock, 'now'>;
+  /** A started handshake gives its slot back after this long even if it has not ended. */
+  holdMs: number;
+  clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 }
 
 export class HandshakeGate {
-  private readonly active = new Set<Socket>();
+  /** Sockets whose handshake holds a slot, with the timer that ends the hold. */
+  private readonly active = new Map<Socket, TimerHandle>();
   private readonly waiting: { socket: Socket; since: number }[] = [];
   /** Connections closed unstarted (queue full or waited too long), for the log and tests. */
   shed = 0;
@@ -72,7 +82,10 @@ export class HandshakeGate {
   }
 
   private begin(socket: Socket): void {
-    this.active.add(socket);
+    this.active.set(
+      socket,
+      this.o.clock.setTimeout(() => this.release(socket), this.o.holdMs),
+    );
     this.start(socket);
   }
 
@@ -83,12 +96,21 @@ export class HandshakeGate {
 
   /** The handshake of `socket` ended (done or failed): the next waiting connection starts. */
   release(socket: Socket): void {
-    if (!this.active.delete(socket)) return;
+    if (!this.free(socket)) return;
     this.next();
   }
 
+  /** Takes the socket's slot back; false when it held none (already released). */
+  private free(socket: Socket): boolean {
+    const timer = this.active.get(socket);
+    if (timer === undefined) return false;
+    this.o.clock.clearTimeout(timer);
+    this.active.delete(socket);
+    return true;
+  }
+
   private gone(socket: Socket): void {
-    if (this.active.delete(socket)) return this.next();
+    if (this.free(socket)) return this.next();
     const i = this.waiting.findIndex((w) => w.socket === socket);
     if (i >= 0) this.waiting.splice(i, 1);
   }

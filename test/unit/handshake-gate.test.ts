@@ -20,21 +20,29 @@ let port: number;
 const clock = new ManualClock();
 const open: net.Socket[] = [];
 
+let identity: { keyPem: string; certPem: string };
+
 beforeEach(async () => {
   t = tempDir('muster-gate-');
   const { ca } = await loadOrCreateCa(t.dir, 'gate test', new Date());
-  const id = issueServerIdentity(ca, 'r-gate', ['127.0.0.1'], new Date());
-  server = https.createServer({ key: id.keyPem, cert: id.certPem }, (_req, res) => res.end('ok'));
-  gate = HandshakeGate.install(server, { max: 1, maxQueued: 1, maxWaitMs: 5000, clock });
+  identity = issueServerIdentity(ca, 'r-gate', ['127.0.0.1'], new Date());
+});
+
+/** An HTTPS server with the gate: one handshake at once, one waiting. */
+async function serve(o: { maxWaitMs: number; holdMs: number }): Promise<void> {
+  server = https.createServer({ key: identity.keyPem, cert: identity.certPem }, (_req, res) => res.end('ok'));
+  gate = HandshakeGate.install(server, { max: 1, maxQueued: 1, ...o, clock });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
-});
+}
 
 afterEach(async () => {
   for (const s of open) s.destroy();
   open.length = 0;
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
+  if (server?.listening) {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
   t.cleanup();
 });
 
@@ -69,6 +77,7 @@ function client(): { socket: tls.TLSSocket; events: string[]; ended: Promise<voi
 
 describe('HandshakeGate', () => {
   it('starts a waiting connection only when the handshake before it ends, and it is then served', async () => {
+    await serve({ maxWaitMs: 5000, holdMs: 60_000 });
     const a = await idle();
     await until(() => gate.stats.active === 1);
     const b = client();
@@ -91,6 +100,7 @@ describe('HandshakeGate', () => {
   });
 
   it('closes a connection beyond the queue at once, without a handshake', async () => {
+    await serve({ maxWaitMs: 5000, holdMs: 60_000 });
     await idle();
     await until(() => gate.stats.active === 1);
     const b = client();
@@ -103,6 +113,7 @@ describe('HandshakeGate', () => {
   });
 
   it('closes a connection that waited longer than maxWaitMs instead of starting it', async () => {
+    await serve({ maxWaitMs: 5000, holdMs: 60_000 });
     const a = await idle();
     await until(() => gate.stats.active === 1);
     const b = client();
@@ -112,5 +123,19 @@ describe('HandshakeGate', () => {
     await b.ended;
     expect(b.events).toEqual(['closed']);
     expect(gate.stats).toMatchObject({ active: 0, waiting: 0, shed: 1 });
+  });
+
+  it('a slow client holds its slot for holdMs only: the next connection is served while it still waits', async () => {
+    await serve({ maxWaitMs: 60_000, holdMs: 1000 });
+    const slow = await idle();
+    await until(() => gate.stats.active === 1);
+    const b = client();
+    await until(() => gate.stats.waiting === 1);
+    clock.advance(999);
+    expect(gate.stats).toMatchObject({ active: 1, waiting: 1 });
+    clock.advance(1);
+    await new Promise((r) => b.socket.once('secureConnect', r));
+    expect(slow.destroyed).toBe(false);
+    expect(gate.stats).toMatchObject({ waiting: 0, shed: 0 });
   });
 });
