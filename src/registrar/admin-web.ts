@@ -103,6 +103,8 @@ interface Session {
   by: string;
   csrf: string;
   lastUsed: number;
+  /** Logged out or expired: its event streams end too. */
+  ended?: boolean;
 }
 
 /** Login links and sessions, in memory (a restart logs everyone out), on the injected clock. */
@@ -121,7 +123,11 @@ export class WebSessions {
   private sweep(): void {
     const now = this.clock.now();
     for (const [k, l] of this.links) if (l.expiresAt <= now) this.links.delete(k);
-    for (const [k, s] of this.sessions) if (now - s.lastUsed >= this.idleMs) this.sessions.delete(k);
+    for (const [k, s] of this.sessions) {
+      if (now - s.lastUsed < this.idleMs) continue;
+      s.ended = true;
+      this.sessions.delete(k);
+    }
   }
 
   /** A new one-time login token for `by`: only its hash is kept. */
@@ -154,7 +160,8 @@ export class WebSessions {
     const key = sha256(cookie);
     const s = this.sessions.get(key);
     if (!s) return undefined;
-    if (this.clock.now() - s.lastUsed >= this.idleMs) {
+    if (!this.live(s)) {
+      s.ended = true;
       this.sessions.delete(key);
       return undefined;
     }
@@ -162,8 +169,17 @@ export class WebSessions {
     return s;
   }
 
+  /** Not logged out and not idle for too long (without touching it: an open stream is not use). */
+  live(s: Session): boolean {
+    return !s.ended && this.clock.now() - s.lastUsed < this.idleMs;
+  }
+
   logout(cookie: string | undefined): void {
-    if (cookie) this.sessions.delete(sha256(cookie));
+    if (!cookie) return;
+    const key = sha256(cookie);
+    const s = this.sessions.get(key);
+    if (s) s.ended = true;
+    this.sessions.delete(key);
   }
 }
 
@@ -387,9 +403,17 @@ export class AdminWeb {
         .header('cache-control', 'no-store')
         .send({ by: got.session.by });
     });
+    // The event streams of each session: they end with it (logout), not only when the page goes.
+    const streams = new Map<Session, Set<ServerResponse>>();
+    app.addHook('preClose', async () => {
+      for (const set of streams.values()) for (const raw of set) raw.end();
+    });
+
     app.post('/api/logout', async (req, reply) => {
+      const s = session(req);
       changer(req);
       sessions.logout(cookieOf(req.headers.cookie, SESSION_COOKIE));
+      for (const raw of streams.get(s) ?? []) raw.end();
       return reply
         .header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`)
         .send({ ok: true });
@@ -468,12 +492,8 @@ export class AdminWeb {
     });
 
     // ---- the event stream (SSE): `id:` is the event's sequence number ----
-    const streams = new Set<ServerResponse>();
-    app.addHook('preClose', async () => {
-      for (const raw of streams) raw.end();
-    });
     app.get('/api/events', { schema: { querystring: EventsStreamQuery } }, async (req, reply) => {
-      session(req);
+      const s = session(req);
       // A reconnecting EventSource sends the last id it saw: the stream goes on from there.
       const lastId = req.headers['last-event-id'];
       const q = (req.query as Static<typeof EventsStreamQuery>).after;
@@ -489,12 +509,19 @@ export class AdminWeb {
         'x-content-type-options': 'nosniff',
       });
       raw.write('retry: 1000\n\n');
-      streams.add(raw);
-      const heartbeat = setInterval(() => raw.write(': still here\n\n'), HEARTBEAT_MS);
+      const mine = streams.get(s) ?? new Set<ServerResponse>();
+      streams.set(s, mine.add(raw));
+      // A session that expired while its stream was open gets nothing more (the page then asks for
+      // a new login); an open stream does not count as use.
+      const send = (text: string): void => {
+        if (sessions.live(s)) raw.write(text);
+        else raw.end();
+      };
+      const heartbeat = setInterval(() => send(': still here\n\n'), HEARTBEAT_MS);
       const stop = followEvents(
         o.service,
         after,
-        (ev) => raw.write(`id: ${ev.seq}\nevent: muster\ndata: ${JSON.stringify(ev)}\n\n`),
+        (ev) => send(`id: ${ev.seq}\nevent: muster\ndata: ${JSON.stringify(ev)}\n\n`),
         (err) => {
           // The store failed the replay: end the stream; the browser reconnects from its last id.
           o.log.warn({ err: err.message }, 'admin web page: the event stream failed');
@@ -502,7 +529,8 @@ export class AdminWeb {
         },
       );
       raw.on('close', () => {
-        streams.delete(raw);
+        mine.delete(raw);
+        if (!mine.size) streams.delete(s);
         clearInterval(heartbeat);
         stop();
       });

@@ -467,6 +467,54 @@ describe('the event stream (SSE)', () => {
   });
 });
 
+describe('event streams end with their session', () => {
+  /** Opens the page's event stream; resolves once it is open, with a promise of its end. */
+  function open(cookie: string): Promise<{ ended: Promise<string> }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: base.hostname,
+          port: base.port,
+          path: '/api/events?after=999999999999999',
+          headers: { host: base.host, cookie: `${SESSION_COOKIE}=${cookie}` },
+        },
+        (res) => {
+          if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}`));
+          let text = '';
+          res.setEncoding('utf8');
+          const ended = new Promise<string>((done) => res.on('end', () => done(text)));
+          res.on('data', (c: string) => {
+            text += c;
+            // Open once the first line (retry:) came.
+            if (text.startsWith('retry:')) resolve({ ended });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it('at logout', async () => {
+    const { cookie, csrf } = await login();
+    const stream = await open(cookie);
+    const out = await request('POST', '/api/logout', {
+      headers: { cookie: `${SESSION_COOKIE}=${cookie}`, origin: origin(), [CSRF_HEADER]: csrf },
+      body: {},
+    });
+    expect(out.status).toBe(200);
+    expect(await stream.ended).toBe('retry: 1000\n\n');
+  });
+
+  it('once the session expired: the next event is not sent, the stream ends', async () => {
+    const { cookie } = await login();
+    const stream = await open(cookie);
+    clock.advance(SESSION_IDLE_MS);
+    await reg.service.operator.createToken({ ttlMs: 60_000, maxUses: 1, roles: [], clusters: [] });
+    expect(await stream.ended).toBe('retry: 1000\n\n');
+  });
+});
+
 describe('muster admin url', () => {
   it('prints the one-time link alone on stdout, and says it is single use on stderr', async () => {
     const r = await musterAsync(['admin', 'url', '--admin-socket', reg.opts.adminSocket]);
