@@ -560,7 +560,7 @@ export async function followEvents(
 
 const events = command({
   name: 'events',
-  describe: 'show the event log (--follow: and stream new events)',
+  describe: 'show the event log (--follow: and stream new events, going on after a registrar restart)',
   scopes: ['events', 'admin', 'output'],
   async run(o) {
     const c = client(o);
