@@ -48,6 +48,8 @@ export interface StoreResult {
   /** 0 when the store came from the cache. */
   buildMs: number;
   cached: boolean;
+  /** `node -e 0` spawn -> exit, median, measured alternately with the CLI cold starts. */
+  referenceMedianMs: number;
   storeMb: number;
   cli: { spawnToReadyMs: number[]; rssAtReadyMb: number[]; rssAfter1sMb: number[]; error?: string };
   inProcess: { importMs: number[]; startRegistrarMs: number[]; processStartToReadyMs: number[] };
@@ -444,6 +446,16 @@ async function cliColdStart(
   }
 }
 
+/** `node -e 0`, spawn -> exit: what any process costs to start on this machine right now. */
+function nodeSpawnToExit(): Promise<number> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', () => resolve(performance.now() - t0));
+  });
+}
+
 async function timePage(sock: string, query: string, calls: number): Promise<PageTiming> {
   const once = async (): Promise<{ ms: number; n: number }> => {
     const t0 = performance.now();
@@ -472,8 +484,11 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
   );
 
   const cli: StoreResult['cli'] = { spawnToReadyMs: [], rssAtReadyMb: [], rssAfter1sMb: [] };
+  const referenceMs: number[] = [];
   try {
     for (let i = 0; i < o.coldStarts; i++) {
+      // The in-run reference first, alternating: the machine is shared, absolute figures drift.
+      referenceMs.push(round(await nodeSpawnToExit(), 1));
       const r = await cliColdStart(stateDir, path.join(o.dir, 'cli-admin.sock'));
       cli.spawnToReadyMs.push(round(r.ms, 1));
       cli.rssAtReadyMb.push(round(r.rssAtReady, 1));
@@ -531,6 +546,7 @@ export async function benchStore(o: StoreOptions): Promise<StoreResult> {
     records: o.records,
     buildMs: round(buildMs, 0),
     cached: buildMs === 0,
+    referenceMedianMs: median(referenceMs),
     storeMb,
     cli,
     inProcess,
