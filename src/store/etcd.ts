@@ -148,6 +148,11 @@ const KNOWN_KEYS = 4096;
  * advance; R < 2^45 keeps every number exact in a double and within the admin API's 15 digits.
  */
 const EVENTS_PER_REV = 256;
+/**
+ * How long staged events wait for a commit to carry them to their index before a transaction of
+ * their own does (a registrar between joins: one call fewer per commit when the next comes soon).
+ */
+const FLUSH_DELAY_MS = 100;
 
 /** An event as decided, numbered once its transaction's revision is known. */
 type Unnumbered = Omit<MusterEvent, 'seq'>;
@@ -315,6 +320,8 @@ export class EtcdRegistry implements Registry {
   private unindexed: Staged[] = [];
   /** Events this process indexed since it last trimmed the log to the retention. */
   private indexedSinceTrim = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushChain: Promise<void> = Promise.resolve();
   /** Single-key reads waiting for the next batch, by key (getValue). */
   private readonly readQueue = new Map<
     string,
@@ -961,6 +968,7 @@ export class EtcdRegistry implements Registry {
   }
 
   async lastEventSeq(): Promise<number> {
+    await this.indexOwn();
     const { events } = await this.readLog();
     this.knownSeq = Math.max(this.knownSeq, events);
     return events;
@@ -968,7 +976,17 @@ export class EtcdRegistry implements Registry {
 
   async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
     if (limit <= 0) return [];
+    await this.indexOwn();
     return (await this.eventsAfter(after, limit)).events;
+  }
+
+  /**
+   * What this process staged is indexed (and the log trimmed when due) before it reads the log:
+   * its own reads then see the log as the retention keeps it. Others' staged events are listed
+   * from q/ all the same.
+   */
+  private async indexOwn(): Promise<void> {
+    if (this.unindexed.length || this.indexedSinceTrim >= this.trimEvery) await this.flushIndex();
   }
 
   /**
@@ -1210,11 +1228,11 @@ export class EtcdRegistry implements Registry {
             this.knownSeq = Math.max(this.knownSeq, numbered.at(-1)!.seq);
           }
         }
-        // Nothing more to commit now: the events just staged are indexed before the changes resolve
-        // (a read of the log then finds them indexed and the log trimmed); with more queued, the
-        // next commit carries them.
-        if (this.queue.length === 0) await this.flushIndex();
-        else if (this.indexedSinceTrim >= this.trimEvery) await this.trim().catch(() => undefined);
+        // The events just staged ride along with the next commit to their index; with none queued,
+        // a flush of their own follows unless a commit comes first (the watch has told every
+        // registrar already, and every read of the log lists staged events too).
+        if (this.indexedSinceTrim >= this.trimEvery) await this.trim().catch(() => undefined);
+        if (this.queue.length === 0 && this.unindexed.length) this.scheduleFlush();
         let next = 0;
         group.forEach((q, i) => {
           const out = outcomes[i]!;
@@ -1236,12 +1254,27 @@ export class EtcdRegistry implements Registry {
     }
   }
 
+  private scheduleFlush(): void {
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flushIndex();
+    }, FLUSH_DELAY_MS).unref();
+  }
+
   /**
    * Indexes this process's staged events in a transaction of its own (when no commit follows to
    * carry them), and trims the log when due. A failure leaves them staged: listed all the same, and
    * indexed by a later commit or the next open.
    */
-  private async flushIndex(): Promise<void> {
+  private flushIndex(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    // One at a time: a read of the log that asks for a flush finds the one in progress done first.
+    this.flushChain = this.flushChain.then(() => this.flushOnce());
+    return this.flushChain;
+  }
+
+  private async flushOnce(): Promise<void> {
     while (this.unindexed.length) {
       const indexing = EtcdRegistry.indexable(this.unindexed);
       try {
