@@ -43,9 +43,11 @@ export const DEFAULT_JOIN_QUEUE = { max: 4096, waitMs: 10_000 };
 /**
  * Handshakes at once (more only share the CPU, each finishing later), new connections waiting their
  * turn, for how long (under the node's 15 s request timeout), and how long a slow client's handshake
- * may hold its slot.
+ * may hold its slot: the handshake timeout, so by default a slot is held until the handshake ends.
+ * A 1 s hold did worse on a loaded machine (1,000 agents: 279 registered in 180 s against all 1,000
+ * without it): the handshakes it let start shared the CPU and timed out together (docs/benchmarks.md).
  */
-export const DEFAULT_HANDSHAKES = { max: 128, maxQueued: 8192, waitMs: 10_000, holdMs: 1000 };
+export const DEFAULT_HANDSHAKES = { max: 128, maxQueued: 8192, waitMs: 10_000, holdMs: 10_000 };
 /**
  * The listen backlog: a herd's connections wait in the kernel rather than having their SYNs dropped
  * (a dropped SYN costs the node 1 s, then 3 s). Linux caps it at net.core.somaxconn.
