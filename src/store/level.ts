@@ -29,9 +29,9 @@
  * durable (the pending map).
  *
  * Order and durability (DESIGN "Exactly once"): apply() calls pass one by one, in call order, through
- * a short section that checks the preconditions and turns the change into one batch; node records
- * are read ahead, outside the section, and re-read inside only when a write to that name landed
- * meanwhile. Batches go to one group-commit writer that writes everything queued as one batch with
+ * a short section that checks the preconditions and turns the change into one batch, reading node
+ * records synchronously (no await inside: the checks hold while the batch is built). Batches go to
+ * one group-commit writer that writes everything queued as one batch with
  * {sync: true} (fsync), in queue order, so a crash at any instant leaves a prefix of the changes, and
  * the stored token and install-mode counts equal the uses that landed (a group write puts each of
  * m!counts, t!<id> and m!install-mode once, with the value after its last change). Nothing is
@@ -120,8 +120,6 @@ interface Batch {
    * such key, the group write keeps only the last value, which holds all of them.
    */
   state?: Map<string, string>;
-  /** Node names written (to invalidate read-aheads). */
-  names: string[];
   events: MusterEvent[];
   /** Makes the change visible to readers; called once it is durable. */
   land: () => void;
@@ -167,12 +165,6 @@ export class LevelRegistry implements Registry {
   private serialCounter = 0;
   private serialCeiling = 0;
   private leasing: Promise<void> | undefined;
-
-  /** The end of the in-order section every apply() passes through. */
-  private section: Promise<unknown> = Promise.resolve();
-  /** Batches written so far, and the names each recent one wrote (see readAhead). */
-  private landedBatches = 0;
-  private recentlyLanded: { no: number; names: string[] }[] = [];
 
   private queue: Batch[] = [];
   private writing: Promise<void> | undefined;
@@ -261,7 +253,7 @@ export class LevelRegistry implements Registry {
     if (this.id !== undefined) return this.id;
     this.idWrite ??= (async () => {
       const id = make();
-      await this.write([{ type: 'put', key: K.id, value: JSON.stringify(id) }], [], [], () => {
+      await this.write([{ type: 'put', key: K.id, value: JSON.stringify(id) }], [], () => {
         this.id = id;
       });
       return id;
@@ -272,7 +264,9 @@ export class LevelRegistry implements Registry {
   // ---- reads: what is durable ----
 
   async getNode(name: string): Promise<NodeRecord | undefined> {
-    const v = await this.db.get(K.node(name));
+    // Synchronous, like the section's read (see current()): a point read costs microseconds, the
+    // pool's hand-off more.
+    const v = this.db.getSync(K.node(name));
     return v === undefined ? undefined : normaliseNode(JSON.parse(v));
   }
 
@@ -420,7 +414,7 @@ export class LevelRegistry implements Registry {
       if (this.serialCounter < this.serialCeiling) return ++this.serialCounter;
       this.leasing ??= (async () => {
         const ceiling = this.serialCounter + SERIAL_LEASE;
-        await this.write([{ type: 'put', key: K.serialLease, value: String(ceiling) }], [], [], () => {
+        await this.write([{ type: 'put', key: K.serialLease, value: String(ceiling) }], [], () => {
           this.serialCeiling = Math.max(this.serialCeiling, ceiling);
         });
       })().finally(() => (this.leasing = undefined));
@@ -475,41 +469,21 @@ export class LevelRegistry implements Registry {
 
   async apply(change: Change): Promise<MusterEvent[]> {
     this.assertWritable();
-    const readAhead = this.readAhead(change);
-    const queued = this.section.then(() => this.prepare(change, readAhead));
-    this.section = queued.catch(() => undefined);
-    const { events, done } = await queued;
+    // The section runs now, synchronously: changes are checked and queued in call order.
+    const { events, done } = this.prepare(change);
     await done;
     return events.map((ev) => structuredClone(ev));
   }
 
   /**
-   * Starts reading the current records a change needs before it enters the section, so that reads
-   * of many changes overlap. A read-ahead is used only if no batch writing that name landed after it
-   * started (then the record it returned may be stale, and the section reads again).
+   * The latest record of a name: queued, else durable. A synchronous read (leveldb's Get from the
+   * memtable, block cache or page cache, with bloom filters for absent names): a read through the
+   * libuv pool costs two thread hand-offs, more CPU than the read itself (docs/benchmarks.md).
    */
-  private readAhead(change: Change): { startedAt: number; reads: Promise<Map<string, string | undefined>> } {
-    const startedAt = this.landedBatches;
-    const names = [...new Set((change.nodes ?? []).map((w) => w.next.name))].filter(
-      (n) => !this.pending.has(n),
-    );
-    if (names.length === 0) return { startedAt, reads: Promise.resolve(new Map()) };
-    const reads = this.db.getMany(names.map(K.node)).then((vs) => new Map(names.map((n, i) => [n, vs[i]])));
-    reads.catch(() => undefined); // read again in the section; never an unhandled rejection
-    return { startedAt, reads };
-  }
-
-  private async current(
-    name: string,
-    ahead: { startedAt: number; reads: Promise<Map<string, string | undefined>> },
-  ): Promise<Current | undefined> {
+  private current(name: string): Current | undefined {
     const queued = this.pending.get(name);
     if (queued) return queued;
-    let v: string | undefined;
-    const early = await ahead.reads.catch(() => undefined);
-    const stale = this.recentlyLanded.some((b) => b.no > ahead.startedAt && b.names.includes(name));
-    if (early?.has(name) && !stale) v = early.get(name);
-    else v = await this.db.get(K.node(name));
+    const v = this.db.getSync(K.node(name));
     if (v === undefined) return undefined;
     const r = normaliseNode(JSON.parse(v));
     return { rev: r.rev, state: r.state, group: r.group, json: v };
@@ -521,51 +495,38 @@ export class LevelRegistry implements Registry {
    * the batch. A refused change returns before anything is changed. Runs for one change at a time,
    * in call order, so batches are queued in call order. Changes called before close() still pass.
    */
-  private async prepare(
-    change: Change,
-    ahead: { startedAt: number; reads: Promise<Map<string, string | undefined>> },
-  ): Promise<{ events: MusterEvent[]; done: Promise<void> }> {
-    try {
-      if (this.failed) throw this.failed;
-      const nodes: { name: string; prev: Current | undefined; next: Current; archivePrev: boolean }[] = [];
-      const latest = new Map<string, Current | undefined>();
-      for (const w of change.nodes ?? []) {
-        const name = w.next.name;
-        const prev = latest.has(name) ? latest.get(name) : await this.current(name, ahead);
-        if ((prev?.rev ?? 0) !== w.expectRev) {
-          throw new StoreConflict('node', `node ${name} is at rev ${prev?.rev ?? 0}, not ${w.expectRev}`);
-        }
-        const rec: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
-        const next: Current = { rev: rec.rev, state: rec.state, group: rec.group, json: JSON.stringify(rec) };
-        latest.set(name, next);
-        nodes.push({ name, prev, next, archivePrev: w.archivePrev === true });
+  private prepare(change: Change): { events: MusterEvent[]; done: Promise<void> } {
+    if (this.failed) throw this.failed;
+    const nodes: { name: string; prev: Current | undefined; next: Current; archivePrev: boolean }[] = [];
+    const latest = new Map<string, Current | undefined>();
+    for (const w of change.nodes ?? []) {
+      const name = w.next.name;
+      const prev = latest.has(name) ? latest.get(name) : this.current(name);
+      if ((prev?.rev ?? 0) !== w.expectRev) {
+        throw new StoreConflict('node', `node ${name} is at rev ${prev?.rev ?? 0}, not ${w.expectRev}`);
       }
-      // No await below this line: the checks above still hold while the batch is built and queued.
-      if (this.failed) throw this.failed;
-      const usedToken =
-        change.useToken !== undefined
-          ? useTokenOnce(this.queuedTokens.get(change.useToken), change.useToken)
-          : undefined;
-      // Refuses an unknown token now; build() applies it to the same queued state (no await between).
-      if (change.tokenUpdate)
-        updateTokenOnce(this.queuedTokens.get(change.tokenUpdate.id), change.tokenUpdate);
-      if (change.installModeWindow !== undefined) {
-        expectInstallModeWindow(this.queuedInstallMode, change.installModeWindow);
-      }
-      const usedInstallMode = change.useInstallMode
-        ? useInstallModeOnce(this.queuedInstallMode, change.useInstallMode.since)
-        : undefined;
-      if (change.usePreapproval) {
-        const { name, now } = change.usePreapproval;
-        usePreapprovalOnce(this.queuedPreapprovals.get(name), name, now);
-      }
-      return this.build(change, nodes, usedToken, usedInstallMode);
-    } finally {
-      // Read-aheads started at or before this change's are all used: forget the batches before it.
-      while (this.recentlyLanded.length && this.recentlyLanded[0]!.no <= ahead.startedAt) {
-        this.recentlyLanded.shift();
-      }
+      const rec: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
+      const next: Current = { rev: rec.rev, state: rec.state, group: rec.group, json: JSON.stringify(rec) };
+      latest.set(name, next);
+      nodes.push({ name, prev, next, archivePrev: w.archivePrev === true });
     }
+    const usedToken =
+      change.useToken !== undefined
+        ? useTokenOnce(this.queuedTokens.get(change.useToken), change.useToken)
+        : undefined;
+    // Refuses an unknown token now; build() applies it to the same queued state (no await in between).
+    if (change.tokenUpdate) updateTokenOnce(this.queuedTokens.get(change.tokenUpdate.id), change.tokenUpdate);
+    if (change.installModeWindow !== undefined) {
+      expectInstallModeWindow(this.queuedInstallMode, change.installModeWindow);
+    }
+    const usedInstallMode = change.useInstallMode
+      ? useInstallModeOnce(this.queuedInstallMode, change.useInstallMode.since)
+      : undefined;
+    if (change.usePreapproval) {
+      const { name, now } = change.usePreapproval;
+      usePreapprovalOnce(this.queuedPreapprovals.get(name), name, now);
+    }
+    return this.build(change, nodes, usedToken, usedInstallMode);
   }
 
   private build(
@@ -718,15 +679,15 @@ export class LevelRegistry implements Registry {
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
     const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-    this.enqueue({ ops, state, names: nodes.map((n) => n.name), events, land, resolve, reject });
+    this.enqueue({ ops, state, events, land, resolve, reject });
     return { events, done };
   }
 
   /** Writes ops that no Change carries (identity, serial lease) through the same ordered writer. */
-  private write(ops: Op[], names: string[], events: MusterEvent[], land: () => void): Promise<void> {
+  private write(ops: Op[], events: MusterEvent[], land: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
       this.assertWritable();
-      this.enqueue({ ops, names, events, land, resolve, reject });
+      this.enqueue({ ops, events, land, resolve, reject });
     });
   }
 
@@ -761,8 +722,6 @@ export class LevelRegistry implements Registry {
         this.onFatal?.(err);
         return;
       }
-      this.landedBatches++;
-      this.recentlyLanded.push({ no: this.landedBatches, names: batches.flatMap((b) => b.names) });
       for (const b of batches) b.land();
       for (const b of batches) b.resolve();
       this.delivery.publish(batches.flatMap((b) => b.events));
@@ -781,9 +740,8 @@ export class LevelRegistry implements Registry {
 
   private async shutDown(): Promise<void> {
     this.closing = true;
-    // Changes already called for are checked and queued (or refused), then written: they may be
-    // about to be acknowledged.
-    await this.section;
+    // Changes already called for were checked and queued (or refused) when called; the queued ones
+    // are written: they may be about to be acknowledged.
     while (this.writing) await this.writing;
     this.delivery.drain();
     await this.db.close();

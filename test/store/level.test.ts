@@ -176,34 +176,26 @@ describe('LevelRegistry', () => {
     }
   });
 
-  it('checks a write against a record that landed after its read-ahead, not the read-ahead', async () => {
+  it('checks a write against the record as queued, then as landed, whatever the read path', async () => {
     const t = tempDir('muster-store-');
     const reg = await LevelRegistry.open(path.join(t.dir, 'registry'));
     try {
-      // The store's own level handle, reached past its privacy, to order reads deterministically.
-      const db = (reg as unknown as { db: { getMany: (keys: string[]) => Promise<(string | undefined)[]> } })
-        .db;
-      const getMany = db.getMany.bind(db);
-      let open!: () => void;
-      const gate = new Promise<void>((r) => (open = r));
-      let readsOfX = 0;
-      db.getMany = async (keys) => {
-        if (keys.includes('n!y')) await gate; // holds the section while x lands
-        // The second read of x ran before the first write of x landed: it saw no record.
-        if (keys.includes('n!x') && ++readsOfX === 2) return keys.map(() => undefined);
-        return getMany(keys);
-      };
+      // The section reads the durable record synchronously; the pool's reads must not be needed.
+      const db = (reg as unknown as { db: Record<string, unknown> }).db;
+      db.get = db.getMany = () => Promise.reject(new Error('no read through the pool'));
       const a = reg.apply({ nodes: [{ expectRev: 0, next: rec('x', 'pending', { key: 'first' }) }] });
-      const c = reg.apply({ nodes: [{ expectRev: 0, next: rec('y', 'pending') }] });
+      // Called while the first write of x is queued: checked against it.
       const b = reg.apply({ nodes: [{ expectRev: 0, next: rec('x', 'pending', { key: 'second' }) }] });
       const settledB = b.catch((e: unknown) => e);
-      await a; // x is durable, and no longer among the queued writes
-      open();
-      await c;
+      await a;
       expect(isStoreConflict(await settledB, 'node')).toBe(true);
-      expect(readsOfX).toBe(2);
-      expect(await reg.getNode('x')).toMatchObject({ rev: 1, key: 'first' });
-      expect(await reg.counts()).toMatchObject({ pending: 2 });
+      // Called once x has landed (no longer queued): checked against the durable record.
+      await expect(
+        reg.apply({ nodes: [{ expectRev: 0, next: rec('x', 'pending', { key: 'third' }) }] }),
+      ).rejects.toSatisfy((e: unknown) => isStoreConflict(e, 'node'));
+      await reg.apply({ nodes: [{ expectRev: 1, next: rec('x', 'accepted', { key: 'first' }) }] });
+      expect(await reg.getNode('x')).toMatchObject({ rev: 2, key: 'first', state: 'accepted' });
+      expect(await reg.counts()).toMatchObject({ pending: 0, accepted: 1 });
     } finally {
       await reg.close();
       t.cleanup();
