@@ -10,12 +10,11 @@
  * order, each handshake finishes in the time of a few, so the registrar's throughput goes to nodes
  * that then finish.
  *
- * A slot is the server's work on a handshake, not the client's: a TLS 1.3 server does its part (the
- * key exchange and signature) on the ClientHello, then waits for the client's Finished. A slow client
- * (a loaded machine, a far network) must not hold a slot for the 10 s handshake timeout while the
- * server idles, so a handshake gives its slot back when it ends or after `holdMs`, whichever first
- * (measured: 5,000 agents from 2 starved client processes, slots held by their slow handshakes, the
- * registrar at 2 % of a core and no node through in 300 s).
+ * A handshake gives its slot back when it ends, or after `holdMs` when the client is slow. Most of
+ * the server's work is done on the ClientHello; after that it waits for the client's Finished. A
+ * short hold frees slots that slow clients would otherwise hold until the handshake timeout. It
+ * also lets more handshakes share the CPU at once, and on a loaded machine a 1 s hold did worse
+ * than none. The API therefore sets the hold to the handshake timeout (api.ts DEFAULT_HANDSHAKES).
  *
  * Bounded: a connection that waited `maxWaitMs` is closed rather than started (its client is about to
  * give up), and beyond `maxQueued` waiting ones a new connection is closed at once (a flood of idle
