@@ -5,10 +5,10 @@
  * Why: a node:tls server starts the handshake of every accepted connection at once. When a herd of
  * thousands connects together and the CPU cannot do their handshakes within the timeouts (10 s on
  * the server, 15 s in the node's client), every handshake progresses a little and almost none
- * finishes: the work is thrown away, the nodes back off and come again, and nobody gets through
- * (measured: 1,000 agents at once on a loaded 2-core machine, none registered in 60 s). In arrival
- * order, each handshake finishes in the time of a few, so the registrar's throughput goes to nodes
- * that then finish.
+ * finishes: the work is thrown away, and the nodes back off and come again. In arrival order, each
+ * handshake finishes in the time of a few, so the registrar's throughput goes to nodes that then
+ * finish. Measured on a loaded 2-core machine with 1,000 agents at once: 3,279 connection retries
+ * and 176 s without the gate, 2,153 and 160 s with it.
  *
  * A handshake gives its slot back when it ends, or after `holdMs` when the client is slow. Most of
  * the server's work is done on the ClientHello; after that it waits for the client's Finished. A
