@@ -301,6 +301,36 @@ describe('actions through the operator service', () => {
   });
 });
 
+describe('reject and revoke', () => {
+  it('reject a waiting node; revoke a token (not without the CSRF token)', async () => {
+    await pending('web-rejected');
+    const { cookie, csrf } = await login();
+    const ok = { cookie: `${SESSION_COOKIE}=${cookie}`, origin: origin(), [CSRF_HEADER]: csrf };
+    const r = await request('POST', '/api/nodes/web-rejected/reject', { headers: ok, body: {} });
+    expect(r.status, r.text).toBe(200);
+    const rec = await reg.service.registry.getNode('web-rejected');
+    expect(rec!.state).toBe('rejected');
+    expect(rec!.decision!.detail).toMatch(/^rejected by .+ via the web page$/);
+
+    const { view } = await reg.service.operator.createToken({
+      ttlMs: 60_000,
+      maxUses: null,
+      roles: [],
+      clusters: [],
+    });
+    const state = async (): Promise<string> =>
+      (await reg.service.operator.listTokens()).find((x) => x.id === view.id)!.state;
+    const refused = await request('DELETE', `/api/tokens/${view.id}`, {
+      headers: { cookie: ok.cookie, origin: origin() },
+    });
+    expect(refused.status).toBe(403);
+    expect(await state()).toBe('valid');
+    const revoked = await request('DELETE', `/api/tokens/${view.id}`, { headers: ok });
+    expect(revoked.status, revoked.text).toBe(200);
+    expect(await state()).toBe('revoked');
+  });
+});
+
 describe('the node table', () => {
   it('searches by name prefix, filters by role and state, and pages with after=', async () => {
     for (const n of ['pfx-a1', 'pfx-a2', 'pfx-b1', 'pfx-a3', 'pfy-a1', 'pfw-a1']) {
