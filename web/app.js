@@ -285,7 +285,8 @@ function describeEvent(ev) {
   const d = ev.detail ?? {};
   const parts = Object.entries(d)
     .filter(([, v]) => v !== undefined && v !== null && typeof v !== 'object')
-    .map(([k, v]) => `${k}=${v}`);
+    // Times the store keeps as milliseconds (a token's expiresAt) read as dates.
+    .map(([k, v]) => `${k}=${k.endsWith('At') && typeof v === 'number' ? new Date(v).toISOString() : v}`);
   return `${new Date(ev.at).toLocaleTimeString()}  ${ev.type}  ${ev.name ?? ''}  ${parts.join(' ')}`;
 }
 
