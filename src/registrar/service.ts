@@ -188,7 +188,9 @@ export class RegistrarService implements RegistrationEndpoint {
 
   static async create(o: RegistrarServiceOptions): Promise<RegistrarService> {
     const s = new RegistrarService(o);
-    s.pendingSources = await PendingSources.open(o.registry);
+    // Loads in the background (a read of every pending record: seconds on a million-record store,
+    // issue 12 target 2); a per-source cap check waits for it.
+    s.pendingSources = PendingSources.open(o.registry);
     (s as { operator: Operator }).operator = await Operator.create({
       registry: o.registry,
       registration: s.registration,

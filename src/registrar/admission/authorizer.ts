@@ -103,7 +103,7 @@ export interface AuthorizerOptions {
     max: number;
     count: () => Promise<number>;
     /** And beyond this many from one source (an IPv4 address or IPv6 /64), so one client cannot fill it. */
-    perSource?: { max: number; count: (address: string) => number };
+    perSource?: { max: number; count: (address: string) => number | Promise<number> };
   };
   /**
    * The policy hook (--policy-exec, admission/policy-hook.ts): it sees every verdict that is not a
@@ -160,7 +160,7 @@ export class Authorizer {
         : verdict;
     const cap = this.opts.pendingCap;
     if (cap && !req.alreadyPending) {
-      if (cap.perSource && cap.perSource.count(req.address) >= cap.perSource.max) {
+      if (cap.perSource && (await cap.perSource.count(req.address)) >= cap.perSource.max) {
         return {
           kind: 'deny',
           code: 'closed',

@@ -12,29 +12,41 @@ export class PendingSources {
   private readonly byName = new Map<string, string>();
   private readonly counts = new Map<string, number>();
   private readonly unwatch: () => void;
+  private loaded: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor(registry: Registry) {
     this.unwatch = registry.watch((ev) => this.onEvent(ev));
   }
 
-  /** Loads the pending records there are (paged), then follows the store's events. */
-  static async open(registry: Registry): Promise<PendingSources> {
+  /**
+   * Follows the store's events from now and loads the pending records there are (paged) in the
+   * background: count() answers once they are loaded, so a registrar on a large store is ready
+   * without first reading every pending record.
+   */
+  static open(registry: Registry): PendingSources {
     const p = new PendingSources(registry);
-    let after: string | undefined;
-    for (;;) {
-      const page = await registry.listNodes({ state: 'pending', limit: 1000, ...(after ? { after } : {}) });
-      for (const r of page) if (!p.byName.has(r.name) && r.addresses[0]) p.add(r.name, r.addresses[0]);
-      if (page.length < 1000) break;
-      after = page[page.length - 1]!.name;
-    }
+    p.loaded = (async () => {
+      let after: string | undefined;
+      while (!p.closed) {
+        const page = await registry.listNodes({ state: 'pending', limit: 1000, ...(after ? { after } : {}) });
+        for (const r of page) if (!p.byName.has(r.name) && r.addresses[0]) p.add(r.name, r.addresses[0]);
+        if (page.length < 1000) break;
+        after = page[page.length - 1]!.name;
+      }
+    })();
+    // A failed load fails the count() calls that wait for it; closing stops it (the store closes next).
+    p.loaded.catch(() => undefined);
     return p;
   }
 
-  count(address: string): number {
+  async count(address: string): Promise<number> {
+    await this.loaded;
     return this.counts.get(sourceKey(address)) ?? 0;
   }
 
   close(): void {
+    this.closed = true;
     this.unwatch();
   }
 
