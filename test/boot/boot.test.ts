@@ -16,7 +16,15 @@
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync, appendFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN } from '../helpers/cli.js';
@@ -190,6 +198,11 @@ describe.skipIf(suite.skip)('the units under systemd in nspawn containers', () =
     const state = path.join(registrar.root, 'var/lib/muster-registrar');
     expect(statSync(state).uid).toBe(Number(uid));
     expect(statSync(state).mode & 0o777).toBe(0o700);
+    // What it wrote there under ProtectSystem=strict: its CA (the key private to it) and its store.
+    expect(readdirSync(state)).toEqual(expect.arrayContaining(['ca', 'registry']));
+    const ca = readdirSync(path.join(state, 'ca'));
+    expect(ca).toEqual(expect.arrayContaining(['ca.crt', 'ca.key']));
+    for (const f of ca) expect(statSync(path.join(state, 'ca', f)).uid, f).toBe(Number(uid));
   }, 300_000);
 
   it('the node container boots, registers over mDNS under install mode and reaches muster-registered.target; the unit that requires it runs', async () => {
@@ -229,11 +242,11 @@ describe.skipIf(suite.skip)('the units under systemd in nspawn containers', () =
   }, 300_000);
 
   it('after a reboot the join exits 0 at once (already registered); the renewal timer renews the certificate when due', async () => {
-    expect(await node.poweroff()).toBe(0);
+    // The drop-in takes effect at the next boot (no daemon-reload: systemd reads it as it starts).
     const dropIns = path.join(node.root, 'etc/systemd/system/muster-renew.timer.d');
     mkdirSync(dropIns);
     writeFileSync(path.join(dropIns, 'test.conf'), RENEW_TIMER_SOON);
-    await node.boot();
+    await node.reboot();
     await node.waitFor('muster-registered.target active', active(node, 'muster-registered.target'), {
       units: ['muster-join.service'],
     });

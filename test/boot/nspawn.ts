@@ -13,11 +13,11 @@
  *
  *   bootSuite(suite): { skip, rootfs }    run; skip loudly; or with CI=true fail (as etcdSuite)
  *   overlay(lowers, dir): mounts an overlayfs at dir/root, changes in dir/upper
- *   new Container(name, root, netns).boot() / .exec() / .poweroff() / .destroy()
+ *   new Container(name, root, netns).boot() / .exec() / .show() / .journal() / .reboot() / .poweroff()
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'vitest';
@@ -295,12 +295,25 @@ export class Container {
     return code;
   }
 
+  /**
+   * Reboots the container from inside (`systemctl reboot`): its systemd shuts down, systemd-nspawn
+   * exits 133 ("rebooted": a supervisor such as systemd-nspawn@.service starts it again), and so do we.
+   */
+  async reboot(timeoutMs = 60_000): Promise<void> {
+    if (!this.exited) throw new Error(`container ${this.name} was not booted`);
+    const exited = this.exited;
+    const r = await this.exec('systemctl', ['reboot']);
+    if (r.code !== 0) throw new Error(`container ${this.name}: systemctl reboot failed: ${r.stderr}`);
+    const code = await Promise.race([exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+    if (code !== 133) {
+      throw new Error(
+        `container ${this.name}: systemd-nspawn ended ${code} on reboot, not 133:\n${this.console}`,
+      );
+    }
+    await this.boot();
+  }
+
   consoleOutput(): string {
     return this.console;
   }
-}
-
-/** Removes a directory this suite made (after its overlays are unmounted). */
-export function removeTree(dir: string | undefined): void {
-  if (dir) rmSync(dir, { recursive: true, force: true });
 }
