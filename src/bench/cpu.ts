@@ -1,15 +1,24 @@
 /**
- * Target 1: CPU per registration at most 2x the floor.
+ * Issue 12, targets 1 and 5a: CPU per join against a floor, for token joins and install-mode joins,
+ * and CPU per join on a large registry against an empty one.
  * Floor: a bare node:https server (TLS handshake + one RSA-2048 signature of 300 bytes per request).
- * Muster: POST /v1/join with a valid token proof. Both: a fresh TLS connection per request (no
- * keep-alive, no session resumption), server in a child process, CPU = the child's process.cpuUsage()
- * delta over the measured requests. Floor and muster repetitions alternate, so background load
- * touches both alike. Then one profiled run of each (V8 CPU profiler in the child) says where the
- * registrar's CPU goes.
+ * Muster: POST /v1/join with a valid token proof (one registrar), and without one while install mode
+ * is on for any address (a second registrar, so that neither rule sees the other's state). Every
+ * request is a fresh TLS connection (no keep-alive, no session resumption), `concurrency` at a time
+ * (the issue's measurement: 100), each server in its own child process; CPU = the child's
+ * process.cpuUsage() delta over the measured requests (all its threads), joins/s = requests over
+ * the wall time of the repetition. Floor and registrars take turns within each repetition, so
+ * background load touches all alike; ratios are taken within a repetition, then the median.
+ * With `bigStore`, a third registrar runs on a copy of a store of that many records (bench/store.ts
+ * buildStore) and takes token joins in the same turns: CPU per join there over the empty one's.
+ * Then one profiled run of the token registrar (V8 CPU profiler in the child) says where its CPU goes.
  */
+import { copyFileSync, linkSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { parseToken } from '../common/proof.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import {
+  admin,
   createToken,
   httpsRequest,
   joinBody,
@@ -18,10 +27,13 @@ import {
   median,
   pool,
   procThreadsCpuMs,
+  retryAfterMs,
   round,
   ServerChild,
+  sleep,
   type NodeIdentity,
 } from './lib.js';
+import { cachedStore } from './store.js';
 
 export interface CpuOptions {
   dir: string;
@@ -29,23 +41,38 @@ export interface CpuOptions {
   perRep: number;
   concurrency: number;
   profile: boolean;
+  /** Records in the large registry (target 5a: 1,000,000); 0 or absent: no large-registry runs. */
+  bigStore?: number;
+}
+
+/** One server's figures over the repetitions. */
+export interface ServerRuns {
+  /** CPU ms per request, per repetition. */
+  msPerReq: number[];
+  /** Requests per second (wall), per repetition. */
+  perSec: number[];
+  /** CPU ms per request by thread, summed over all repetitions (/proc, 10 ms ticks). */
+  threadsMsPerReq: Record<string, number>;
+  medianMs: number;
+  medianPerSec: number;
 }
 
 export interface CpuResult {
   perRep: number;
   reps: number;
   concurrency: number;
-  floorMsPerReq: number[];
-  musterMsPerJoin: number[];
-  ratios: number[];
-  floorMedianMs: number;
-  musterMedianMs: number;
-  ratioMedian: number;
-  musterJoinsPerSec: number[];
-  /** The registrar's CPU per join by thread (from /proc, 10 ms ticks summed over all repetitions). */
-  musterThreadsMsPerJoin: Record<string, number>;
-  floorThreadsMsPerReq: Record<string, number>;
-  floorReqPerSec: number[];
+  floor: ServerRuns;
+  token: ServerRuns;
+  install: ServerRuns;
+  /** Per repetition: registrar CPU per join / floor CPU per request, and joins/s over the floor's. */
+  ratios: { token: number[]; install: number[]; tokenRate: number[]; installRate: number[] };
+  ratioToken: number;
+  ratioInstall: number;
+  rateRatioToken: number;
+  rateRatioInstall: number;
+  /** Answers 503 (load shed) over the whole run, each asked again. */
+  shed: number;
+  big?: { records: number; runs: ServerRuns; ratios: number[]; ratio: number; buildMs: number };
   profile?: { muster: ProfileSummary; floor: ProfileSummary; musterFile: string; floorFile: string };
 }
 
@@ -102,91 +129,200 @@ async function runRequests(
 
 const fmtStatuses = (m: Map<number, number>): string => [...m].map(([s, c]) => `${s}x${c}`).join(' ');
 
+/**
+ * A copy of a built store that a registrar may write to, cheap on a million records: leveldb never
+ * rewrites a table file (.ldb) in place, so those are hard links; everything else (its log, MANIFEST,
+ * CURRENT, the CA) is copied.
+ */
+function linkCopy(from: string, to: string): void {
+  mkdirSync(to, { recursive: true, mode: 0o700 });
+  for (const name of readdirSync(from)) {
+    const src = path.join(from, name);
+    const dst = path.join(to, name);
+    if (statSync(src).isDirectory()) linkCopy(src, dst);
+    else if (name.endsWith('.ldb')) linkSync(src, dst);
+    else copyFileSync(src, dst);
+  }
+}
+
+interface Turn {
+  child: ServerChild;
+  request: (n: NodeIdentity) => Promise<number>;
+  cpu: number[];
+  perSec: number[];
+  threads: Map<string, number>;
+}
+
+const summary = (t: Turn, requests: number): ServerRuns => ({
+  msPerReq: t.cpu.map((x) => round(x, 3)),
+  perSec: t.perSec.map((x) => round(x, 0)),
+  threadsMsPerReq: Object.fromEntries(
+    [...t.threads].filter(([, v]) => v > 0).map(([k, v]) => [k, round(v / requests, 3)]),
+  ),
+  medianMs: median(t.cpu),
+  medianPerSec: median(t.perSec),
+});
+
 export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
   const warm = 40;
   const profiled = o.profile ? o.perRep : 0;
-  log(`cpu: making ${warm + o.reps * o.perRep + profiled} EC P-256 node keys and CSRs`);
-  const nodes = makeNodes('cpu', warm + o.reps * o.perRep + profiled);
+  const kinds = o.bigStore ? 3 : 2;
+  const total = warm * kinds + o.reps * o.perRep * kinds + profiled;
+  log(`cpu: making ${total} EC P-256 node keys and CSRs`);
+  const nodes = makeNodes('cpu', total);
   let cursor = 0;
   const take = (n: number): NodeIdentity[] => nodes.slice(cursor, (cursor += n));
 
-  const floor = await ServerChild.start({ mode: 'floor', dir: o.dir });
-  const muster = await ServerChild.start({ mode: 'registrar', dir: o.dir, rateLimit: 10_000_000 });
+  let big: { child: ServerChild; token: { id: string; secret: string }; buildMs: number } | undefined;
+  const children: ServerChild[] = [];
+  const start = async (c: Parameters<typeof ServerChild.start>[0]): Promise<ServerChild> => {
+    const child = await ServerChild.start(c);
+    children.push(child);
+    return child;
+  };
   try {
-    const token = await createToken(muster.ready.adminSocket!);
-    const floorReq = async (n: NodeIdentity): Promise<number> =>
-      (await httpsRequest(floor.ready.url, 'POST', '/v1/join', joinBody(n, token))).status;
-    const joinReq = async (n: NodeIdentity): Promise<number> =>
-      (await httpsRequest(muster.ready.url, 'POST', '/v1/join', joinBody(n, token))).status;
+    const floor = await start({ mode: 'floor', dir: o.dir });
+    const tokenReg = await start({
+      mode: 'registrar',
+      dir: path.join(o.dir, 'token'),
+      rateLimit: 10_000_000,
+    });
+    const installReg = await start({
+      mode: 'registrar',
+      dir: path.join(o.dir, 'install'),
+      rateLimit: 10_000_000,
+    });
+    const token = await createToken(tokenReg.ready.adminSocket!);
+    // Install mode for any address (the bench talks over loopback, which is no advertised link).
+    await admin(installReg.ready.adminSocket!, 'POST', '/v1/admin/install-mode', {
+      on: true,
+      forMs: 24 * 3_600_000,
+      remote: true,
+    });
+    if (o.bigStore) {
+      const { store, buildMs } = await cachedStore(o.bigStore);
+      const stateDir = path.join(o.dir, 'big-state');
+      log(`cpu: linking a copy of the ${o.bigStore}-record store into ${stateDir}`);
+      linkCopy(store.stateDir, stateDir);
+      const child = await start({
+        mode: 'registrar',
+        dir: path.join(o.dir, 'big'),
+        stateDir,
+        cluster: 'bench',
+        rateLimit: 10_000_000,
+      });
+      const parsed = parseToken(store.token);
+      if (!parsed) throw new Error('the built store has a malformed token');
+      big = { child, token: parsed, buildMs };
+    }
 
-    // Warm both (JIT, lazy module paths), then measure.
-    const w = take(warm);
-    await runRequests(warm, o.concurrency, (i) => floorReq(w[i]!));
-    await runRequests(warm, o.concurrency, (i) => joinReq(w[i]!));
+    // A registrar that sheds load answers 503 with Retry-After: the node asks again, as a real one
+    // does (a fresh proof, since its timestamp moved on). The refused requests' CPU counts against
+    // the joins, and their wait against joins/s.
+    let shed = 0;
+    const post = (child: ServerChild, t?: { id: string; secret: string }) => async (n: NodeIdentity) => {
+      for (let attempt = 1; ; attempt++) {
+        const res = await httpsRequest(child.ready.url, 'POST', '/v1/join', joinBody(n, t));
+        if (res.status !== 503 || attempt === 20) return res.status;
+        shed++;
+        await sleep(Math.min(retryAfterMs(res) ?? 1000, 2000));
+      }
+    };
+    const turn = (child: ServerChild, request: Turn['request']): Turn => ({
+      child,
+      request,
+      cpu: [],
+      perSec: [],
+      threads: new Map(),
+    });
+    const turns = {
+      floor: turn(floor, post(floor, token)),
+      token: turn(tokenReg, post(tokenReg, token)),
+      install: turn(installReg, post(installReg)),
+      ...(big ? { big: turn(big.child, post(big.child, big.token)) } : {}),
+    };
+    const registrars = Object.entries(turns).filter(([k]) => k !== 'floor');
 
+    // Warm each (JIT, lazy module paths; the big store's first reads), then measure.
+    const w = take(warm * registrars.length);
+    await runRequests(warm, o.concurrency, (i) => turns.floor.request(w[i]!));
+    for (const [i, [, t]] of registrars.entries())
+      await runRequests(warm, o.concurrency, (j) => t.request(w[i * warm + j]!));
+
+    for (let r = 0; r < o.reps; r++) {
+      const batches = registrars.map(() => take(o.perRep));
+      // The floor answers the same bodies as the token registrar (it never looks at them).
+      const all: [string, Turn, NodeIdentity[]][] = [
+        ['floor', turns.floor, batches[0]!],
+        ...registrars.map(([k, t], i): [string, Turn, NodeIdentity[]] => [k, t, batches[i]!]),
+      ];
+      // Each repetition starts with the next server: no server always runs first or after another.
+      const order = all.map((_, i) => all[(i + r) % all.length]!);
+      const line: string[] = [];
+      for (const [name, t, batch] of order) {
+        const c0 = await t.child.cpuMs();
+        const t0 = procThreadsCpuMs(t.child.pid);
+        const res = await runRequests(o.perRep, o.concurrency, (i) => t.request(batch[i]!));
+        const t1 = procThreadsCpuMs(t.child.pid);
+        const c1 = await t.child.cpuMs();
+        if ((res.statuses.get(201) ?? 0) !== o.perRep)
+          throw new Error(
+            `${name === 'floor' ? 'the floor' : `the ${name} registrar`} answered ${fmtStatuses(res.statuses)}`,
+          );
+        for (const [k, v] of t1) t.threads.set(k, (t.threads.get(k) ?? 0) + v - (t0.get(k) ?? 0));
+        t.cpu.push((c1 - c0) / o.perRep);
+        t.perSec.push((1000 * o.perRep) / res.wallMs);
+        line.push(
+          `${name} ${((c1 - c0) / o.perRep).toFixed(3)} ms, ${((1000 * o.perRep) / res.wallMs).toFixed(0)}/s`,
+        );
+      }
+      log(
+        `cpu rep ${r + 1}/${o.reps}: ${line.join('; ')}${shed ? ` (${shed} answers 503 so far, asked again)` : ''}`,
+      );
+    }
+
+    const n = o.reps * o.perRep;
+    const ratio = (a: number[], b: number[]): number[] => a.map((x, i) => round(x / b[i]!, 2));
+    const ratios = {
+      token: ratio(turns.token.cpu, turns.floor.cpu),
+      install: ratio(turns.install.cpu, turns.floor.cpu),
+      tokenRate: ratio(turns.token.perSec, turns.floor.perSec),
+      installRate: ratio(turns.install.perSec, turns.floor.perSec),
+    };
     const res: CpuResult = {
       perRep: o.perRep,
       reps: o.reps,
       concurrency: o.concurrency,
-      floorMsPerReq: [],
-      musterMsPerJoin: [],
-      ratios: [],
-      floorMedianMs: NaN,
-      musterMedianMs: NaN,
-      ratioMedian: NaN,
-      musterJoinsPerSec: [],
-      floorReqPerSec: [],
-      musterThreadsMsPerJoin: {},
-      floorThreadsMsPerReq: {},
+      floor: summary(turns.floor, n),
+      token: summary(turns.token, n),
+      install: summary(turns.install, n),
+      ratios,
+      ratioToken: median(ratios.token),
+      ratioInstall: median(ratios.install),
+      rateRatioToken: median(ratios.tokenRate),
+      rateRatioInstall: median(ratios.installRate),
+      shed,
     };
-    const threads = new Map<string, number>();
-    const floorThreads = new Map<string, number>();
-    for (let r = 0; r < o.reps; r++) {
-      const batch = take(o.perRep);
-      const f0 = await floor.cpuMs();
-      const ft0 = procThreadsCpuMs(floor.pid);
-      const fr = await runRequests(o.perRep, o.concurrency, (i) => floorReq(batch[i]!));
-      const ft1 = procThreadsCpuMs(floor.pid);
-      const f1 = await floor.cpuMs();
-      for (const [k, v] of ft1) floorThreads.set(k, (floorThreads.get(k) ?? 0) + v - (ft0.get(k) ?? 0));
-      const m0 = await muster.cpuMs();
-      const t0 = procThreadsCpuMs(muster.pid);
-      const mr = await runRequests(o.perRep, o.concurrency, (i) => joinReq(batch[i]!));
-      const t1 = procThreadsCpuMs(muster.pid);
-      const m1 = await muster.cpuMs();
-      for (const [k, v] of t1) threads.set(k, (threads.get(k) ?? 0) + v - (t0.get(k) ?? 0));
-      if ((fr.statuses.get(201) ?? 0) !== o.perRep)
-        throw new Error(`floor answered ${fmtStatuses(fr.statuses)}`);
-      if ((mr.statuses.get(201) ?? 0) !== o.perRep)
-        throw new Error(`registrar answered ${fmtStatuses(mr.statuses)}`);
-      const fms = (f1 - f0) / o.perRep;
-      const mms = (m1 - m0) / o.perRep;
-      res.floorMsPerReq.push(round(fms, 3));
-      res.musterMsPerJoin.push(round(mms, 3));
-      res.ratios.push(round(mms / fms, 2));
-      res.floorReqPerSec.push(round((1000 * o.perRep) / fr.wallMs, 0));
-      res.musterJoinsPerSec.push(round((1000 * o.perRep) / mr.wallMs, 0));
-      log(
-        `cpu rep ${r + 1}/${o.reps}: floor ${fms.toFixed(3)} ms/req, muster ${mms.toFixed(3)} ms/join, ratio ${(mms / fms).toFixed(2)}`,
-      );
+    if (big && turns.big) {
+      const bigRatios = ratio(turns.big.cpu, turns.token.cpu);
+      res.big = {
+        records: o.bigStore!,
+        runs: summary(turns.big, n),
+        ratios: bigRatios,
+        ratio: median(bigRatios),
+        buildMs: round(big.buildMs, 0),
+      };
     }
-    for (const [k, v] of threads)
-      if (v > 0) res.musterThreadsMsPerJoin[k] = round(v / (o.reps * o.perRep), 3);
-    for (const [k, v] of floorThreads)
-      if (v > 0) res.floorThreadsMsPerReq[k] = round(v / (o.reps * o.perRep), 3);
-    res.floorMedianMs = median(res.floorMsPerReq);
-    res.musterMedianMs = median(res.musterMsPerJoin);
-    res.ratioMedian = median(res.ratios);
 
     if (o.profile) {
       const batch = take(profiled);
       const musterFile = path.join(o.dir, 'muster-join.cpuprofile');
       const floorFile = path.join(o.dir, 'floor.cpuprofile');
-      await muster.profileStart(250);
-      await runRequests(profiled, o.concurrency, (i) => joinReq(batch[i]!));
-      await muster.profileStop(musterFile);
+      await tokenReg.profileStart(250);
+      await runRequests(profiled, o.concurrency, (i) => turns.token.request(batch[i]!));
+      await tokenReg.profileStop(musterFile);
       await floor.profileStart(250);
-      await runRequests(profiled, o.concurrency, (i) => floorReq(batch[i]!));
+      await runRequests(profiled, o.concurrency, (i) => turns.floor.request(batch[i]!));
       await floor.profileStop(floorFile);
       res.profile = {
         muster: summariseProfile(musterFile, JOIN_PATH_FUNCTIONS, 25),
@@ -197,6 +333,6 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
     }
     return res;
   } finally {
-    await Promise.all([floor.stop(), muster.stop()]);
+    await Promise.all(children.map((c) => c.stop()));
   }
 }
