@@ -220,6 +220,8 @@ export function httpsRequest(
   urlPath: string,
   body?: unknown,
   timeoutMs = 120_000,
+  /** The client's source address (a 127.0.0.x: per-source bounds count by address). */
+  localAddress?: string,
 ): Promise<HttpResult> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
@@ -232,6 +234,7 @@ export function httpsRequest(
         agent: false,
         rejectUnauthorized: false,
         timeout: timeoutMs,
+        ...(localAddress ? { localAddress } : {}),
         headers: payload
           ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
           : {},

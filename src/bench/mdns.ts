@@ -18,7 +18,7 @@
  *    shared 2-core machine fewer, fuller hosts keep the bench from starving the registrar it measures.
  */
 import { X509Certificate } from 'node:crypto';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
@@ -191,6 +191,7 @@ async function timedJoin(h: LanHost, dir: string, name: string): Promise<JoinRun
   const code = await new Promise<number>((resolve) =>
     child.once('exit', (c, sig) => resolve(c ?? (sig ? 128 : -1))),
   );
+  writeFileSync(path.join(dir, `${name}.log`), out);
   if (code !== 0) throw new Error(`join ${name} exited ${code}: ${out.slice(-800)}`);
   const cert = new X509Certificate(readFileSync(path.join(stateDir, 'node.crt')));
   const ca = new X509Certificate(readFileSync(path.join(stateDir, 'ca.crt')));
