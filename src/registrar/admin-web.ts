@@ -34,6 +34,7 @@ import type { Logger } from '../common/log.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import { CreateTokenBody, InstallModeBody, NameParams, TokenIdParams } from '../admin/schemas.js';
 import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
+import type { Registry } from '../store/registry.js';
 import type { NodeRecord, NodeState } from '../store/types.js';
 import { followEvents } from './event-follow.js';
 import type { RegistrarService } from './service.js';
@@ -48,6 +49,23 @@ const MAX_HELD = 1000;
 export const WEB_NODE_SCAN_BUDGET = 5000;
 /** Events the stream replays when the page first connects (later: from Last-Event-ID). */
 const EVENTS_TAIL = 50;
+
+/**
+ * Where to start a fresh stream so that it shows (at least) the last `n` events. Sequence numbers
+ * need not be dense (on etcd they are the commit's revision x 256 plus the event's place in it), so
+ * `last - n` may hold far fewer than n events: the window doubles until it holds n, or reaches the
+ * start of the log. Each step reads at most n events.
+ */
+export async function tailStart(
+  registry: Pick<Registry, 'lastEventSeq' | 'listEvents'>,
+  n: number,
+): Promise<number> {
+  const last = await registry.lastEventSeq();
+  for (let w = n; ; w *= 2) {
+    const after = Math.max(0, last - w);
+    if (after === 0 || (await registry.listEvents(after, n)).length >= n) return after;
+  }
+}
 /** A comment line on an idle event stream, so proxies and the browser keep it open. */
 const HEARTBEAT_MS = 25_000;
 
@@ -500,7 +518,7 @@ export class AdminWeb {
       let after: number;
       if (typeof lastId === 'string' && /^[0-9]{1,15}$/.test(lastId)) after = Number(lastId);
       else if (q !== undefined) after = Number(q);
-      else after = Math.max(0, (await o.service.registry.lastEventSeq()) - EVENTS_TAIL);
+      else after = await tailStart(o.service.registry, EVENTS_TAIL);
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
