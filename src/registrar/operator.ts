@@ -123,7 +123,16 @@ export class Operator {
       });
       this.log.info({ node: name, key: rec.key, rule: 'approval', operator }, 'node accepted');
       this.o.fault?.('after-accept');
-      return this.o.registration.issueLocked({ ...accepted, rev: rec.rev + 1 });
+      try {
+        return await this.o.registration.issueLocked({ ...accepted, rev: rec.rev + 1 });
+      } catch (err) {
+        // On a shared store another registrar may finish the acceptance first (the node's poll
+        // there sees it accepted and issues): the approval stands, the certificate is theirs.
+        if (!isStoreConflict(err, 'node')) throw err;
+        const now = await this.o.registry.getNode(name);
+        if (now && now.key === rec.key && (now.state === 'issued' || now.state === 'active')) return now;
+        throw err;
+      }
     });
   }
 

@@ -180,6 +180,46 @@ describe.skipIf(gate.skip)('registrars on etcd', () => {
     expect(joined.status).toBe('registered');
     expect(await b.service.registry.getNode('waiter')).toMatchObject({ state: 'active' });
   }, 30_000);
+
+  it('an approval whose issue the other registrar finished first answers the certificate it issued, not an internal error', async () => {
+    const [a, b] = await twoRegistrars();
+    const nodeDir = path.join(t.dir, 'node');
+    const joining = joinNode(b, nodeDir, { name: 'race' });
+    for (let i = 0; i < 500; i++) {
+      if ((await a.service.registry.getNode('race'))?.state === 'pending') break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The race, made certain: right after A commits the acceptance, B (whose long poll would see it
+    // through the watch) finishes it before A signs.
+    const reg = a.service.registry;
+    const apply = reg.apply.bind(reg);
+    reg.apply = async (change) => {
+      const out = await apply(change);
+      if (change.events?.some((e) => e.type === 'accepted' && e.name === 'race')) {
+        for (let i = 0; i < 500; i++) {
+          await b.service.registration.ensureIssued('race');
+          if ((await b.service.registry.getNode('race'))?.state !== 'accepted') break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+      return out;
+    };
+    const seq = await a.service.registry.lastEventSeq();
+    const node = await a.admin.request<{ state: string; serial: string }>(
+      'POST',
+      '/v1/admin/nodes/race/approve',
+      {},
+    );
+    const stored = await b.service.registry.getNode('race');
+    expect(['issued', 'active']).toContain(node.state);
+    expect(node.serial).toBe(stored?.serial); // the certificate B issued: one, not two
+    const joined = await joining;
+    expect(joined.status).toBe('registered');
+    const issued = (await a.service.registry.listEvents(seq, 100)).filter(
+      (e) => e.type === 'issued' && e.name === 'race',
+    );
+    expect(issued).toHaveLength(1);
+  }, 30_000);
 });
 
 describe.skipIf(gate.skip)('muster registrar --store etcd://', () => {
