@@ -33,6 +33,7 @@ import { followEvents } from './event-follow.js';
 import type { GroupChange } from './groups.js';
 import type { Metrics } from './metrics.js';
 import { PeerIdentity } from './peer-cred.js';
+import type { Operator } from './operator.js';
 import type { RegistrarService } from './service.js';
 
 /** Events one filtered `GET /v1/admin/events` reads at most before it answers with `next`. */
@@ -69,6 +70,29 @@ function eventTypes(q: string): Set<string> {
 /** The admin web page (registrar/admin-web.ts), when --admin-listen is set: it mints login links. */
 export interface AdminWebLinks {
   loginLink(by: string): { url: string; expiresAt: string };
+}
+
+/** An install-mode body (admin API and web page) applied through the operator service. */
+export function setInstallMode(op: Operator, b: Static<typeof InstallModeBody>) {
+  if (!b.on) return op.installModeOff();
+  return op.installModeOn({
+    forMs: b.forMs,
+    max: b.max ?? null,
+    remote: b.remote ?? false,
+    ...(b.role ? { role: b.role } : {}),
+    ...(b.cluster ? { cluster: b.cluster } : {}),
+  });
+}
+
+/** A token-create body (admin API and web page) applied through the operator service. */
+export function createToken(op: Operator, b: Static<typeof CreateTokenBody>) {
+  return op.createToken({
+    ttlMs: b.ttlMs === undefined ? TOKEN_TTL_DEFAULT_MS : b.ttlMs,
+    maxUses: b.uses ?? null,
+    roles: b.roles ?? [],
+    clusters: b.clusters ?? [],
+    ...(b.description ? { description: b.description } : {}),
+  });
 }
 
 export async function buildAdminApi(
@@ -119,26 +143,11 @@ export async function buildAdminApi(
 
   app.get('/v1/admin/install-mode', async () => op.installModeStatus());
   app.post('/v1/admin/install-mode', { schema: { body: InstallModeBody } }, async (req) => {
-    const b = req.body as Static<typeof InstallModeBody>;
-    if (!b.on) return op.installModeOff();
-    return op.installModeOn({
-      forMs: b.forMs,
-      max: b.max ?? null,
-      remote: b.remote ?? false,
-      ...(b.role ? { role: b.role } : {}),
-      ...(b.cluster ? { cluster: b.cluster } : {}),
-    });
+    return setInstallMode(op, req.body as Static<typeof InstallModeBody>);
   });
 
   app.post('/v1/admin/tokens', { schema: { body: CreateTokenBody } }, async (req, reply) => {
-    const b = req.body as Static<typeof CreateTokenBody>;
-    const { token, view } = await op.createToken({
-      ttlMs: b.ttlMs === undefined ? TOKEN_TTL_DEFAULT_MS : b.ttlMs,
-      maxUses: b.uses ?? null,
-      roles: b.roles ?? [],
-      clusters: b.clusters ?? [],
-      ...(b.description ? { description: b.description } : {}),
-    });
+    const { token, view } = await createToken(op, req.body as Static<typeof CreateTokenBody>);
     return reply.code(201).send({ token, ...view });
   });
   app.get('/v1/admin/tokens', async () => ({ tokens: await op.listTokens() }));

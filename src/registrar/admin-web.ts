@@ -31,11 +31,11 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Clock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import { CreateTokenBody, InstallModeBody, NameParams, TokenIdParams } from '../admin/schemas.js';
 import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.js';
 import type { Registry } from '../store/registry.js';
 import type { NodeRecord, NodeState } from '../store/types.js';
+import { createToken, setInstallMode } from './admin-api.js';
 import { followEvents } from './event-follow.js';
 import type { RegistrarService } from './service.js';
 
@@ -478,26 +478,11 @@ export class AdminWeb {
     }
     app.post('/api/install-mode', { schema: { body: InstallModeBody } }, async (req) => {
       changer(req);
-      const b = req.body as Static<typeof InstallModeBody>;
-      if (!b.on) return op.installModeOff();
-      return op.installModeOn({
-        forMs: b.forMs,
-        max: b.max ?? null,
-        remote: b.remote ?? false,
-        ...(b.role ? { role: b.role } : {}),
-        ...(b.cluster ? { cluster: b.cluster } : {}),
-      });
+      return setInstallMode(op, req.body as Static<typeof InstallModeBody>);
     });
     app.post('/api/tokens', { schema: { body: CreateTokenBody } }, async (req, reply) => {
       changer(req);
-      const b = req.body as Static<typeof CreateTokenBody>;
-      const { token, view } = await op.createToken({
-        ttlMs: b.ttlMs === undefined ? TOKEN_TTL_DEFAULT_MS : b.ttlMs,
-        maxUses: b.uses ?? null,
-        roles: b.roles ?? [],
-        clusters: b.clusters ?? [],
-        ...(b.description ? { description: b.description } : {}),
-      });
+      const { token, view } = await createToken(op, req.body as Static<typeof CreateTokenBody>);
       // The secret goes to this answer only (shown once by the page, never stored by it).
       return reply
         .code(201)
