@@ -95,6 +95,9 @@ import {
   type Revocation,
   type SerialRecord,
   type TokenRecord,
+  type WaitingEntry,
+  type WaitingState,
+  waitingEntry,
 } from './registry.js';
 import {
   banId,
@@ -838,6 +841,16 @@ export class EtcdRegistry implements Registry {
     const sub = `s/${state}/`;
     const { kvs } = await this.rangeOf(sub, { limit, keysOnly: true });
     return kvs.map((kv) => kv.key.toString().slice(this.prefix.length + sub.length));
+  }
+
+  /**
+   * From the state index and the records at one revision (listNodes): etcd keeps no entry in its
+   * index values. The level backend does, because there a read of every waiting record touches
+   * most of a large store's mmapped tables (issue 12 target 2); here records come over the network
+   * and cost the registrar no memory beyond the page.
+   */
+  async listWaiting(opts: { state: WaitingState; after?: string; limit: number }): Promise<WaitingEntry[]> {
+    return (await this.listNodes(opts)).map(waitingEntry);
   }
 
   async history(name: string): Promise<NodeRecord[]> {

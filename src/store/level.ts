@@ -4,7 +4,10 @@
  *
  * Key layout (strings; values JSON):
  *   n!<name>                        current node record of a name
- *   s!<state>!<name>                index by state ('' value)
+ *   s!<state>!<name>                index by state: '' value, but for a waiting state (heard, pending,
+ *                                   issued) {"at": ms, "a": address}, the record's WaitingEntry (see
+ *                                   listWaiting; stores written before it hold '' until their first
+ *                                   open fills them, see fillWaitingIndex)
  *   g!<group>!<name>                index by group ('' value; only records that name a group)
  *   h!<name>!<seq:16 hex>[!<rev:16 hex>]
  *                                   an earlier record of the name (archivePrev), oldest first; seq is
@@ -61,6 +64,10 @@ import {
   type Revocation,
   type SerialRecord,
   type TokenRecord,
+  type WaitingEntry,
+  type WaitingState,
+  WAITING_STATES,
+  waitingEntry,
 } from './registry.js';
 import {
   banId,
@@ -109,6 +116,8 @@ interface Current {
   state: NodeState;
   /** The group the record names, if any: what its g! index key is. */
   group: string | undefined;
+  /** The value of its s! index key (indexValue). */
+  idx: string;
   /** The record as stored (archived as is, normalised when read back). */
   json: string;
 }
@@ -125,6 +134,16 @@ interface Batch {
   land: () => void;
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+const isWaiting = (state: NodeState): state is WaitingState =>
+  (WAITING_STATES as readonly NodeState[]).includes(state);
+
+/** The value of a record's s! key: its WaitingEntry (less the name, the key's) in a waiting state. */
+function indexValue(rec: NodeRecord): string {
+  if (!isWaiting(rec.state)) return '';
+  const { enteredAt, address } = waitingEntry(rec);
+  return JSON.stringify(address === undefined ? { at: enteredAt } : { at: enteredAt, a: address });
 }
 
 const zeroCounts = (): Record<NodeState, number> =>
@@ -223,10 +242,37 @@ export class LevelRegistry implements Registry {
     }
     this.queuedCounts = { ...this.landedCounts };
     this.queuedInstallMode = this.landedInstallMode;
+    await this.fillWaitingIndex();
     this.landedSeq = this.queuedSeq = await this.lastHex('e!');
     this.serialCounter = Math.max(await this.lastHex('sn!'), lease === undefined ? 0 : Number(lease));
     this.serialCeiling = this.serialCounter;
     await this.trimEvents();
+  }
+
+  /**
+   * A store written before the waiting states' index carried WaitingEntry values (or bulk-loaded,
+   * bulkLoadLevel) holds '' there: each such state's index is filled once, here, from its records,
+   * in one synced batch per state (a crash leaves a state all filled or all not). That one open
+   * reads every waiting record, as every start's steward sweep did before; later opens read one
+   * key per state. listWaiting still reads the record of any entry left '' (never stale: every
+   * write of a waiting record writes its value).
+   */
+  private async fillWaitingIndex(): Promise<void> {
+    for (const state of WAITING_STATES) {
+      if (this.landedCounts[state] === 0) continue;
+      const prefix = K.state(state, '');
+      let filled = true;
+      for await (const v of this.db.values({ gt: prefix, lt: prefix + END, limit: 1 })) filled = v !== '';
+      if (filled) continue;
+      const ops: Op[] = [];
+      for await (const k of this.db.keys({ gt: prefix, lt: prefix + END })) {
+        const v = this.db.getSync(K.node(k.slice(prefix.length)));
+        if (v === undefined) continue;
+        const rec = normaliseNode(JSON.parse(v));
+        if (rec.state === state) ops.push({ type: 'put', key: k, value: indexValue(rec) });
+      }
+      await this.db.batch(ops as never, { sync: true } as never);
+    }
   }
 
   /** The highest 16-hex suffix under a prefix: one key read backwards. */
@@ -358,6 +404,33 @@ export class LevelRegistry implements Registry {
     return names;
   }
 
+  /**
+   * From the state index alone: its keys and values lie together, a few MB on a million records,
+   * where the records of those names lie across the whole store (each read would map in a table
+   * page: RSS, issue 12 target 2). An entry whose value is '' (not filled, see fillWaitingIndex)
+   * is read from its record.
+   */
+  async listWaiting(opts: { state: WaitingState; after?: string; limit: number }): Promise<WaitingEntry[]> {
+    if (opts.limit <= 0) return [];
+    const prefix = K.state(opts.state, '');
+    const out: WaitingEntry[] = [];
+    for await (const [k, v] of this.db.iterator({
+      gt: prefix + (opts.after ?? ''),
+      lt: prefix + END,
+      limit: opts.limit,
+    })) {
+      const name = k.slice(prefix.length);
+      if (v !== '') {
+        const { at, a } = JSON.parse(v) as { at: number; a?: string };
+        out.push(a === undefined ? { name, enteredAt: at } : { name, enteredAt: at, address: a });
+        continue;
+      }
+      const rec = this.db.getSync(K.node(name));
+      if (rec !== undefined) out.push(waitingEntry(normaliseNode(JSON.parse(rec))));
+    }
+    return out;
+  }
+
   async history(name: string): Promise<NodeRecord[]> {
     const out: NodeRecord[] = [];
     for await (const v of this.db.values({ gt: `h!${name}!`, lt: `h!${name}!${END}` })) {
@@ -486,7 +559,7 @@ export class LevelRegistry implements Registry {
     const v = this.db.getSync(K.node(name));
     if (v === undefined) return undefined;
     const r = normaliseNode(JSON.parse(v));
-    return { rev: r.rev, state: r.state, group: r.group, json: v };
+    return { rev: r.rev, state: r.state, group: r.group, idx: indexValue(r), json: v };
   }
 
   /**
@@ -506,7 +579,13 @@ export class LevelRegistry implements Registry {
         throw new StoreConflict('node', `node ${name} is at rev ${prev?.rev ?? 0}, not ${w.expectRev}`);
       }
       const rec: NodeRecord = { ...w.next, rev: w.expectRev + 1 };
-      const next: Current = { rev: rec.rev, state: rec.state, group: rec.group, json: JSON.stringify(rec) };
+      const next: Current = {
+        rev: rec.rev,
+        state: rec.state,
+        group: rec.group,
+        idx: indexValue(rec),
+        json: JSON.stringify(rec),
+      };
       latest.set(name, next);
       nodes.push({ name, prev, next, archivePrev: w.archivePrev === true });
     }
@@ -549,9 +628,12 @@ export class LevelRegistry implements Registry {
           ops.push({ type: 'del', key: K.state(prev.state, name) });
           this.queuedCounts[prev.state]--;
         }
-        ops.push({ type: 'put', key: K.state(next.state, name), value: '' });
+        ops.push({ type: 'put', key: K.state(next.state, name), value: next.idx });
         this.queuedCounts[next.state]++;
         countsChanged = true;
+      } else if (prev.idx !== next.idx) {
+        // Same state, another entry (re-heard from a new address, a new transition time).
+        ops.push({ type: 'put', key: K.state(next.state, name), value: next.idx });
       }
       // The group index follows the record (DESIGN "Groups"): the old group's key goes, the new one's comes.
       if (prev?.group !== next.group) {
@@ -762,7 +844,9 @@ export interface BulkLoadChunk {
  * Writes a new store in `dir` from final state, with the keys and values apply() would have left
  * (records, state and group indexes, counters, serials, revocations, the retained events, tokens,
  * registrar id, serial lease): for benchmarks on a million records, where one apply() per
- * transition takes minutes. Each chunk is one unsynced batch; the counters go last in one fsync'd
+ * transition takes minutes. The waiting states' index values are left '' (the layout of the stores
+ * this was first written for): the first open fills them (LevelRegistry.fillWaitingIndex). Each
+ * chunk is one unsynced batch; the counters go last in one fsync'd
  * batch, so a store cut short by a crash has no m!id and is refused by the caller's check, never
  * opened half-built as if whole. Refuses a directory that already holds a store.
  */

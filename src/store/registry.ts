@@ -142,6 +142,40 @@ export interface ListNodesOptions {
   limit: number;
 }
 
+/** The states a record waits in until someone acts, and the steward expires after their TTLs. */
+export type WaitingState = 'heard' | 'pending' | 'issued';
+export const WAITING_STATES: readonly WaitingState[] = ['heard', 'pending', 'issued'];
+
+/**
+ * A record in a waiting state as its state index holds it: what the steward (its TTL) and the
+ * per-source pending counts need, without a read of the record (issue 12 target 2: on a million
+ * records, reading every waiting record after each start touched most of the store's tables).
+ */
+export interface WaitingEntry {
+  name: string;
+  /** ms since epoch: when the record entered its state (stateEnteredAt). */
+  enteredAt: number;
+  /** The record's first address, if any (where a pending request came from). */
+  address?: string;
+}
+
+/**
+ * When a record entered its state, what the steward's TTL counts from: its own transition time,
+ * else (an issued record written before transition times) issuedAt, else lastSeen. 0 (long ago)
+ * when none parses, so a damaged record is expired rather than kept forever.
+ */
+export function stateEnteredAt(rec: NodeRecord): number {
+  const at = rec.times[rec.state] ?? (rec.state === 'issued' ? rec.issuedAt : undefined) ?? rec.lastSeen;
+  const ms = Date.parse(at);
+  return Number.isNaN(ms) ? 0 : ms;
+}
+
+/** The entry of a record in a waiting state. */
+export function waitingEntry(rec: NodeRecord): WaitingEntry {
+  const address = rec.addresses[0];
+  return { name: rec.name, enteredAt: stateEnteredAt(rec), ...(address !== undefined ? { address } : {}) };
+}
+
 export interface GroupCount {
   group: string;
   count: number;
@@ -158,6 +192,12 @@ export interface Registry {
   /** One page of nodes by name, optionally of one state: an index read, never a full scan. */
   listNodes(opts: ListNodesOptions): Promise<NodeRecord[]>;
   namesInState(state: NodeState, limit?: number): Promise<string[]>;
+  /**
+   * One page, by name, of the records in a waiting state, as WaitingEntry: from the state index
+   * where the backend keeps them there (level), never a full scan. An entry is as of the read; a
+   * caller that acts on one re-reads the record.
+   */
+  listWaiting(opts: { state: WaitingState; after?: string; limit: number }): Promise<WaitingEntry[]>;
   /** Earlier records of a name (archived when the name passed to another key), oldest first. */
   history(name: string): Promise<NodeRecord[]>;
   /** Number of current records in each state. */

@@ -162,6 +162,29 @@ describe('garbage collection: each TTL at its time, with a gc event', () => {
     expect((await events()).length).toBe(evs);
   });
 
+  it('reads from the state index only, and only the records past their TTL', async () => {
+    c = await core();
+    // One record waiting in each swept state, none yet past its TTL.
+    await c.svc.heard({ name: 'h1', role: 'worker', cluster: '', key: node('h1').fp }, ['198.18.0.30']);
+    await c.svc.join(node('p1').request({ clock: c.clock }), FAR);
+    await admitted('u1', false);
+    await settle();
+    const recordReads = [vi.spyOn(c.registry, 'getNode'), vi.spyOn(c.registry, 'listNodes')];
+    const index = vi.spyOn(c.registry, 'listWaiting');
+    expect(await c.svc.steward.sweep()).toBe(0);
+    expect(index.mock.calls.map(([o]) => o.state)).toEqual(['heard', 'pending', 'issued']);
+    for (const read of recordReads) expect(read).not.toHaveBeenCalled();
+
+    // Past the heard TTL only: that one record is read (under its lock) and expired.
+    c.clock.advance(DEFAULT_HEARD_TTL_MS);
+    expect(await c.svc.steward.sweep()).toBe(1);
+    expect(recordReads[0]!.mock.calls.map(([name]) => name)).toEqual(['h1']);
+    expect(recordReads[1]).not.toHaveBeenCalled();
+    expect((await c.registry.getNode('h1'))!.state).toBe('rejected');
+    expect((await c.registry.getNode('p1'))!.state).toBe('pending');
+    expect((await c.registry.getNode('u1'))!.state).toBe('issued');
+  });
+
   it('runs from a timer on the injected clock, and pages through more than one page', async () => {
     c = await core();
     const names = ['g1', 'g2', 'g3', 'g4', 'g5'];
@@ -176,7 +199,7 @@ describe('garbage collection: each TTL at its time, with a gc event', () => {
       pageSize: 2,
       heardTtlMs: 30 * MIN,
     });
-    const list = vi.spyOn(c.registry, 'listNodes');
+    const list = vi.spyOn(c.registry, 'listWaiting');
     steward.start(); // a sweep at once: nothing is 30 minutes old yet
     try {
       await settle();

@@ -433,6 +433,67 @@ export function registryContract(
           'group',
         ]);
       });
+      it('listWaiting: each heard, pending or issued record with when it entered its state and its first address, by name, paged, after every write', async () => {
+        const h = await open();
+        const reg = h.registry;
+        const T = (d: number): string => `2026-01-0${d}T00:00:00.000Z`;
+        await create(reg, 'p2', 'pending', {
+          times: { pending: T(2) },
+          addresses: ['192.0.2.2', '192.0.2.9'],
+        });
+        await create(reg, 'p1', 'pending', { times: { pending: T(1) } });
+        await create(reg, 'p3', 'pending', { times: {}, lastSeen: T(3) }); // no transition time: lastSeen
+        await create(reg, 'h1', 'heard', { addresses: [], times: { heard: T(4) } });
+        // An issued record written before transition times: its issuedAt.
+        await create(reg, 'i1', 'issued', { times: {}, issuedAt: T(5), lastSeen: T(6) });
+        await create(reg, 'a1', 'active');
+        const all = { state: 'pending', limit: 100 } as const;
+        expect(await reg.listWaiting(all)).toEqual([
+          { name: 'p1', enteredAt: Date.parse(T(1)), address: '192.0.2.1' },
+          { name: 'p2', enteredAt: Date.parse(T(2)), address: '192.0.2.2' },
+          { name: 'p3', enteredAt: Date.parse(T(3)), address: '192.0.2.1' },
+        ]);
+        expect(await reg.listWaiting({ state: 'heard', limit: 100 })).toEqual([
+          { name: 'h1', enteredAt: Date.parse(T(4)) },
+        ]);
+        expect(await reg.listWaiting({ state: 'issued', limit: 100 })).toEqual([
+          { name: 'i1', enteredAt: Date.parse(T(5)), address: '192.0.2.1' },
+        ]);
+        expect((await reg.listWaiting({ state: 'pending', limit: 2 })).map((e) => e.name)).toEqual([
+          'p1',
+          'p2',
+        ]);
+        expect(
+          (await reg.listWaiting({ state: 'pending', limit: 2, after: 'p2' })).map((e) => e.name),
+        ).toEqual(['p3']);
+        expect(await reg.listWaiting({ state: 'pending', limit: 0 })).toEqual([]);
+
+        // Rewritten in the same state (asked again from another address): the entry follows.
+        const p1 = (await reg.getNode('p1'))!;
+        await reg.apply({
+          nodes: [
+            { expectRev: p1.rev, next: { ...p1, addresses: ['198.51.100.7'], times: { pending: T(7) } } },
+          ],
+        });
+        // Out of the waiting states, and into another.
+        await move(reg, 'p2', 'accepted');
+        await move(reg, 'i1', 'active');
+        await move(reg, 'a1', 'issued');
+        const expected = {
+          pending: [
+            { name: 'p1', enteredAt: Date.parse(T(7)), address: '198.51.100.7' },
+            { name: 'p3', enteredAt: Date.parse(T(3)), address: '192.0.2.1' },
+          ],
+          issued: [{ name: 'a1', enteredAt: Date.parse('2026-01-02T00:00:00.000Z'), address: '192.0.2.1' }],
+        };
+        expect(await reg.listWaiting(all)).toEqual(expected.pending);
+        expect(await reg.listWaiting({ state: 'issued', limit: 100 })).toEqual(expected.issued);
+        if (h.reopen) {
+          const again = await h.reopen();
+          expect(await again.listWaiting(all)).toEqual(expected.pending);
+          expect(await again.listWaiting({ state: 'issued', limit: 100 })).toEqual(expected.issued);
+        }
+      });
     });
 
     describe('groups', () => {

@@ -53,6 +53,22 @@ async function snapshot(b: BuiltStore): Promise<Record<string, unknown>> {
           ]),
         ),
       ),
+      // The bulk store's waiting index is filled by its first open (LevelRegistry.fillWaitingIndex):
+      // the same entries as the store written change by change.
+      waiting: Object.fromEntries(
+        await Promise.all(
+          (['pending', 'issued'] as const).map(async (s) => [
+            s,
+            await Promise.all(
+              (await reg.listWaiting({ state: s, limit: 10 * N })).map(async (e) => {
+                const r = (await reg.getNode(e.name))!;
+                expect(e.enteredAt).toBe(Date.parse(r.times[s]!));
+                return { name: e.name, address: e.address };
+              }),
+            ),
+          ]),
+        ),
+      ),
       serials: byName(await reg.listSerials()),
       maxSerialCounter: Math.max(...(await reg.listSerials()).map((s) => s.counter)),
       revocations: byName(await reg.listRevocations()),

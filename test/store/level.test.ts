@@ -7,9 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Level } from 'level';
-import { LevelRegistry } from '../../src/store/level.js';
+import { bulkLoadLevel, LevelRegistry } from '../../src/store/level.js';
 import { openRegistry } from '../../src/store/index.js';
-import { isStoreConflict, type Registry, type RegistryOptions } from '../../src/store/registry.js';
+import {
+  isStoreConflict,
+  WAITING_STATES,
+  type Registry,
+  type RegistryOptions,
+} from '../../src/store/registry.js';
 import { rec, registryContract } from './contract.js';
 
 /** A fresh directory under the system temp dir (this suite needs nothing of the registrar helpers). */
@@ -215,6 +220,58 @@ describe('LevelRegistry', () => {
       expect((await reg.listEvents(0, 100)).map((e) => e.seq)).toEqual([9, 10, 11]);
     } finally {
       await reg.close();
+      t.cleanup();
+    }
+  });
+
+  it('fills the waiting index of a store written without it once, at open, in every waiting state', async () => {
+    const t = tempDir('muster-store-');
+    const dir = path.join(t.dir, 'registry');
+    const T = '2026-01-05T00:00:00.000Z';
+    const nodes = [
+      { ...rec('h1', 'heard', { addresses: [] }), rev: 1 },
+      { ...rec('p1', 'pending', { addresses: ['192.0.2.7'] }), rev: 1 },
+      { ...rec('p2', 'pending', { times: {}, lastSeen: T }), rev: 2 },
+      { ...rec('i1', 'issued', { times: {}, issuedAt: T }), rev: 3 },
+      { ...rec('a1', 'active'), rev: 4 },
+    ];
+    // bulkLoadLevel writes '' index values, as every version before the waiting index did.
+    await bulkLoadLevel(dir, { id: 'r1' }, [{ nodes }]);
+    const raw = async (): Promise<Record<string, string>> => {
+      const db = new Level<string, string>(dir);
+      try {
+        return Object.fromEntries(await db.iterator({ gt: 's!', lt: 's!\uffff' }).all());
+      } finally {
+        await db.close();
+      }
+    };
+    try {
+      expect(Object.values(await raw()).every((v) => v === '')).toBe(true);
+      let reg: Registry = await LevelRegistry.open(dir);
+      const entries = async () =>
+        Object.fromEntries(
+          await Promise.all(
+            WAITING_STATES.map(async (s) => [s, await reg.listWaiting({ state: s, limit: 10 })]),
+          ),
+        );
+      const want = {
+        heard: [{ name: 'h1', enteredAt: Date.parse('2026-01-01T00:00:00.000Z') }],
+        pending: [
+          { name: 'p1', enteredAt: Date.parse('2026-01-01T00:00:00.000Z'), address: '192.0.2.7' },
+          { name: 'p2', enteredAt: Date.parse(T), address: '192.0.2.1' },
+        ],
+        issued: [{ name: 'i1', enteredAt: Date.parse(T), address: '192.0.2.1' }],
+      };
+      expect(await entries()).toEqual(want);
+      await reg.close();
+      // Filled on disk (listWaiting reads no record of theirs from now on); other states stay ''.
+      const filled = await raw();
+      for (const [k, v] of Object.entries(filled)) expect(v === '', k).toBe(k === 's!active!a1');
+      reg = await LevelRegistry.open(dir);
+      expect(await entries()).toEqual(want);
+      await reg.close();
+      expect(await raw()).toEqual(filled);
+    } finally {
       t.cleanup();
     }
   });

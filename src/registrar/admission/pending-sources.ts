@@ -29,8 +29,13 @@ export class PendingSources {
     p.loaded = (async () => {
       let after: string | undefined;
       while (!p.closed) {
-        const page = await registry.listNodes({ state: 'pending', limit: 1000, ...(after ? { after } : {}) });
-        for (const r of page) if (!p.byName.has(r.name) && r.addresses[0]) p.add(r.name, r.addresses[0]);
+        // The state index's entries, not the records (issue 12 target 2: store/level.ts listWaiting).
+        const page = await registry.listWaiting({
+          state: 'pending',
+          limit: 1000,
+          ...(after ? { after } : {}),
+        });
+        for (const e of page) if (!p.byName.has(e.name) && e.address) p.add(e.name, e.address);
         if (page.length < 1000) break;
         after = page[page.length - 1]!.name;
       }
