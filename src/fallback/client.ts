@@ -8,7 +8,8 @@
  * CA after the fact, see node/bundle-check.ts).
  */
 import https from 'node:https';
-import type { TLSSocket } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import tls, { type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { ErrorCodes, MusterError, type ErrorCode } from '../common/errors.js';
 import { certFingerprint, chainProblem } from '../common/x509.js';
@@ -60,8 +61,8 @@ export interface HttpsJsonOptions {
   /**
    * How the server is trusted, one of: `ca` (PEM: the chain must end at this CA; the host name is
    * checked unless `checkServerIdentity` says otherwise), `agent` (an https.Agent that carries the
-   * trust, as RegistrarClient's does), or `insecure: true` (no check at all: the first contact, whose
-   * CA is checked right after, and tests of the API contract). Without any of them, the system CAs.
+   * trust, as RegistrarClient's does, its first contact included), or `insecure: true` (no check at
+   * all: tests of the API contract). Without any of them, the system CAs.
    */
   ca?: string;
   agent?: https.Agent;
@@ -81,6 +82,8 @@ export interface HttpsJsonResult extends HttpResult {
   peer?: X509Certificate;
   /** With `peer`: the other certificates the server sent after its own (a tier's intermediate). */
   peerChain?: X509Certificate[];
+  /** With `peer`: the connection that certificate came on (RegistrarAgent.trust keeps using it). */
+  peerSocket?: TLSSocket;
 }
 
 /** The certificates a TLS server sent after its own, leaf side first (at most 4, no repeats). */
@@ -141,10 +144,11 @@ export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<
     const req = https.request(target, opts, (res) => {
       let peer: X509Certificate | undefined;
       let peerChain: X509Certificate[] | undefined;
-      if (o.peer) {
+      const peerSocket = o.peer ? (res.socket as TLSSocket) : undefined;
+      if (peerSocket) {
         // The detailed certificate first: it carries the chain the server sent (issuerCertificate).
-        peerChain = sentChain(res.socket as TLSSocket);
-        peer = (res.socket as TLSSocket).getPeerX509Certificate();
+        peerChain = sentChain(peerSocket);
+        peer = peerSocket.getPeerX509Certificate();
       }
       const chunks: Buffer[] = [];
       let size = 0;
@@ -180,6 +184,7 @@ export function httpsJson(url: string | URL, o: HttpsJsonOptions = {}): Promise<
           body,
           ...(peer ? { peer } : {}),
           ...(peerChain ? { peerChain } : {}),
+          ...(peerSocket ? { peerSocket } : {}),
         });
       });
       res.on('error', (err) => req.destroy(err));
@@ -254,32 +259,78 @@ function hasRegistrarName(cert: X509Certificate, id: string): boolean {
   return (cert.subjectAltName ?? '').split(/,\s*/).includes(want);
 }
 
-export class RegistrarClient {
-  private readonly agent: https.Agent;
+/**
+ * The one keep-alive agent of a RegistrarClient: its first contact, join, long polls and ack to that
+ * registrar share one TLS connection. Two handshakes per node (an unchecked one for the first contact,
+ * a checked one for the rest) cost a herd's registrar and its nodes a full handshake each (issue 12,
+ * target 3; docs/benchmarks.md "Herds of real agents").
+ *
+ * Until `trust()`, a connection is opened without a certificate check: the first contact checks the
+ * certificate it got on that connection itself, against the CA the registrar serves and the pin or
+ * the node's own CA (RegistrarClient.firstContact). `trust()` then keeps only that connection, the
+ * one whose certificate was checked; any later connection is checked by TLS against the CA and the
+ * registrar's name, as it always was. Each RegistrarClient has its own agent, so a connection is
+ * never reused for another registrar. A connection's certificate cannot change under it when it
+ * speaks TLS 1.3 (RFC 8446 has no renegotiation); a first contact that negotiated TLS 1.2 is not
+ * kept, and the next request opens a checked connection. No TLS session is resumed: a session made
+ * without the check must never stand in for a checked handshake.
+ */
+class RegistrarAgent extends https.Agent {
+  private verified:
+    { ca: string; checkServerIdentity: tls.ConnectionOptions['checkServerIdentity'] } | undefined;
+  /** Connections opened before `trust()`: only `checked` among them may be used after it. */
+  private readonly unchecked = new WeakSet<Duplex>();
+  private checked: TLSSocket | undefined;
 
+  constructor() {
+    // One connection while the first contact runs; two once trusted (a long poll beside an ack).
+    super({ keepAlive: true, maxSockets: 1 });
+  }
+
+  // The socket is returned, not passed to a callback: http.Agent takes either.
+  override createConnection(options: tls.ConnectionOptions): Duplex {
+    const v = this.verified;
+    const socket = tls.connect(
+      v
+        ? { ...options, ca: v.ca, rejectUnauthorized: true, checkServerIdentity: v.checkServerIdentity }
+        : { ...options, rejectUnauthorized: false },
+    );
+    if (!v) this.unchecked.add(socket);
+    return socket;
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    if (this.verified && !this.usable(socket)) return false;
+    return (super.keepSocketAlive as (s: Duplex) => boolean)(socket);
+  }
+
+  /** After the first contact: `socket` is the connection whose certificate it checked. */
+  trust(
+    ca: string,
+    checkServerIdentity: tls.ConnectionOptions['checkServerIdentity'],
+    socket?: TLSSocket,
+  ): void {
+    this.verified = { ca, checkServerIdentity };
+    this.checked = socket?.getProtocol() === 'TLSv1.3' ? socket : undefined;
+    this.maxSockets = 2;
+    for (const list of Object.values(this.freeSockets)) {
+      for (const s of [...(list ?? [])]) if (!this.usable(s)) s.destroy();
+    }
+  }
+
+  private usable(socket: Duplex): boolean {
+    return !this.unchecked.has(socket) || socket === this.checked;
+  }
+}
+
+export class RegistrarClient {
   private constructor(
     readonly base: URL,
     readonly caPem: string,
     readonly info: RegistrarInfo,
     readonly trust: TrustBasis,
-  ) {
-    const expected = registrarDnsName(info.id);
-    this.agent = new https.Agent({
-      keepAlive: true,
-      maxSockets: 2,
-      ca: caPem,
-      rejectUnauthorized: true,
-      // The chain is checked by TLS against our CA only; the name we need is the registrar id, not the host.
-      checkServerIdentity: (_host, cert) => {
-        const sans = (cert.subjectaltname ?? '').split(/,\s*/);
-        return sans.includes(`DNS:${expected}`)
-          ? undefined
-          : new Error(
-              `the server certificate is not registrar ${info.id}'s (${cert.subjectaltname ?? 'no SAN'})`,
-            );
-      },
-    });
-  }
+    private readonly agent: RegistrarAgent,
+  ) {}
 
   /**
    * Opens a verified connection to a registrar. `pin`: the CA fingerprint the operator pinned;
@@ -301,18 +352,18 @@ export class RegistrarClient {
     if (base.protocol !== 'https:')
       throw new MusterError('MUSTER_ERR_USAGE', `--registrar must be an https:// URL, not ${base.protocol}`);
     const timeoutMs = opts.timeoutMs ?? 15_000;
-    // Both first requests share one connection (one TLS handshake), dropped afterwards.
-    const firstAgent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    // Both first requests share one connection (one TLS handshake), kept for the rest once checked.
+    const agent = new RegistrarAgent();
     const first: HttpsJsonOptions = {
-      insecure: true,
       timeoutMs,
-      agent: firstAgent,
+      agent,
       ...(opts.signal ? { signal: opts.signal } : {}),
     };
     try {
-      return await RegistrarClient.firstContact(base, opts, first);
-    } finally {
-      firstAgent.destroy();
+      return await RegistrarClient.firstContact(base, opts, first, agent);
+    } catch (err) {
+      agent.destroy();
+      throw err;
     }
   }
 
@@ -324,6 +375,7 @@ export class RegistrarClient {
     base: URL,
     opts: { pin?: string; localCa?: string; advertisedCa?: string },
     first: HttpsJsonOptions,
+    agent: RegistrarAgent,
   ): Promise<RegistrarClient> {
     const caRes = await httpsJson(new URL('/v1/ca', base), { ...first, peer: true });
     const peer = caRes.peer;
@@ -389,7 +441,21 @@ export class RegistrarClient {
         `the TLS certificate of ${base.origin} is not registrar ${info.id}'s`,
       );
     }
-    return new RegistrarClient(base, caPem, info, trust);
+    const expected = registrarDnsName(info.id);
+    agent.trust(
+      caPem,
+      // The chain is checked by TLS against our CA only; the name we need is the registrar id, not the host.
+      (_host, cert) => {
+        const sans = (cert.subjectaltname ?? '').split(/,\s*/);
+        return sans.includes(`DNS:${expected}`)
+          ? undefined
+          : new Error(
+              `the server certificate is not registrar ${info.id}'s (${cert.subjectaltname ?? 'no SAN'})`,
+            );
+      },
+      caRes.peerSocket,
+    );
+    return new RegistrarClient(base, caPem, info, trust, agent);
   }
 
   async call(
