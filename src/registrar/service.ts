@@ -119,12 +119,14 @@ export class RegistrarService implements RegistrationEndpoint {
         new TokenProvisioner({
           token: (id) => o.registry.getToken(id),
           inflight: (id) => reservations.count(tokenKey(id)),
+          released: (id) => reservations.released(tokenKey(id)),
           autoregister: () => o.autoregister,
           cluster: o.cluster,
         }),
         new InstallModeProvisioner({
           state: () => o.registry.getInstallMode(),
           inflight: () => reservations.count(INSTALL_MODE_KEY),
+          released: () => reservations.released(INSTALL_MODE_KEY),
           autoregister: () => o.autoregister,
           cluster: o.cluster,
         }),

@@ -11,11 +11,14 @@ import type { InstallModeState } from '../../store/types.js';
 import { TIER_ROLE } from '../issuer.js';
 import { effectiveInstallMode, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
+import { MAX_INFLIGHT_WAITS } from './reservations.js';
 
 export interface InstallModeProvisionerDeps {
   state(): Promise<InstallModeState>;
   /** Acceptances of this window in flight. */
   inflight(): number;
+  /** Resolves when an acceptance in flight now gives its slot back (Reservations.released). */
+  released(): Promise<void>;
   autoregister(): Autoregister;
   /** The cluster this registrar serves. */
   cluster: string;
@@ -26,8 +29,26 @@ export class InstallModeProvisioner implements Provisioner {
   constructor(private readonly deps: InstallModeProvisionerDeps) {}
 
   async evaluate(req: AdmissionRequest, now: number): Promise<Verdict | undefined> {
-    const stored = await this.deps.state();
-    const s = effectiveInstallMode({ ...stored, accepted: stored.accepted + this.deps.inflight() }, now);
+    let s: InstallModeState;
+    for (let wait = 0; ; wait++) {
+      const stored = await this.deps.state();
+      const inflight = this.deps.inflight();
+      s = effectiveInstallMode({ ...stored, accepted: stored.accepted + inflight }, now);
+      // Only acceptances in flight fill the window (--max): one may yet give its slot back, and one
+      // whose change already landed is counted twice until it ends (reservations.ts). Wait for one
+      // to end and look again, rather than leave the node waiting for the operator.
+      if (s.on || inflight === 0 || !effectiveInstallMode(stored, now).on) break;
+      if (wait >= MAX_INFLIGHT_WAITS) {
+        return {
+          kind: 'deny',
+          code: 'busy',
+          message: 'the registrar is busy with install mode: retry shortly',
+          cause: 'the last acceptances of the install-mode window are held by joins in flight',
+          retryAfter: 1,
+        };
+      }
+      await this.deps.released();
+    }
     if (!s.on) return undefined;
     const auto = this.deps.autoregister();
     if (auto === 'off') return { kind: 'pending', reason: 'install mode is on, but autoregister is off' };
