@@ -33,8 +33,19 @@ import * as esbuild from 'esbuild';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
-/** The packages src/ imports that go into the bundle (with everything they import in turn). */
-const BUNDLED = new Set(['yargs']);
+/**
+ * The packages src/ imports that go into the bundle (with everything they import in turn): yargs for
+ * every command; fastify, its rate limiter, prom-client and pino for the registrar, whose start was
+ * mostly resolving, reading and compiling their ~300 files one by one (issue 12, target 2).
+ */
+const BUNDLED = new Set(['yargs', 'fastify', '@fastify/rate-limit', 'prom-client', 'pino']);
+/**
+ * Never bundled, though a bundled package requires them: fastify loads these only when asked (Ajv and
+ * fast-json-stringify when an app has no compilers of its own: muster's apps bring theirs,
+ * fallback/validate.ts; light-my-request for inject(), which tests use), so they stay files in
+ * node_modules, read if ever required, and out of the code every start parses.
+ */
+const ON_DEMAND = new Set(['@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request']);
 
 /** The package name of a bare import specifier: `yargs/helpers` -> `yargs`, `@a/b/c` -> `@a/b`. */
 const packageOf = (/** @type {string} */ spec) =>
@@ -50,6 +61,7 @@ const externals = {
     build.onResolve({ filter: /^[^./]/ }, (args) => {
       if (args.kind === 'entry-point') return undefined;
       if (args.path.startsWith('node:')) return { path: args.path, external: true };
+      if (ON_DEMAND.has(packageOf(args.path))) return { path: args.path, external: true };
       // Inside a bundled package: bundle what it imports too (its own dependencies).
       if (args.importer.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
       if (BUNDLED.has(packageOf(args.path))) return undefined;
@@ -167,6 +179,9 @@ const result = await esbuild.build({
   sourcemap: true,
   sourcesContent: true,
   plugins: [asciiStringWidth, lazyAssert, externals, packageSources],
+  // Bundled CommonJS packages require node's modules and the ON_DEMAND packages: esbuild turns those
+  // into calls of a \`require\` it expects in scope, which an ES module must make for itself.
+  banner: { js: "import { createRequire as __musterRequire } from 'node:module'; const require = __musterRequire(import.meta.url);" },
   logLevel: 'warning',
   write: false,
 });

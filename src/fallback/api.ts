@@ -25,7 +25,7 @@ import {
   SignedBody,
   WaitQuery,
 } from './schemas.js';
-import { precompiledValidator } from './validate.js';
+import { schemaController } from './validate.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
@@ -105,11 +105,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     keepAliveTimeout: 65_000,
     connectionTimeout: 120_000,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    schemaController,
     frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
-  // Validators generated at build time: no Ajv compilation at start (validate.ts).
-  app.setValidatorCompiler(precompiledValidator);
   const observe = opts.onResponse;
   if (observe) {
     app.addHook('onResponse', async (req, reply) => {

@@ -6,7 +6,7 @@
  * by fastify's own Ajv compiler, loaded then: the answer is the same, only the start is slower.
  */
 import { createRequire } from 'node:module';
-import type { FastifySchemaCompiler } from 'fastify';
+import type { FastifySchemaCompiler, FastifyServerOptions } from 'fastify';
 import { validators } from './validators.gen.js';
 
 type Validator = ReturnType<FastifySchemaCompiler<unknown>>;
@@ -35,3 +35,18 @@ export const precompiledValidator: FastifySchemaCompiler<unknown> = ({ schema })
   compiledAtStart.push(schema as object);
   return compileWithAjv(schema as object);
 };
+
+/**
+ * fastify's `schemaController` option for muster's apps: the generated validators, and JSON.stringify
+ * for replies (no route has a response schema, so no reply is ever serialised by a compiled schema).
+ * Given both builders, fastify never loads @fastify/ajv-compiler (Ajv, ajv-formats) or
+ * @fastify/fast-json-stringify-compiler, which it otherwise requires when the app is made: the
+ * largest part of fastify's load at a registrar's start (issue 12, target 2). The bundle leaves them
+ * out (scripts/build.mjs); a schema without a generated validator still loads Ajv, as above.
+ */
+export const schemaController = {
+  compilersFactory: {
+    buildValidator: () => precompiledValidator,
+    buildSerializer: () => () => (data: unknown) => JSON.stringify(data),
+  },
+} as unknown as NonNullable<FastifyServerOptions['schemaController']>;

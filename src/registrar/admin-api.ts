@@ -25,7 +25,7 @@ import {
   PreapproveBody,
   TokenIdParams,
 } from '../admin/schemas.js';
-import { precompiledValidator } from '../fallback/validate.js';
+import { schemaController } from '../fallback/validate.js';
 import { TOKEN_TTL_DEFAULT_MS } from '../common/limits.js';
 import { EVENT_TYPES, type MusterEvent, type NodeRecord, type NodeState } from '../store/types.js';
 import { MusterError } from '../common/errors.js';
@@ -107,11 +107,10 @@ export async function buildAdminApi(
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    schemaController,
     frameworkErrors,
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
-  // Validators generated at build time: no Ajv compilation at start (fallback/validate.ts).
-  app.setValidatorCompiler(precompiledValidator);
   // The operator is who the kernel says is at the other end of the admin socket (SO_PEERCRED,
   // registrar/peer-cred.ts), e.g. `alice (uid 1000)`: never the body's `operator` field, which old
   // CLIs still send and the schema still accepts (issue 10, item 3).

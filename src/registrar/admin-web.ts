@@ -36,6 +36,7 @@ import { frameworkErrors, installErrorHandling } from '../fallback/http-errors.j
 import type { Registry } from '../store/registry.js';
 import type { NodeRecord, NodeState } from '../store/types.js';
 import { createToken, setInstallMode } from './admin-api.js';
+import { schemaController } from '../fallback/validate.js';
 import { followEvents } from './event-follow.js';
 import type { RegistrarService } from './service.js';
 
@@ -324,6 +325,7 @@ export class AdminWeb {
       logController: new LogController({ disableRequestLogging: true }),
       bodyLimit: 16 * 1024,
       ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    schemaController,
       frameworkErrors,
     }) as unknown as FastifyInstance;
     installErrorHandling(app);
