@@ -35,7 +35,7 @@ const isStr = (v: unknown): v is string => typeof v === 'string';
 export function checkBundle(
   raw: unknown,
   x: Expectations,
-): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
+): { ok: true; bundle: Bundle; cert: X509Certificate } | { ok: false; problems: string[] } {
   const p: string[] = [];
   const b = raw as Bundle;
   if (typeof raw !== 'object' || raw === null)
@@ -133,5 +133,6 @@ export function checkBundle(
     if (x.role !== TIER_ROLE && !(cert.subjectAltName ?? '').split(/,\s*/).includes(`DNS:${x.name}`))
       p.push(`the certificate has no DNS name ${x.name}`);
   }
-  return p.length ? { ok: false, problems: p } : { ok: true, bundle: b };
+  // `cert` is set whenever nothing is wrong; the caller keeps the parse (serial, ack, result).
+  return p.length || !cert ? { ok: false, problems: p } : { ok: true, bundle: b, cert };
 }

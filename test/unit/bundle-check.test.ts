@@ -1,6 +1,6 @@
 // The node's check of its credentials bundle (src/node/bundle-check.ts, DESIGN "The credentials bundle"):
 // a real bundle from a real CA passes, and each single corruption is refused with a reason that names it.
-import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -102,7 +102,9 @@ describe('checkBundle: a good bundle', () => {
   it('passes with every expectation set', () => {
     const b = bundle();
     const r = checkBundle(b, expectations());
-    expect(r).toEqual({ ok: true, bundle: b });
+    expect(r).toMatchObject({ ok: true, bundle: b });
+    // The parsed node certificate comes along (the agent logs, acks and reports from it).
+    expect(r.ok && r.cert.toString()).toBe(new X509Certificate(b.certificate).toString());
   });
 
   it('passes with the minimum of expectations (no pin, no local state, no token)', () => {
