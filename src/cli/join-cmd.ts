@@ -2,10 +2,12 @@
 import { promises as fs } from 'node:fs';
 import { MusterError } from '../common/errors.js';
 import { parseToken } from '../common/proof.js';
+import type { EarlyDiscovery } from '../node/early-discovery.js';
 import { command } from './command.js';
 
 // The node agent (and its mDNS stack) loads only when this command runs.
 const loadAgent = () => import('../node/agent.js');
+const loadEarlyDiscovery = () => import('../node/early-discovery.js');
 
 export const joinCommand = command({
   name: 'join',
@@ -60,6 +62,22 @@ export const joinCommand = command({
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    // A fresh node starts listening for its registrar before the agent loads: the 150 ms it listens
+    // for a second registrar then passes while the rest loads and the key is made (early-discovery.ts).
+    let early: EarlyDiscovery | undefined;
+    if (o.mdns === 'on') {
+      const { startEarlyDiscovery } = await loadEarlyDiscovery();
+      early = await startEarlyDiscovery({
+        stateDir: o['state-dir'],
+        cluster: o.cluster,
+        log,
+        timeoutMs: o['discovery-timeout'],
+        ...(o.interface ? { interface: o.interface } : {}),
+        ...(o.registrar ? { registrarUrl: o.registrar } : {}),
+        ...(o['ca-fingerprint'] ? { caFingerprint: o['ca-fingerprint'] } : {}),
+        ...(token ? { token } : {}),
+      });
+    }
     const { runJoin } = await loadAgent();
     // --name (flag, MUSTER_NAME or the file) wins over --name-from; the default is the host name.
     const nameFrom =
@@ -86,6 +104,7 @@ export const joinCommand = command({
       discoveryTimeoutMs: o['discovery-timeout'],
       signal: stop.signal,
       ...(choose ? { choose } : {}),
+      ...(early ? { early } : {}),
     });
     process.stdout.write(
       result.status === 'registered'

@@ -21,12 +21,13 @@ import {
 } from '../common/proof.js';
 import { buildCsr, certFingerprint, keyFingerprint } from '../common/x509.js';
 import { RegistrarClient } from '../fallback/client.js';
-import { createMdns, nodeTxt, type Mdns, type MdnsOptions } from '../advertiser/index.js';
+import { nodeTxt, type Mdns, type MdnsOptions } from '../advertiser/index.js';
 import { checkBundle } from './bundle-check.js';
 import { checkIn } from './checkin.js';
 import { nodeClock } from './clock.js';
 import { chooseRegistrar, type AskChoice } from './choice.js';
 import { discoverRegistrar, type Candidate } from './discovery.js';
+import { createNodeMdns, type EarlyDiscovery } from './early-discovery.js';
 import { hookEnvironment, runHook } from './hook.js';
 import {
   acknowledge,
@@ -96,6 +97,11 @@ export interface JoinOptions {
   /** The host name and machine-id file the name is derived from (tests); default the machine's. */
   hostName?: string;
   machineIdFile?: string;
+  /**
+   * A browse the CLI started before loading the agent (early-discovery.ts): used as the first
+   * discovery when it asked for what this run asks for, else closed. Released on every way out.
+   */
+  early?: EarlyDiscovery;
 }
 
 export interface JoinResult {
@@ -108,6 +114,14 @@ export interface JoinResult {
 }
 
 export async function runJoin(given: JoinOptions): Promise<JoinResult> {
+  try {
+    return await join(given);
+  } finally {
+    await given.early?.release();
+  }
+}
+
+async function join(given: JoinOptions): Promise<JoinResult> {
   const log = given.log;
   const clock = given.clock ?? nodeClock;
   const startedAt = clock.now(); // --timeout counts from here: key, mDNS start and all
@@ -215,8 +229,14 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
   }
 
   let mdns: Mdns | undefined;
+  // The browse the CLI started early is this run's first discovery when it asked for the same thing
+  // (the cluster, the pin, and no CA held from an earlier registration); otherwise it is closed.
+  const early =
+    o.mdns && o.early?.matches({ cluster, pin, held: heldCa, localCluster }) ? o.early : undefined;
   if (o.mdns) {
-    mdns = await startNodeMdns(o, fp, log);
+    if (early) early.adopt();
+    else await o.early?.release();
+    mdns = await startNodeMdns(o, fp, log, early);
     if (!mdns && !o.registrarUrl) {
       throw new MusterError(
         'MUSTER_ERR_MDNS',
@@ -225,6 +245,7 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
     }
   }
   let browsing = mdns !== undefined;
+  let pendingEarly = mdns ? early : undefined;
 
   const io: JoinIo = {
     // mDNS candidates are hints (issue 8, hole 4): all of them are returned, each checked by TLS on
@@ -238,16 +259,22 @@ export async function runJoin(given: JoinOptions): Promise<JoinResult> {
       // would refuse another one anyway).
       const wanted = cluster || localCluster;
       try {
-        const heard = await discoverRegistrar({
-          mdns,
-          log,
-          clock,
-          timeoutMs: discoveryTimeoutMs,
-          signal,
-          ...(wanted ? { cluster: wanted } : {}),
-          ...(pin ? { pin } : {}),
-          ...(heldCa ? { held: heldCa } : {}),
-        });
+        // The first round takes what the early browse heard (it asked for the same); later rounds,
+        // after a failed attempt, browse anew.
+        const first = pendingEarly;
+        pendingEarly = undefined;
+        const heard = first
+          ? await first.candidates(signal)
+          : await discoverRegistrar({
+              mdns,
+              log,
+              clock,
+              timeoutMs: discoveryTimeoutMs,
+              signal,
+              ...(wanted ? { cluster: wanted } : {}),
+              ...(pin ? { pin } : {}),
+              ...(heldCa ? { held: heldCa } : {}),
+            });
         // Several CAs or clusters: a choice for a person at a terminal, never a silent pick. With a
         // --registrar URL to go on with, nobody is asked: that URL is the operator's choice.
         const picked = await chooseRegistrar(heard, {
@@ -430,43 +457,41 @@ async function derivedName(o: JoinOptions, from: NameFrom, files: NodeFiles): Pr
 }
 
 /**
- * Advertises "ready to register as X" with the node's own host name (never the machine's). Returns
- * undefined when the mDNS stack cannot be used. With a --registrar URL to go on with, that and any
- * later mDNS socket error is a warning (issue 14: the node must not fail for want of multicast).
+ * Advertises "ready to register as X" with the node's own host name (never the machine's), on the
+ * stack the early discovery opened or on a new one. Returns undefined when the mDNS stack cannot be
+ * used (logged; a warning when a --registrar URL is there to go on with, issue 14).
  */
-async function startNodeMdns(o: JoinOptions, fp: string, log: Logger): Promise<Mdns | undefined> {
-  const mlog = log.child({ component: 'mdns' });
-  const fallback = o.registrarUrl !== undefined;
-  const logger = fallback
-    ? {
-        debug: (obj: Record<string, unknown>, msg: string) => mlog.debug(obj, msg),
-        info: (obj: Record<string, unknown>, msg: string) => mlog.info(obj, msg),
-        warn: (obj: Record<string, unknown>, msg: string) => mlog.warn(obj, msg),
-        error: (obj: Record<string, unknown>, msg: string) => mlog.warn(obj, msg),
-      }
-    : mlog;
-  let mdns: Mdns | undefined;
+async function startNodeMdns(
+  o: JoinOptions,
+  fp: string,
+  log: Logger,
+  early: EarlyDiscovery | undefined,
+): Promise<Mdns | undefined> {
+  const mdns = early
+    ? early.mdns
+    : await createNodeMdns({
+        log,
+        ...(o.interface ? { interface: o.interface } : {}),
+        ...(o.registrarUrl !== undefined ? { registrarUrl: o.registrarUrl } : {}),
+        ...(o.createMdns ? { createMdns: o.createMdns } : {}),
+      });
+  if (!mdns) return undefined;
   try {
-    mdns = (o.createMdns ?? createMdns)({
-      host: `${o.name}.local`,
-      ...(o.interface ? { interface: o.interface } : {}),
-      logger,
-      onError: (err) => mlog.warn({ err: err.message, code: (err as { code?: string }).code }, 'mDNS error'),
-    });
-    await mdns.ready();
     mdns.publish({
       type: 'muster-join',
       name: o.name,
+      host: `${o.name}.local`,
       port: 9, // DNS-SD needs a port; the node serves nothing (RFC 6763 §6: the TXT carries the meaning)
       txt: nodeTxt({ v: 1, name: o.name, role: o.role, cluster: o.cluster, key: fp, state: 'ready' }),
     });
     return mdns;
   } catch (err) {
+    const mlog = log.child({ component: 'mdns' });
     const msg = (err as Error).message;
-    if (fallback)
+    if (o.registrarUrl !== undefined)
       mlog.warn({ err: msg, url: o.registrarUrl }, 'mDNS is unavailable: going on with --registrar only');
     else mlog.error({ err: msg }, 'mDNS is unavailable');
-    await mdns?.close().catch(() => undefined);
+    await mdns.close().catch(() => undefined);
     return undefined;
   }
 }

@@ -5,12 +5,13 @@
 import {
   createPrivateKey,
   createPublicKey,
-  generateKeyPairSync,
+  generateKeyPair,
   X509Certificate,
   type KeyObject,
 } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { readIfExists, writeFileAtomic } from '../common/files.js';
 import type { Logger } from '../common/log.js';
 import type { Bundle } from '../common/proof.js';
@@ -40,6 +41,8 @@ export class NodeFiles {
   }
 }
 
+const generateKeyPairAsync = promisify(generateKeyPair);
+
 /** The node's key: created once (0600), the private key never leaves the node. */
 export async function loadOrCreateKey(files: NodeFiles, type: 'ec' | 'rsa', log: Logger): Promise<KeyObject> {
   const pem = await files.read('key');
@@ -54,10 +57,12 @@ export async function loadOrCreateKey(files: NodeFiles, type: 'ec' | 'rsa', log:
     }
     return createPrivateKey(pem);
   }
+  // On the libuv pool: the event loop stays free meanwhile, for the mDNS answers the early discovery
+  // is listening for (early-discovery.ts); an RSA key takes 50-200 ms.
   const { privateKey } =
     type === 'rsa'
-      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-      : generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      ? await generateKeyPairAsync('rsa', { modulusLength: 2048 })
+      : await generateKeyPairAsync('ec', { namedCurve: 'prime256v1' });
   await writeFileAtomic(
     files.path('key'),
     privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
