@@ -243,6 +243,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
     // address once one appears, instead of handing out https://127.0.0.1 in every bundle.
     const currentUrl = (): string => `https://${urlHost(host, opts.interface)}:${port0}`;
     const service = await RegistrarService.create({
+      backgroundWhenServing: true,
       registry,
       ca,
       clock,
@@ -369,6 +370,7 @@ export async function startRegistrar(opts: RegistrarOptions): Promise<RunningReg
       },
       'registrar ready',
     );
+    service.startBackground();
     return {
       id,
       url,

@@ -48,6 +48,8 @@ export const DEFAULT_MAX_PENDING_PER_SOURCE = 100;
 export { DEFAULT_CERT_LIFETIME_MS } from './issuer.js';
 
 export interface RegistrarServiceOptions {
+  /** The caller starts the background work with startBackground() once it serves (default: create does). */
+  backgroundWhenServing?: boolean;
   registry: Registry;
   ca: CertificateAuthority;
   clock: Clock;
@@ -91,6 +93,7 @@ export class RegistrarService implements RegistrationEndpoint {
   private readonly crls: CrlPublisher;
   readonly steward: Steward;
   private pendingSources!: PendingSources;
+  private backgroundStarted = false;
   /** The policy hook, with --policy-exec. */
   readonly policyHook: PolicyHook | undefined;
   private readonly singletons: SingletonRoleRule | undefined;
@@ -190,8 +193,8 @@ export class RegistrarService implements RegistrationEndpoint {
 
   static async create(o: RegistrarServiceOptions): Promise<RegistrarService> {
     const s = new RegistrarService(o);
-    // Loads in the background (a read of every pending record: seconds on a million-record store,
-    // issue 12 target 2); a per-source cap check waits for it.
+    // Follows the events from now; the stored pending records are read in the background (a cap
+    // check waits for them).
     s.pendingSources = PendingSources.open(o.registry);
     (s as { operator: Operator }).operator = await Operator.create({
       registry: o.registry,
@@ -205,9 +208,23 @@ export class RegistrarService implements RegistrationEndpoint {
     });
     // Finish what a crash interrupted: nodes accepted but not yet issued get their certificate now.
     for (const name of await o.registry.namesInState('accepted')) await s.registration.ensureIssued(name);
-    s.crls.start();
-    s.steward.start(); // once now, then every 10 minutes
+    if (!o.backgroundWhenServing) s.startBackground();
     return s;
+  }
+
+  /**
+   * The work that need not come before serving: the per-source pending counts' read, the first CRL
+   * (watching for removals from then on; /v1/crl signs one itself if asked first) and the steward's
+   * first sweep (then every 10 minutes). With `backgroundWhenServing` the registrar calls this once
+   * it serves (registrar/main.ts): on one thread, work begun earlier would share the CPU with the
+   * start itself (issue 12 target 2). Once only.
+   */
+  startBackground(): void {
+    if (this.backgroundStarted) return;
+    this.backgroundStarted = true;
+    void this.pendingSources.load().catch(() => undefined);
+    this.crls.start();
+    this.steward.start();
   }
 
   get registry(): Registry {

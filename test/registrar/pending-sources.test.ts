@@ -42,4 +42,33 @@ describe('PendingSources', () => {
       p.close();
     }
   });
+
+  it('reads nothing at open: the stored records are read by load() (after the registrar is ready) or the first count()', async () => {
+    const reg = new MemoryRegistry();
+    await reg.apply({
+      nodes: [{ expectRev: 0, next: pending('stored', '10.0.0.1') }],
+      events: [{ type: 'pending', name: 'stored', detail: { address: '10.0.0.1' } }],
+    });
+    let reads = 0;
+    const listWaiting = reg.listWaiting.bind(reg);
+    reg.listWaiting = (o) => {
+      reads++;
+      return listWaiting(o);
+    };
+    const p = PendingSources.open(reg);
+    try {
+      // Events that land before the load are followed, and the stored record is not counted twice.
+      await reg.apply({
+        nodes: [{ expectRev: 0, next: pending('live', '10.0.0.1') }],
+        events: [{ type: 'pending', name: 'live', detail: { address: '10.0.0.1' } }],
+      });
+      expect(reads).toBe(0);
+      await Promise.all([p.load(), p.load()]);
+      expect(reads).toBe(1);
+      expect(await p.count('10.0.0.1')).toBe(2);
+      expect(reads).toBe(1);
+    } finally {
+      p.close();
+    }
+  });
 });

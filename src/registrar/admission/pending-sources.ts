@@ -12,41 +12,47 @@ export class PendingSources {
   private readonly byName = new Map<string, string>();
   private readonly counts = new Map<string, number>();
   private readonly unwatch: () => void;
-  private loaded: Promise<void> = Promise.resolve();
+  private loaded: Promise<void> | undefined;
   private closed = false;
 
-  private constructor(registry: Registry) {
+  private constructor(private readonly registry: Registry) {
     this.unwatch = registry.watch((ev) => this.onEvent(ev));
   }
 
   /**
-   * Follows the store's events from now and loads the pending records there are (paged) in the
-   * background: count() answers once they are loaded, so a registrar on a large store is ready
-   * without first reading every pending record.
+   * Follows the store's events from now; the pending records there already are get read by load(),
+   * which the registrar calls once it is ready (issue 12 target 2: the read shares the one thread
+   * with the start, so it waits until the registrar serves), or by the first count(), whichever comes
+   * first.
    */
   static open(registry: Registry): PendingSources {
-    const p = new PendingSources(registry);
-    p.loaded = (async () => {
+    return new PendingSources(registry);
+  }
+
+  /** Reads the stored pending records (paged, the state index's entries), once; count() waits for it. */
+  load(): Promise<void> {
+    if (this.loaded) return this.loaded;
+    this.loaded = (async () => {
       let after: string | undefined;
-      while (!p.closed) {
+      while (!this.closed) {
         // The state index's entries, not the records (issue 12 target 2: store/level.ts listWaiting).
-        const page = await registry.listWaiting({
+        const page = await this.registry.listWaiting({
           state: 'pending',
           limit: 1000,
           ...(after ? { after } : {}),
         });
-        for (const e of page) if (!p.byName.has(e.name) && e.address) p.add(e.name, e.address);
+        for (const e of page) if (!this.byName.has(e.name) && e.address) this.add(e.name, e.address);
         if (page.length < 1000) break;
         after = page[page.length - 1]!.name;
       }
     })();
     // A failed load fails the count() calls that wait for it; closing stops it (the store closes next).
-    p.loaded.catch(() => undefined);
-    return p;
+    this.loaded.catch(() => undefined);
+    return this.loaded;
   }
 
   async count(address: string): Promise<number> {
-    await this.loaded;
+    await this.load();
     return this.counts.get(sourceKey(address)) ?? 0;
   }
 
