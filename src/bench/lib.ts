@@ -72,10 +72,18 @@ export function procThreadsCpuMs(pid: number): Map<string, number> {
 }
 
 /** VmRSS and VmHWM (peak RSS) of a process, in MB. */
-export function procMem(pid: number): { rssMb: number; hwmMb: number } {
+export function procMem(pid: number): { rssMb: number; hwmMb: number; anonMb: number; fileMb: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024 };
+  // RSS = RssAnon (heap, stacks: the process's own memory) + RssFile (mapped files: the binary, and
+  // the level store's tables, which LevelDB reads through mmap: clean pages the kernel may drop) +
+  // RssShmem.
+  return {
+    rssMb: kb('VmRSS') / 1024,
+    hwmMb: kb('VmHWM') / 1024,
+    anonMb: kb('RssAnon') / 1024,
+    fileMb: kb('RssFile') / 1024,
+  };
 }
 
 // ---- the server child (src/bench/child.ts) ----
