@@ -2,9 +2,10 @@
  * DNS-SD publish and browse over mDNS (DESIGN "Discovery"), bonjour-service behind a small interface.
  *
  * What bonjour-service 1.4.4 gives us, and what we do ourselves (CONVENTIONS "Known pitfalls"):
- * - The socket and the query responder: `new Bonjour(opts, errorCallback)` opens a multicast-dns socket
- *   and its `Server` (dist/lib/mdns-server.js) answers queries from a record registry. We bind by
- *   interface address with `bind: '0.0.0.0'` (without it Linux delivers no multicast) and reuseAddr
+ * - The socket and the query responder: bonjour's `Server` (dist/lib/mdns-server.js, what
+ *   `new Bonjour(opts, errorCallback)` makes) opens a multicast-dns socket and answers queries from a
+ *   record registry. We bind by interface address with `bind: '0.0.0.0'` (without it Linux delivers
+ *   no multicast) and reuseAddr
  *   (5353 is shared with avahi). Its errorCallback covers only failed answers: socket errors such as
  *   EADDRINUSE are emitted on the multicast-dns emitter, where nobody listens and they would be thrown,
  *   so we listen there too.
@@ -40,7 +41,10 @@
  */
 import dgram from 'node:dgram';
 import os from 'node:os';
-import BonjourService from 'bonjour-service';
+// Only bonjour-service's responder (its Server: the multicast-dns socket and a record registry), not
+// the package's index: its Bonjour class adds the publish registry and browser this module replaces,
+// whose loading was a third of the package's on every `muster join` start (issue 12, target 4).
+import { Server as BonjourResponder } from 'bonjour-service/dist/lib/mdns-server.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { Browser, type BrowseHandle, type BrowseHandlers, type BrowseOptions } from './browser.js';
 import { MdnsError } from './errors.js';
@@ -114,6 +118,7 @@ interface MulticastDns {
   query(packet: DnsPacket, cb?: (err?: Error | null) => void): void;
   /** Adds the group membership on interfaces that gained an address (it also runs every 5 s). */
   update(): void;
+  destroy(cb?: () => void): void;
 }
 /** bonjour-service's Server (private in its types). */
 interface BonjourServer {
@@ -144,7 +149,6 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
   readonly random: Random = Math.random;
   readonly sink: PacketSink = this;
   private readonly server: BonjourServer;
-  private readonly bonjour: { destroy(cb?: () => void): void };
   private readonly pubs = new Set<PublicationMachine>();
   private readonly browserSet = new Set<Browser>();
   private registered: DnsRecord[] = [];
@@ -175,13 +179,12 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
       bind: '0.0.0.0', // pitfall: bound to the interface address, Linux delivers no multicast
       reuseAddr: true, // 5353 is shared with avahi-daemon and any other responder on the host
     };
-    const bonjour = new BonjourService(socketOpts as never, (err: Error) =>
+    const responder = new BonjourResponder(socketOpts as never, (err: Error) =>
       this.report(
         new MdnsError('MUSTER_ERR_MDNS_SOCKET', `mDNS send failed: ${err.message}`, { cause: err }),
       ),
     );
-    this.bonjour = bonjour;
-    this.server = (bonjour as unknown as { server: BonjourServer }).server;
+    this.server = responder as unknown as BonjourServer;
     const mdns = this.server.mdns;
     this.readyPromise = new Promise<void>((resolve, reject) => {
       mdns.on('ready', () => resolve());
@@ -369,7 +372,7 @@ class MdnsImpl implements Mdns, PacketSink, PublicationHost, ReceiverHost {
       // Goodbyes are on the wire (their send callbacks ran); only now close the socket.
       await new Promise<void>((resolve) => {
         try {
-          this.bonjour.destroy(() => resolve());
+          this.server.mdns.destroy(() => resolve());
         } catch (err) {
           this.log.debug({ err: String(err) }, 'mdns: socket already closed');
           resolve();
