@@ -141,6 +141,7 @@ export interface HerdNode {
   fp: string;
   /** Certificates in the 200/201 answers it got (one expected). */
   certs: Set<string>;
+  /** The status of each answer in order; 0 where its registrar could not be reached (killed). */
   statuses: number[];
   /** A refusal (anything but 200, 201, 429, 503): the herd failed. */
   refusal?: string;
@@ -198,6 +199,7 @@ export async function joinUntilAnswered(
       }
       await sleep(50 + Math.random() * 150);
     } catch {
+      n.statuses.push(0);
       at++; // that registrar is gone: the next one
       await sleep(20 + Math.random() * 80);
     }

@@ -97,7 +97,9 @@ describe.skipIf(gate.skip)('registrars sharing one etcd registry, under faults',
       nodes.flatMap((n, i) =>
         results[i] === 200 || results[i] === 201
           ? []
-          : [`${n.name}: ${n.refusal ?? results[i]} (statuses ${n.statuses.join(' ')})`],
+          : [
+              `${n.name}: ${n.refusal ?? results[i]} (answers in order: ${n.statuses.map((s) => s || 'unreachable').join(' ')})`,
+            ],
       ),
     ).toEqual([]);
 
