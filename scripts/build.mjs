@@ -130,6 +130,13 @@ const PATCHES = [
     from: 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();',
     to: '/* muster: help text not cached (scripts/build.mjs) */',
   },
+  {
+    // fastify requires node:http2 when it loads, for servers made with `http2: true`; muster's are
+    // HTTP/1.1, and loading node's HTTP/2 code costs every registrar start a few ms.
+    file: /[\\/]node_modules[\\/]fastify[\\/]lib[\\/]server\.js$/,
+    from: "const http2 = require('node:http2')",
+    to: "const http2 = new Proxy({}, { get: (_, k) => require('node:http2')[k] }) /* muster: loaded if used (scripts/build.mjs) */",
+  },
 ];
 
 /**

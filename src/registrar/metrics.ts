@@ -3,7 +3,13 @@
  * status, join latency, nodes by state, install mode. One registry per registrar (no globals), so
  * several registrars in one process (tests) keep their own counts.
  */
-import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
+// The four classes muster uses, file by file: prom-client's index also loads its default metrics, push
+// gateway and cluster aggregator, and with them node's cluster, dgram, v8, perf_hooks and zlib, at
+// every registrar start (issue 12, target 2). Types: src/types/prom-client-lib.d.ts.
+import Counter from 'prom-client/lib/counter.js';
+import Gauge from 'prom-client/lib/gauge.js';
+import Histogram from 'prom-client/lib/histogram.js';
+import PromRegistry from 'prom-client/lib/registry.js';
 import type { NodeState } from '../store/types.js';
 import type { PolicyStats } from './admission/policy-hook.js';
 
