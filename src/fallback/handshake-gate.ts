@@ -20,6 +20,16 @@
  * give up), and beyond `maxQueued` waiting ones a new connection is closed at once (a flood of idle
  * connections cannot grow the queue; server.maxConnections bounds the connections in all). A closed
  * connection is, for the node, an unreachable registrar: it backs off and comes again (join-loop.ts).
+ *
+ * Memory: at most `maxOpen` TLS connections are open at once (in their handshake or past it); a new
+ * one waits in the queue, unread, until one closes. An open connection costs the registrar ~36 kB
+ * (Node's TLS and HTTP state, most of it OpenSSL's record buffers, kept while the connection lives;
+ * measured with 2,000 keep-alive connections: 36 kB each on a bare node:https server too) against ~5 kB
+ * for one waiting in the queue. A node keeps one connection for its whole join (client.ts
+ * RegistrarAgent), so in a herd of 5,000 every node would hold one, 180 MB in all, when only the
+ * joins the queue can serve in time need to (issue 12, target 3: RSS <= 300 MB). When connections
+ * wait for that reason, the server's idle keep-alive connections are closed (at most once a second):
+ * those of nodes sleeping out a Retry-After, which open a new connection when they come back.
  */
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
@@ -34,12 +44,22 @@ export interface HandshakeGateOptions {
   maxWaitMs: number;
   /** A started handshake gives its slot back after this long even if it has not ended. */
   holdMs: number;
+  /** TLS connections open at most (default DEFAULT_MAX_OPEN); beyond, new ones wait their turn. */
+  maxOpen?: number;
   clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 }
+
+/** 2,048 connections x ~36 kB: ~75 MB of the registrar's memory at most (see the header). */
+export const DEFAULT_MAX_OPEN = 2048;
+/** How often at most the gate, full, closes the server's idle keep-alive connections. */
+const CLOSE_IDLE_EVERY_MS = 1000;
 
 export class HandshakeGate {
   /** Sockets whose handshake holds a slot, with the timer that ends the hold. */
   private readonly active = new Map<Socket, TimerHandle>();
+  /** Connections started and not yet closed (handshaking or established). */
+  private readonly open = new Set<Socket>();
+  private idleClosedAt = -Infinity;
   private readonly waiting: { socket: Socket; since: number }[] = [];
   /** Connections closed unstarted (queue full or waited too long), for the log and tests. */
   shed = 0;
@@ -48,6 +68,7 @@ export class HandshakeGate {
     private readonly server: TlsServer,
     private readonly start: (socket: Socket) => void,
     private readonly o: HandshakeGateOptions,
+    private readonly closeIdle: () => void,
   ) {}
 
   /**
@@ -57,7 +78,10 @@ export class HandshakeGate {
   static install(server: TlsServer, o: HandshakeGateOptions): HandshakeGate {
     const listeners = server.listeners('connection') as ((s: Socket) => void)[];
     server.removeAllListeners('connection');
-    const gate = new HandshakeGate(server, (s) => listeners.forEach((f) => f.call(server, s)), o);
+    // An https.Server (node:http's connection list) can close its idle keep-alive connections.
+    const closeIdle = (): void =>
+      (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    const gate = new HandshakeGate(server, (s) => listeners.forEach((f) => f.call(server, s)), o, closeIdle);
     server.on('connection', (s: Socket) => gate.arrive(s));
     // The raw socket a TLSSocket wraps is its `_parent` (node:_tls_wrap). Should that ever be missing,
     // the raw socket's 'close' still frees the slot, at the end of the connection instead.
@@ -67,20 +91,39 @@ export class HandshakeGate {
     return gate;
   }
 
-  get stats(): { active: number; waiting: number; shed: number } {
-    return { active: this.active.size, waiting: this.waiting.length, shed: this.shed };
+  get stats(): { active: number; open: number; waiting: number; shed: number } {
+    return { active: this.active.size, open: this.open.size, waiting: this.waiting.length, shed: this.shed };
+  }
+
+  private get maxOpen(): number {
+    return this.o.maxOpen ?? DEFAULT_MAX_OPEN;
+  }
+
+  /** A handshake may start: a slot is free and the open connections are below their bound. */
+  private get room(): boolean {
+    return this.active.size < this.o.max && this.open.size < this.maxOpen;
   }
 
   private arrive(socket: Socket): void {
     // A waiting socket has no other listener yet: a reset must not be an uncaught 'error'.
     socket.on('error', () => undefined);
     socket.once('close', () => this.gone(socket));
-    if (this.active.size < this.o.max && this.waiting.length === 0) return this.begin(socket);
+    if (this.room && this.waiting.length === 0) return this.begin(socket);
     if (this.waiting.length >= this.o.maxQueued) return this.drop(socket);
     this.waiting.push({ socket, since: this.o.clock.now() });
+    if (this.open.size >= this.maxOpen) this.makeRoom();
+  }
+
+  /** Full of open connections: those idle between requests make way (at most once a second). */
+  private makeRoom(): void {
+    const now = this.o.clock.now();
+    if (now - this.idleClosedAt < CLOSE_IDLE_EVERY_MS) return;
+    this.idleClosedAt = now;
+    this.closeIdle();
   }
 
   private begin(socket: Socket): void {
+    this.open.add(socket);
     this.active.set(
       socket,
       this.o.clock.setTimeout(() => this.release(socket), this.o.holdMs),
@@ -109,14 +152,15 @@ export class HandshakeGate {
   }
 
   private gone(socket: Socket): void {
-    if (this.free(socket)) return this.next();
+    const wasOpen = this.open.delete(socket);
+    if (this.free(socket) || wasOpen) return this.next();
     const i = this.waiting.findIndex((w) => w.socket === socket);
     if (i >= 0) this.waiting.splice(i, 1);
   }
 
   private next(): void {
     const now = this.o.clock.now();
-    while (this.active.size < this.o.max && this.waiting.length > 0) {
+    while (this.room && this.waiting.length > 0) {
       const w = this.waiting.shift()!;
       if (w.socket.destroyed) continue;
       if (now - w.since > this.o.maxWaitMs) this.drop(w.socket);

@@ -1,8 +1,9 @@
 /**
  * The TLS connection gate in front of the registrar's HTTPS server (src/fallback/handshake-gate.ts):
  * at most `max` handshakes at once, the other connections waiting in arrival order; a connection
- * beyond the queue, or one that waited too long, is closed without a handshake. Real sockets on
- * 127.0.0.1; the gate's clock is a ManualClock.
+ * beyond the queue, or one that waited too long, is closed without a handshake; at most `maxOpen`
+ * connections are open, and when that is what holds a connection back, the idle keep-alive ones are
+ * closed. Real sockets on 127.0.0.1; the gate's clock is a ManualClock.
  */
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
@@ -28,9 +29,17 @@ beforeEach(async () => {
   identity = issueServerIdentity(ca, 'r-gate', ['127.0.0.1'], new Date());
 });
 
-/** An HTTPS server with the gate: one handshake at once, one waiting. */
-async function serve(o: { maxWaitMs: number; holdMs: number }): Promise<void> {
-  server = https.createServer({ key: identity.keyPem, cert: identity.certPem }, (_req, res) => res.end('ok'));
+/** An HTTPS server with the gate: one handshake at once, one waiting (unless `o` says otherwise). */
+async function serve(o: {
+  maxWaitMs: number;
+  holdMs: number;
+  max?: number;
+  maxOpen?: number;
+}): Promise<void> {
+  // GET /hang is never answered: its connection stays busy.
+  server = https.createServer({ key: identity.keyPem, cert: identity.certPem }, (req, res) => {
+    if (req.url !== '/hang') res.end('ok');
+  });
   gate = HandshakeGate.install(server, { max: 1, maxQueued: 1, ...o, clock });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
@@ -123,6 +132,49 @@ describe('HandshakeGate', () => {
     await b.ended;
     expect(b.events).toEqual(['closed']);
     expect(gate.stats).toMatchObject({ active: 0, waiting: 0, shed: 1 });
+  });
+
+  it('at most maxOpen connections are open: a new one waits unread, a handshake slot free, until one closes', async () => {
+    await serve({ maxWaitMs: 60_000, holdMs: 60_000, max: 4, maxOpen: 1 });
+    // A connection with a request in progress: not idle, so it keeps its place.
+    const busy = https.get({
+      host: '127.0.0.1',
+      port,
+      path: '/hang',
+      rejectUnauthorized: false,
+      agent: false,
+    });
+    busy.on('error', () => undefined);
+    await until(() => gate.stats.open === 1 && gate.stats.active === 0);
+    const b = client();
+    await until(() => gate.stats.waiting === 1);
+    expect(gate.stats).toMatchObject({ active: 0, open: 1, waiting: 1, shed: 0 });
+    expect(b.events).toEqual([]);
+    busy.destroy();
+    await new Promise((r) => b.socket.once('secureConnect', r));
+    expect(gate.stats).toMatchObject({ open: 1, waiting: 0, shed: 0 });
+  });
+
+  it('full of open connections, it closes the idle keep-alive ones to let a waiting one in', async () => {
+    await serve({ maxWaitMs: 60_000, holdMs: 60_000, max: 4, maxOpen: 1 });
+    const agent = new https.Agent({ keepAlive: true, rejectUnauthorized: false });
+    const kept = await new Promise<net.Socket>((resolve, reject) => {
+      https
+        .get({ host: '127.0.0.1', port, agent }, (res) => {
+          const socket = res.socket; // detached from the answer once it is back in the agent's pool
+          res.resume();
+          res.on('end', () => resolve(socket));
+        })
+        .on('error', reject);
+    });
+    await until(() => Object.values(agent.freeSockets).some((l) => l?.length));
+    expect(gate.stats).toMatchObject({ open: 1, waiting: 0 });
+    const keptClosed = new Promise((r) => kept.once('close', r));
+    const b = client();
+    await new Promise((r) => b.socket.once('secureConnect', r));
+    await keptClosed;
+    expect(gate.stats).toMatchObject({ open: 1, waiting: 0, shed: 0 });
+    agent.destroy();
   });
 
   it('a slow client holds its slot for holdMs only: the next connection is served while it still waits', async () => {
