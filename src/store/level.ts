@@ -88,6 +88,14 @@ type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: stri
 const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
 /** Above every character a key part can hold: the upper bound of a prefix range. */
 const END = '\uffff';
+/**
+ * For a page read with `.all()`: the whole page in one read on leveldb's side. classic-level holds
+ * 16 KB per trip through the libuv pool by default, and `for await` reads one entry on its first
+ * step, so a page of 100 records (~2 KB each) took ~14 trips, each a wait for a pool thread and
+ * then for the main thread: on 1M records under load, p90 15.5 against 3.4 ms (p50 1.7 against
+ * 1.25 ms; docs/benchmarks.md). The page's `limit` bounds what is held.
+ */
+const ONE_TRIP = { highWaterMarkBytes: 64 * 1024 * 1024 };
 /** Serial counters reserved per durable write of m!serial-lease. */
 const SERIAL_LEASE = 1024;
 
@@ -197,6 +205,15 @@ export class LevelRegistry implements Registry {
     this.eventRetention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
     this.now = opts.now ?? Date.now;
     this.onFatal = opts.onFatal;
+    // leveldb's default table cache (classic-level maxOpenFiles 1000): each open table is mmapped,
+    // so the pages a read touches count in RSS as RssFile. They are clean pages of the page cache
+    // (read() would leave the same pages there, counted by a cgroup all the same) that the kernel
+    // drops under pressure. Capping maxOpenFiles at 40 kept RssFile at ~48 MB on 1M records under
+    // random reads, against ~690 MB, but made a read of an existing record cost 6.4 x the CPU (375
+    // against 58 us: tables reopened, their index and filter blocks read again) and changed nothing
+    // for absent names (bloom filters). Not capped: the registrar reads records (renewals, polls,
+    // acks) far more often than an operator reads RSS; docs/benchmarks.md has the numbers and says
+    // to watch RssAnon.
     this.db = new Level<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
   }
 
@@ -325,30 +342,26 @@ export class LevelRegistry implements Registry {
       const snapshot = this.db.snapshot();
       try {
         const prefix = K.state(opts.state, '');
-        const names: string[] = [];
-        for await (const k of this.db.keys({
-          gt: prefix + (opts.after ?? ''),
-          lt: prefix + END,
-          limit: opts.limit,
-          snapshot,
-        })) {
-          names.push(k.slice(prefix.length));
-        }
+        const keys = await this.db
+          .keys({
+            gt: prefix + (opts.after ?? ''),
+            lt: prefix + END,
+            limit: opts.limit,
+            snapshot,
+            ...ONE_TRIP,
+          })
+          .all();
+        const names = keys.map((k) => k.slice(prefix.length));
         const recs = await this.db.getMany(names.map(K.node), { snapshot });
         return recs.filter((v): v is string => v !== undefined).map((v) => normaliseNode(JSON.parse(v)));
       } finally {
         await snapshot.close();
       }
     }
-    const out: NodeRecord[] = [];
-    for await (const v of this.db.values({
-      gt: K.node(opts.after ?? ''),
-      lt: K.node(END),
-      limit: opts.limit,
-    })) {
-      out.push(normaliseNode(JSON.parse(v)));
-    }
-    return out;
+    const values = await this.db
+      .values({ gt: K.node(opts.after ?? ''), lt: K.node(END), limit: opts.limit, ...ONE_TRIP })
+      .all();
+    return values.map((v) => normaliseNode(JSON.parse(v)));
   }
 
   /**
@@ -363,15 +376,10 @@ export class LevelRegistry implements Registry {
       let after = opts.after ?? '';
       const chunk = opts.state ? Math.max(opts.limit, 256) : opts.limit;
       for (;;) {
-        const names: string[] = [];
-        for await (const k of this.db.keys({
-          gt: prefix + after,
-          lt: prefix + END,
-          limit: chunk,
-          snapshot,
-        })) {
-          names.push(k.slice(prefix.length));
-        }
+        const keys = await this.db
+          .keys({ gt: prefix + after, lt: prefix + END, limit: chunk, snapshot, ...ONE_TRIP })
+          .all();
+        const names = keys.map((k) => k.slice(prefix.length));
         const recs = await this.db.getMany(names.map(K.node), { snapshot });
         for (const v of recs) {
           if (v === undefined) continue;
@@ -397,11 +405,8 @@ export class LevelRegistry implements Registry {
   async namesInState(state: NodeState, limit = 10_000): Promise<string[]> {
     if (limit <= 0) return [];
     const prefix = K.state(state, '');
-    const names: string[] = [];
-    for await (const k of this.db.keys({ gt: prefix, lt: prefix + END, limit })) {
-      names.push(k.slice(prefix.length));
-    }
-    return names;
+    const keys = await this.db.keys({ gt: prefix, lt: prefix + END, limit, ...ONE_TRIP }).all();
+    return keys.map((k) => k.slice(prefix.length));
   }
 
   /**
@@ -414,11 +419,10 @@ export class LevelRegistry implements Registry {
     if (opts.limit <= 0) return [];
     const prefix = K.state(opts.state, '');
     const out: WaitingEntry[] = [];
-    for await (const [k, v] of this.db.iterator({
-      gt: prefix + (opts.after ?? ''),
-      lt: prefix + END,
-      limit: opts.limit,
-    })) {
+    const entries = await this.db
+      .iterator({ gt: prefix + (opts.after ?? ''), lt: prefix + END, limit: opts.limit, ...ONE_TRIP })
+      .all();
+    for (const [k, v] of entries) {
       const name = k.slice(prefix.length);
       if (v !== '') {
         const { at, a } = JSON.parse(v) as { at: number; a?: string };
@@ -526,12 +530,9 @@ export class LevelRegistry implements Registry {
   }
 
   async listEvents(after: number, limit: number): Promise<MusterEvent[]> {
-    const out: MusterEvent[] = [];
-    if (limit <= 0) return out;
-    for await (const v of this.db.values({ gt: K.event(after), lt: 'e!' + END, limit })) {
-      out.push(JSON.parse(v) as MusterEvent);
-    }
-    return out;
+    if (limit <= 0) return [];
+    const values = await this.db.values({ gt: K.event(after), lt: 'e!' + END, limit, ...ONE_TRIP }).all();
+    return values.map((v) => JSON.parse(v) as MusterEvent);
   }
 
   watch(fn: (ev: MusterEvent) => void): () => void {
