@@ -6,7 +6,7 @@
  * Fingerprints are SHA-256 over DER, base64url (DESIGN "Discovery": `key=` and `ca=`).
  */
 import { createHash, createPublicKey, KeyObject, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
+import { isIPv4 } from 'node:net';
 import {
   bitString,
   bool,
@@ -357,25 +357,27 @@ export function extension(oidDer: Buffer, critical: boolean, content: Buffer): B
 }
 
 function ipBytes(ip: string): Buffer {
-  const v = isIP(ip);
-  if (v === 4) return Buffer.from(ip.split('.').map(Number));
-  if (v === 6) {
-    // RFC 4291 §2.2: groups of 16 bits, one '::' for a run of zeros, optionally a dotted IPv4 tail.
-    let text = ip;
-    const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-    if (dotted) {
-      const b = dotted[1]!.split('.').map(Number);
-      text = text.slice(0, dotted.index) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  if (isIPv4(ip)) return Buffer.from(ip.split('.').map(Number));
+  // IPv6 (RFC 4291 §2.2), checked and written without a dotted IPv4 tail by the WHATWG URL parser:
+  // node's isIPv6 compiles a large regular expression on its first call, which a registrar's start
+  // paid for its server certificate (issue 12, target 2).
+  let text: string | undefined;
+  if (/^[0-9a-fA-F:.]+$/.test(ip) && ip.includes(':')) {
+    try {
+      text = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+    } catch {
+      text = undefined;
     }
-    const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
-    const h = head ? head.split(':') : [];
-    const t = tail ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-    const out = Buffer.alloc(16);
-    groups.forEach((g, i) => out.writeUInt16BE(parseInt(g || '0', 16), i * 2));
-    return out;
   }
-  throw new Error(`not an IP address: ${ip}`);
+  if (text === undefined) throw new Error(`not an IP address: ${ip}`);
+  // Groups of 16 bits, one '::' for a run of zeros.
+  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g || '0', 16), i * 2));
+  return out;
 }
 
 /** The TBSCertificate (RFC 5280 §4.1) for a spec, DER, with the issuer's signature algorithm. */

@@ -269,6 +269,11 @@ describe('issueCertificate', () => {
       'DNS:node-1, DNS:localhost, IP Address:192.0.2.7, IP Address:2001:DB8:0:0:0:0:0:5, IP Address:0:0:0:0:0:0:0:1, IP Address:FE80:0:1:2:3:4:5:6',
     );
     expect(() => issueCertificate(ca.issuer, spec(ecKey, { ipAddresses: ['not-an-ip'] }))).toThrow(/not an IP address/);
+    // A dotted IPv4 tail (RFC 4291 §2.2 form 3), and text that is no address or more than one.
+    const mapped = issueCertificate(ca.issuer, spec(ecKey, { ipAddresses: ['::ffff:192.0.2.1', '64:ff9b::10.0.0.1'] }));
+    expect(new X509Certificate(mapped).subjectAltName).toBe('DNS:node-1, IP Address:0:0:0:0:0:FFFF:C000:201, IP Address:64:FF9B:0:0:0:0:A00:1');
+    for (const bad of ['1::2::3', '12345::1', '::1]@example.org/[', '::1%eth0', '192.0.2.256', ''])
+      expect(() => issueCertificate(ca.issuer, spec(ecKey, { ipAddresses: [bad] })), bad).toThrow(/not an IP address/);
   });
 
   it('uses GeneralizedTime for a notAfter from 2050, which openssl accepts', () => {
