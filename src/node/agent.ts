@@ -28,6 +28,7 @@ import { nodeClock } from './clock.js';
 import { chooseRegistrar, type AskChoice } from './choice.js';
 import { discoverRegistrar, type Candidate } from './discovery.js';
 import { createNodeMdns, type EarlyDiscovery } from './early-discovery.js';
+import { WarmContact } from './warm-contact.js';
 import { hookEnvironment, runHook } from './hook.js';
 import {
   acknowledge,
@@ -247,93 +248,113 @@ async function join(given: JoinOptions): Promise<JoinResult> {
   let browsing = mdns !== undefined;
   let pendingEarly = mdns ? early : undefined;
 
-  const io: JoinIo = {
-    // mDNS candidates are hints (issue 8, hole 4): all of them are returned, each checked by TLS on
-    // connecting and skipped by the loop when it fails; the --registrar URL comes last.
-    discover: async (signal): Promise<RegistrarTarget[]> => {
-      const discoveryTimeoutMs = o.discoveryTimeoutMs ?? 5000;
-      const url: RegistrarTarget[] = o.registrarUrl ? [{ url: o.registrarUrl }] : [];
-      if (!mdns || !browsing) return url;
-      let found: Candidate[] = [];
-      // A node that held credentials looks for its own cluster unless told otherwise (its bundle check
-      // would refuse another one anyway).
-      const wanted = cluster || localCluster;
-      try {
-        // The first round takes what the early browse heard (it asked for the same); later rounds,
-        // after a failed attempt, browse anew.
-        const first = pendingEarly;
-        pendingEarly = undefined;
-        const heard = first
-          ? await first.candidates(signal)
-          : await discoverRegistrar({
-              mdns,
-              log,
-              clock,
-              timeoutMs: discoveryTimeoutMs,
-              signal,
-              ...(wanted ? { cluster: wanted } : {}),
-              ...(pin ? { pin } : {}),
-              ...(heldCa ? { held: heldCa } : {}),
-            });
-        // Several CAs or clusters: a choice for a person at a terminal, never a silent pick. With a
-        // --registrar URL to go on with, nobody is asked: that URL is the operator's choice.
-        const picked = await chooseRegistrar(heard, {
-          ...((pin ?? heldCa) ? { trusted: pin ?? heldCa } : {}),
-          ...(o.choose && !o.registrarUrl ? { ask: o.choose } : {}),
-          signal,
-        });
-        found = picked.candidates;
-        if (picked.chosen) {
-          const c = picked.chosen;
-          pinned = { fp: c.ca, from: 'the choice at the terminal' };
-          pin = c.ca;
-          cluster ||= c.cluster;
-          log.info(
-            { registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster, role: c.role },
-            'registrar chosen at the terminal: joining it, its CA pinned for this run',
-          );
-        }
-      } catch (err) {
-        if (signal.aborted) throw err;
-        if (isMusterError(err, 'MUSTER_ERR_AMBIGUOUS')) {
-          // Never a silent pick (DESIGN "Discovery"); with a URL to go on with, that is the way.
-          if (!o.registrarUrl) throw err;
-          log.warn(
-            { err: err.message, url: o.registrarUrl },
-            'skipping the registrars found by mDNS: using --registrar',
-          );
-          return url;
-        }
-        if (isMusterError(err)) throw err;
-        // The mDNS stack itself failed (a closed or broken socket): with a URL that is a warning.
-        if (!o.registrarUrl)
-          throw new MusterError('MUSTER_ERR_MDNS', `mDNS browsing failed: ${(err as Error).message}`);
-        log.warn({ err: (err as Error).message }, 'mDNS browsing failed: using --registrar');
-        browsing = false;
-        return url;
-      }
-      for (const c of found) {
-        log.info(
-          { registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster },
-          'found the registrar by mDNS',
-        );
-      }
-      if (found.length === 0 && o.registrarUrl) {
-        log.info(
-          { url: o.registrarUrl, after: discoveryTimeoutMs },
-          'no registrar found by mDNS: using --registrar',
-        );
-      }
-      return [...found.map((c) => ({ url: c.url, advertisedCa: c.ca, discovered: c.id })), ...url];
-    },
+  const firstContact = (target: RegistrarTarget, signal: AbortSignal): Promise<RegistrarClient> =>
+    RegistrarClient.connect(target.url, {
+      ...(pin ? { pin } : {}),
+      ...(localCaPem ? { localCa: localCaPem } : {}),
+      ...(target.advertisedCa ? { advertisedCa: target.advertisedCa } : {}),
+      signal,
+    });
+  // The first registrar heard is contacted while discovery listens for others (warm-contact.ts).
+  const warm = new WarmContact(firstContact);
+  const hear = (signal: AbortSignal) => (c: Candidate) =>
+    warm.heard({ url: c.url, advertisedCa: c.ca }, pin, signal);
 
-    connect: async (target, signal): Promise<JoinClient> => {
-      const client = await RegistrarClient.connect(target.url, {
-        ...(pin ? { pin } : {}),
-        ...(localCaPem ? { localCa: localCaPem } : {}),
-        ...(target.advertisedCa ? { advertisedCa: target.advertisedCa } : {}),
+  const discover = async (signal: AbortSignal): Promise<RegistrarTarget[]> => {
+    warm.drop(); // a contact left from an earlier round
+    try {
+      const targets = await discoverTargets(signal);
+      warm.keepFor(targets[0], pin);
+      return targets;
+    } catch (err) {
+      warm.drop();
+      throw err;
+    }
+  };
+
+  // mDNS candidates are hints (issue 8, hole 4): all of them are returned, each checked by TLS on
+  // connecting and skipped by the loop when it fails; the --registrar URL comes last.
+  const discoverTargets = async (signal: AbortSignal): Promise<RegistrarTarget[]> => {
+    const discoveryTimeoutMs = o.discoveryTimeoutMs ?? 5000;
+    const url: RegistrarTarget[] = o.registrarUrl ? [{ url: o.registrarUrl }] : [];
+    if (!mdns || !browsing) return url;
+    let found: Candidate[] = [];
+    // A node that held credentials looks for its own cluster unless told otherwise (its bundle check
+    // would refuse another one anyway).
+    const wanted = cluster || localCluster;
+    try {
+      // The first round takes what the early browse heard (it asked for the same); later rounds,
+      // after a failed attempt, browse anew.
+      const first = pendingEarly;
+      pendingEarly = undefined;
+      first?.onFound(hear(signal));
+      const heard = first
+        ? await first.candidates(signal)
+        : await discoverRegistrar({
+            mdns,
+            log,
+            clock,
+            timeoutMs: discoveryTimeoutMs,
+            signal,
+            onFound: hear(signal),
+            ...(wanted ? { cluster: wanted } : {}),
+            ...(pin ? { pin } : {}),
+            ...(heldCa ? { held: heldCa } : {}),
+          });
+      // Several CAs or clusters: a choice for a person at a terminal, never a silent pick. With a
+      // --registrar URL to go on with, nobody is asked: that URL is the operator's choice.
+      const picked = await chooseRegistrar(heard, {
+        ...((pin ?? heldCa) ? { trusted: pin ?? heldCa } : {}),
+        ...(o.choose && !o.registrarUrl ? { ask: o.choose } : {}),
         signal,
       });
+      found = picked.candidates;
+      if (picked.chosen) {
+        const c = picked.chosen;
+        pinned = { fp: c.ca, from: 'the choice at the terminal' };
+        pin = c.ca;
+        cluster ||= c.cluster;
+        log.info(
+          { registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster, role: c.role },
+          'registrar chosen at the terminal: joining it, its CA pinned for this run',
+        );
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      if (isMusterError(err, 'MUSTER_ERR_AMBIGUOUS')) {
+        // Never a silent pick (DESIGN "Discovery"); with a URL to go on with, that is the way.
+        if (!o.registrarUrl) throw err;
+        log.warn(
+          { err: err.message, url: o.registrarUrl },
+          'skipping the registrars found by mDNS: using --registrar',
+        );
+        return url;
+      }
+      if (isMusterError(err)) throw err;
+      // The mDNS stack itself failed (a closed or broken socket): with a URL that is a warning.
+      if (!o.registrarUrl)
+        throw new MusterError('MUSTER_ERR_MDNS', `mDNS browsing failed: ${(err as Error).message}`);
+      log.warn({ err: (err as Error).message }, 'mDNS browsing failed: using --registrar');
+      browsing = false;
+      return url;
+    }
+    for (const c of found) {
+      log.info({ registrar: c.id, url: c.url, ca: c.ca, cluster: c.cluster }, 'found the registrar by mDNS');
+    }
+    if (found.length === 0 && o.registrarUrl) {
+      log.info(
+        { url: o.registrarUrl, after: discoveryTimeoutMs },
+        'no registrar found by mDNS: using --registrar',
+      );
+    }
+    return [...found.map((c) => ({ url: c.url, advertisedCa: c.ca, discovered: c.id })), ...url];
+  };
+
+  const io: JoinIo = {
+    discover,
+
+    connect: async (target, signal): Promise<JoinClient> => {
+      const client = await (warm.take(target, pin) ?? firstContact(target, signal));
       const { info, trust } = client;
       if (cluster && info.cluster !== cluster) {
         client.close();
@@ -436,6 +457,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
     }).run();
     return resultFor('registered', files, certOf(bundle), bundle);
   } finally {
+    warm.drop();
     // The join advertisement is withdrawn (goodbye, awaited) whether registered, refused or stopped.
     await mdns?.close();
   }

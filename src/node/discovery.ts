@@ -48,6 +48,11 @@ export interface DiscoverOptions {
   signal?: AbortSignal;
   /** Time for the timeout and the settle delay (default: the real clock). */
   clock?: Clock;
+  /**
+   * Called with each matching registrar as it is first heard, before the decision (the agent opens a
+   * connection to the first one meanwhile, agent.ts). What is decided is unchanged by it.
+   */
+  onFound?: (c: Candidate) => void;
 }
 
 /** RFC 6762 §6: answers to a shared question come within 120 ms; 30 ms more for the link and a busy host. */
@@ -130,7 +135,9 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       // the real one out of the list (both are tried; TLS tells them apart).
       const key = `${c.id} ${c.url}`;
       if (!found.has(key) && found.size >= MAX_FOUND) return;
+      const isNew = !found.has(key);
       found.set(key, c);
+      if (isNew) o.onFound?.(c);
       o.log.debug({ registrar: c.id, url: c.url, ca: c.ca }, 'found a registrar');
       if (!settleTimer) {
         const sinceQuery = clock.now() - startedAt;

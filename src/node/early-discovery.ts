@@ -97,6 +97,9 @@ export class EarlyDiscovery {
   private released: Promise<void> | undefined;
   /** The candidates of the first discovery; rejects only when stopped. */
   private readonly found: Promise<Candidate[]> | undefined;
+  /** Registrars heard so far, before the decision, and who wants to hear of the next ones. */
+  private readonly heard: Candidate[] = [];
+  private onHeard: ((c: Candidate) => void) | undefined;
 
   constructor(
     /** The stack; undefined when it could not be used (already logged as "mDNS is unavailable"). */
@@ -113,6 +116,10 @@ export class EarlyDiscovery {
         signal: this.ctl.signal,
         ...(ask.cluster ? { cluster: ask.cluster } : {}),
         ...(ask.pin ? { pin: ask.pin } : {}),
+        onFound: (c) => {
+          this.heard.push(c);
+          this.onHeard?.(c);
+        },
       });
       this.found.catch(() => undefined); // awaited by runJoin when adopted; a stop is no error here
     }
@@ -145,6 +152,15 @@ export class EarlyDiscovery {
     if (signal.aborted) stop();
     else signal.addEventListener('abort', stop, { once: true });
     return this.found.finally(() => signal.removeEventListener('abort', stop));
+  }
+
+  /**
+   * `fn` hears each matching registrar as it is first heard, before the decision: those heard so far
+   * at once, then the others (DiscoverOptions.onFound).
+   */
+  onFound(fn: (c: Candidate) => void): void {
+    this.onHeard = fn;
+    for (const c of this.heard) fn(c);
   }
 
   /**

@@ -218,6 +218,33 @@ describe('runJoin with an early discovery (real registrar, fake mDNS)', () => {
     expect(r.logs.lines().find((l) => l.msg === 'found the registrar by mDNS')).toMatchObject({
       registrar: reg.id,
     });
+    // The first contact made while discovery listened is the one the join used (warm-contact.ts).
+    expect(await reg.metrics.requestCount('GET', '/v1/ca')).toBe(1);
+    expect(await reg.metrics.requestCount('GET', '/v1/info')).toBe(1);
+  });
+
+  it('two CAs heard and nothing pinned: no join is sent, though the first one heard was contacted', async () => {
+    const rogue = advert('rogue', fp('rogue'), 'alpha', 9, '127.0.0.1');
+    const f = fakeStack([heardReg(), rogue]);
+    const dir = path.join(t.dir, 'node');
+    const early = await startEarlyDiscovery(options({ createMdns: f.create, stateDir: dir }));
+    const err = await joinNode({ url: '' }, dir, {
+      registrarUrl: undefined as never,
+      name: 'early-4',
+      cluster: 'alpha',
+      mdns: true,
+      discoveryTimeoutMs: 5000,
+      timeoutMs: 1500,
+      createMdns: fakeStack().create,
+      early: early!,
+    }).then(
+      () => new Error('the join succeeded'),
+      (e: unknown) => e as Error,
+    );
+    expect(isMusterError(err, 'MUSTER_ERR_TIMEOUT'), String(err)).toBe(true);
+    expect(await reg.metrics.requestCount('GET', '/v1/info')).toBeGreaterThanOrEqual(1);
+    expect(await reg.metrics.requestCount('POST', '/v1/join')).toBe(0);
+    expect(readdirSync(dir)).toEqual(['node.key']);
   });
 
   it('asked for another cluster than runJoin: closed unused, runJoin browses on a stack of its own', async () => {
