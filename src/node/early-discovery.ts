@@ -108,6 +108,10 @@ export class EarlyDiscovery {
     o: EarlyDiscoveryOptions,
   ) {
     if (mdns) {
+      o.log.debug(
+        { cluster: ask.cluster || undefined, pin: ask.pin },
+        'looking for the registrar by mDNS while the agent loads',
+      );
       this.found = discoverRegistrar({
         mdns,
         log: o.log,
