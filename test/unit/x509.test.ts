@@ -14,6 +14,7 @@ import {
   encodeName,
   fromPem,
   issueCertificate,
+  issueCertificateAsync,
   keyFingerprint,
   keyProblem,
   makeSerial,
@@ -234,6 +235,16 @@ describe('issueCertificate', () => {
       expect(Date.parse(cert.validTo)).toBe(Math.floor(s.notAfter.getTime() / 1000) * 1000);
     });
   }
+
+  it('signs the same certificate on the main thread and on libuv\'s pool (the join path picks by core count)', async () => {
+    const s = spec(ecKey, { dnsNames: ['node-1'] });
+    const [main, pool] = await Promise.all([issueCertificateAsync(ca.issuer, s, false), issueCertificateAsync(ca.issuer, s, true)]);
+    // RSA PKCS#1 v1.5 signatures are deterministic: the same TBSCertificate gives the same bytes.
+    expect(pool.equals(main)).toBe(true);
+    expect(main.equals(issueCertificate(ca.issuer, s))).toBe(true);
+    const f = writeTemp(toPem(pool, 'CERTIFICATE'));
+    expect(openssl('verify', '-CAfile', path.join(dir, 'ca.pem'), f).status).toBe(0);
+  });
 
   it("carries an AKI equal to the CA's SKI, and the expected extensions", () => {
     const f = writeTemp(toPem(issueCertificate(ca.issuer, spec(rsaKey)), 'CERTIFICATE'));

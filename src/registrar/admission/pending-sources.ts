@@ -53,6 +53,10 @@ export class PendingSources {
 
   async count(address: string): Promise<number> {
     await this.load();
+    // The store delivers the events of a durable change on a later turn of the event loop
+    // (store/common.ts EventDelivery): let those queued now arrive first, so that a decision made right
+    // after a change (this registrar's last pending record, an operator's rejection) counts it.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     return this.counts.get(sourceKey(address)) ?? 0;
   }
 
