@@ -2,15 +2,15 @@
  * The TLS connection gate in front of the registrar's HTTPS server (src/fallback/handshake-gate.ts):
  * at most `max` handshakes at once, the other connections waiting in arrival order; a connection
  * beyond the queue, or one that waited too long, is closed without a handshake; at most `maxOpen`
- * connections are open, and when that is what holds a connection back, the idle keep-alive ones are
- * closed. Real sockets on 127.0.0.1; the gate's clock is a ManualClock.
+ * connections are open, and when that is what holds a connection back, the keep-alive ones idle for
+ * IDLE_MS are closed. Real sockets on 127.0.0.1; the gate's clock is a ManualClock.
  */
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { HandshakeGate } from '../../src/fallback/handshake-gate.js';
+import { HandshakeGate, IDLE_MS } from '../../src/fallback/handshake-gate.js';
 import { issueServerIdentity, loadOrCreateCa } from '../../src/registrar/ca.js';
 import { tempDir } from '../helpers/registrar.js';
 
@@ -35,6 +35,7 @@ async function serve(o: {
   holdMs: number;
   max?: number;
   maxOpen?: number;
+  maxQueued?: number;
 }): Promise<void> {
   // GET /hang is never answered: its connection stays busy.
   server = https.createServer({ key: identity.keyPem, cert: identity.certPem }, (req, res) => {
@@ -155,8 +156,8 @@ describe('HandshakeGate', () => {
     expect(gate.stats).toMatchObject({ open: 1, waiting: 0, shed: 0 });
   });
 
-  it('full of open connections, it closes the idle keep-alive ones to let a waiting one in', async () => {
-    await serve({ maxWaitMs: 60_000, holdMs: 60_000, max: 4, maxOpen: 1 });
+  it('full of open connections, it closes a keep-alive one idle for IDLE_MS to let a waiting one in, not one idle for less', async () => {
+    await serve({ maxWaitMs: 60_000, holdMs: 60_000, max: 4, maxOpen: 1, maxQueued: 2 });
     const agent = new https.Agent({ keepAlive: true, rejectUnauthorized: false });
     const kept = await new Promise<net.Socket>((resolve, reject) => {
       https
@@ -169,11 +170,20 @@ describe('HandshakeGate', () => {
     });
     await until(() => Object.values(agent.freeSockets).some((l) => l?.length));
     expect(gate.stats).toMatchObject({ open: 1, waiting: 0 });
-    const keptClosed = new Promise((r) => kept.once('close', r));
+    // Idle for less than IDLE_MS (its node may be about to send the next request): it stays.
+    clock.advance(IDLE_MS - 1);
     const b = client();
+    await until(() => gate.stats.waiting === 1);
+    expect(kept.destroyed).toBe(false);
+    expect(b.events).toEqual([]);
+    // Idle for IDLE_MS: the next arrival (a second later) has it closed, and the waiting one starts.
+    clock.advance(1000);
+    const keptClosed = new Promise((r) => kept.once('close', r));
+    const c = client();
     await new Promise((r) => b.socket.once('secureConnect', r));
     await keptClosed;
-    expect(gate.stats).toMatchObject({ open: 1, waiting: 0, shed: 0 });
+    expect(c.events).toEqual([]);
+    expect(gate.stats).toMatchObject({ open: 1, waiting: 1, shed: 0 });
     agent.destroy();
   });
 
