@@ -257,8 +257,22 @@ async function join(given: JoinOptions): Promise<JoinResult> {
     });
   // The first registrar heard is contacted while discovery listens for others (warm-contact.ts).
   const warm = new WarmContact(firstContact);
-  const hear = (signal: AbortSignal) => (c: Candidate) =>
-    warm.heard({ url: c.url, advertisedCa: c.ca }, pin, signal);
+  // A node that trusts one CA (a pin, or the CA it holds) and asks for one cluster keeps only
+  // registrars of that CA and cluster: no second choice can come, so once the first one heard has
+  // checked out against that CA, the window need not be waited out. A forged advertisement heard
+  // first fails that check, and the node listens the whole window as before (DESIGN "Discovery").
+  const hear = (signal: AbortSignal, decideNow: () => void) => (c: Candidate) => {
+    const contact = warm.heard({ url: c.url, advertisedCa: c.ca }, pin, signal);
+    if (!contact || !(pin ?? heldCa) || !(cluster || localCluster)) return;
+    contact.then(
+      (client) => {
+        if (client.info.cluster !== (cluster || localCluster)) return; // connect() will refuse it
+        log.debug({ registrar: c.id, url: c.url }, 'the first registrar heard checked out: deciding now');
+        decideNow();
+      },
+      () => undefined,
+    );
+  };
 
   const discover = async (signal: AbortSignal): Promise<RegistrarTarget[]> => {
     warm.drop(); // a contact left from an earlier round
@@ -287,7 +301,9 @@ async function join(given: JoinOptions): Promise<JoinResult> {
       // after a failed attempt, browse anew.
       const first = pendingEarly;
       pendingEarly = undefined;
-      first?.onFound(hear(signal));
+      first?.onFound(hear(signal, () => first.decideNow()));
+      let decideNow = (): void => undefined;
+      const decideWhen = new Promise<void>((resolve) => (decideNow = resolve));
       const heard = first
         ? await first.candidates(signal)
         : await discoverRegistrar({
@@ -296,7 +312,8 @@ async function join(given: JoinOptions): Promise<JoinResult> {
             clock,
             timeoutMs: discoveryTimeoutMs,
             signal,
-            onFound: hear(signal),
+            onFound: hear(signal, () => decideNow()),
+            decideWhen,
             ...(wanted ? { cluster: wanted } : {}),
             ...(pin ? { pin } : {}),
             ...(heldCa ? { held: heldCa } : {}),

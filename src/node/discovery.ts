@@ -53,6 +53,12 @@ export interface DiscoverOptions {
    * connection to the first one meanwhile, agent.ts). What is decided is unchanged by it.
    */
   onFound?: (c: Candidate) => void;
+  /**
+   * When it resolves, decide at once with what was heard (if anything), without waiting out the
+   * window. Only for a caller that knows no second choice can come (agent.ts: a pinned CA and a
+   * cluster, and the first registrar checked against them).
+   */
+  decideWhen?: Promise<unknown>;
 }
 
 /** RFC 6762 §6: answers to a shared question come within 120 ms; 30 ms more for the link and a busy host. */
@@ -91,7 +97,10 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
     const settleMs = o.settleMs ?? DEFAULT_SETTLE_MS;
     const startedAt = clock.now();
     let settleTimer: TimerHandle | undefined;
+    let finished = false;
     const finish = (fn: () => void): void => {
+      if (finished) return;
+      finished = true;
       clock.clearTimeout(deadline);
       if (settleTimer) clock.clearTimeout(settleTimer);
       browser.stop();
@@ -157,6 +166,12 @@ export function discoverRegistrar(o: DiscoverOptions): Promise<Candidate[]> {
       return reject(err);
     }
     for (const s of browser.list()) seen(s);
+    o.decideWhen?.then(
+      () => {
+        if (found.size > 0) decide();
+      },
+      () => undefined,
+    );
   });
 }
 

@@ -100,6 +100,7 @@ export class EarlyDiscovery {
   /** Registrars heard so far, before the decision, and who wants to hear of the next ones. */
   private readonly heard: Candidate[] = [];
   private onHeard: ((c: Candidate) => void) | undefined;
+  private decideNowFn: (() => void) | undefined;
 
   constructor(
     /** The stack; undefined when it could not be used (already logged as "mDNS is unavailable"). */
@@ -124,6 +125,7 @@ export class EarlyDiscovery {
           this.heard.push(c);
           this.onHeard?.(c);
         },
+        decideWhen: new Promise<void>((resolve) => (this.decideNowFn = resolve)),
       });
       this.found.catch(() => undefined); // awaited by runJoin when adopted; a stop is no error here
     }
@@ -165,6 +167,11 @@ export class EarlyDiscovery {
   onFound(fn: (c: Candidate) => void): void {
     this.onHeard = fn;
     for (const c of this.heard) fn(c);
+  }
+
+  /** Decide at once with what was heard (DiscoverOptions.decideWhen). */
+  decideNow(): void {
+    this.decideNowFn?.();
   }
 
   /**

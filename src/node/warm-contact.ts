@@ -27,12 +27,16 @@ export class WarmContact<C extends Closable> {
     private readonly connect: (target: ContactTarget, signal: AbortSignal) => Promise<C>,
   ) {}
 
-  /** A registrar was heard: the first one of a discovery round gets a contact, the others none. */
-  heard(target: ContactTarget, pin: string | undefined, signal: AbortSignal): void {
-    if (this.warm || signal.aborted) return;
+  /**
+   * A registrar was heard: the first one of a discovery round gets a contact (returned), the others
+   * none (undefined).
+   */
+  heard(target: ContactTarget, pin: string | undefined, signal: AbortSignal): Promise<C> | undefined {
+    if (this.warm || signal.aborted) return undefined;
     const client = this.connect(target, signal);
     client.catch(() => undefined); // its failure is the join's, if the join comes to use it
     this.warm = { target, pin, client };
+    return client;
   }
 
   /**

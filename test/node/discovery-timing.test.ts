@@ -56,13 +56,18 @@ function fakeMdns(): {
   return { mdns, hear: (s) => handlers!.up(s), browseOpts: () => opts };
 }
 
-function start(clock: ManualClock, mdns: Mdns): { result: () => Candidate[] | undefined } {
+function start(
+  clock: ManualClock,
+  mdns: Mdns,
+  decideWhen?: Promise<unknown>,
+): { result: () => Candidate[] | undefined } {
   let result: Candidate[] | undefined;
   void discoverRegistrar({
     mdns,
     log: createLogger({ name: 'test', level: 'silent' }),
     clock,
     timeoutMs: 5000,
+    ...(decideWhen ? { decideWhen } : {}),
   }).then((r) => (result = r));
   return { result: () => result };
 }
@@ -98,6 +103,35 @@ describe('discoverRegistrar timing', () => {
     clock.advance(1);
     await settled();
     expect(d.result()?.map((c) => c.ca)).toEqual([CA1, CA2]);
+  });
+
+  it('decideWhen: decides at once with what was heard, before the window ends; not while nothing is heard', async () => {
+    const clock = new ManualClock();
+    const f = fakeMdns();
+    let decideNow = (): void => undefined;
+    const d = start(clock, f.mdns, new Promise<void>((r) => (decideNow = r)));
+    decideNow(); // nothing heard yet: keeps listening
+    await settled();
+    clock.advance(10);
+    await settled();
+    expect(d.result()).toBeUndefined();
+    f.hear(advert('r1', CA1));
+    clock.advance(DEFAULT_SETTLE_MS - 11);
+    await settled();
+    expect(d.result()).toBeUndefined(); // decideWhen fired before anything was heard: the window runs
+    clock.advance(1);
+    await settled();
+    expect(d.result()?.map((c) => c.id)).toEqual(['r1']);
+
+    const g = fakeMdns();
+    let now = (): void => undefined;
+    const e = start(clock, g.mdns, new Promise<void>((r) => (now = r)));
+    clock.advance(5);
+    g.hear(advert('r1', CA1));
+    clock.advance(10);
+    now();
+    await settled();
+    expect(e.result()?.map((c) => c.id)).toEqual(['r1']); // 15 ms after the query, not 150
   });
 
   it('a registrar first heard later (its answer to a later query) gets the full 150 ms after it', async () => {

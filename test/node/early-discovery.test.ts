@@ -221,6 +221,56 @@ describe('runJoin with an early discovery (real registrar, fake mDNS)', () => {
     // The first contact made while discovery listened is the one the join used (warm-contact.ts).
     expect(await reg.metrics.requestCount('GET', '/v1/ca')).toBe(1);
     expect(await reg.metrics.requestCount('GET', '/v1/info')).toBe(1);
+    // Pinned by the token and one cluster asked for: no second choice can come, so the node decided
+    // once that contact checked out, without waiting out the window.
+    expect(
+      r.logs.lines().find((l) => l.msg === 'the first registrar heard checked out: deciding now'),
+    ).toMatchObject({ registrar: reg.id });
+  });
+
+  it('pinned, one cluster, a forged copy heard first: its contact fails, the window is waited out, the real one joined', async () => {
+    const forged = advert(reg.id, reg.caFingerprint, 'alpha', 9, '127.0.0.1'); // nothing listens on 9
+    const f = fakeStack([forged, heardReg()]);
+    const dir = path.join(t.dir, 'node');
+    const token = await tokenOf();
+    const early = await startEarlyDiscovery(options({ createMdns: f.create, stateDir: dir, token }));
+    const r = await joinNode({ url: '' }, dir, {
+      registrarUrl: undefined as never,
+      name: 'early-6',
+      cluster: 'alpha',
+      mdns: true,
+      token,
+      discoveryTimeoutMs: 5000,
+      timeoutMs: 20_000,
+      createMdns: fakeStack().create,
+      early: early!,
+    });
+    expect(r.status).toBe('registered');
+    expect(r.logs.text()).not.toContain('deciding now');
+    expect(r.fingerprint).toBe(reg.caFingerprint);
+  });
+
+  it('pinned but any cluster: the window is waited out (a registrar of another cluster may still answer)', async () => {
+    const f = fakeStack([heardReg()]);
+    const dir = path.join(t.dir, 'node');
+    const token = await tokenOf();
+    const early = await startEarlyDiscovery(
+      options({ createMdns: f.create, stateDir: dir, token, cluster: '' }),
+    );
+    const r = await joinNode({ url: '' }, dir, {
+      registrarUrl: undefined as never,
+      name: 'early-5',
+      cluster: '',
+      mdns: true,
+      token,
+      discoveryTimeoutMs: 5000,
+      timeoutMs: 20_000,
+      createMdns: fakeStack().create,
+      early: early!,
+    });
+    expect(r.status).toBe('registered');
+    expect(r.logs.text()).not.toContain('deciding now');
+    expect(await reg.metrics.requestCount('GET', '/v1/info')).toBe(1);
   });
 
   it('two CAs heard and nothing pinned: no join is sent, though the first one heard was contacted', async () => {
