@@ -213,6 +213,24 @@ describe('HTTPS routes', () => {
     ).toBe(201);
   }, 60_000);
 
+  it('a flood of good requests from one source is cut at 6,000 a minute (the flood guard); other sources and the next minute are not', async () => {
+    await setup();
+    const get = (remoteAddress: string) => app.inject({ method: 'GET', url: '/v1/ca', remoteAddress });
+    for (let i = 0; i < 6000; i++) {
+      const r = await get('198.51.100.7');
+      if (r.statusCode !== 200) throw new Error(`request ${i + 1}: ${r.statusCode} ${r.body}`);
+      // No per-answer rate headers: the guard says something only when it refuses.
+      if (i === 0) expect(Object.keys(r.headers).filter((h) => h.startsWith('x-ratelimit'))).toEqual([]);
+    }
+    const cut = await get('198.51.100.7');
+    expect(cut.statusCode).toBe(429);
+    expect(cut.json()).toEqual({ error: 'rate_limited', message: expect.stringMatching(/^too many requests from this address: retry in \d+ s$/) });
+    expect(Number(cut.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await get('198.51.100.8')).statusCode).toBe(200);
+    c.clock.advance(60_000);
+    expect((await get('198.51.100.7')).statusCode).toBe(200);
+  }, 60_000);
+
   it('an IPv6 guesser cannot rotate through its /64 to dodge the limit', async () => {
     await setup({ rateLimit: 5 });
     const tok = await c.token();
