@@ -188,8 +188,8 @@ export class EarlyDiscovery {
 }
 
 /**
- * Starts browsing for the registrar at once (the caller then loads the agent and calls runJoin with
- * the result), or returns undefined when a head start does not apply: mDNS off, a state directory
+ * Starts browsing for the registrar at once (the caller, with mDNS on, then loads the agent and calls
+ * runJoin with the result), or returns undefined when a head start does not apply: a state directory
  * that holds credentials or a CA from an earlier registration, or a pin that runJoin will refuse as a
  * usage error (--ca-fingerprint and a token that pins another CA).
  */
