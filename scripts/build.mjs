@@ -35,10 +35,11 @@ const require = createRequire(import.meta.url);
 
 /**
  * The packages src/ imports that go into the bundle (with everything they import in turn): yargs for
- * every command; fastify, prom-client and pino for the registrar, whose start was
- * mostly resolving, reading and compiling their ~300 files one by one (issue 12, target 2).
+ * every command; fastify, prom-client and pino for the registrar, whose start was mostly resolving,
+ * reading and compiling their ~300 files one by one (issue 12, target 2); bonjour-service's responder
+ * (multicast-dns, dns-packet) for every `muster join` that looks for its registrar (target 4).
  */
-const BUNDLED = new Set(['yargs', 'fastify', 'prom-client', 'pino']);
+const BUNDLED = new Set(['yargs', 'fastify', 'prom-client', 'pino', 'bonjour-service']);
 /**
  * Never bundled, though a bundled package requires them: fastify loads these only when asked (Ajv and
  * fast-json-stringify when an app has no compilers of its own: muster's apps bring theirs,
