@@ -54,8 +54,13 @@ export interface HandshakeGateOptions {
   clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 }
 
-/** 2,048 connections x ~36 kB: ~75 MB of the registrar's memory at most (see the header). */
-export const DEFAULT_MAX_OPEN = 2048;
+/**
+ * 1,024 connections x ~36 kB: ~37 MB of the registrar's memory at most (see the header), still 16
+ * times the joins that run at once. 5,000-node herds on this project's 2-core bench machine (load
+ * 3-4, paired runs): peak RSS 327-361 MB with no bound, 278-306 MB with 2,048, 204-242 MB with 1,024,
+ * and p99 and registrar CPU no worse (docs/benchmarks.md "Herds of real agents").
+ */
+export const DEFAULT_MAX_OPEN = 1024;
 /** How often at most the gate, full, closes the connections of nodes told to come back later. */
 const CLOSE_IDLE_EVERY_MS = 1000;
 /** Answers after which a node pauses (Retry-After or back-off): its connection may then be closed. */
