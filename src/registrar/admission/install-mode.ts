@@ -11,7 +11,7 @@ import type { InstallModeState } from '../../store/types.js';
 import { TIER_ROLE } from '../issuer.js';
 import { effectiveInstallMode, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
-import { MAX_INFLIGHT_WAITS } from './reservations.js';
+import { lookPastInflight } from './reservations.js';
 
 export interface InstallModeProvisionerDeps {
   state(): Promise<InstallModeState>;
@@ -29,25 +29,29 @@ export class InstallModeProvisioner implements Provisioner {
   constructor(private readonly deps: InstallModeProvisionerDeps) {}
 
   async evaluate(req: AdmissionRequest, now: number): Promise<Verdict | undefined> {
-    let s: InstallModeState;
-    for (let wait = 0; ; wait++) {
-      const stored = await this.deps.state();
-      const inflight = this.deps.inflight();
-      s = effectiveInstallMode({ ...stored, accepted: stored.accepted + inflight }, now);
-      // Only acceptances in flight fill the window (--max): one may yet give its slot back, and one
-      // whose change already landed is counted twice until it ends (reservations.ts). Wait for one
-      // to end and look again, rather than leave the node waiting for the operator.
-      if (s.on || inflight === 0 || !effectiveInstallMode(stored, now).on) break;
-      if (wait >= MAX_INFLIGHT_WAITS) {
+    // Only acceptances in flight fill the window (--max): one may yet give its slot back, and one
+    // whose change already landed is counted twice until it ends (reservations.ts). Look again once
+    // one of them ends, rather than leave the node waiting for the operator.
+    const s = await lookPastInflight(
+      async () => {
+        const stored = await this.deps.state();
+        const inflight = this.deps.inflight();
+        const counted = effectiveInstallMode({ ...stored, accepted: stored.accepted + inflight }, now);
         return {
-          kind: 'deny',
-          code: 'busy',
-          message: 'the registrar is busy with install mode: retry shortly',
-          cause: 'the last acceptances of the install-mode window are held by joins in flight',
-          retryAfter: 1,
+          result: counted,
+          onlyInflightRefuses: !counted.on && inflight > 0 && effectiveInstallMode(stored, now).on,
         };
-      }
-      await this.deps.released();
+      },
+      () => this.deps.released(),
+    );
+    if (!s) {
+      return {
+        kind: 'deny',
+        code: 'busy',
+        message: 'the registrar is busy with install mode: retry shortly',
+        cause: 'the last acceptances of the install-mode window are held by joins in flight',
+        retryAfter: 1,
+      };
     }
     if (!s.on) return undefined;
     const auto = this.deps.autoregister();

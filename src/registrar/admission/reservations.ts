@@ -49,5 +49,23 @@ export class Reservations {
  */
 export const MAX_INFLIGHT_WAITS = 16;
 
+/**
+ * A decision that counts uses in flight: `look` reads the stored state, decides with the held uses
+ * added, and says whether those uses alone make it refuse. Then it waits for one of them to end
+ * (`released`) and looks again; past MAX_INFLIGHT_WAITS looks, undefined: the caller answers a
+ * retryable "busy" rather than a refusal the node would not retry.
+ */
+export async function lookPastInflight<T>(
+  look: () => Promise<{ result: T; onlyInflightRefuses: boolean }>,
+  released: () => Promise<void>,
+): Promise<T | undefined> {
+  for (let wait = 0; ; wait++) {
+    const { result, onlyInflightRefuses } = await look();
+    if (!onlyInflightRefuses) return result;
+    if (wait >= MAX_INFLIGHT_WAITS) return undefined;
+    await released();
+  }
+}
+
 export const tokenKey = (id: string): string => 'token:' + id;
 export const INSTALL_MODE_KEY = 'install-mode';

@@ -9,7 +9,7 @@ import { TIER_ROLE } from '../issuer.js';
 import { joinProofMac, safeEqual } from '../../common/proof.js';
 import { checkProof, type Autoregister } from '../policy.js';
 import type { AdmissionRequest, Provisioner, Verdict } from './authorizer.js';
-import { MAX_INFLIGHT_WAITS } from './reservations.js';
+import { lookPastInflight } from './reservations.js';
 
 export interface TokenProvisionerDeps {
   token(id: string): Promise<TokenRecord | undefined>;
@@ -33,31 +33,34 @@ export class TokenProvisioner implements Provisioner {
     if (!req.proof) return undefined;
     const proof = req.proof;
     const fields = { name: req.name, role: req.role, cluster: req.cluster, key: req.key };
-    let seen: TokenRecord | undefined;
-    let check: ReturnType<typeof checkProof>;
-    for (let wait = 0; ; wait++) {
-      const stored = await this.deps.token(proof.id);
-      const inflight = stored ? this.deps.inflight(stored.id) : 0;
-      seen = stored && { ...stored, used: stored.used + inflight };
-      check = checkProof(seen, proof, fields, now);
-      // Only uses in flight make the token look used up (Reservations): one may yet be given back,
-      // and one whose change already landed is counted twice until its acceptance ends, so a token
-      // sized exactly for its herd refused its last nodes for good. Not a refusal yet: wait for one
-      // of them to end and look again; past MAX_INFLIGHT_WAITS, a retryable "busy" (the node asks again).
-      if (check.ok || inflight === 0 || !checkProof(stored, proof, fields, now).ok) break;
-      if (wait >= MAX_INFLIGHT_WAITS) {
+    // Only uses in flight make the token look used up (Reservations): one may yet be given back, and
+    // one whose change already landed is counted twice until its acceptance ends, so a token sized
+    // exactly for its herd refused its last nodes for good. Not a refusal yet: look again once one
+    // of them ends (lookPastInflight).
+    const looked = await lookPastInflight(
+      async () => {
+        const stored = await this.deps.token(proof.id);
+        const inflight = stored ? this.deps.inflight(stored.id) : 0;
+        const seen = stored && { ...stored, used: stored.used + inflight };
+        const check = checkProof(seen, proof, fields, now);
         return {
-          kind: 'deny',
-          code: 'busy',
-          message: 'the registrar is busy with this join token: retry shortly',
-          cause: `the last uses of token ${stored!.id} are held by joins in flight`,
-          retryAfter: 1,
+          result: { seen, check },
+          onlyInflightRefuses: !check.ok && inflight > 0 && checkProof(stored, proof, fields, now).ok,
         };
-      }
-      await this.deps.released(stored!.id);
+      },
+      () => this.deps.released(proof.id),
+    );
+    if (!looked) {
+      return {
+        kind: 'deny',
+        code: 'busy',
+        message: 'the registrar is busy with this join token: retry shortly',
+        cause: `the last uses of token ${proof.id} are held by joins in flight`,
+        retryAfter: 1,
+      };
     }
-    const t = seen;
-    const checked = check;
+    const t = looked.seen;
+    const checked = looked.check;
     if (!checked.ok) {
       // A locked token answers like a revoked one (the node hears only "bad proof"); the log and the
       // refused event say locked. A proof whose HMAC does not verify with an existing token's secret
