@@ -39,7 +39,14 @@ import {
   type JoinIo,
   type RegistrarTarget,
 } from './join-loop.js';
-import { localRegistration, loadOrCreateKey, NodeFiles, serialOf, writeBundle } from './node-files.js';
+import {
+  localRegistration,
+  loadOrCreateKey,
+  NodeFiles,
+  readCredentials,
+  serialOf,
+  writeBundle,
+} from './node-files.js';
 import { deriveNodeName, type NameFrom } from './node-name.js';
 
 export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
@@ -152,9 +159,10 @@ async function join(given: JoinOptions): Promise<JoinResult> {
   }
   const o = given.nameFrom ? { ...given, name: await derivedName(given, given.nameFrom, files) } : given;
 
-  const existingKeyPem = await files.read('key');
+  // The key and the credentials are read (and the key parsed) once, for every use below.
+  const [existingKeyPem, held] = await Promise.all([files.read('key'), readCredentials(files)]);
   const existingKey = existingKeyPem ? createPrivateKey(existingKeyPem) : undefined;
-  const local = await localRegistration(files, existingKey, clock.now());
+  const local = await localRegistration(files, existingKey, clock.now(), held);
   if (local) {
     if (local.bundle.node !== o.name) {
       throw new MusterError(
@@ -202,7 +210,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
       'no registrar: pass --registrar https://HOST:PORT, or turn mDNS on to find it on the LAN',
     );
   }
-  const key = await loadOrCreateKey(files, o.keyType ?? 'ec', log);
+  const key = await loadOrCreateKey(files, o.keyType ?? 'ec', log, existingKey);
   const spki = createPublicKey(key).export({ type: 'spki', format: 'der' }) as Buffer;
   const fp = keyFingerprint(spki);
   const csr = buildCsr(o.name, key);
@@ -214,14 +222,14 @@ async function join(given: JoinOptions): Promise<JoinResult> {
     if (!cert) parsed.set(bundle, (cert = new X509Certificate(bundle.certificate)));
     return cert;
   };
-  const localCaPem = await files.read('ca');
+  const localCaPem = held.ca;
   let heldCa: string | undefined;
   try {
     heldCa = localCaPem ? certFingerprint(localCaPem) : undefined;
   } catch {
     heldCa = undefined; // an unreadable ca.crt: the connect step refuses it with a clear message
   }
-  const localBundle = await files.read('bundle');
+  const localBundle = held.bundle;
   let localCluster: string | undefined;
   try {
     localCluster = localBundle ? (JSON.parse(localBundle) as Bundle).cluster : undefined;

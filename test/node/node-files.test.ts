@@ -3,13 +3,16 @@
  * "Setting up nodes in an image"): writeBundle writes the whole set private (0600), chain.pem only
  * when there are intermediates, drops the ack of an earlier registration, leaves no temp file, and
  * bundle.json, which marks the set complete, is replaced last: when another file of the set cannot be
- * replaced, the old bundle.json is still there and no temp file is left.
+ * replaced, the old bundle.json is still there and no temp file is left. loadOrCreateKey makes a key
+ * file that others could read private, also when the caller hands it the key it already parsed.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { memoryLogger } from '../../src/common/log.js';
 import type { Bundle } from '../../src/common/proof.js';
-import { NodeFiles, writeBundle } from '../../src/node/node-files.js';
+import { loadOrCreateKey, NodeFiles, writeBundle } from '../../src/node/node-files.js';
 import { tempDir } from '../helpers/registrar.js';
 
 const bundle = (chain: string[], node = 'web-1'): Bundle => ({
@@ -69,5 +72,34 @@ describe('writeBundle', () => {
     expect(read('bundle.json')).toBe(before);
     expect(JSON.parse(read('bundle.json')).node).toBe('web-1');
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
+describe('loadOrCreateKey', () => {
+  const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+    .privateKey.export({ type: 'pkcs8', format: 'pem' })
+    .toString();
+
+  for (const given of [false, true]) {
+    it(`makes a node.key that others can read 0600 and warns (${given ? 'key given' : 'key read'})`, async () => {
+      writeFileSync(path.join(dir, 'node.key'), pem);
+      chmodSync(path.join(dir, 'node.key'), 0o644);
+      const m = memoryLogger();
+      const existing = given ? createPrivateKey(pem) : undefined;
+      const key = await loadOrCreateKey(new NodeFiles(dir), 'ec', m.log, existing);
+      if (existing) expect(key).toBe(existing);
+      expect(key.export({ type: 'pkcs8', format: 'pem' })).toBe(pem);
+      expect(mode('node.key')).toBe(0o600);
+      expect(m.lines().map((l) => l.msg)).toEqual(['node key was readable by others: set to 0600']);
+      expect(read('node.key')).toBe(pem);
+    });
+  }
+
+  it('creates the key 0600 when there is none', async () => {
+    const m = memoryLogger();
+    const key = await loadOrCreateKey(new NodeFiles(dir), 'ec', m.log);
+    expect(mode('node.key')).toBe(0o600);
+    expect(createPrivateKey(read('node.key')).equals(key)).toBe(true);
+    expect(m.lines().map((l) => l.msg)).toEqual(['created the node key']);
   });
 });
