@@ -69,17 +69,28 @@ export function value(buf: Buffer, t: Tlv): Buffer {
 
 // ---- writer ----
 
-function header(tag: number, len: number): Buffer {
-  if (len < 0x80) return Buffer.from([tag, len]);
-  if (len < 0x100) return Buffer.from([tag, 0x81, len]);
-  if (len < 0x10000) return Buffer.from([tag, 0x82, len >> 8, len & 0xff]);
-  return Buffer.from([tag, 0x83, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
-}
-
+/**
+ * One TLV: the header and the parts written into a single buffer (no header buffer and no array for
+ * Buffer.concat per call: a certificate is some fifty of these, on every join).
+ */
 export function tlv(tag: number, ...parts: Buffer[]): Buffer {
   let len = 0;
   for (const p of parts) len += p.length;
-  return Buffer.concat([header(tag, len), ...parts], len + (len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5));
+  const head = len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
+  if (len >= 0x1000000) throw new DerError('value too long');
+  const out = Buffer.allocUnsafe(head + len);
+  out[0] = tag;
+  if (head === 2) out[1] = len;
+  else {
+    out[1] = 0x80 | (head - 2);
+    for (let i = head - 1, v = len; i >= 2; i--, v >>>= 8) out[i] = v & 0xff;
+  }
+  let off = head;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
 }
 
 export const TAG = {

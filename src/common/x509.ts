@@ -5,7 +5,7 @@
  *   SubjectPublicKeyInfo bytes into a TBSCertificate that node:crypto signs with the CA key.
  * Fingerprints are SHA-256 over DER, base64url (DESIGN "Discovery": `key=` and `ca=`).
  */
-import { createHash, createPublicKey, KeyObject, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, KeyObject, randomFillSync, sign, verify, X509Certificate } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import {
@@ -396,37 +396,72 @@ function ipBytes(ip: string): Buffer {
   return out;
 }
 
-/** The TBSCertificate (RFC 5280 §4.1) for a spec, DER, with the issuer's signature algorithm. */
-function buildTbs(issuer: IssuerKey, spec: CertificateSpec): { tbs: Buffer; alg: Buffer } {
-  const info = issuerInfo(issuer);
-  const exts: Buffer[] = [];
+/**
+ * The extensions that are the same in every certificate of one kind from one issuer, DER: those
+ * before the subjectAltName (basicConstraints, keyUsage, extKeyUsage) and those after the
+ * subjectKeyIdentifier (authorityKeyIdentifier, CRL distribution point). Built once per issuer and
+ * kind instead of on every join (each is several small DER buffers); the cache is per issuer, so a
+ * new CA key or certificate (a rotated tier intermediate) builds its own.
+ */
+interface FixedExtensions {
+  head: Buffer;
+  tail: Buffer;
+}
+const fixedExtCache = new WeakMap<IssuerInfo, Map<string, FixedExtensions>>();
+/** Kinds cached per issuer at most (the CRL URL is part of the kind: it follows the registrar's address). */
+const FIXED_EXT_KINDS = 16;
+
+function fixedExtensions(info: IssuerInfo, spec: CertificateSpec): FixedExtensions {
+  // keyUsage depends on the key type for node certificates, read from the SPKI's algorithm OID: no
+  // key parsing on the hot path.
+  const rsa = spec.usage !== 'ca' && spkiKind(spec.spki).kind === 'rsa';
+  const key = spec.usage === 'ca' ? String(spec.pathLen ?? 0) : rsa ? 'rsa' : 'ec';
+  const kind = `${spec.usage}|${key}|${spec.crlUrl ?? ''}`;
+  let byKind = fixedExtCache.get(info);
+  const hit = byKind?.get(kind);
+  if (hit) return hit;
+  const head: Buffer[] = [];
   if (spec.usage === 'ca') {
-    exts.push(extension(OID_DER.basicConstraints, true, seq(bool(true), smallInt(spec.pathLen ?? 0))));
+    head.push(extension(OID_DER.basicConstraints, true, seq(bool(true), smallInt(spec.pathLen ?? 0))));
     // keyUsage bits digitalSignature (0), keyCertSign (5), cRLSign (6): 0b10000110, one unused bit.
-    exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, Buffer.from([0x01, 0x86]))));
+    head.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, Buffer.from([0x01, 0x86]))));
   } else {
-    exts.push(extension(OID_DER.basicConstraints, true, seq()));
-    // keyUsage bits: digitalSignature (0), keyEncipherment (2) for RSA key exchange. The key type is
-    // read from the SPKI's algorithm OID: no key parsing on the hot path.
-    const ku = spkiKind(spec.spki).kind === 'rsa' ? Buffer.from([0x05, 0xa0]) : Buffer.from([0x07, 0x80]);
-    exts.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, ku)));
+    head.push(extension(OID_DER.basicConstraints, true, seq()));
+    // keyUsage bits: digitalSignature (0), keyEncipherment (2) for RSA key exchange.
+    const ku = rsa ? Buffer.from([0x05, 0xa0]) : Buffer.from([0x07, 0x80]);
+    head.push(extension(OID_DER.keyUsage, true, tlv3(TAG.BIT_STRING, ku)));
     const eku: Buffer[] = [];
     if (spec.usage !== 'client') eku.push(OID_DER.serverAuth);
     if (spec.usage !== 'server') eku.push(OID_DER.clientAuth);
-    exts.push(extension(OID_DER.extKeyUsage, false, seq(...eku)));
+    head.push(extension(OID_DER.extKeyUsage, false, seq(...eku)));
   }
-  const san: Buffer[] = [];
-  for (const d of spec.dnsNames ?? []) san.push(implicit(2, Buffer.from(d, 'ascii')));
-  for (const ip of spec.ipAddresses ?? []) san.push(implicit(7, ipBytes(ip)));
-  if (san.length) exts.push(extension(OID_DER.subjectAltName, false, seq(...san)));
-  exts.push(extension(OID_DER.subjectKeyIdentifier, false, octets(createHash('sha1').update(spec.spki).digest())));
-  if (info.ski) exts.push(extension(OID_DER.authorityKeyIdentifier, false, seq(implicit(0, info.ski))));
+  const tail: Buffer[] = [];
+  if (info.ski) tail.push(extension(OID_DER.authorityKeyIdentifier, false, seq(implicit(0, info.ski))));
   if (spec.crlUrl !== undefined) {
     // CRLDistributionPoints: one DistributionPoint whose distributionPoint [0] is a fullName [0]
     // (GeneralNames, IMPLICIT) holding one uniformResourceIdentifier [6] (RFC 5280 §4.2.1.13).
     const uri = implicit(6, Buffer.from(spec.crlUrl, 'ascii'));
-    exts.push(extension(OID_DER.cRLDistributionPoints, false, seq(seq(explicit(0, explicit(0, uri))))));
+    tail.push(extension(OID_DER.cRLDistributionPoints, false, seq(seq(explicit(0, explicit(0, uri))))));
   }
+  const fixed = { head: Buffer.concat(head), tail: Buffer.concat(tail) };
+  if (!byKind || byKind.size >= FIXED_EXT_KINDS) fixedExtCache.set(info, (byKind = new Map()));
+  byKind.set(kind, fixed);
+  return fixed;
+}
+
+/** The TBSCertificate (RFC 5280 §4.1) for a spec, DER, with the issuer's signature algorithm. */
+function buildTbs(issuer: IssuerKey, spec: CertificateSpec): { tbs: Buffer; alg: Buffer } {
+  const info = issuerInfo(issuer);
+  const fixed = fixedExtensions(info, spec);
+  const san: Buffer[] = [];
+  for (const d of spec.dnsNames ?? []) san.push(implicit(2, Buffer.from(d, 'ascii')));
+  for (const ip of spec.ipAddresses ?? []) san.push(implicit(7, ipBytes(ip)));
+  const exts = seq(
+    fixed.head,
+    san.length ? extension(OID_DER.subjectAltName, false, seq(...san)) : EMPTY,
+    extension(OID_DER.subjectKeyIdentifier, false, octets(createHash('sha1').update(spec.spki).digest())),
+    fixed.tail,
+  );
 
   const tbs = seq(
     explicit(0, smallInt(2)),
@@ -436,7 +471,7 @@ function buildTbs(issuer: IssuerKey, spec: CertificateSpec): { tbs: Buffer; alg:
     seq(time(spec.notBefore), time(spec.notAfter)),
     encodeName(spec.subject),
     spec.spki,
-    explicit(3, seq(...exts)),
+    explicit(3, exts),
   );
   return { tbs, alg: info.alg };
 }
@@ -464,6 +499,8 @@ export async function issueCertificateAsync(
   return seq(tbs, alg, bitString(sig));
 }
 
+const EMPTY = Buffer.alloc(0);
+
 function tlv3(tag: number, content: Buffer): Buffer {
   return Buffer.concat([Buffer.from([tag, content.length]), content]);
 }
@@ -475,9 +512,17 @@ function tlv3(tag: number, content: Buffer): Buffer {
 export function makeSerial(counter: number): Buffer {
   const b = Buffer.alloc(16);
   b.writeBigUInt64BE(BigInt(counter), 0);
-  randomBytes(8).copy(b, 8);
+  if (serialRandomAt + 8 > serialRandom.length) {
+    randomFillSync(serialRandom);
+    serialRandomAt = 0;
+  }
+  // Each 8 bytes of the CSPRNG's output are used once: one call to the CSPRNG per 512 serials
+  // instead of one per join.
+  serialRandom.copy(b, 8, serialRandomAt, (serialRandomAt += 8));
   return b;
 }
+const serialRandom = Buffer.alloc(4096);
+let serialRandomAt = serialRandom.length;
 
 /** Serial as OpenSSL prints it: upper-case hex without leading zero bytes. */
 export function serialHex(serial: Buffer): string {

@@ -314,6 +314,32 @@ describe('issueCertificate', () => {
     expect(openssl('x509', '-in', writeTemp(toPem(issueCertificate(ca.issuer, spec(ecKey)), 'CERTIFICATE')), '-noout', '-text').out).not.toContain('CRL Distribution');
   });
 
+  it('the extensions shared by every certificate follow the issuer, the CRL URL and the key type from one certificate to the next', () => {
+    const ext = (der: Buffer): string => openssl('x509', '-in', writeTemp(toPem(der, 'CERTIFICATE')), '-noout', '-text').out;
+    const akiOf = (text: string): string | undefined =>
+      /Authority Key Identifier:\s*\n\s*(?:keyid:)?([0-9A-F:]+)/.exec(text)?.[1];
+    const skiOf = (pem: string): string | undefined =>
+      /Subject Key Identifier:\s*\n\s*([0-9A-F:]+)/.exec(openssl('x509', '-in', writeTemp(pem), '-noout', '-text').out)?.[1];
+    const url1 = 'https://192.0.2.1:8443/v1/crl';
+    const url2 = 'https://192.0.2.2:8443/v1/crl';
+    const first = ext(issueCertificate(ca.issuer, spec(ecKey, { crlUrl: url1 })));
+    // The next CA (a rotated or another issuer) gets its own AKI, not the first one's.
+    const other = issueCertificate(otherCa.issuer, spec(ecKey, { crlUrl: url1 }));
+    expect(akiOf(ext(other))).toBe(skiOf(otherCa.certPem));
+    expect(akiOf(ext(other))).not.toBe(akiOf(first));
+    expect(new X509Certificate(other).verify(new X509Certificate(otherCa.certPem).publicKey)).toBe(true);
+    // The registrar's address changed: the new URL, from the same issuer.
+    expect(ext(issueCertificate(ca.issuer, spec(ecKey, { crlUrl: url2 })))).toContain('URI:https://192.0.2.2:8443/v1/crl');
+    expect(first).toContain('URI:https://192.0.2.1:8443/v1/crl');
+    // An RSA node right after an EC one from the same issuer: keyEncipherment, then not again.
+    expect(ext(issueCertificate(ca.issuer, spec(rsaKey, { crlUrl: url1 })))).toMatch(/Key Usage: critical\s*\n\s*Digital Signature, Key Encipherment/);
+    expect(ext(issueCertificate(ca.issuer, spec(ecKey, { crlUrl: url1 })))).toMatch(/Key Usage: critical\s*\n\s*Digital Signature\s*\n/);
+    // A tier's intermediate after node certificates: CA:TRUE with its pathLen, no EKU.
+    const tier = ext(issueCertificate(ca.issuer, spec(ecKey, { usage: 'ca', pathLen: 0, dnsNames: [], crlUrl: url1 })));
+    expect(tier).toMatch(/Basic Constraints: critical\s*\n\s*CA:TRUE, pathlen:0/);
+    expect(tier).not.toContain('Extended Key Usage');
+  });
+
   it('a certificate from another CA with the same name does not verify against this CA', () => {
     const pem = toPem(issueCertificate(otherCa.issuer, spec(ecKey)), 'CERTIFICATE');
     const r = openssl('verify', '-CAfile', path.join(dir, 'ca.pem'), writeTemp(pem));
