@@ -1,18 +1,22 @@
 // @ts-check
 /**
  * `npm run build`: the compiled tree, then the bundled command line (issue 12, target 2: the CLI starts
- * within 100 ms of `node -e 0`).
+ * within 100 ms of `node -e 0`, a registrar serves within 0.3 s of its spawn).
  *
  * 1. `tsc -p tsconfig.build.json` compiles src/ to dist/ file by file (bench, demo and the test network
  *    run from there; type errors fail the build, as before, but dist/ is still emitted).
- * 2. esbuild bundles src/cli/main.ts, everything it imports and yargs into dist/cli/main.js, the `muster`
- *    bin (tsconfig.build.json leaves main.ts out, so a bare tsc run never replaces it). Resolving, reading
- *    and compiling ~80 small modules cost more at start-up than any command's own work. The lazy
- *    `import()`s of command implementations (registrar, agent, admin client...) stay lazy: with
- *    `splitting` each becomes a chunk in dist/chunks/, loaded only by the command that needs it.
- *    dist/chunks/ is at the depth of dist/cli/ and dist/common/, so `new URL('../../package.json',
- *    import.meta.url)` (common/version.ts) and `../../systemd/` (cli/install-units.ts) find the same
- *    files from the bundle, from any chunk and from the compiled tree.
+ * 2. esbuild bundles src/cli/main.ts, everything it imports and the packages in BUNDLED into one
+ *    CommonJS script, dist/chunks/muster-<hash>.cjs (tsconfig.build.json leaves main.ts out). Resolving,
+ *    reading and compiling ~400 small modules cost more at start-up than any command's own work. The
+ *    lazy `import()`s of command implementations (registrar, agent, admin client...) stay lazy: esbuild
+ *    wraps each module in a function run at its first import, and V8 compiles a function only when it
+ *    is first called. dist/chunks/ is at the depth of dist/cli/ and dist/common/, so `new
+ *    URL('../../package.json', import.meta.url)` (common/version.ts) and `../../systemd/`
+ *    (cli/install-units.ts) find the same files from the bundle and from the compiled tree.
+ * 3. The code caches: the build runs `--help`, a registrar's start, `tokens create` and `muster join`
+ *    once each (warmUp) and keeps what V8 compiled for each as dist/chunks/muster-<hash>.<command>.v8cache.
+ * 4. dist/cli/main.js, the `muster` bin, from scripts/bundle/bin.js: compiles the bundle with the cache
+ *    of the command being run (issue 12, targets 2 and 4; node 20 has no code cache for ES modules).
  *
  * Packages other than yargs stay external (imported from node_modules at run time, as the compiled tree
  * does): they are not on the start-up path, and several find files by path at run time (etcd3's .proto
@@ -22,11 +26,22 @@
  *
  * Runs offline (prepack runs it): esbuild is a devDependency whose binary `npm ci` installs.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
@@ -46,7 +61,11 @@ const BUNDLED = new Set(['yargs', 'fastify', 'prom-client', 'pino', 'bonjour-ser
  * fallback/validate.ts; light-my-request for inject(), which tests use), so they stay files in
  * node_modules, read if ever required, and out of the code every start parses.
  */
-const ON_DEMAND = new Set(['@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request']);
+const ON_DEMAND = new Set([
+  '@fastify/ajv-compiler',
+  '@fastify/fast-json-stringify-compiler',
+  'light-my-request',
+]);
 
 /** The package name of a bare import specifier: `yargs/helpers` -> `yargs`, `@a/b/c` -> `@a/b`. */
 const packageOf = (/** @type {string} */ spec) =>
@@ -160,6 +179,141 @@ const packageSources = {
   },
 };
 
+/**
+ * The code caches of the bundle (scripts/bundle/bin.js): each command below is run once, on loopback
+ * with mDNS off, from a temporary state directory and an empty config file (never the builder's
+ * /etc/muster), by a loader that writes what V8 compiled for the run when the process exits: `--help`
+ * (the cache of every command without one of its own), a registrar's start up to `registrar ready`
+ * (then SIGTERM: its cache holds the start, not the serving), `tokens create` over a second
+ * registrar's admin socket, and `muster join` with that token. A step that fails leaves its command
+ * without a cache (a warning; the CLI compiles as it did before) and the build goes on.
+ * @param {string} bundlePath
+ * @returns {Promise<string[]>} the commands that have a cache
+ */
+async function warmUp(bundlePath) {
+  const loader = path.join(cliDir, `.warm-${process.pid}.js`);
+  writeFileSync(loader, binText([]));
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'muster-warm-'));
+  const config = path.join(tmp, 'muster.json');
+  writeFileSync(config, '{}\n');
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MUSTER_')));
+  /** @type {string[]} */
+  const warmed = [];
+  /** @type {import('node:child_process').ChildProcess[]} */
+  const running = [];
+  const cacheOf = (/** @type {string} */ name) => bundlePath.replace(/\.cjs$/, `.${name}.v8cache`);
+  /** Runs `muster ...args`; with `name`, keeps the run's code cache as that command's. */
+  const start = (/** @type {string[]} */ args, /** @type {string | undefined} */ name) => {
+    const child = spawn(process.execPath, [loader, ...args, '--config', config], {
+      env: {
+        ...env,
+        MUSTER_LOG_FORMAT: 'json',
+        ...(name ? { MUSTER_BUILD_CODE_CACHE: `${cacheOf(name)}.${process.pid}.tmp` } : {}),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    running.push(child);
+    let out = '';
+    let stdout = '';
+    child.stdout.on('data', (c) => ((out += c), (stdout += c)));
+    child.stderr.on('data', (c) => (out += c));
+    const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    const keep = async () => {
+      const { code: exit } = /** @type {{ code: number | null }} */ (await exited);
+      if (exit !== 0) throw new Error(`muster ${args.join(' ')} exited ${exit}: ${out.trim().slice(-400)}`);
+      if (name) {
+        renameSync(`${cacheOf(name)}.${process.pid}.tmp`, cacheOf(name));
+        written.add(cacheOf(name));
+        warmed.push(name);
+      }
+      return stdout;
+    };
+    /** Resolves with the "registrar ready" line's fields once it is logged. */
+    const ready = () =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no "registrar ready" in 30 s: ${out.slice(-400)}`)),
+          30_000,
+        );
+        const look = () => {
+          const line = out.split('\n').find((l) => l.includes('"registrar ready"'));
+          if (!line) return;
+          clearTimeout(timer);
+          child.stdout.off('data', look);
+          resolve(JSON.parse(line));
+        };
+        child.stdout.on('data', look);
+        void exited.then(() => reject(new Error(`the registrar exited: ${out.trim().slice(-400)}`)));
+      });
+    return { child, keep, ready };
+  };
+  try {
+    await start(['--help'], 'help').keep();
+    const registrar = (/** @type {string | undefined} */ name) =>
+      start(
+        [
+          'registrar',
+          '--state-dir',
+          path.join(tmp, 'registrar'),
+          '--listen',
+          '127.0.0.1:0',
+          '--mdns',
+          'off',
+          '--admin-socket',
+          path.join(tmp, 'admin.sock'),
+          '--cluster',
+          'warm-up',
+        ],
+        name,
+      );
+    const first = registrar('registrar');
+    await first.ready();
+    first.child.kill('SIGTERM');
+    await first.keep();
+    const second = registrar(undefined);
+    const { url } = /** @type {{ url: string }} */ (await second.ready());
+    const sock = ['--admin-socket', path.join(tmp, 'admin.sock')];
+    const token = (await start(['tokens', 'create', '--uses', '1', ...sock], 'tokens').keep()).trim();
+    const tokenFile = path.join(tmp, 'token');
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    const node = ['--name', 'warm-up', '--state-dir', path.join(tmp, 'node'), '--mdns', 'off'];
+    await start(['join', '--registrar', url, '--token-file', tokenFile, ...node], 'join').keep();
+    second.child.kill('SIGTERM');
+    await second.keep();
+  } catch (err) {
+    process.stderr.write(
+      `build: the code cache warm-up stopped (${/** @type {Error} */ (err).message}); ` +
+        `commands without a cache compile as they start (slower, same behaviour)\n`,
+    );
+  } finally {
+    for (const child of running)
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(loader, { force: true });
+    for (const name of ['help', 'registrar', 'tokens', 'join'])
+      rmSync(`${cacheOf(name)}.${process.pid}.tmp`, { force: true });
+  }
+  return warmed;
+}
+
+/**
+ * The bundle as the bin loads it: the entry's `#!` line, a syntax error inside the CommonJS wrapper,
+ * becomes `//` (same length: the source map's lines and columns stay right); and the non-ASCII
+ * characters esbuild leaves in comments (§ of the RFC citations) become \u escapes, so that the whole
+ * script is one-byte text: V8 keeps a script with one such character as a two-byte string of twice
+ * the size, and node decodes it through the slow path of UTF-8 (~20 ms of a start here). The bin reads
+ * it as latin1, which for ASCII is the same text. esbuild already escapes them in code (charset ascii),
+ * so what remains is only ever in comments, on a line of its own: no mapped column moves.
+ * @param {string} text
+ */
+function asciiScript(text) {
+  const out = text
+    .replace(/^#!/, '//')
+    .replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (/[\u0080-\uffff]/.test(out)) throw new Error('the bundle is not ASCII after escaping');
+  return out;
+}
+
 let code = 0;
 if (!bundleOnly) {
   const tsc = spawnSync(
@@ -175,46 +329,66 @@ if (!bundleOnly) {
 
 const result = await esbuild.build({
   absWorkingDir: root,
-  entryPoints: { 'cli/main': 'src/cli/main.ts' },
+  entryPoints: { muster: 'src/cli/main.ts' },
   outdir,
-  chunkNames: 'chunks/[name]-[hash]',
+  entryNames: 'chunks/[name]-[hash]',
+  outExtension: { '.js': '.cjs' },
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  // One CommonJS script, loaded by the bin through node:vm with a V8 code cache (scripts/bundle/bin.js).
+  // Node 20 has no code cache for ES modules; the command implementations the CLI imports lazily are
+  // still evaluated only when their command runs (esbuild wraps each module in a function), and V8
+  // compiles a function only when it is first called.
+  format: 'cjs',
+  // import() of an external (node-forge, node:https) becomes require() in a promise, as esbuild already
+  // does for bundled modules: node 20 loses a script's dynamic-import callback when the script comes
+  // from a code cache ("A dynamic import callback was not specified").
+  supported: { 'dynamic-import': false },
   platform: 'node',
   target: 'node20',
   // Every shipped map carries its sources: the .ts files it names do not ship (test/integration/pack).
   sourcemap: true,
   sourcesContent: true,
   plugins: [asciiStringWidth, lazyAssert, externals, packageSources],
-  // Bundled CommonJS packages require node's modules and the ON_DEMAND packages: esbuild turns those
-  // into calls of a \`require\` it expects in scope, which an ES module must make for itself.
-  banner: { js: "import { createRequire as __musterRequire } from 'node:module'; const require = __musterRequire(import.meta.url);" },
+  // `import.meta.url` (version.ts, install-units.ts, admin-web.ts: files found from the module's own
+  // place; createRequire) is the bundle's URL, which a CommonJS script computes from __filename.
+  define: { 'import.meta.url': '__musterMetaUrl' },
+  // The script is the function node's CommonJS loader would wrap it in (Module.wrap), written out: the
+  // bin compiles the file's text as it is, with no 2 MB string made by joining the wrapper to it. Strict,
+  // as the ES modules it is made of were (esbuild's own "use strict" comes after this line).
+  banner: {
+    js: "(function (exports, require, module, __filename, __dirname) { 'use strict'; const __musterMetaUrl = require('node:url').pathToFileURL(__filename).href;",
+  },
+  footer: { js: '})' },
   logLevel: 'warning',
   write: false,
 });
-// A chunk that only re-exports other chunks maps no source: ship it without a map (an empty map
-// resolves nothing and would only look like a map that lost its sources).
-const unmapped = new Set(
-  result.outputFiles
-    .filter((f) => f.path.endsWith('.js.map') && JSON.parse(f.text).sources.length === 0)
-    .map((f) => f.path.slice(0, -'.map'.length)),
-);
+const bundleFile = result.outputFiles.find((f) => f.path.endsWith('.cjs'));
+if (!bundleFile) throw new Error('esbuild wrote no bundle');
 // Tests and engineers run the CLI while it is rebuilt: every file is replaced whole (written aside,
-// then renamed over), the chunks (named by content hash) before the bin that imports them, and a
-// chunk the new bin no longer uses is removed only once it is 10 minutes old, since a CLI started
-// from the previous bin may still import it. `npm pack` starts from an empty dist/ (prepack).
-const entry = (/** @type {string} */ p) => p.startsWith(path.join(outdir, 'cli') + path.sep);
+// then renamed over), the bundle, its map and its code caches (named by the bundle's content hash)
+// before the bin that names them, and a file in chunks/ the new bin no longer uses is removed only
+// once it is 10 minutes old, since a CLI started from the previous bin may still read it. `npm pack`
+// starts from an empty dist/ (prepack).
 const written = new Set();
-for (const f of [...result.outputFiles].sort((a, b) => Number(entry(a.path)) - Number(entry(b.path)))) {
-  if (f.path.endsWith('.map') && unmapped.has(f.path.slice(0, -'.map'.length))) continue;
-  mkdirSync(path.dirname(f.path), { recursive: true });
-  const text = unmapped.has(f.path) ? f.text.replace(/\n\/\/# sourceMappingURL=\S+\n?$/, '\n') : f.contents;
-  const aside = `${f.path}.${process.pid}.tmp`;
-  writeFileSync(aside, text);
-  renameSync(aside, f.path);
-  written.add(f.path);
-}
+const writeWhole = (/** @type {string} */ file, /** @type {string | Uint8Array} */ contents) => {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const aside = `${file}.${process.pid}.tmp`;
+  writeFileSync(aside, contents);
+  renameSync(aside, file);
+  written.add(file);
+};
+for (const f of result.outputFiles) writeWhole(f.path, f === bundleFile ? asciiScript(f.text) : f.contents);
+const cliDir = path.join(outdir, 'cli');
+const bin = path.join(cliDir, 'main.js');
+const template = await readFile(path.join(root, 'scripts', 'bundle', 'bin.js'), 'utf8');
+const binText = (/** @type {string[]} */ caches) =>
+  template
+    .replace('__MUSTER_BUNDLE__', path.relative(cliDir, bundleFile.path).split(path.sep).join('/'))
+    .replace('/* __MUSTER_CACHES__ */', caches.map((c) => JSON.stringify(c)).join(', '));
+const warmed = await warmUp(bundleFile.path);
+writeWhole(bin, binText(warmed.filter((c) => c !== 'help')));
+chmodSync(bin, 0o755);
+rmSync(`${bin}.map`, { force: true }); // the bin of earlier builds was the bundle itself, with a map
 const chunks = path.join(outdir, 'chunks');
 for (const name of readdirSync(chunks)) {
   const p = path.join(chunks, name);

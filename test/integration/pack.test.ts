@@ -71,7 +71,10 @@ describe('npm pack', () => {
       expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
       // Every shipped map resolves without the repository: each source it names comes with its content.
       const installed = path.join(prefix, 'lib', 'node_modules', 'muster');
-      const maps = files.filter((f) => f.endsWith('.js.map'));
+      const maps = files.filter((f) => /\.c?js\.map$/.test(f));
+      // The bundle every command runs, with its map and the code caches the build made for it.
+      expect(maps.some((f) => /^dist\/chunks\/muster-\w+\.cjs\.map$/.test(f))).toBe(true);
+      expect(files.filter((f) => f.endsWith('.v8cache')).length).toBeGreaterThan(0);
       expect(maps.length).toBeGreaterThan(0);
       for (const f of maps) {
         expect(files, `${f} without its .js`).toContain(f.slice(0, -'.map'.length));
