@@ -5,7 +5,7 @@
  * HTTPS client, bundle checks and files. Errors are MusterErrors whose codes the CLI maps to
  * documented exit codes.
  */
-import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import os from 'node:os';
 import type { Clock } from '../common/clock.js';
 import { isMusterError, MusterError } from '../common/errors.js';
@@ -47,6 +47,7 @@ import {
   serialOf,
   writeBundle,
 } from './node-files.js';
+import { nodeSpki, parseNodeKey } from './node-key.js';
 import { deriveNodeName, type NameFrom } from './node-name.js';
 
 export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
@@ -161,7 +162,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
 
   // The key and the credentials are read (and the key parsed) once, for every use below.
   const [existingKeyPem, held] = await Promise.all([files.read('key'), readCredentials(files)]);
-  const existingKey = existingKeyPem ? createPrivateKey(existingKeyPem) : undefined;
+  const existingKey = existingKeyPem ? parseNodeKey(existingKeyPem) : undefined;
   const local = await localRegistration(files, existingKey, clock.now(), held);
   if (local) {
     if (local.bundle.node !== o.name) {
@@ -211,7 +212,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
     );
   }
   const key = await loadOrCreateKey(files, o.keyType ?? 'ec', log, existingKey);
-  const spki = createPublicKey(key).export({ type: 'spki', format: 'der' }) as Buffer;
+  const spki = nodeSpki(key);
   const fp = keyFingerprint(spki);
   const csr = buildCsr(o.name, key);
   // The certificate as checkBundle parsed it, for the log line, the ack and the result: a parse costs

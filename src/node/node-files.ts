@@ -3,7 +3,6 @@
  * and never sent, and the credentials from the bundle, each replaced atomically, `bundle.json` last.
  */
 import {
-  createPrivateKey,
   createPublicKey,
   generateKeyPair,
   randomBytes,
@@ -17,6 +16,7 @@ import { fsyncDir, PRIVATE_FILE_MODE, readIfExists, writeFileAtomic } from '../c
 import type { Logger } from '../common/log.js';
 import type { Bundle } from '../common/proof.js';
 import { keyFingerprint } from '../common/x509.js';
+import { parseNodeKey } from './node-key.js';
 
 export const FILES = {
   key: 'node.key',
@@ -65,7 +65,7 @@ export async function loadOrCreateKey(
       );
       await fs.chmod(files.path('key'), 0o600);
     }
-    return existing ?? createPrivateKey(pem!);
+    return existing ?? parseNodeKey(pem!);
   }
   // On the libuv pool: the event loop stays free meanwhile, for the mDNS answers the early discovery
   // is listening for (early-discovery.ts); an RSA key takes 50-200 ms.
