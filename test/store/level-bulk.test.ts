@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { buildStore, buildStoreThroughRegistry, type BuiltStore } from '../../src/bench/store.js';
 import { bulkLoadLevel, LevelRegistry } from '../../src/store/level.js';
 import type { Registry } from '../../src/store/registry.js';
+import { rec } from './contract.js';
 
 const N = 250; // covers every kind of node (i % 100) and more than one 100-block
 const dirs: string[] = [];
@@ -99,6 +100,47 @@ describe('bench store: bulk load vs apply()', () => {
     const { id: _a, ...a } = applied;
     expect(b).toEqual(a);
     expect(b.lastEventSeq).toBeGreaterThan(N);
+  });
+
+  it("says in the owner's log when its first open builds the waiting index, and only then", async () => {
+    const dir = path.join(temp(), 'registry');
+    const nodes = [
+      ...['p1', 'p2', 'p3'].map((n) => rec(n, 'pending')),
+      ...['i1', 'i2'].map((n) => rec(n, 'issued')),
+      rec('a1', 'active'),
+    ];
+    await bulkLoadLevel(dir, { id: 'r-x' }, [{ nodes }]);
+    const lines: [string, string, Record<string, unknown>][] = [];
+    const log = (level: string, message: string, detail: Record<string, unknown>): void => {
+      lines.push([level, message, detail]);
+    };
+    const first = await LevelRegistry.open(dir, { log });
+    try {
+      expect((await first.listWaiting({ state: 'pending', limit: 10 })).map((e) => e.name)).toEqual([
+        'p1',
+        'p2',
+        'p3',
+      ]);
+    } finally {
+      await first.close();
+    }
+    expect(lines.map(([level, message, { ms: _ms, ...d }]) => [level, message, d])).toEqual([
+      [
+        'info',
+        "building the store's index of waiting nodes, once (an earlier muster wrote this store)",
+        { state: 'pending', nodes: 3 },
+      ],
+      ['info', "the store's index of waiting nodes is built", { state: 'pending', entries: 3 }],
+      [
+        'info',
+        "building the store's index of waiting nodes, once (an earlier muster wrote this store)",
+        { state: 'issued', nodes: 2 },
+      ],
+      ['info', "the store's index of waiting nodes is built", { state: 'issued', entries: 2 }],
+    ]);
+    lines.length = 0;
+    await (await LevelRegistry.open(dir, { log })).close();
+    expect(lines).toEqual([]);
   });
 
   it('keeps the newest eventRetention events, as apply() trims them', async () => {
