@@ -141,10 +141,11 @@ describe('LevelRegistry', () => {
         nodes: [{ expectRev: 0, next: rec('a', 'pending') }],
         events: [{ type: 'pending', name: 'a' }],
       });
-      // A disk error on the next batch (the store's own level handle, reached past its privacy).
-      const db = (reg as unknown as { db: { batch: (...a: unknown[]) => Promise<void> } }).db;
-      const batch = db.batch.bind(db);
-      db.batch = () => Promise.reject(new Error('EIO: simulated write error'));
+      // A disk error on the next batch (the store's own level handle, reached past its privacy: the
+      // write leveldb's binding does, under abstract-level's public batch()).
+      const db = (reg as unknown as { db: { _batch: (...a: unknown[]) => Promise<void> } }).db;
+      const batch = db._batch.bind(db);
+      db._batch = () => Promise.reject(new Error('EIO: simulated write error'));
       const failing = [
         reg.apply({
           nodes: [{ expectRev: 0, next: rec('b', 'pending') }],
@@ -153,7 +154,7 @@ describe('LevelRegistry', () => {
         reg.apply({ nodes: [{ expectRev: 1, next: rec('a', 'accepted') }] }),
       ];
       for (const p of failing) await expect(p).rejects.toThrow(/EIO/);
-      db.batch = batch; // the disk is fine again, but the in-memory state may not be: still refused
+      db._batch = batch; // the disk is fine again, but the in-memory state may not be: still refused
       await expect(reg.apply({ events: [{ type: 'token' }] })).rejects.toThrow(/EIO/);
       await expect(reg.allocateSerial()).rejects.toThrow(/EIO/);
       // Reads still answer with what is durable.
