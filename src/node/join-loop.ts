@@ -34,6 +34,7 @@
  * with MUSTER_ERR_TIMEOUT. The acknowledgement is then retried for up to ACK_BUDGET_MS, never past the
  * deadline; if it still fails, the run ends well (the credentials are valid) and the next run acks.
  */
+import type { X509Certificate } from 'node:crypto';
 import type { Clock } from '../common/clock.js';
 import { isMusterError, MusterError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -51,6 +52,8 @@ import { sleep } from './clock.js';
 export interface JoinClient {
   readonly base: URL;
   readonly caPem: string;
+  /** `caPem` parsed, when the client has it (RegistrarClient does): the bundle check reuses it. */
+  readonly ca?: X509Certificate;
   readonly info: RegistrarInfo;
   readonly trust: TrustBasis;
   call(

@@ -50,7 +50,7 @@ describe('parseNodeKey', () => {
     const der = ec.export({ type: 'pkcs8', format: 'der' });
     const truncated = `-----BEGIN PRIVATE KEY-----\n${der.subarray(0, der.length - 10).toString('base64')}\n-----END PRIVATE KEY-----\n`;
     const offCurve = Buffer.from(der);
-    offCurve[offCurve.length - 1] ^= 0x01; // the last byte of Y
+    offCurve.writeUInt8(offCurve.readUInt8(offCurve.length - 1) ^ 0x01, offCurve.length - 1); // Y's last byte
     const bad = `-----BEGIN PRIVATE KEY-----\n${offCurve.toString('base64')}\n-----END PRIVATE KEY-----\n`;
     for (const text of [
       truncated,
