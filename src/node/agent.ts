@@ -9,7 +9,7 @@ import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import os from 'node:os';
 import type { Clock } from '../common/clock.js';
 import { isMusterError, MusterError } from '../common/errors.js';
-import { ensureDir, readIfExists, writeFileAtomic } from '../common/files.js';
+import { ensureDir, readIfExists } from '../common/files.js';
 import type { Logger } from '../common/log.js';
 import {
   joinProofMac,
@@ -42,6 +42,7 @@ import {
 import {
   localRegistration,
   loadOrCreateKey,
+  markAcknowledged,
   NodeFiles,
   readCredentials,
   serialOf,
@@ -631,7 +632,7 @@ async function finish(o: JoinOptions, files: NodeFiles, bundle: Bundle, acked: b
     await runHook(o.onRegistered, hookEnvironment(process.env, files, bundle));
     o.log.info({ node: bundle.node }, 'on-registered command done');
   }
-  if (acked) await writeFileAtomic(files.path('acked'), new Date(clock.now()).toISOString() + '\n');
+  if (acked) await markAcknowledged(files, new Date(clock.now()).toISOString() + '\n');
 }
 
 function resultFor(

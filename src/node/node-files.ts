@@ -2,13 +2,7 @@
  * The node's files in its state directory (README "Setting up nodes in an image"): the key, made once
  * and never sent, and the credentials from the bundle, each replaced atomically, `bundle.json` last.
  */
-import {
-  createPublicKey,
-  generateKeyPair,
-  randomBytes,
-  X509Certificate,
-  type KeyObject,
-} from 'node:crypto';
+import { createPublicKey, generateKeyPair, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -207,6 +201,27 @@ async function unlinkIfExists(file: string): Promise<void> {
     await fs.unlink(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/**
+ * Creates the `acknowledged` marker, 0600, never through a link (O_EXCL, O_NOFOLLOW). Its presence is
+ * all it says (the time in it is for a person), and it is written only once the ack and the hook are
+ * done, so a torn or lost one is harmless: a marker lost to a crash makes the next run ack again (the
+ * registrar takes an ack twice) and run the hook again, as for a crash before it. No temp file, rename
+ * or syncs, then: 3 file operations instead of 9, about 1 ms of an agent's CPU in a herd (issue 12,
+ * target 3). writeBundle removes an older one first; anything found in its place anyway (a link, an
+ * older marker) is replaced atomically, as before.
+ */
+export async function markAcknowledged(files: NodeFiles, text: string): Promise<void> {
+  try {
+    await fs.writeFile(files.path('acked'), text, {
+      flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      mode: 0o600,
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await writeFileAtomic(files.path('acked'), text);
   }
 }
 

@@ -5,14 +5,26 @@
  * bundle.json, which marks the set complete, is replaced last: when another file of the set cannot be
  * replaced, the old bundle.json is still there and no temp file is left. loadOrCreateKey makes a key
  * file that others could read private, also when the caller hands it the key it already parsed.
+ * markAcknowledged creates its marker 0600 and replaces a link planted in its place, never writing
+ * through it.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { memoryLogger } from '../../src/common/log.js';
 import type { Bundle } from '../../src/common/proof.js';
-import { loadOrCreateKey, NodeFiles, writeBundle } from '../../src/node/node-files.js';
+import { loadOrCreateKey, markAcknowledged, NodeFiles, writeBundle } from '../../src/node/node-files.js';
 import { tempDir } from '../helpers/registrar.js';
 
 const bundle = (chain: string[], node = 'web-1'): Bundle => ({
@@ -101,5 +113,28 @@ describe('loadOrCreateKey', () => {
     expect(mode('node.key')).toBe(0o600);
     expect(createPrivateKey(read('node.key')).equals(key)).toBe(true);
     expect(m.lines().map((l) => l.msg)).toEqual(['created the node key']);
+  });
+});
+
+describe('markAcknowledged', () => {
+  it('creates the marker 0600 with the time in it, and replaces an older one', async () => {
+    await markAcknowledged(new NodeFiles(dir), '2026-11-30T12:00:00.000Z\n');
+    expect(read('acknowledged')).toBe('2026-11-30T12:00:00.000Z\n');
+    expect(mode('acknowledged')).toBe(0o600);
+    chmodSync(path.join(dir, 'acknowledged'), 0o644);
+    await markAcknowledged(new NodeFiles(dir), 'later\n');
+    expect(read('acknowledged')).toBe('later\n');
+    expect(mode('acknowledged')).toBe(0o600);
+  });
+
+  it('replaces a link planted in its place without writing through it', async () => {
+    const target = path.join(t.dir, 'elsewhere');
+    writeFileSync(target, 'untouched\n');
+    symlinkSync(target, path.join(dir, 'acknowledged'));
+    await markAcknowledged(new NodeFiles(dir), 'now\n');
+    expect(readFileSync(target, 'utf8')).toBe('untouched\n');
+    expect(lstatSync(path.join(dir, 'acknowledged')).isFile()).toBe(true);
+    expect(read('acknowledged')).toBe('now\n');
+    expect(mode('acknowledged')).toBe(0o600);
   });
 });
