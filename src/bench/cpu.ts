@@ -164,7 +164,11 @@ const summary = (t: Turn, requests: number): ServerRuns => ({
 });
 
 export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
-  const warm = 40;
+  // Requests each server answers before anything is measured: a registrar serves thousands of joins
+  // in its life, and V8 settles its code over the first several hundred (main thread 2.67 -> 2.08 ->
+  // 1.96 ms a join over three windows of 1,000; docs/benchmarks.md "A token join, third session").
+  // The floor gets the same.
+  const warm = 400;
   const profiled = o.profile ? o.perRep : 0;
   const kinds = o.bigStore ? 3 : 2;
   const total = warm * kinds + o.reps * o.perRep * kinds + profiled;
