@@ -192,6 +192,7 @@ const packageSources = {
  */
 async function warmUp(bundlePath) {
   const loader = path.join(cliDir, `.warm-${process.pid}.js`);
+  mkdirSync(cliDir, { recursive: true });
   writeFileSync(loader, binText([]));
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'muster-warm-'));
   const config = path.join(tmp, 'muster.json');
@@ -217,7 +218,17 @@ async function warmUp(bundlePath) {
     let stdout = '';
     child.stdout.on('data', (c) => ((out += c), (stdout += c)));
     child.stderr.on('data', (c) => (out += c));
-    const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    // No step may hold the build up: a join that cannot finish would retry for ever (its default).
+    const limit = setTimeout(() => {
+      out += '\n(no exit within 60 s: killed)';
+      child.kill('SIGKILL');
+    }, 60_000);
+    const exited = new Promise((resolve) =>
+      child.on('close', (code, signal) => {
+        clearTimeout(limit);
+        resolve({ code, signal });
+      }),
+    );
     const keep = async () => {
       const { code: exit } = /** @type {{ code: number | null }} */ (await exited);
       if (exit !== 0) throw new Error(`muster ${args.join(' ')} exited ${exit}: ${out.trim().slice(-400)}`);
