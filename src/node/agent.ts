@@ -51,6 +51,11 @@ import {
 import { nodeSpki, parseNodeKey } from './node-key.js';
 import { deriveNodeName, type NameFrom } from './node-name.js';
 
+/**
+ * How long a registrar heard in one discovery round of a run still counts in the next ones (the TTL
+ * RFC 6762 §10 gives records that name a host): see recentlyHeard in runJoin.
+ */
+const HEARD_MEMORY_MS = 120_000;
 export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
 
 export interface JoinOptions {
@@ -296,6 +301,25 @@ async function join(given: JoinOptions): Promise<JoinResult> {
     }
   };
 
+  // The registrars heard in the rounds of this run, and when. Each round browses anew, and a
+  // responder may stay silent to a query that comes within a second of its last answer (RFC 6762 §6)
+  // or lose one to the link: a round that hears only one of two registrars with different CAs must
+  // not make the choice an earlier round refused to make (DESIGN "Discovery": never a silent pick).
+  // One heard within HEARD_MEMORY_MS still counts; one that went away stops counting then.
+  const recentlyHeard = new Map<string, { c: Candidate; at: number }>();
+  const withRecentlyHeard = (heard: Candidate[], wanted: string | undefined): Candidate[] => {
+    const now = clock.now();
+    const key = (c: Candidate): string => `${c.id} ${c.url}`;
+    const trusted = pin ?? heldCa;
+    const earlier: Candidate[] = [];
+    for (const [k, { c, at }] of recentlyHeard) {
+      if (now - at > HEARD_MEMORY_MS) recentlyHeard.delete(k);
+      else if ((!wanted || c.cluster === wanted) && (!trusted || c.ca === trusted)) earlier.push(c);
+    }
+    for (const c of heard) recentlyHeard.set(key(c), { c, at: now });
+    return [...heard, ...earlier.filter((c) => !heard.some((h) => key(h) === key(c)))];
+  };
+
   // mDNS candidates are hints (issue 8, hole 4): all of them are returned, each checked by TLS on
   // connecting and skipped by the loop when it fails; the --registrar URL comes last.
   const discoverTargets = async (signal: AbortSignal): Promise<RegistrarTarget[]> => {
@@ -330,7 +354,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
           });
       // Several CAs or clusters: a choice for a person at a terminal, never a silent pick. With a
       // --registrar URL to go on with, nobody is asked: that URL is the operator's choice.
-      const picked = await chooseRegistrar(heard, {
+      const picked = await chooseRegistrar(withRecentlyHeard(heard, wanted), {
         ...((pin ?? heldCa) ? { trusted: pin ?? heldCa } : {}),
         ...(o.choose && !o.registrarUrl ? { ask: o.choose } : {}),
         signal,

@@ -89,6 +89,20 @@ function hearing(adverts: Discovered[]): () => Mdns {
   });
 }
 
+/** A LAN that answers each browse with the next of `rounds` (the last one again once they run out). */
+function hearingRounds(rounds: Discovered[][]): () => Mdns {
+  let browses = 0;
+  return () => ({
+    ready: async () => undefined,
+    publish: () => ({ stop: async () => undefined }) as never,
+    browse: () => {
+      const adverts = rounds[Math.min(browses++, rounds.length - 1)]!;
+      return { stop: () => undefined, list: () => adverts } as never;
+    },
+    close: async () => undefined,
+  });
+}
+
 describe("the token's CA pin (issue 8, hole 6)", () => {
   it('a node holding a pinned token refuses a rogue registrar and sends it neither CSR nor proof', async () => {
     const token = await tokenOf(real);
@@ -204,6 +218,31 @@ describe('registrars found by mDNS are hints (issue 8, hole 4)', () => {
     expect(r.status).toBe('registered');
     expect(await stateOf(real, 'hint-2')).toBe('active');
     expect(await sentToRogue()).toEqual({ join: 0, info: 0 });
+  });
+
+  it('a later round that hears only one of two registrars with different CAs does not pick it', async () => {
+    // The first round hears both; every later one only the real registrar (the other's answer lost,
+    // or held back: a responder answers a record at most once a second, RFC 6762 §6).
+    const token = unpinned(await tokenOf(real));
+    const both = [
+      advert(real.id, real.port, real.caFingerprint),
+      advert(rogue.id, rogue.port, rogue.caFingerprint),
+    ];
+    const err = await failure(
+      joinNode({ url: '' }, path.join(t.dir, 'node'), {
+        registrarUrl: undefined as never,
+        name: 'amb-3',
+        token,
+        mdns: true,
+        discoveryTimeoutMs: 50,
+        timeoutMs: 1500,
+        createMdns: hearingRounds([both, [both[0]!]]),
+      }),
+    );
+    expect(isMusterError(err, 'MUSTER_ERR_TIMEOUT'), String(err)).toBe(true);
+    expect(await real.metrics.requestCount('POST', '/v1/join')).toBe(0);
+    expect(await sentToRogue()).toEqual({ join: 0, info: 0 });
+    expect(await nodesOf(real)).not.toContainEqual(expect.objectContaining({ name: 'amb-3' }));
   });
 
   it('two registrars with different CAs and nothing pinned: neither is asked, the node keeps looking', async () => {
