@@ -70,7 +70,14 @@ describe.skipIf(gate.skip)('muster discover and the choice of muster join, on a 
     const dir = path.join(fx.dir, `reg-${cluster}`);
     const sock = path.join(fx.dir, `${cluster}.sock`);
     const child = spawnLanRegistrar(h, { cluster, stateDir: dir, sock });
-    const { ready } = await registrarReady<{ id: string; ca: string }>(child, `registrar ${cluster}`);
+    const { ready, out } = await registrarReady<{ id: string; ca: string }>(child, `registrar ${cluster}`);
+    // On the LAN only once announced: a registrar still probing its name answers no query (RFC 6762
+    // §8.1, ~750 ms), and a node started before then would hear the other registrar alone.
+    const until = Date.now() + 10_000;
+    while (!out().includes('"mdns: published"')) {
+      if (Date.now() > until) throw new Error(`registrar ${cluster} never announced:\n${out()}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
     const reg = { host: h, child, id: ready.id, ca: ready.ca, cluster, sock, dir };
     regs.push(reg);
     return reg;
