@@ -107,7 +107,7 @@ export interface ChildCpu {
 }
 
 export interface ChildConfig {
-  mode: 'floor' | 'registrar' | 'phases';
+  mode: 'floor' | 'essential' | 'registrar' | 'phases';
   dir: string;
   rateLimit?: number;
   maxInFlightJoins?: number;
@@ -116,6 +116,8 @@ export interface ChildConfig {
   stateDir?: string;
   /** --store: `etcd://...` for a registrar on a shared registry (default: level in its state dir). */
   store?: string;
+  /** mode 'essential': the token whose proofs it checks (the one the bench made on a registrar). */
+  token?: { id: string; secret: string };
 }
 
 /** A server in its own process, so that the client's CPU is not counted with the server's. */
