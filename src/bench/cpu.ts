@@ -2,6 +2,10 @@
  * Issue 12, targets 1 and 5a: CPU per join against a floor, for token joins and install-mode joins,
  * and CPU per join on a large registry against an empty one.
  * Floor: a bare node:https server (TLS handshake + one RSA-2048 signature of 300 bytes per request).
+ * Essential: a bare node:https server doing only the work no registrar can skip for a token join
+ * (bench/child.ts startEssential: the floor's work, plus the CSR's proof of possession, the token
+ * HMAC, an fsync'd group-committed write and a ~3 kB answer): what of muster's gap to the floor is
+ * essential, and what is muster's own (issue 12: "why the rest cannot go").
  * Muster: POST /v1/join with a valid token proof (one registrar), and without one while install mode
  * is on for any address (a second registrar, so that neither rule sees the other's state). Every
  * request is a fresh TLS connection (no keep-alive, no session resumption), `concurrency` at a time
@@ -62,10 +66,19 @@ export interface CpuResult {
   reps: number;
   concurrency: number;
   floor: ServerRuns;
+  essential: ServerRuns;
   token: ServerRuns;
   install: ServerRuns;
   /** Per repetition: registrar CPU per join / floor CPU per request, and joins/s over the floor's. */
   ratios: { token: number[]; install: number[]; tokenRate: number[]; installRate: number[] };
+  /**
+   * Per repetition: the essential server's CPU per join and joins/s over the floor's, and the token
+   * registrar's CPU per join over the essential server's (muster's own overhead).
+   */
+  essentialRatios: { cpu: number[]; rate: number[]; tokenOverEssential: number[] };
+  ratioEssential: number;
+  rateRatioEssential: number;
+  ratioTokenEssential: number;
   ratioToken: number;
   ratioInstall: number;
   rateRatioToken: number;
@@ -73,7 +86,14 @@ export interface CpuResult {
   /** Answers 503 (load shed) over the whole run, each asked again. */
   shed: number;
   big?: { records: number; runs: ServerRuns; ratios: number[]; ratio: number; buildMs: number };
-  profile?: { muster: ProfileSummary; floor: ProfileSummary; musterFile: string; floorFile: string };
+  profile?: {
+    muster: ProfileSummary;
+    floor: ProfileSummary;
+    essential: ProfileSummary;
+    musterFile: string;
+    floorFile: string;
+    essentialFile: string;
+  };
 }
 
 /**
@@ -111,6 +131,19 @@ export const JOIN_PATH_FUNCTIONS = [
   'runPreParsing@fastify/lib/route.js',
   'validate@fastify/lib/validation.js',
   'serialize@fastify/lib/reply.js',
+];
+
+/** The essential server's steps (bench/child.ts startEssential) whose inclusive time its profile reports. */
+export const ESSENTIAL_FUNCTIONS = [
+  'provenSpki@bench/child.js',
+  'joinProofMac@common/proof.js',
+  'flush@bench/child.js',
+  'signOneShot@node:internal/crypto/sig',
+  'verifyOneShot@node:internal/crypto/sig',
+  'createPublicKey@node:internal/crypto/keys',
+  'parserOnIncoming@node:_http_server',
+  'tlsConnectionListener@node:_tls_wrap',
+  'onhandshakedone@node:_tls_wrap',
 ];
 
 async function runRequests(
@@ -197,6 +230,8 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       rateLimit: 10_000_000,
     });
     const token = await createToken(tokenReg.ready.adminSocket!);
+    // Checks the proofs of the same token: it answers the very bodies the token registrar answers.
+    const essential = await start({ mode: 'essential', dir: path.join(o.dir, 'essential'), token });
     // Install mode for any address (the bench talks over loopback, which is no advertised link).
     await admin(installReg.ready.adminSocket!, 'POST', '/v1/admin/install-mode', {
       on: true,
@@ -241,23 +276,28 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
     });
     const turns = {
       floor: turn(floor, post(floor, token)),
+      essential: turn(essential, post(essential, token)),
       token: turn(tokenReg, post(tokenReg, token)),
       install: turn(installReg, post(installReg)),
       ...(big ? { big: turn(big.child, post(big.child, big.token)) } : {}),
     };
-    const registrars = Object.entries(turns).filter(([k]) => k !== 'floor');
+    const registrars = Object.entries(turns).filter(([k]) => k !== 'floor' && k !== 'essential');
 
     // Warm each (JIT, lazy module paths; the big store's first reads), then measure.
     const w = take(warm * registrars.length);
     await runRequests(warm, o.concurrency, (i) => turns.floor.request(w[i]!));
+    await runRequests(warm, o.concurrency, (i) => turns.essential.request(w[i]!));
     for (const [i, [, t]] of registrars.entries())
       await runRequests(warm, o.concurrency, (j) => t.request(w[i * warm + j]!));
 
     for (let r = 0; r < o.reps; r++) {
       const batches = registrars.map(() => take(o.perRep));
-      // The floor answers the same bodies as the token registrar (it never looks at them).
+      // The floor answers the same bodies as the token registrar (it never looks at them), and so
+      // does the essential server (its own database: the names are new to it). Each body's proof is
+      // stamped when it is sent, so every turn is within the proof window.
       const all: [string, Turn, NodeIdentity[]][] = [
         ['floor', turns.floor, batches[0]!],
+        ['essential', turns.essential, batches[0]!],
         ...registrars.map(([k, t], i): [string, Turn, NodeIdentity[]] => [k, t, batches[i]!]),
       ];
       // Each repetition starts with the next server: no server always runs first or after another.
@@ -271,7 +311,7 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
         const c1 = await t.child.cpuMs();
         if ((res.statuses.get(201) ?? 0) !== o.perRep)
           throw new Error(
-            `${name === 'floor' ? 'the floor' : `the ${name} registrar`} answered ${fmtStatuses(res.statuses)}`,
+            `${name === 'floor' || name === 'essential' ? `the ${name} server` : `the ${name} registrar`} answered ${fmtStatuses(res.statuses)}`,
           );
         for (const [k, v] of t1) t.threads.set(k, (t.threads.get(k) ?? 0) + v - (t0.get(k) ?? 0));
         t.cpu.push((c1 - c0) / o.perRep);
@@ -293,14 +333,24 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       tokenRate: ratio(turns.token.perSec, turns.floor.perSec),
       installRate: ratio(turns.install.perSec, turns.floor.perSec),
     };
+    const essentialRatios = {
+      cpu: ratio(turns.essential.cpu, turns.floor.cpu),
+      rate: ratio(turns.essential.perSec, turns.floor.perSec),
+      tokenOverEssential: ratio(turns.token.cpu, turns.essential.cpu),
+    };
     const res: CpuResult = {
       perRep: o.perRep,
       reps: o.reps,
       concurrency: o.concurrency,
       floor: summary(turns.floor, n),
+      essential: summary(turns.essential, n),
       token: summary(turns.token, n),
       install: summary(turns.install, n),
       ratios,
+      essentialRatios,
+      ratioEssential: median(essentialRatios.cpu),
+      rateRatioEssential: median(essentialRatios.rate),
+      ratioTokenEssential: median(essentialRatios.tokenOverEssential),
       ratioToken: median(ratios.token),
       ratioInstall: median(ratios.install),
       rateRatioToken: median(ratios.tokenRate),
@@ -328,11 +378,17 @@ export async function benchCpu(o: CpuOptions): Promise<CpuResult> {
       await floor.profileStart(250);
       await runRequests(profiled, o.concurrency, (i) => turns.floor.request(batch[i]!));
       await floor.profileStop(floorFile);
+      const essentialFile = path.join(o.dir, 'essential.cpuprofile');
+      await essential.profileStart(250);
+      await runRequests(profiled, o.concurrency, (i) => turns.essential.request(batch[i]!));
+      await essential.profileStop(essentialFile);
       res.profile = {
         muster: summariseProfile(musterFile, JOIN_PATH_FUNCTIONS, 25),
         floor: summariseProfile(floorFile, ['sign@node:internal/crypto/sig'], 10),
+        essential: summariseProfile(essentialFile, ESSENTIAL_FUNCTIONS, 15),
         musterFile,
         floorFile,
+        essentialFile,
       };
     }
     return res;

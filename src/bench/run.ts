@@ -65,6 +65,30 @@ function cpuRows(r: CpuResult): Row[] {
       target: '',
       verdict: 'info',
     },
+    // What a server doing only the work no registrar can skip costs (bench/child.ts startEssential):
+    // no target of its own; it says how much of a join's gap to the floor is essential.
+    {
+      bench: 'cpu',
+      metric:
+        "essential join CPU per request (handshake, signature, CSR verify, token HMAC, fsync'd write, 3 kB answer)",
+      value: `${fmt(r.essential.medianMs, 'ms', 3)}, ${fmt(r.essential.medianPerSec, '/s', 0)}`,
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'cpu',
+      metric: 'CPU ratio essential / floor (median of reps)',
+      value: fmt(r.ratioEssential, 'x', 2),
+      target: '',
+      verdict: 'info',
+    },
+    {
+      bench: 'cpu',
+      metric: 'joins/s ratio essential / floor (median of reps)',
+      value: fmt(r.rateRatioEssential, 'x', 2),
+      target: '',
+      verdict: 'info',
+    },
   ];
   for (const [kind, runs, cpu, rate] of [
     ['token', r.token, r.ratioToken, r.rateRatioToken],
@@ -93,6 +117,15 @@ function cpuRows(r: CpuResult): Row[] {
         verdict: verdict(rate >= RATE_RATIO_TARGET),
       },
     );
+    if (kind === 'token')
+      rows.push({
+        bench: 'cpu',
+        metric:
+          "CPU ratio token join / essential (muster's own overhead over the essential work; median of reps)",
+        value: fmt(r.ratioTokenEssential, 'x', 2),
+        target: '',
+        verdict: 'info',
+      });
   }
   if (r.big) {
     rows.push(
@@ -489,11 +522,27 @@ function profileText(r: CpuResult): string {
     ['registrar (token)', r.token],
     ['registrar (install mode)', r.install],
     ...(r.big ? ([[`registrar (${r.big.records} records)`, r.big.runs]] as const) : []),
+    ['essential', r.essential],
     ['floor', r.floor],
   ] as const)
     for (const [k, v] of Object.entries(runs.threadsMsPerReq).sort((a, b) => b[1] - a[1]))
       lines.push(`    ${v.toFixed(3).padStart(7)} ms  ${who} ${k}`);
-  lines.push(`  profiles: ${r.profile.musterFile} (registrar), ${r.profile.floorFile} (floor)`);
+  // The essential server's own profile: where its CPU beyond the floor goes, step by step.
+  const e = r.profile.essential;
+  const eMain = r.essential.threadsMsPerReq['main thread'] ?? NaN;
+  const ems = (pct: number): string => `${((pct / 100) * eMain).toFixed(3).padStart(6)} ms`;
+  lines.push(
+    `Essential server CPU profile over ${r.perRep} token joins (main thread; ms = share of its ${eMain.toFixed(3)} ms per join):`,
+  );
+  lines.push('  self time by area:');
+  for (const a of e.byArea.slice(0, 8))
+    lines.push(`    ${a.pct.toFixed(1).padStart(5)} % ${ems(a.pct)}  ${a.area}`);
+  lines.push('  inclusive time of its steps:');
+  for (const f of e.inclusive.filter((x) => x.pct >= 0.5))
+    lines.push(`    ${f.pct.toFixed(1).padStart(5)} % ${ems(f.pct)}  ${f.fn}`);
+  lines.push(
+    `  profiles: ${r.profile.musterFile} (registrar), ${r.profile.floorFile} (floor), ${r.profile.essentialFile} (essential)`,
+  );
   return lines.join('\n');
 }
 

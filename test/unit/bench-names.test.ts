@@ -1,6 +1,7 @@
 /**
  * The `cpu` benchmark reports the inclusive time of named functions of the join path
- * (src/bench/cpu.ts JOIN_PATH_FUNCTIONS, `name@part-of-its-url`). A name that no longer exists
+ * (src/bench/cpu.ts JOIN_PATH_FUNCTIONS, and ESSENTIAL_FUNCTIONS for the essential server;
+ * `name@part-of-its-url`). A name that no longer exists
  * matches no profile frame and silently reports 0 %: after the store moved to src/store/, the list
  * still named registrar/registry.js and service methods that had moved. Each name of muster's own
  * code or of a dependency must be defined in the file it names (node: internals are not checked).
@@ -8,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { JOIN_PATH_FUNCTIONS } from '../../src/bench/cpu.js';
+import { ESSENTIAL_FUNCTIONS, JOIN_PATH_FUNCTIONS } from '../../src/bench/cpu.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -45,6 +46,17 @@ describe('the cpu benchmark names functions that exist', () => {
 
   it.each(JOIN_PATH_FUNCTIONS.filter((s) => !s.split('@')[1]!.startsWith('node:')))(
     '%s is defined there',
+    (spec) => {
+      const [name, url] = spec.split('@') as [string, string];
+      const file = sourceOf(url);
+      expect(existsSync(file), file).toBe(true);
+      expect(defines(readFileSync(file, 'utf8'), name), `${name} in ${file}`).toBe(true);
+    },
+  );
+
+  // The essential server's profile names its own steps (bench/child.ts) and muster's proof codec.
+  it.each(ESSENTIAL_FUNCTIONS.filter((s) => !s.split('@')[1]!.startsWith('node:')))(
+    'essential server: %s is defined there',
     (spec) => {
       const [name, url] = spec.split('@') as [string, string];
       const file = sourceOf(url);
