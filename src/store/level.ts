@@ -75,6 +75,7 @@ import {
   expectInstallModeWindow,
   normaliseNode,
   normaliseRevocation,
+  plainCopy,
   installModeFailureOnce,
   tokenBadProofOnce,
   updateTokenOnce,
@@ -466,35 +467,33 @@ export class LevelRegistry implements Registry {
 
   async getToken(id: string): Promise<TokenRecord | undefined> {
     const t = this.landedTokens.get(id);
-    return t && structuredClone(t);
+    return t && plainCopy(t);
   }
 
   async listTokens(): Promise<TokenRecord[]> {
-    return [...this.landedTokens.keys()].sort().map((id) => structuredClone(this.landedTokens.get(id)!));
+    return [...this.landedTokens.keys()].sort().map((id) => plainCopy(this.landedTokens.get(id)!));
   }
 
   async getInstallMode(): Promise<InstallModeState> {
-    return structuredClone(this.landedInstallMode);
+    return plainCopy(this.landedInstallMode);
   }
 
   async getPreapproval(name: string): Promise<Preapproval | undefined> {
     const p = this.landedPreapprovals.get(name);
-    return p && structuredClone(p);
+    return p && plainCopy(p);
   }
 
   async listPreapprovals(): Promise<Preapproval[]> {
-    return [...this.landedPreapprovals.keys()]
-      .sort()
-      .map((n) => structuredClone(this.landedPreapprovals.get(n)!));
+    return [...this.landedPreapprovals.keys()].sort().map((n) => plainCopy(this.landedPreapprovals.get(n)!));
   }
 
   async getBan(kind: BanKind, value: string): Promise<Ban | undefined> {
     const b = this.landedBans.get(banId(kind, value));
-    return b && structuredClone(b);
+    return b && plainCopy(b);
   }
 
   async listBans(): Promise<Ban[]> {
-    return [...this.landedBans.keys()].sort().map((k) => structuredClone(this.landedBans.get(k)!));
+    return [...this.landedBans.keys()].sort().map((k) => plainCopy(this.landedBans.get(k)!));
   }
 
   /**
@@ -563,7 +562,7 @@ export class LevelRegistry implements Registry {
     // The section runs now, synchronously: changes are checked and queued in call order.
     const { events, done } = this.prepare(change);
     await done;
-    return events.map((ev) => structuredClone(ev));
+    return events.map((ev) => plainCopy(ev));
   }
 
   /**
@@ -676,7 +675,7 @@ export class LevelRegistry implements Registry {
 
     const tokens: TokenRecord[] = [];
     if (usedToken) tokens.push(usedToken);
-    if (change.putToken) tokens.push(structuredClone(change.putToken));
+    if (change.putToken) tokens.push(plainCopy(change.putToken));
     for (const t of tokens) this.queuedTokens.set(t.id, t);
     if (change.tokenUpdate) {
       const updated = updateTokenOnce(this.queuedTokens.get(change.tokenUpdate.id), change.tokenUpdate);
@@ -695,7 +694,7 @@ export class LevelRegistry implements Registry {
     for (const t of tokens) state.set(K.token(t.id), JSON.stringify(this.queuedTokens.get(t.id)));
     let installMode: InstallModeState | undefined;
     if (usedInstallMode) installMode = usedInstallMode.next;
-    if (change.setInstallMode) installMode = structuredClone(change.setInstallMode);
+    if (change.setInstallMode) installMode = plainCopy(change.setInstallMode);
     const failure = change.installModeFailure
       ? installModeFailureOnce(installMode ?? this.queuedInstallMode, change.installModeFailure)
       : undefined;
@@ -710,7 +709,7 @@ export class LevelRegistry implements Registry {
     if (change.usePreapproval) preapprovals.push([change.usePreapproval.name, undefined]);
     if (change.deletePreapproval !== undefined) preapprovals.push([change.deletePreapproval, undefined]);
     if (change.putPreapproval)
-      preapprovals.push([change.putPreapproval.name, structuredClone(change.putPreapproval)]);
+      preapprovals.push([change.putPreapproval.name, plainCopy(change.putPreapproval)]);
     for (const [name, p] of preapprovals) {
       if (p) {
         this.queuedPreapprovals.set(name, p);
@@ -722,8 +721,7 @@ export class LevelRegistry implements Registry {
     }
     const bans: [string, Ban | undefined][] = [];
     if (change.deleteBan) bans.push([banId(change.deleteBan.kind, change.deleteBan.value), undefined]);
-    if (change.putBan)
-      bans.push([banId(change.putBan.kind, change.putBan.value), structuredClone(change.putBan)]);
+    if (change.putBan) bans.push([banId(change.putBan.kind, change.putBan.value), plainCopy(change.putBan)]);
     for (const [id, b] of bans) {
       ops.push(
         b ? { type: 'put', key: K.ban(id), value: JSON.stringify(b) } : { type: 'del', key: K.ban(id) },
@@ -750,7 +748,7 @@ export class LevelRegistry implements Registry {
       ...(badProof?.event ? [badProof.event] : []),
       ...(failure?.event ? [failure.event] : []),
     ];
-    const events = inputs.map((e): MusterEvent => ({ seq: ++this.queuedSeq, at, ...structuredClone(e) }));
+    const events = inputs.map((e): MusterEvent => ({ seq: ++this.queuedSeq, at, ...plainCopy(e) }));
     for (const ev of events) {
       ops.push({ type: 'put', key: K.event(ev.seq), value: JSON.stringify(ev) });
       // The log is history, not state: each event beyond the retention deletes the oldest kept one.

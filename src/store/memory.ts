@@ -37,10 +37,11 @@ import {
   updateTokenOnce,
   useInstallModeOnce,
   usePreapprovalOnce,
+  plainCopy,
   useTokenOnce,
 } from './common.js';
 
-const copy = <T>(v: T): T => structuredClone(v);
+const copy = plainCopy;
 
 export class MemoryRegistry implements Registry {
   readonly backend = 'memory';
