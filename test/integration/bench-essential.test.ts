@@ -46,7 +46,7 @@ async function records(): Promise<Map<string, Record<string, unknown>>> {
 /** The same CSR with the last byte of its ECDSA signature changed: well-formed, does not verify. */
 function badSignature(n: NodeIdentity): string {
   const der = Buffer.from(fromPem(n.csr, 'CERTIFICATE REQUEST'));
-  der[der.length - 1] ^= 0x01;
+  der[der.length - 1] = der[der.length - 1]! ^ 0x01;
   return toPem(der, 'CERTIFICATE REQUEST');
 }
 
