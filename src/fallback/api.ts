@@ -5,6 +5,8 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Static } from '@sinclair/typebox';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import { systemClock } from '../common/clock.js';
 import { MusterError } from '../common/errors.js';
@@ -12,19 +14,12 @@ import type { Logger } from '../common/log.js';
 import { normaliseAddress, sourceKey } from '../common/net.js';
 import { toPem } from '../common/x509.js';
 import { FailureLimiter } from './failure-limit.js';
-import { frameworkErrors, installErrorHandling } from './http-errors.js';
+import { frameworkErrors, installErrorHandling, INTERNAL_ERROR, musterErrorAnswer } from './http-errors.js';
 import { HandshakeGate } from './handshake-gate.js';
 import { GateFull, JoinGate } from './join-gate.js';
-import {
-  CrlQuery,
-  JoinBody,
-  LeaveBody,
-  NameParams,
-  RenewBody,
-  SignedBody,
-  WaitQuery,
-} from './schemas.js';
-import { schemaController } from './validate.js';
+import { installJoinLane, type LaneAnswer } from './join-lane.js';
+import { CrlQuery, JoinBody, LeaveBody, NameParams, RenewBody, SignedBody, WaitQuery } from './schemas.js';
+import { precompiledValidator, schemaController } from './validate.js';
 import type { JoinOutcome, RegistrationEndpoint } from './wire.js';
 
 /** Refused requests a minute one source may make (bad proofs, refusals, malformed requests). */
@@ -153,7 +148,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     windowMs: 60_000,
     now: opts.now ?? Date.now,
   });
+  // Requests the join's fast lane let in (and counted) before handing them to fastify.
+  const counted = new WeakSet<IncomingMessage>();
   app.addHook('onRequest', async (req, reply) => {
+    if (counted.has(req.raw)) return;
     const src = source(req);
     const refused = failures.blocked(src);
     const wait = refused ?? requests.blocked(src);
@@ -170,10 +168,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           : `too many requests from this address: retry in ${wait} s`,
     });
   });
-  app.addHook('onResponse', async (req, reply) => {
-    if (reply.statusCode >= 400 && reply.statusCode < 500 && reply.statusCode !== 429)
-      failures.record(source(req));
-  });
+  const countFailure = (src: string, status: number): void => {
+    if (status >= 400 && status < 500 && status !== 429) failures.record(src);
+  };
+  app.addHook('onResponse', async (req, reply) => countFailure(source(req), reply.statusCode));
 
   const svc = opts.service;
   const addr = (socketAddr: string | undefined): string => normaliseAddress(socketAddr ?? '');
@@ -189,13 +187,71 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const polls = new Map<string, number>();
   const maxPolls = opts.maxPolls ?? { total: 10_000, perSource: 512 };
 
+  const outcomeAnswer = (out: JoinOutcome): LaneAnswer =>
+    out.status === 202
+      ? {
+          status: 202,
+          headers: { 'retry-after': String(out.retryAfter) },
+          body: { state: out.state, retryAfter: out.retryAfter, message: out.reason },
+        }
+      : { status: out.status, headers: {}, body: out.bundle };
   const send = (reply: import('fastify').FastifyReply, out: JoinOutcome) => {
-    if (out.status === 202) {
-      void reply.header('retry-after', String(out.retryAfter));
-      return reply.code(202).send({ state: out.state, retryAfter: out.retryAfter, message: out.reason });
-    }
-    return reply.code(out.status).send(out.bundle);
+    const a = outcomeAnswer(out);
+    return reply.code(a.status).headers(a.headers).send(a.body);
   };
+
+  // A join waits its turn at the gate; a node that hangs up meanwhile leaves the queue.
+  const runJoin = async (body: Static<typeof JoinBody>, socket: Socket): Promise<JoinOutcome> => {
+    const gone = new AbortController();
+    const onClose = (): void => gone.abort();
+    socket.once('close', onClose);
+    try {
+      return await gate.run(() => svc.join(body, addr(socket.remoteAddress)), gone.signal);
+    } catch (err) {
+      if (!(err instanceof GateFull)) throw err;
+      throw new MusterError(
+        'busy',
+        `the registrar is signing as fast as it can (${err.why}): retry in ${err.retryAfterS} s`,
+        { retryAfter: err.retryAfterS },
+      );
+    } finally {
+      socket.off('close', onClose);
+    }
+  };
+
+  const bodyLimit = opts.bodyLimit ?? 16 * 1024;
+  const lane = installJoinLane(app.server as unknown as HttpServer, {
+    bodyLimit,
+    admit(req) {
+      const src = sourceKey(req.socket.remoteAddress ?? 'unknown');
+      if ((failures.blocked(src) ?? requests.blocked(src)) !== undefined) return false;
+      requests.record(src);
+      counted.add(req);
+      return true;
+    },
+    validate: precompiledValidator({
+      schema: JoinBody,
+      method: 'POST',
+      url: '/v1/join',
+      httpPart: 'body',
+    }) as (body: unknown) => boolean,
+    async handle(body, socket) {
+      try {
+        return outcomeAnswer(await runJoin(body as Static<typeof JoinBody>, socket));
+      } catch (err) {
+        if (err instanceof MusterError) return musterErrorAnswer(err);
+        opts.log.error({ err }, 'unexpected error');
+        return { status: 500, headers: {}, body: INTERNAL_ERROR };
+      }
+    },
+    fault(err) {
+      opts.log.error({ err }, 'unexpected error');
+    },
+    answered(req, status, seconds) {
+      countFailure(sourceKey(req.socket.remoteAddress ?? 'unknown'), status);
+      observe?.({ method: 'POST', route: '/v1/join', status, seconds });
+    },
+  });
 
   app.get('/v1/info', async () => svc.info());
 
@@ -213,28 +269,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return reply.type('application/pkix-crl').send(der);
   });
 
-  app.post('/v1/join', { schema: { body: JoinBody } }, async (req, reply) => {
-    const gone = new AbortController();
-    const onClose = (): void => gone.abort();
-    req.socket.once('close', onClose);
-    let out: JoinOutcome;
-    try {
-      out = await gate.run(
-        () => svc.join(req.body as Static<typeof JoinBody>, addr(req.socket.remoteAddress)),
-        gone.signal,
-      );
-    } catch (err) {
-      if (!(err instanceof GateFull)) throw err;
-      throw new MusterError(
-        'busy',
-        `the registrar is signing as fast as it can (${err.why}): retry in ${err.retryAfterS} s`,
-        { retryAfter: err.retryAfterS },
-      );
-    } finally {
-      req.socket.off('close', onClose);
-    }
-    return send(reply, out);
-  });
+  // The route for what the fast lane (join-lane.ts) does not take, or hands back to be refused.
+  app.post(
+    '/v1/join',
+    {
+      schema: { body: JoinBody },
+      preParsing: async (req, _reply, payload) => lane.handedBack(req.raw, payload),
+    },
+    async (req, reply) => send(reply, await runJoin(req.body as Static<typeof JoinBody>, req.socket)),
+  );
 
   app.get(
     '/v1/join/:name',

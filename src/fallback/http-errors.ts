@@ -23,23 +23,40 @@ export function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: F
     return;
   }
   req.log.error({ err }, 'unexpected error');
-  void reply.code(500).send({ error: 'internal', message: 'internal error; see the registrar log' });
+  void reply.code(500).send(INTERNAL_ERROR);
+}
+
+/** What a client is told of an error it cannot act on; the error itself goes to the log only. */
+export const INTERNAL_ERROR = {
+  error: 'internal',
+  message: 'internal error; see the registrar log',
+} as const;
+
+/** The answer to a MusterError: its registry status, `{error, message, ...details}`, and Retry-After. */
+export function musterErrorAnswer(err: MusterError): {
+  status: number;
+  headers: Record<string, string>;
+  body: Record<string, unknown>;
+} {
+  return {
+    status: err.status,
+    headers: err.retryAfter !== undefined ? { 'retry-after': String(err.retryAfter) } : {},
+    body: err.toJSON(),
+  };
 }
 
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | MusterError | Error, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof MusterError) {
-      if (err.retryAfter !== undefined) void reply.header('retry-after', String(err.retryAfter));
-      return reply.code(err.status).send(err.toJSON());
+      const a = musterErrorAnswer(err);
+      return reply.code(a.status).headers(a.headers).send(a.body);
     }
     const fe = err as FastifyError & { error?: string };
     if (fe.validation) {
-      return reply
-        .code(400)
-        .send({
-          error: 'bad_request',
-          message: `invalid ${fe.validationContext ?? 'request'}: ${fe.message}`,
-        });
+      return reply.code(400).send({
+        error: 'bad_request',
+        message: `invalid ${fe.validationContext ?? 'request'}: ${fe.message}`,
+      });
     }
     if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return reply.code(413).send({ error: 'payload_too_large', message: 'the request body is too large' });
@@ -63,7 +80,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       return reply.code(fe.statusCode).send({ error: 'bad_request', message: fe.message });
     }
     req.log.error({ err }, 'unexpected error');
-    return reply.code(500).send({ error: 'internal', message: 'internal error; see the registrar log' });
+    return reply.code(500).send(INTERNAL_ERROR);
   });
   app.setNotFoundHandler((req, reply) => {
     void reply
