@@ -5,7 +5,15 @@
  *   SubjectPublicKeyInfo bytes into a TBSCertificate that node:crypto signs with the CA key.
  * Fingerprints are SHA-256 over DER, base64url (DESIGN "Discovery": `key=` and `ca=`).
  */
-import { createHash, createPublicKey, KeyObject, randomFillSync, sign, verify, X509Certificate } from 'node:crypto';
+import {
+  createHash,
+  createPublicKey,
+  KeyObject,
+  randomFillSync,
+  sign,
+  verify,
+  X509Certificate,
+} from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import {
@@ -29,6 +37,7 @@ import {
   uint,
   utf8,
   value,
+  type Tlv,
 } from './der.js';
 
 export const OID = {
@@ -142,7 +151,8 @@ export function spkiKind(spki: Buffer): { kind: KeyKind | 'other'; p256: boolean
   const [algOid, params] = children(spki, expectTag(algId, TAG.SEQUENCE, 'AlgorithmIdentifier'));
   const a = bytes(spki, expectTag(algOid, TAG.OID, 'key algorithm'));
   if (a.equals(OID_DER.rsaEncryption)) return { kind: 'rsa', p256: false };
-  if (a.equals(OID_DER.ecPublicKey)) return { kind: 'ec', p256: params !== undefined && bytes(spki, params).equals(P256_OID) };
+  if (a.equals(OID_DER.ecPublicKey))
+    return { kind: 'ec', p256: params !== undefined && bytes(spki, params).equals(P256_OID) };
   return { kind: 'other', p256: false };
 }
 
@@ -157,10 +167,16 @@ export function importNodeKey(spki: Buffer): KeyObject {
     const [, bits] = children(spki, readTlv(spki, 0));
     const point = value(spki, expectTag(bits, TAG.BIT_STRING, 'public key'));
     // BIT STRING: 0 unused bits, then the uncompressed point 04 || X || Y (SEC 1 §2.3.3).
-    if (point.length !== 66 || point[0] !== 0 || point[1] !== 4) throw new Error('the EC public key is not an uncompressed P-256 point');
+    if (point.length !== 66 || point[0] !== 0 || point[1] !== 4)
+      throw new Error('the EC public key is not an uncompressed P-256 point');
     try {
       return createPublicKey({
-        key: { kty: 'EC', crv: 'P-256', x: point.subarray(2, 34).toString('base64url'), y: point.subarray(34, 66).toString('base64url') },
+        key: {
+          kty: 'EC',
+          crv: 'P-256',
+          x: point.subarray(2, 34).toString('base64url'),
+          y: point.subarray(34, 66).toString('base64url'),
+        },
         format: 'jwk',
       });
     } catch {
@@ -200,7 +216,10 @@ export function encodeName(f: SubjectFields): Buffer {
 }
 
 /** The attribute values of a DER Name, by attribute OID (first occurrence). */
-function decodeName(buf: Buffer, name: { valueStart: number; end: number; tag: number; start: number }): Map<string, string> {
+function decodeName(
+  buf: Buffer,
+  name: { valueStart: number; end: number; tag: number; start: number },
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const rdnSet of children(buf, name)) {
     for (const atv of children(buf, rdnSet)) {
@@ -261,11 +280,19 @@ function decodeCsr(pem: string): DecodedCsr {
   const spki = Buffer.from(bytes(der, spkiTlv!));
   const publicKey = importNodeKey(spki);
   const expected = publicKey.asymmetricKeyType === 'rsa' ? OID_DER.sha256WithRSA : OID_DER.ecdsaWithSHA256;
-  if (!alg.equals(expected)) throw new Error('the CSR must be signed with SHA-256 (RSA PKCS#1 v1.5 or ECDSA)');
+  if (!alg.equals(expected))
+    throw new Error('the CSR must be signed with SHA-256 (RSA PKCS#1 v1.5 or ECDSA)');
   const names = decodeName(der, subject!);
   const commonName = names.get(CN_HEX);
   if (commonName === undefined) throw new Error('the CSR has no common name');
-  return { commonName, spki, publicKey, fingerprint: sha256b64url(spki), cri: bytes(der, cri!), signature: sigVal.subarray(1) };
+  return {
+    commonName,
+    spki,
+    publicKey,
+    fingerprint: sha256b64url(spki),
+    cri: bytes(der, cri!),
+    signature: sigVal.subarray(1),
+  };
 }
 
 function strip(d: DecodedCsr): ParsedCsr {
@@ -278,7 +305,8 @@ function strip(d: DecodedCsr): ParsedCsr {
  */
 export function parseCsr(pem: string): ParsedCsr {
   const d = decodeCsr(pem);
-  if (!verify('sha256', d.cri, d.publicKey, d.signature)) throw new Error('the CSR signature does not verify with its own key');
+  if (!verify('sha256', d.cri, d.publicKey, d.signature))
+    throw new Error('the CSR signature does not verify with its own key');
   return strip(d);
 }
 
@@ -342,27 +370,44 @@ export interface IssuerInfo {
 }
 const issuerCache = new WeakMap<Buffer, IssuerInfo>();
 
+/**
+ * The fields of a certificate's TBSCertificate (RFC 5280 §4.1), read from its DER without decoding
+ * any of them: `field(i)` counts from serialNumber (0) whether or not the [0] version is present
+ * (serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo: 0-5), and
+ * `extension(oid)` is the extnValue's content (the DER inside the OCTET STRING) of the first
+ * extension with that OID. Throws DerError on a malformed certificate.
+ */
+export function tbsFields(der: Buffer): {
+  field(i: number): Tlv | undefined;
+  extension(oidDer: Buffer): Buffer | undefined;
+} {
+  const [tbs] = children(der, readTlv(der, 0));
+  if (!tbs) throw new DerError('no tbsCertificate');
+  const parts = children(der, tbs);
+  const off = parts[0]?.tag === 0xa0 ? 1 : 0;
+  return {
+    field: (i) => parts[off + i],
+    extension(oidDer) {
+      const extWrap = parts.find((p) => p.tag === 0xa3);
+      if (!extWrap) return undefined;
+      const [exts] = children(der, extWrap);
+      for (const ext of children(der, exts!)) {
+        const [o, ...rest] = children(der, ext);
+        if (bytes(der, o!).equals(oidDer)) return value(der, rest[rest.length - 1]!);
+      }
+      return undefined;
+    },
+  };
+}
+
 export function issuerInfo(issuer: IssuerKey): IssuerInfo {
   let info = issuerCache.get(issuer.certDer);
   if (info) return info;
   const der = issuer.certDer;
-  const [tbs] = children(der, readTlv(der, 0));
-  const parts = children(der, tbs!);
-  // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, spki, ..., [3] extensions
-  const off = parts[0]!.tag === 0xa0 ? 1 : 0;
-  const subject = Buffer.from(bytes(der, parts[off + 4]!));
-  let ski: Buffer | undefined;
-  const extWrap = parts.find((p) => p.tag === 0xa3);
-  if (extWrap) {
-    const [exts] = children(der, extWrap);
-    for (const ext of children(der, exts!)) {
-      const [o, ...rest] = children(der, ext);
-      if (bytes(der, o!).equals(OID_DER.subjectKeyIdentifier)) {
-        const inner = value(der, rest[rest.length - 1]!);
-        ski = Buffer.from(value(inner, readTlv(inner, 0)));
-      }
-    }
-  }
+  const tbs = tbsFields(der);
+  const subject = Buffer.from(bytes(der, tbs.field(4)!));
+  const skiExt = tbs.extension(OID_DER.subjectKeyIdentifier);
+  const ski = skiExt ? Buffer.from(value(skiExt, readTlv(skiExt, 0))) : undefined;
   info = { subject, ski, alg: sigAlgFor(issuer.privateKey).alg };
   issuerCache.set(issuer.certDer, info);
   return info;
@@ -570,20 +615,10 @@ export function chainProblem(
 
 /** The pathLenConstraint of a CA certificate's basicConstraints, undefined when absent. */
 export function pathLenOf(cert: X509Certificate): number | undefined {
-  const der = cert.raw;
-  const [tbs] = children(der, readTlv(der, 0));
-  const extWrap = children(der, tbs!).find((p) => p.tag === 0xa3);
-  if (!extWrap) return undefined;
-  const [exts] = children(der, extWrap);
-  for (const ext of children(der, exts!)) {
-    const [o, ...rest] = children(der, ext);
-    if (!bytes(der, o!).equals(OID_DER.basicConstraints)) continue;
-    const inner = value(der, rest[rest.length - 1]!);
-    const parts = children(inner, readTlv(inner, 0));
-    const n = parts.find((p) => p.tag === TAG.INTEGER);
-    if (!n) return undefined;
-    const v = value(inner, n);
-    return v.length > 4 ? Number.MAX_SAFE_INTEGER : v.readUIntBE(0, v.length);
-  }
-  return undefined;
+  const inner = tbsFields(cert.raw).extension(OID_DER.basicConstraints);
+  if (!inner) return undefined;
+  const n = children(inner, readTlv(inner, 0)).find((p) => p.tag === TAG.INTEGER);
+  if (!n) return undefined;
+  const v = value(inner, n);
+  return v.length > 4 ? Number.MAX_SAFE_INTEGER : v.readUIntBE(0, v.length);
 }

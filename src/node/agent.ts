@@ -462,7 +462,7 @@ async function join(given: JoinOptions): Promise<JoinResult> {
         cluster,
         spki,
         sessionCaPem: client.caPem,
-        ...(client.ca ? { sessionCa: client.ca } : {}),
+        sessionCa: client.ca,
         registrarId: client.info.id,
         now: clock.now(),
         ...(pin ? { pin } : {}),

@@ -4,9 +4,9 @@
  * Pure: takes what the node knows, returns the list of problems.
  */
 import { X509Certificate } from 'node:crypto';
-import { bytes, children, DerError, readTlv, TAG } from '../common/der.js';
+import { bytes, DerError, TAG } from '../common/der.js';
 import { bundleMac, safeEqual, type Bundle } from '../common/proof.js';
-import { certFingerprint, chainProblem } from '../common/x509.js';
+import { certFingerprint, chainProblem, tbsFields } from '../common/x509.js';
 
 /** The reserved role of tier registrars (registrar/issuer.ts TIER_ROLE; not imported: nodes load no registrar code). */
 const TIER_ROLE = 'cluster';
@@ -148,10 +148,7 @@ export function checkBundle(
  * Throws a DerError when the DER does not have that shape.
  */
 export function certSpki(der: Buffer): Buffer {
-  const [tbs] = children(der, readTlv(der, 0));
-  if (!tbs) throw new DerError('no tbsCertificate');
-  const fields = children(der, tbs);
-  const spki = fields[fields[0]?.tag === 0xa0 ? 6 : 5];
+  const spki = tbsFields(der).field(5);
   if (!spki || spki.tag !== TAG.SEQUENCE) throw new DerError('no subjectPublicKeyInfo');
   return bytes(der, spki);
 }
