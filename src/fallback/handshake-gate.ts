@@ -65,6 +65,14 @@ export const DEFAULT_MAX_OPEN = 1024;
 const CLOSE_IDLE_EVERY_MS = 1000;
 /** Answers after which a node pauses (Retry-After or back-off): its connection may then be closed. */
 const COME_BACK_LATER = new Set([429, 503]);
+/**
+ * A connection past its handshake that has sent no request for this long, while the gate is full and
+ * others wait, is closed: a client sends its request as soon as its handshake ends, so such a
+ * connection only holds a slot (1,024 idle connections from one host held every slot until node's
+ * headers timeout reaped them, ~15 s; a request made meanwhile waited 14.5 s and was reset). Generous
+ * for a client process that is itself busy (a herd's agents on a loaded machine).
+ */
+export const FRESH_IDLE_MS = 5_000;
 
 export class HandshakeGate {
   /** Sockets whose handshake holds a slot, with the timer that ends the hold. */
@@ -74,6 +82,9 @@ export class HandshakeGate {
   private idleClosedAt = -Infinity;
   /** Established connections whose node was told to come back later (and has not yet). */
   private readonly sleeping = new Set<TLSSocket>();
+  /** Connections past their handshake that have not sent a request yet, with when the handshake ended (oldest first). */
+  private readonly fresh = new Map<TLSSocket, number>();
+  private freshCheck: TimerHandle | undefined;
   private readonly waiting: { socket: Socket; since: number }[] = [];
   /** Connections closed unstarted (queue full or waited too long), for the log and tests. */
   shed = 0;
@@ -106,12 +117,19 @@ export class HandshakeGate {
     server.on('request', (req: { socket: TLSSocket }, res: Answer) => {
       const t = req.socket;
       gate.sleeping.delete(t);
+      gate.fresh.delete(t);
       res.once('close', () => {
         // By status alone: fastify passes its headers to writeHead, where getHeader does not see them.
         if (!t.destroyed && COME_BACK_LATER.has(res.statusCode)) gate.sleeping.add(t);
       });
     });
-    server.on('secureConnection', (t: TLSSocket) => t.once('close', () => gate.sleeping.delete(t)));
+    server.on('secureConnection', (t: TLSSocket) => {
+      gate.fresh.set(t, gate.o.clock.now());
+      t.once('close', () => {
+        gate.sleeping.delete(t);
+        gate.fresh.delete(t);
+      });
+    });
     return gate;
   }
 
@@ -138,13 +156,33 @@ export class HandshakeGate {
     if (this.open.size >= this.maxOpen) this.makeRoom();
   }
 
-  /** Full of open connections: those of nodes told to come back later make way (once a second at most). */
+  /**
+   * Full of open connections: those that never sent a request within FRESH_IDLE_MS of their handshake
+   * make way, and those of nodes told to come back later (once a second at most). While connections
+   * still wait, the gate looks again when the oldest request-less one reaches FRESH_IDLE_MS.
+   */
   private makeRoom(): void {
     const now = this.o.clock.now();
-    if (now - this.idleClosedAt < CLOSE_IDLE_EVERY_MS) return;
-    this.idleClosedAt = now;
-    for (const t of this.sleeping) t.destroy();
-    this.sleeping.clear();
+    for (const [t, since] of this.fresh) {
+      if (now - since < FRESH_IDLE_MS) break; // oldest first
+      this.fresh.delete(t);
+      t.destroy();
+    }
+    if (now - this.idleClosedAt >= CLOSE_IDLE_EVERY_MS) {
+      this.idleClosedAt = now;
+      for (const t of this.sleeping) t.destroy();
+      this.sleeping.clear();
+    }
+    const [oldest] = this.fresh.values();
+    if (this.freshCheck === undefined && oldest !== undefined && this.waiting.length > 0) {
+      this.freshCheck = this.o.clock.setTimeout(
+        () => {
+          this.freshCheck = undefined;
+          if (this.waiting.length > 0 && this.open.size >= this.maxOpen) this.makeRoom();
+        },
+        oldest + FRESH_IDLE_MS - now,
+      );
+    }
   }
 
   private begin(socket: Socket): void {

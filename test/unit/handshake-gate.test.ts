@@ -10,7 +10,7 @@ import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { HandshakeGate } from '../../src/fallback/handshake-gate.js';
+import { FRESH_IDLE_MS, HandshakeGate } from '../../src/fallback/handshake-gate.js';
 import { issueServerIdentity, loadOrCreateCa } from '../../src/registrar/ca.js';
 import { tempDir } from '../helpers/registrar.js';
 
@@ -186,6 +186,41 @@ describe('HandshakeGate', () => {
     expect(gate.stats).toMatchObject({ open: 2, waiting: 0, shed: 0 });
     sent.agent.destroy();
     served.agent.destroy();
+  });
+
+  it('full of open connections, it closes those that never sent a request within FRESH_IDLE_MS of their handshake (an idle-connection flood), not a kept-alive one', async () => {
+    await serve({ maxWaitMs: 60_000, holdMs: 60_000, max: 4, maxOpen: 3, maxQueued: 4 });
+    // A node's keep-alive connection, idle between two requests: never closed for being idle.
+    const agent = new https.Agent({ keepAlive: true, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) =>
+      https
+        .get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        })
+        .on('error', reject),
+    );
+    await until(() => Object.values(agent.freeSockets).some((l) => l?.length));
+    const kept = Object.values(agent.freeSockets).flat()[0]!;
+    // The attack: connections that finish their handshake and then send nothing, holding the slots.
+    const a = client();
+    const b = client();
+    await Promise.all([a, b].map((x) => new Promise((r) => x.socket.once('secureConnect', r))));
+    await until(() => gate.stats.open === 3 && gate.stats.active === 0);
+    const c = client();
+    await until(() => gate.stats.waiting === 1);
+    // Not yet: a client that is slow to send its request is given FRESH_IDLE_MS.
+    clock.advance(FRESH_IDLE_MS - 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(a.events).toEqual(['secure']);
+    expect(gate.stats).toMatchObject({ open: 3, waiting: 1 });
+    // Then the request-less ones make way, without another connection arriving to prompt it.
+    clock.advance(1);
+    await Promise.all([a.ended, b.ended]);
+    await new Promise((r) => c.socket.once('secureConnect', r));
+    expect(kept.destroyed).toBe(false);
+    expect(gate.stats).toMatchObject({ waiting: 0, shed: 0 });
+    agent.destroy();
   });
 
   it('a slow client holds its slot for holdMs only: the next connection is served while it still waits', async () => {
