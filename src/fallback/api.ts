@@ -130,7 +130,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   // Failures are limited per source and in total (see failure-limit.ts); successful requests only by
   // a generous flood guard (100 a second per source), so a herd behind one NAT address gets through.
-  const source = (req: FastifyRequest): string => sourceKey(req.socket.remoteAddress ?? 'unknown');
+  const sourceOf = (socket: Socket): string => sourceKey(socket.remoteAddress ?? 'unknown');
+  const source = (req: FastifyRequest): string => sourceOf(req.socket);
   const perSource = opts.rateLimit ?? DEFAULT_FAILURES_PER_MINUTE;
   const failures = new FailureLimiter({
     perSource,
@@ -148,24 +149,29 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     windowMs: 60_000,
     now: opts.now ?? Date.now,
   });
-  // Requests the join's fast lane let in (and counted) before handing them to fastify.
-  const counted = new WeakSet<IncomingMessage>();
-  app.addHook('onRequest', async (req, reply) => {
-    if (counted.has(req.raw)) return;
-    const src = source(req);
+  /** Counts a request from `src` and says nothing, or says how long it must wait and whether for refusals. */
+  const floodGuard = (src: string): { wait: number; refused: boolean } | undefined => {
     const refused = failures.blocked(src);
     const wait = refused ?? requests.blocked(src);
     if (wait === undefined) {
       requests.record(src);
-      return;
+      return undefined;
     }
+    return { wait, refused: refused !== undefined };
+  };
+  // Requests the join's fast lane let in (and counted) before handing them to fastify.
+  const counted = new WeakSet<IncomingMessage>();
+  app.addHook('onRequest', async (req, reply) => {
+    if (counted.has(req.raw)) return;
+    const held = floodGuard(source(req));
+    if (!held) return;
+    const { wait, refused } = held;
     void reply.header('retry-after', String(wait));
     return reply.code(429).send({
       error: 'rate_limited',
-      message:
-        refused !== undefined
-          ? `too many refused requests from this address: retry in ${wait} s`
-          : `too many requests from this address: retry in ${wait} s`,
+      message: refused
+        ? `too many refused requests from this address: retry in ${wait} s`
+        : `too many requests from this address: retry in ${wait} s`,
     });
   });
   const countFailure = (src: string, status: number): void => {
@@ -223,9 +229,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const lane = installJoinLane(app.server as unknown as HttpServer, {
     bodyLimit,
     admit(req) {
-      const src = sourceKey(req.socket.remoteAddress ?? 'unknown');
-      if ((failures.blocked(src) ?? requests.blocked(src)) !== undefined) return false;
-      requests.record(src);
+      // Held back: fastify's own hook answers it (429 with Retry-After).
+      if (floodGuard(sourceOf(req.socket))) return false;
       counted.add(req);
       return true;
     },
@@ -248,7 +253,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       opts.log.error({ err }, 'unexpected error');
     },
     answered(req, status, seconds) {
-      countFailure(sourceKey(req.socket.remoteAddress ?? 'unknown'), status);
+      countFailure(sourceOf(req.socket), status);
       observe?.({ method: 'POST', route: '/v1/join', status, seconds });
     },
   });

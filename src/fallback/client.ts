@@ -259,6 +259,15 @@ function hasRegistrarName(cert: X509Certificate, id: string): boolean {
 }
 
 /**
+ * The TLS context of every first-contact connection (no CA: the first contact checks the certificate
+ * itself). Building one (an OpenSSL SSL_CTX) costs about 0.4 ms of CPU, per node in a herd (issue 12,
+ * target 3). Sharing it shares no state between registrars: it holds no CA and no key, and a client
+ * never resumes a session unless it is handed one (`session`), which muster never does.
+ */
+let sharedUnchecked: tls.SecureContext | undefined;
+const uncheckedContext = (): tls.SecureContext => (sharedUnchecked ??= tls.createSecureContext());
+
+/**
  * The one keep-alive agent of a RegistrarClient: its first contact, join, long polls and ack to that
  * registrar share one TLS connection. Two handshakes per node (an unchecked one for the first contact,
  * a checked one for the rest) cost a herd's registrar and its nodes a full handshake each (issue 12,
@@ -274,15 +283,6 @@ function hasRegistrarName(cert: X509Certificate, id: string): boolean {
  * kept, and the next request opens a checked connection. No TLS session is resumed: a session made
  * without the check must never stand in for a checked handshake.
  */
-/**
- * The TLS context of every first-contact connection (no CA: the first contact checks the certificate
- * itself). Building one (an OpenSSL SSL_CTX) costs about 0.4 ms of CPU, per node in a herd (issue 12,
- * target 3). Sharing it shares no state between registrars: it holds no CA and no key, and a client
- * never resumes a session unless it is handed one (`session`), which muster never does.
- */
-let sharedUnchecked: tls.SecureContext | undefined;
-const uncheckedContext = (): tls.SecureContext => (sharedUnchecked ??= tls.createSecureContext());
-
 class RegistrarAgent extends https.Agent {
   private verified:
     { ca: string; checkServerIdentity: tls.ConnectionOptions['checkServerIdentity'] } | undefined;

@@ -51,12 +51,13 @@ import {
 import { nodeSpki, parseNodeKey } from './node-key.js';
 import { deriveNodeName, type NameFrom } from './node-name.js';
 
+export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
+
 /**
  * How long a registrar heard in one discovery round of a run still counts in the next ones (the TTL
  * RFC 6762 §10 gives records that name a host): see recentlyHeard in runJoin.
  */
 const HEARD_MEMORY_MS = 120_000;
-export { FILES, NodeFiles, loadOrCreateKey } from './node-files.js';
 
 export interface JoinOptions {
   registrarUrl?: string;
